@@ -1,0 +1,151 @@
+"""Pure value objects shared by every layer: check results, tag state, events."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from monitor.reference import ImageReference
+
+__all__ = [
+    "EMPTY_PLATFORMS",
+    "CheckResult",
+    "Event",
+    "EventType",
+    "PlatformChange",
+    "Reason",
+    "Status",
+    "TagState",
+]
+
+EMPTY_PLATFORMS: Mapping[str, str] = MappingProxyType({})
+
+
+class Status(enum.StrEnum):
+    """Outcome of one check (SPEC §2)."""
+
+    PRESENT = "present"
+    MISSING = "missing"
+    DENIED = "denied"
+    ERROR = "error"
+
+    @property
+    def decided(self) -> bool:
+        """True for every status but ``error``: the registry gave an answer."""
+        return self is not Status.ERROR
+
+
+class Reason(enum.StrEnum):
+    """Why a check ended in ``error`` (SPEC §2)."""
+
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    TLS = "tls"
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "server_error"
+    PROTOCOL = "protocol"
+    AUTH_FAILED = "auth_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What one check of one reference found.
+
+    ``detail`` is the short cause shown in the CLI's third column for
+    ``missing``/``denied`` (``manifest unknown``, ``insufficient_scope``,
+    ``no credentials``) and a one-line explanation for ``error``.
+    ``platforms`` maps ``os/arch[/variant]`` to the platform manifest digest.
+    """
+
+    reference: ImageReference
+    status: Status
+    checked_at: datetime
+    digest: str | None = None
+    media_type: str | None = None
+    platforms: Mapping[str, str] = field(default=EMPTY_PLATFORMS)
+    reason: Reason | None = None
+    detail: str | None = None
+    http_status: int | None = None
+    duration_ms: float = 0.0
+    ratelimit_limit: int | None = None
+    ratelimit_remaining: int | None = None
+
+    @property
+    def summary(self) -> str:
+        """Third column of ``regmon check``: digest, short cause, or reason."""
+        if self.status is Status.PRESENT:
+            return self.digest or ""
+        if self.status is Status.ERROR:
+            return str(self.reason or Reason.PROTOCOL)
+        return self.detail or str(self.status)
+
+
+class EventType(enum.StrEnum):
+    """Events of SPEC §5 (and §9, later)."""
+
+    TAG_CHANGED = "tag.changed"
+    TAG_MISSING = "tag.missing"
+    TAG_RESTORED = "tag.restored"
+    CHECK_FAILING = "check.failing"
+    CHECK_RECOVERED = "check.recovered"
+    TEST = "test"
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformChange:
+    previous: str | None
+    current: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TagState:
+    """What the service remembers about one watched tag.
+
+    ``status`` is the status of the last check (``error`` included);
+    ``decided_status`` is the last status that was not ``error`` and drives
+    ``regmon_image_available``. ``digest``/``platforms`` are the last digests
+    seen while present. ``missing_alerted`` is true between ``tag.missing`` and
+    ``tag.restored``; ``failing_alerted`` between ``check.failing`` and
+    ``check.recovered``.
+    """
+
+    image: str
+    status: Status | None = None
+    decided_status: Status | None = None
+    digest: str | None = None
+    media_type: str | None = None
+    platforms: Mapping[str, str] = field(default=EMPTY_PLATFORMS)
+    reason: Reason | None = None
+    detail: str | None = None
+    first_seen: datetime | None = None
+    last_checked: datetime | None = None
+    last_decided: datetime | None = None
+    last_changed: datetime | None = None
+    consecutive_misses: int = 0
+    consecutive_errors: int = 0
+    missing_alerted: bool = False
+    failing_alerted: bool = False
+    digest_changes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event, in the shape of the webhook ``json`` body (SPEC §6)."""
+
+    id: str
+    type: EventType
+    occurred_at: datetime
+    image: str
+    previous_status: Status | None = None
+    previous_digest: str | None = None
+    current_status: Status | None = None
+    current_digest: str | None = None
+    checked_at: datetime | None = None
+    platforms: Mapping[str, PlatformChange] = field(default_factory=dict)
+    reason: str | None = None
+    same_digest: bool | None = None

@@ -1,0 +1,63 @@
+"""The one exception tree of regmon.
+
+    RegmonError                      base; str(exc) is a one-line message for users
+    ├── UsageError                   bad input from the user: exit code 2
+    │   ├── ReferenceError_          an image reference that does not parse
+    │   └── ConfigError              a config file that does not load or validate
+    └── RegistryError                a registry interaction that failed (carries a Reason)
+        └── AuthError                credentials rejected / token endpoint failed
+
+Third-party exceptions (httpx, pydantic, yaml, sqlalchemy) are translated at the
+edge with ``raise ... from exc``; nothing outside this tree reaches the CLI for
+a user error.
+"""
+
+from __future__ import annotations
+
+from monitor.domain import Reason
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "InvalidReference",
+    "RegistryError",
+    "RegmonError",
+    "UsageError",
+]
+
+
+class RegmonError(Exception):
+    """Base of every error regmon raises on purpose."""
+
+
+class UsageError(RegmonError):
+    """The user asked for something invalid; the CLI exits with code 2."""
+
+
+class InvalidReference(UsageError, ValueError):
+    """An image reference that does not parse; the message names the offending part."""
+
+    def __init__(self, reference: str, why: str) -> None:
+        self.reference = reference
+        self.why = why
+        super().__init__(f"invalid image reference {reference!r}: {why}")
+
+
+class ConfigError(UsageError):
+    """A config file that cannot be loaded; the message names file, key path and expectation."""
+
+
+class RegistryError(RegmonError):
+    """A registry interaction that could not be decided. ``reason`` is the SPEC §2 reason."""
+
+    def __init__(self, reason: Reason, message: str, *, http_status: int | None = None) -> None:
+        self.reason = reason
+        self.http_status = http_status
+        super().__init__(message)
+
+
+class AuthError(RegistryError):
+    """Credentials were rejected or the token endpoint failed."""
+
+    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+        super().__init__(Reason.AUTH_FAILED, message, http_status=http_status)
