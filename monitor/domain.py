@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EMPTY_PLATFORMS",
     "CheckResult",
+    "Evaluation",
     "Event",
     "EventType",
     "PlatformChange",
@@ -149,3 +150,18 @@ class Event:
     platforms: Mapping[str, PlatformChange] = field(default_factory=dict)
     reason: str | None = None
     same_digest: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The outcome of folding one CheckResult into a TagState (``monitor.events``).
+
+    ``changed`` is true when a history row is due: the first decided check,
+    or a change of decided status, digest or platform digests. The store
+    writes ``state``, ``events`` and (when ``changed``) a history row in one
+    transaction.
+    """
+
+    state: TagState
+    events: tuple[Event, ...] = ()
+    changed: bool = False
