@@ -68,7 +68,7 @@ class CheckResult:
     checked_at: datetime
     digest: str | None = None
     media_type: str | None = None
-    platforms: Mapping[str, str] = field(default=EMPTY_PLATFORMS)
+    platforms: Mapping[str, str] = field(default_factory=dict)
     reason: Reason | None = None
     detail: str | None = None
     http_status: int | None = None
@@ -120,7 +120,7 @@ class TagState:
     decided_status: Status | None = None
     digest: str | None = None
     media_type: str | None = None
-    platforms: Mapping[str, str] = field(default=EMPTY_PLATFORMS)
+    platforms: Mapping[str, str] = field(default_factory=dict)
     reason: Reason | None = None
     detail: str | None = None
     first_seen: datetime | None = None
