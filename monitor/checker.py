@@ -1,0 +1,143 @@
+"""One reference → one CheckResult. No database, no scheduling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from monitor.domain import CheckResult, Reason, Status
+from monitor.errors import RegistryError
+from monitor.reference import ImageReference
+from monitor.registry.client import RegistryClient, RequestObserver
+from monitor.registry.transport import TransportFactory
+
+if TYPE_CHECKING:
+    from monitor.config import Config
+
+__all__ = ["RETRYABLE", "check_reference", "client_from_config"]
+
+# Reasons worth another attempt inside the check's time budget.
+RETRYABLE = frozenset({Reason.UNREACHABLE, Reason.SERVER_ERROR, Reason.RATE_LIMITED})
+MAX_ATTEMPTS = 3
+RETRY_DELAYS = (0.2, 0.5)
+
+
+async def check_reference(
+    client: RegistryClient,
+    ref: ImageReference,
+    *,
+    platforms: Sequence[str] = (),
+    budget: float = 10.0,
+) -> CheckResult:
+    """Check one reference within ``budget`` seconds, retries included.
+
+    A 429 is retried after the registry's back-off for as long as the budget
+    lasts; unreachable and 5xx answers get up to three attempts. When the
+    budget runs out the reason is the last failure seen, else ``timeout``.
+    """
+    started = time.monotonic()
+    checked_at = datetime.now(UTC)
+    last: RegistryError | None = None
+    attempts = 0
+    try:
+        async with asyncio.timeout(budget):
+            while True:
+                attempts += 1
+                try:
+                    answer = await client.fetch_manifest(ref, platforms=platforms)
+                except RegistryError as exc:
+                    last = exc
+                    if exc.reason is Reason.RATE_LIMITED:
+                        await client.wait_for_backoff(ref.api_host)
+                        continue
+                    if exc.reason in RETRYABLE and attempts < MAX_ATTEMPTS:
+                        await asyncio.sleep(RETRY_DELAYS[attempts - 1])
+                        continue
+                    break
+                limit, remaining = client.ratelimit(ref.api_host)
+                return CheckResult(
+                    reference=ref,
+                    status=answer.status,
+                    checked_at=checked_at,
+                    digest=answer.digest if answer.status is Status.PRESENT else None,
+                    media_type=answer.media_type,
+                    platforms=answer.platforms,
+                    detail=answer.detail,
+                    http_status=answer.http_status,
+                    duration_ms=(time.monotonic() - started) * 1000,
+                    ratelimit_limit=limit,
+                    ratelimit_remaining=remaining,
+                )
+    except TimeoutError:
+        if last is None or last.reason is not Reason.RATE_LIMITED:
+            last = RegistryError(Reason.TIMEOUT, f"no answer within {budget:g}s")
+    assert last is not None  # noqa: S101 - the loop only breaks after a failure
+    limit, remaining = client.ratelimit(ref.api_host)
+    return CheckResult(
+        reference=ref,
+        status=Status.ERROR,
+        checked_at=checked_at,
+        reason=last.reason,
+        detail=str(last),
+        http_status=last.http_status,
+        duration_ms=(time.monotonic() - started) * 1000,
+        ratelimit_limit=limit,
+        ratelimit_remaining=remaining,
+    )
+
+
+def client_from_config(
+    config: Config | None,
+    *,
+    observer: RequestObserver | None = None,
+    transport_factory: TransportFactory | None = None,
+) -> RegistryClient:
+    """A RegistryClient whose per-registry settings and credentials come from ``config``.
+
+    ``None`` means no config file: default settings, credentials from docker's
+    config.json only, and no pydantic import on the ``regmon check`` path.
+    """
+    from monitor.registry.client import RegistrySettings
+    from monitor.registry.credentials import (
+        HUB_HOSTS,
+        Credential,
+        CredentialStore,
+        docker_config_path,
+    )
+
+    if config is None:
+        return RegistryClient(
+            credentials=CredentialStore(docker_config=docker_config_path()),
+            observer=observer,
+            transport_factory=transport_factory,
+        )
+
+    def config_key(host: str) -> str:
+        return "docker.io" if host in HUB_HOSTS else host
+
+    def settings_for(host: str) -> RegistrySettings:
+        reg = config.registry_for(config_key(host))
+        return RegistrySettings(
+            insecure=reg.insecure,
+            ca_file=reg.ca_file,
+            max_concurrency=reg.max_concurrency,
+            timeout=reg.timeout,
+            manifest_method=reg.manifest_method,
+        )
+
+    def configured(host: str) -> Credential | None:
+        reg = config.registry_for(config_key(host))
+        if reg.username is None:
+            return None
+        return Credential(username=reg.username, password=reg.resolved_password() or "")
+
+    store = CredentialStore(configured, docker_config_path(config.docker_config))
+    return RegistryClient(
+        settings_for=settings_for,
+        credentials=store,
+        observer=observer,
+        transport_factory=transport_factory,
+    )

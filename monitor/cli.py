@@ -1,0 +1,259 @@
+"""The ``regmon`` command line. Heavy modules are imported inside the commands
+so that ``regmon check`` starts fast (no SQLAlchemy, APScheduler or Starlette)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+if TYPE_CHECKING:
+    from monitor.config import Config
+    from monitor.domain import CheckResult
+    from monitor.reference import ImageReference
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_MISSING, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    click.echo(f"regmon: {message}", err=True)
+    sys.exit(code)
+
+
+def _guard(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn regmon's own errors into a one-line message and an exit code; no tracebacks."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from monitor.errors import RegmonError, UsageError
+
+        try:
+            return func(*args, **kwargs)
+        except UsageError as exc:
+            _fail(str(exc), EXIT_USAGE)
+        except RegmonError as exc:
+            _fail(str(exc), EXIT_ERROR)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+
+    return wrapper
+
+
+def _duration(text: str, option: str) -> float:
+    from monitor.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def _load_config(path: str | None) -> Config | None:
+    """The config for credentials; None without ``--config`` (keeps pydantic out of ``check``)."""
+    if path is None:
+        return None
+    from monitor.config import load_config
+
+    return load_config(path)
+
+
+def _parse_refs(texts: Sequence[str]) -> list[ImageReference]:
+    from monitor.reference import parse_reference
+
+    return [parse_reference(text) for text in texts]
+
+
+def _parse_platforms(platforms: Sequence[str]) -> list[str]:
+    from monitor.registry.manifests import Platform
+
+    for text in platforms:
+        try:
+            Platform.parse(text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--platform") from None
+    return list(platforms)
+
+
+def exit_code(results: Sequence[CheckResult]) -> int:
+    """SPEC §3: 3 if any error, else 1 if any missing/denied, else 0."""
+    from monitor.domain import Status
+
+    statuses = {r.status for r in results}
+    if Status.ERROR in statuses:
+        return EXIT_ERROR
+    if statuses & {Status.MISSING, Status.DENIED}:
+        return EXIT_MISSING
+    return EXIT_OK
+
+
+def result_json(result: CheckResult) -> dict[str, Any]:
+    from monitor.domain import Status
+
+    reason: str | None
+    if result.status is Status.ERROR:
+        reason = str(result.reason)
+    elif result.status is Status.PRESENT:
+        reason = None
+    else:
+        reason = result.detail
+    return {
+        "reference": str(result.reference),
+        "status": str(result.status),
+        "digest": result.digest,
+        "media_type": result.media_type,
+        "platforms": dict(result.platforms),
+        "reason": reason,
+        "http_status": result.http_status,
+        "duration_ms": round(result.duration_ms, 1),
+        "detail": result.detail if result.status is Status.ERROR else None,
+    }
+
+
+def _print_results(results: Sequence[CheckResult], as_json: bool) -> None:
+    from monitor.domain import Status
+
+    for result in results:
+        if as_json:
+            click.echo(json.dumps(result_json(result), sort_keys=False))
+            continue
+        click.echo(f"{result.status!s:<7}  {result.reference}  {result.summary}")
+        if result.status is Status.PRESENT and result.platforms:
+            for platform, digest in result.platforms.items():
+                click.echo(f"{'':<7}    {platform}  {digest}")
+        if result.status is Status.ERROR and result.detail:
+            click.echo(f"regmon: {result.reference}: {result.detail}", err=True)
+
+
+async def _check_all(
+    config: Config | None,
+    refs: Sequence[ImageReference],
+    platforms: Sequence[str],
+    budget: float,
+) -> list[CheckResult]:
+    import asyncio
+
+    from monitor.checker import check_reference, client_from_config
+
+    async with client_from_config(config) as client:
+        return list(
+            await asyncio.gather(
+                *(check_reference(client, ref, platforms=platforms, budget=budget) for ref in refs)
+            )
+        )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="regmon", prog_name="regmon")
+def main() -> None:
+    """Watch container image tags in OCI / Docker Registry v2 registries."""
+
+
+@main.command()
+@click.argument("references", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per reference.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Credentials.")
+@click.option("--platform", "platforms", multiple=True, help="os/arch[/variant] to resolve.")
+@click.option("--timeout", default="10s", show_default=True, help="Budget per reference.")
+@_guard
+def check(
+    references: tuple[str, ...],
+    as_json: bool,
+    config_path: str | None,
+    platforms: tuple[str, ...],
+    timeout: str,
+) -> None:
+    """Does each image exist, and what is its digest?
+
+    Exit 0 when every reference is present, 1 when one is missing or denied,
+    3 when one could not be checked, 2 for a usage error.
+    """
+    import asyncio
+
+    budget = _duration(timeout, "--timeout")
+    wanted = _parse_platforms(platforms)
+    refs = _parse_refs(references)
+    config = _load_config(config_path)
+    results = asyncio.run(_check_all(config, refs, wanted, budget))
+    _print_results(results, as_json)
+    sys.exit(exit_code(results))
+
+
+@main.command()
+@click.argument("reference")
+@click.option("--timeout", default="10m", show_default=True, help="Give up after this long.")
+@click.option("--interval", default="10s", show_default=True, help="Time between checks.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Credentials.")
+@click.option("--platform", "platforms", multiple=True, help="os/arch[/variant] to resolve.")
+@click.option("--json", "as_json", is_flag=True, help="Print the last result as JSON.")
+@_guard
+def wait(
+    reference: str,
+    timeout: str,
+    interval: str,
+    config_path: str | None,
+    platforms: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Wait until an image is present (for deploy pipelines).
+
+    Exit 0 once present; when the timeout passes, 1 if the last check was
+    missing/denied, 3 if it was an error.
+    """
+    import asyncio
+
+    total = _duration(timeout, "--timeout")
+    every = _duration(interval, "--interval")
+    wanted = _parse_platforms(platforms)
+    (ref,) = _parse_refs([reference])
+    config = _load_config(config_path)
+    result = asyncio.run(_wait(config, ref, wanted, total, every))
+    _print_results([result], as_json)
+    sys.exit(exit_code([result]))
+
+
+async def _wait(
+    config: Config | None,
+    ref: ImageReference,
+    platforms: Sequence[str],
+    total: float,
+    every: float,
+) -> CheckResult:
+    import asyncio
+    import time
+
+    from monitor.checker import check_reference, client_from_config
+    from monitor.domain import Status
+
+    deadline = time.monotonic() + total
+    async with client_from_config(config) as client:
+        while True:
+            remaining = deadline - time.monotonic()
+            per_check = config.registry_for(ref.host_key).timeout if config else 10.0
+            budget = max(min(per_check, remaining), 0.1)
+            result = await check_reference(client, ref, platforms=platforms, budget=budget)
+            remaining = deadline - time.monotonic()
+            if result.status is Status.PRESENT or remaining <= 0:
+                return result
+            await asyncio.sleep(min(every, remaining))
+
+
+@main.group()
+def config() -> None:
+    """Configuration files."""
+
+
+@config.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_guard
+def config_validate(file: str) -> None:
+    """Load FILE, report the first problems with their key paths, exit 2 if invalid."""
+    from monitor.config import load_config
+
+    cfg = load_config(file)
+    click.echo(f"{file}: ok ({len(cfg.watch)} watches, {len(cfg.webhooks)} webhooks)")

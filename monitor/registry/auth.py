@@ -1,0 +1,227 @@
+"""Registry auth: WWW-Authenticate challenges, bearer tokens, a per-scope token cache.
+
+Token fetches are single-flight: concurrent checks of one repository wait for
+one token request and then share the token until it expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from monitor.domain import Reason
+from monitor.errors import AuthError, RegistryError
+from monitor.registry.credentials import Credential
+
+__all__ = [
+    "Challenge",
+    "Token",
+    "TokenCache",
+    "basic_header",
+    "fetch_token",
+    "parse_challenges",
+]
+
+MIN_TOKEN_LIFETIME = 60.0
+RENEW_EARLY = 5.0
+
+_TCHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_SCHEME_RE = re.compile(rf"\s*({_TCHARS})(?:\s+|$)")
+_PARAM_RE = re.compile(rf'\s*({_TCHARS})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|({_TCHARS}))\s*,?')
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """One parsed challenge; ``scheme`` is lowercase, parameter keys are lowercase."""
+
+    scheme: str
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def realm(self) -> str | None:
+        return self.params.get("realm")
+
+    @property
+    def service(self) -> str | None:
+        return self.params.get("service")
+
+    @property
+    def error(self) -> str | None:
+        return self.params.get("error")
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        return tuple(self.params.get("scope", "").split())
+
+
+def parse_challenges(headers: list[str]) -> list[Challenge]:
+    """Parse every ``WWW-Authenticate`` value (RFC 7235); Bearer challenges first.
+
+    Values are quoted-strings or tokens; quoted values may hold commas and
+    spaces (``scope="repository:a:pull,push"``), so no naive splitting.
+    """
+    found: list[Challenge] = []
+    for header in headers:
+        rest = header
+        while rest.strip():
+            m = _SCHEME_RE.match(rest)
+            if not m:
+                break
+            scheme = m.group(1).lower()
+            rest = rest[m.end() :]
+            params: dict[str, str] = {}
+            while True:
+                p = _PARAM_RE.match(rest)
+                # A token followed by a space and no '=' starts the next challenge.
+                if not p:
+                    break
+                value = p.group(2)
+                value = re.sub(r"\\(.)", r"\1", value) if value is not None else p.group(3)
+                params[p.group(1).lower()] = value
+                rest = rest[p.end() :]
+            found.append(Challenge(scheme, params))
+            rest = rest.lstrip(" ,")
+    found.sort(key=lambda c: c.scheme != "bearer")
+    return found
+
+
+def basic_header(username: str, password: str) -> str:
+    raw = f"{username}:{password}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    value: str
+    expires_at: float  # time.monotonic() clock
+
+    def valid(self, now: float) -> bool:
+        return now < self.expires_at - RENEW_EARLY
+
+
+def _lifetime(doc: dict[str, Any]) -> float:
+    try:
+        expires_in = float(doc.get("expires_in") or MIN_TOKEN_LIFETIME)
+    except (TypeError, ValueError):
+        expires_in = MIN_TOKEN_LIFETIME
+    lifetime = max(expires_in, MIN_TOKEN_LIFETIME)
+    issued = doc.get("issued_at")
+    if isinstance(issued, str):
+        try:
+            issued_at = datetime.fromisoformat(issued.replace("Z", "+00:00"))
+            age = time.time() - issued_at.timestamp()
+            # A clock ahead of ours (age < 0) is ignored, as regclient does.
+            if 0 < age < lifetime:
+                lifetime -= age
+        except ValueError:
+            pass
+    return max(lifetime, MIN_TOKEN_LIFETIME)
+
+
+async def fetch_token(
+    http: httpx.AsyncClient,
+    challenge: Challenge,
+    scopes: tuple[str, ...],
+    credential: Credential | None,
+    *,
+    request_timeout: float,
+) -> Token:
+    """Ask the challenge's realm for a token covering ``scopes``.
+
+    GET with one ``scope`` parameter per scope (Basic auth to the token
+    server only); POST with the OAuth2 refresh_token grant for identity tokens.
+    """
+    realm = challenge.realm
+    if not realm or not realm.startswith(("https://", "http://")):
+        raise RegistryError(
+            Reason.PROTOCOL, f"bearer challenge has no usable realm ({realm or 'none'})"
+        )
+    service = challenge.service or ""
+    if credential is not None and credential.registry_token:
+        return Token(credential.registry_token, time.monotonic() + 3600)
+    try:
+        if credential is not None and credential.identity_token:
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": credential.identity_token,
+                "service": service,
+                "client_id": "regmon",
+                "scope": " ".join(scopes),
+            }
+            response = await http.post(realm, data=form, timeout=request_timeout)
+        else:
+            params: list[tuple[str, str | int | float | bool | None]] = (
+                [("service", service)] if service else []
+            )
+            params += [("scope", s) for s in scopes]
+            headers = {}
+            if credential is not None and credential.username:
+                params.append(("account", credential.username))
+                headers["Authorization"] = basic_header(
+                    credential.username, credential.password or ""
+                )
+            # httpx merges these params with any query already in the realm.
+            response = await http.get(
+                realm, params=params, headers=headers, timeout=request_timeout
+            )
+    except httpx.TimeoutException as exc:
+        raise AuthError("token endpoint timed out") from exc
+    except httpx.HTTPError as exc:
+        raise AuthError(f"token endpoint unreachable: {type(exc).__name__}") from exc
+    if response.status_code in (401, 403):
+        raise AuthError(
+            f"token endpoint refused the credentials (HTTP {response.status_code})",
+            http_status=response.status_code,
+        )
+    if response.status_code != 200:
+        raise AuthError(
+            f"token endpoint answered HTTP {response.status_code}",
+            http_status=response.status_code,
+        )
+    try:
+        doc = response.json()
+    except ValueError as exc:
+        raise AuthError("token endpoint answered with something that is not JSON") from exc
+    value = doc.get("access_token") or doc.get("token") if isinstance(doc, dict) else None
+    if not isinstance(value, str) or not value:
+        raise AuthError("token endpoint answer has no token")
+    return Token(value, time.monotonic() + _lifetime(doc))
+
+
+TokenKey = tuple[str, str, tuple[str, ...], str]
+
+
+class TokenCache:
+    """Tokens by (realm, service, scopes, credential id), fetched once per key at a time."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._tokens: dict[TokenKey, Token] = {}
+        self._locks: dict[TokenKey, asyncio.Lock] = {}
+        self._clock = clock
+        self.fetches = 0
+
+    async def get(self, key: TokenKey, fetch: Callable[[], Awaitable[Token]]) -> Token:
+        token = self._tokens.get(key)
+        if token is not None and token.valid(self._clock()):
+            return token
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            token = self._tokens.get(key)
+            if token is not None and token.valid(self._clock()):
+                return token
+            self.fetches += 1
+            token = await fetch()
+            self._tokens[key] = token
+            return token
+
+    def drop(self, key: TokenKey) -> None:
+        """Forget a token the registry rejected, so the next use fetches a new one."""
+        self._tokens.pop(key, None)

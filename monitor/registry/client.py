@@ -1,0 +1,584 @@
+"""The Registry HTTP API v2 client: one manifest answer per reference.
+
+Cost per check, once a registry is known: one HEAD. The first request to a
+registry learns its scheme and auth challenge (``GET /v2/``, single-flight);
+tokens are fetched once per repository scope and shared until they expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from monitor.domain import Reason, Status
+from monitor.errors import AuthError, RegistryError
+from monitor.reference import ImageReference, is_valid_digest
+from monitor.registry.auth import Challenge, TokenCache, basic_header, fetch_token, parse_challenges
+from monitor.registry.credentials import Credential, CredentialStore
+from monitor.registry.manifests import (
+    ACCEPT_HEADER,
+    INDEX_MEDIA_TYPES,
+    MAX_MANIFEST_BYTES,
+    ManifestFormatError,
+    compute_digest,
+    parse_manifest,
+    select_platforms,
+)
+from monitor.registry.transport import (
+    TransportFactory,
+    default_transport_factory,
+    describe_failure,
+    failure_reason,
+)
+
+__all__ = ["ManifestAnswer", "RegistryClient", "RegistrySettings", "RequestObserver"]
+
+# (registry, method, code) with code "error" for a request that got no HTTP answer.
+RequestObserver = Callable[[str, str, str], None]
+DEFAULT_RETRY_AFTER = 1.0
+MAX_RETRY_AFTER = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySettings:
+    """Per-registry knobs (SPEC §4 ``registries:``)."""
+
+    insecure: bool = False
+    ca_file: str | None = None
+    max_concurrency: int = 8
+    timeout: float = 10.0
+    manifest_method: str = "head"
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestAnswer:
+    """A decided answer: present, missing or denied. Errors are raised as RegistryError."""
+
+    status: Status
+    digest: str | None = None
+    media_type: str | None = None
+    platforms: Mapping[str, str] = field(default_factory=dict)
+    detail: str | None = None
+    http_status: int | None = None
+
+
+_UNKNOWN: Any = object()
+
+
+class _Host:
+    """What we know about one registry host."""
+
+    def __init__(self, name: str, settings: RegistrySettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.base_url: str | None = None
+        self.challenge: Challenge | None = _UNKNOWN
+        self.discover_lock = asyncio.Lock()
+        self.slots = asyncio.Semaphore(settings.max_concurrency)
+        self.backoff_until = 0.0
+        self.ratelimit_limit: int | None = None
+        self.ratelimit_remaining: int | None = None
+
+
+def _is_loopback(host: str) -> bool:
+    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    hostname = hostname.strip("[]").lower()
+    if hostname == "localhost" or hostname == "::1":
+        return True
+    parts = hostname.split(".")
+    return len(parts) == 4 and parts[0] == "127" and all(p.isdigit() for p in parts)
+
+
+def _ratelimit(value: str | None) -> int | None:
+    if not value:
+        return None
+    head = value.split(",")[0].split(";")[0].strip()
+    return int(head) if head.isdigit() else None
+
+
+def _retry_after(value: str | None) -> float:
+    if value:
+        with contextlib.suppress(ValueError):
+            return min(max(float(value), 0.0), MAX_RETRY_AFTER)
+        with contextlib.suppress(TypeError, ValueError):
+            from email.utils import parsedate_to_datetime
+
+            return min(max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0), 3600.0)
+    return DEFAULT_RETRY_AFTER
+
+
+class _Decided(Exception):
+    def __init__(self, answer: ManifestAnswer) -> None:
+        self.answer = answer
+
+
+@dataclass(slots=True)
+class _Auth:
+    headers: dict[str, str] = field(default_factory=dict)
+    credential: Credential | None = None
+    scopes: tuple[str, ...] = ()
+
+
+class RegistryClient:
+    """Async client shared by every check; create once, ``aclose()`` at the end."""
+
+    def __init__(
+        self,
+        *,
+        settings_for: Callable[[str], RegistrySettings] = lambda host: RegistrySettings(),
+        credentials: CredentialStore | None = None,
+        transport_factory: TransportFactory | None = None,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        self._settings_for = settings_for
+        self._credentials = credentials or CredentialStore()
+        self._transport_factory = transport_factory or default_transport_factory
+        self._observer = observer
+        self._hosts: dict[str, _Host] = {}
+        self._clients: dict[tuple[bool, str | None], httpx.AsyncClient] = {}
+        self.tokens = TokenCache()
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- public -----------------------------------------------------------------
+
+    def ratelimit(self, registry: str) -> tuple[int | None, int | None]:
+        host = self._hosts.get(registry.lower())
+        return (host.ratelimit_limit, host.ratelimit_remaining) if host else (None, None)
+
+    async def wait_for_backoff(self, registry: str) -> None:
+        """Sleep while the registry is backing off after a 429."""
+        host = self._hosts.get(registry.lower())
+        if host is not None:
+            delay = host.backoff_until - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    async def fetch_manifest(
+        self, ref: ImageReference, *, platforms: Sequence[str] = ()
+    ) -> ManifestAnswer:
+        """Present, missing or denied; raise RegistryError when it cannot be decided."""
+        host = self._host(ref.api_host)
+        try:
+            return await self._fetch_manifest(host, ref, platforms)
+        except _Decided as decided:
+            return decided.answer
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _host(self, api_host: str) -> _Host:
+        key = api_host.lower()
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _Host(api_host, self._settings_for(key))
+        return host
+
+    def _http(self, settings: RegistrySettings) -> httpx.AsyncClient:
+        key = (settings.insecure, settings.ca_file)
+        client = self._clients.get(key)
+        if client is None:
+            verify: ssl.SSLContext | bool
+            if settings.insecure:
+                verify = False
+            else:
+                verify = ssl.create_default_context(cafile=settings.ca_file)
+            client = httpx.AsyncClient(
+                transport=self._transport_factory(verify),
+                follow_redirects=True,  # httpx drops Authorization on a cross-origin redirect
+                headers={"User-Agent": "regmon"},
+            )
+            self._clients[key] = client
+        return client
+
+    def _observe(self, host: _Host, method: str, code: str) -> None:
+        if self._observer is not None:
+            self._observer(host.name, method, code)
+
+    async def _send(
+        self, host: _Host, method: str, url: str, headers: Mapping[str, str]
+    ) -> httpx.Response:
+        """One request within the registry's concurrency limit; body not read yet."""
+        delay = host.backoff_until - time.monotonic()
+        if delay > 0:
+            raise RegistryError(Reason.RATE_LIMITED, f"{host.name} is backing off after HTTP 429")
+        http = self._http(host.settings)
+        request = http.build_request(method, url, headers=headers, timeout=host.settings.timeout)
+        async with host.slots:
+            try:
+                response = await http.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                self._observe(host, method, "error")
+                raise RegistryError(
+                    failure_reason(exc), f"{host.name}: {describe_failure(exc)}"
+                ) from exc
+        self._observe(host, method, str(response.status_code))
+        limit = _ratelimit(response.headers.get("ratelimit-limit"))
+        if limit is not None:
+            host.ratelimit_limit = limit
+            host.ratelimit_remaining = _ratelimit(response.headers.get("ratelimit-remaining"))
+        if response.status_code == 429:
+            await response.aclose()
+            wait = _retry_after(response.headers.get("retry-after"))
+            host.backoff_until = max(host.backoff_until, time.monotonic() + wait)
+            raise RegistryError(
+                Reason.RATE_LIMITED, f"{host.name} answered HTTP 429", http_status=429
+            )
+        return response
+
+    @contextlib.asynccontextmanager
+    async def _response(
+        self, host: _Host, method: str, url: str, headers: Mapping[str, str]
+    ) -> AsyncIterator[httpx.Response]:
+        response = await self._send(host, method, url, headers)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def _discover(self, host: _Host) -> None:
+        """Learn scheme and challenge with one ``GET /v2/`` (once per registry)."""
+        if host.challenge is not _UNKNOWN:
+            return
+        async with host.discover_lock:
+            if host.challenge is not _UNKNOWN:
+                return
+            plain_ok = host.settings.insecure or _is_loopback(host.name)
+            schemes = ("https", "http") if plain_ok else ("https",)
+            last: RegistryError | None = None
+            for scheme in schemes:
+                base = f"{scheme}://{host.name}"
+                try:
+                    async with self._response(host, "GET", base + "/v2/", {}) as response:
+                        status = response.status_code
+                        challenges = parse_challenges(response.headers.get_list("www-authenticate"))
+                except RegistryError as exc:
+                    if exc.reason in (Reason.RATE_LIMITED, Reason.TIMEOUT):
+                        raise
+                    last = exc
+                    continue
+                if status == 401:
+                    challenge = challenges[0] if challenges else None
+                    if challenge is None:
+                        raise RegistryError(
+                            Reason.PROTOCOL,
+                            f"{host.name} answered 401 without a challenge",
+                            http_status=401,
+                        )
+                elif status < 300 or status == 404:
+                    # 404 on /v2/: some proxies only route repository paths; the manifest
+                    # request will tell.
+                    challenge = None
+                elif status >= 500:
+                    raise RegistryError(
+                        Reason.SERVER_ERROR,
+                        f"{host.name} answered HTTP {status}",
+                        http_status=status,
+                    )
+                else:
+                    raise RegistryError(
+                        Reason.PROTOCOL,
+                        f"{host.name} answered HTTP {status} on /v2/",
+                        http_status=status,
+                    )
+                host.base_url = base
+                host.challenge = challenge
+                return
+            raise last or RegistryError(Reason.UNREACHABLE, f"{host.name}: no scheme worked")
+
+    async def _authorize(
+        self, host: _Host, scopes: tuple[str, ...], *, fresh: bool = False
+    ) -> _Auth:
+        challenge = host.challenge
+        if challenge is None or challenge is _UNKNOWN:
+            return _Auth()
+        credential = await self._credentials.get(host.name)
+        if challenge.scheme == "basic":
+            if credential is None or credential.username is None:
+                return _Auth()
+            return _Auth(
+                {"Authorization": basic_header(credential.username, credential.password or "")},
+                credential,
+            )
+        if challenge.scheme != "bearer":
+            raise RegistryError(Reason.PROTOCOL, f"unsupported auth scheme {challenge.scheme!r}")
+        key = (
+            challenge.realm or "",
+            challenge.service or "",
+            scopes,
+            credential.id if credential else "anonymous",
+        )
+        timeout = host.settings.timeout
+
+        async def fetch() -> Any:
+            try:
+                return await fetch_token(
+                    self._http(host.settings),
+                    challenge,
+                    scopes,
+                    credential,
+                    request_timeout=timeout,
+                )
+            except AuthError as exc:
+                if credential is None and exc.http_status in (401, 403):
+                    raise _Decided(
+                        ManifestAnswer(Status.DENIED, detail="no credentials", http_status=401)
+                    ) from exc
+                raise
+
+        if fresh:
+            self.tokens.drop(key)
+        token = await self.tokens.get(key, fetch)
+        return _Auth({"Authorization": f"Bearer {token.value}"}, credential, scopes)
+
+    async def _request(
+        self, host: _Host, method: str, path: str, scopes: tuple[str, ...], accept: str
+    ) -> httpx.Response:
+        """Send with credentials; on 401 re-authenticate at most once, then decide."""
+        await self._discover(host)
+        auth = await self._authorize(host, scopes)
+        url = f"{host.base_url}{path}"
+        challenge: Challenge | None = None
+        for attempt in (1, 2):
+            response = await self._send(host, method, url, {"Accept": accept, **auth.headers})
+            if response.status_code != 401:
+                return response
+            await response.aclose()
+            challenges = parse_challenges(response.headers.get_list("www-authenticate"))
+            if not challenges:
+                raise RegistryError(
+                    Reason.PROTOCOL,
+                    f"{host.name} answered 401 without a challenge",
+                    http_status=401,
+                )
+            challenge = challenges[0]
+            if attempt == 2:
+                break
+            known = host.challenge
+            if (
+                known is None
+                or known is _UNKNOWN
+                or known.scheme != challenge.scheme
+                or known.realm != challenge.realm
+            ):
+                host.challenge = challenge  # the registry wants auth after all: learn it
+                auth = await self._authorize(host, scopes)
+                continue
+            if challenge.scheme == "basic":
+                break
+            if challenge.error == "insufficient_scope":
+                wanted = tuple(s for s in challenge.scopes if s not in scopes)
+                if not wanted:
+                    break  # the token has the scope and the registry still says no
+                scopes = wanted + scopes  # some registries read only the first scope
+            auth = await self._authorize(host, scopes, fresh=True)
+        # Still 401 after one re-authentication.
+        if challenge is None:  # pragma: no cover - the loop only exits with a challenge
+            raise RegistryError(Reason.PROTOCOL, f"{host.name}: authentication loop")
+        if challenge.scheme == "bearer" and challenge.error == "insufficient_scope":
+            raise _Decided(
+                ManifestAnswer(Status.DENIED, detail="insufficient_scope", http_status=401)
+            )
+        if auth.credential is None:
+            raise _Decided(ManifestAnswer(Status.DENIED, detail="no credentials", http_status=401))
+        raise AuthError(f"{host.name} rejected the credentials (HTTP 401)", http_status=401)
+
+    async def _read_body(self, response: httpx.Response) -> bytes:
+        length = response.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_MANIFEST_BYTES:
+            raise RegistryError(Reason.PROTOCOL, "manifest is larger than 4 MiB")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_MANIFEST_BYTES:
+                    raise RegistryError(Reason.PROTOCOL, "manifest is larger than 4 MiB")
+                chunks.append(chunk)
+        except httpx.HTTPError as exc:
+            raise RegistryError(failure_reason(exc), "reading the manifest failed") from exc
+        return b"".join(chunks)
+
+    async def _get_manifest(
+        self, host: _Host, ref: ImageReference, target: str, scopes: tuple[str, ...]
+    ) -> tuple[str, str | None, bytes, int]:
+        """GET a manifest and return (digest over the exact bytes, media type, body, status)."""
+        path = f"/v2/{ref.path}/manifests/{target}"
+        response = await self._request(host, "GET", path, scopes, ACCEPT_HEADER)
+        try:
+            if response.status_code != 200:
+                await self._classify_failure(host, response, ref, body_read=False)
+            media_type = _media_type(response)
+            body = await self._read_body(response)
+        finally:
+            await response.aclose()
+        try:
+            doc = parse_manifest(body)
+            media_type = media_type or doc.get("mediaType")
+            digest = compute_digest(body, media_type)
+        except ManifestFormatError as exc:
+            raise RegistryError(
+                Reason.PROTOCOL, f"{host.name} answered 200 with {exc}", http_status=200
+            ) from exc
+        return digest, media_type, body, 200
+
+    async def _fetch_manifest(
+        self, host: _Host, ref: ImageReference, platforms: Sequence[str]
+    ) -> ManifestAnswer:
+        scopes = (f"repository:{ref.path}:pull",)
+        body: bytes | None = None
+        if host.settings.manifest_method == "get":
+            digest, media_type, body, status = await self._get_manifest(
+                host, ref, ref.target, scopes
+            )
+        else:
+            path = f"/v2/{ref.path}/manifests/{ref.target}"
+            response = await self._request(host, "HEAD", path, scopes, ACCEPT_HEADER)
+            try:
+                status = response.status_code
+                if status != 200:
+                    await self._classify_failure(host, response, ref, body_read=True)
+                media_type = _media_type(response)
+                header = response.headers.get("docker-content-digest")
+            finally:
+                await response.aclose()
+            if header is not None:
+                if not is_valid_digest(header.strip()):
+                    raise RegistryError(
+                        Reason.PROTOCOL,
+                        f"{host.name} sent an invalid Docker-Content-Digest {header[:80]!r}",
+                        http_status=200,
+                    )
+                digest = header.strip()
+            else:
+                digest, media_type, body, status = await self._get_manifest(
+                    host, ref, ref.target, scopes
+                )
+        if ref.digest is not None and digest != ref.digest:
+            raise RegistryError(
+                Reason.PROTOCOL,
+                f"{host.name} answered digest {digest} for {ref.digest}",
+                http_status=status,
+            )
+        resolved: dict[str, str] = {}
+        if platforms:
+            if media_type in INDEX_MEDIA_TYPES:
+                if body is None:
+                    index_digest, _, body, _ = await self._get_manifest(host, ref, digest, scopes)
+                    if index_digest != digest:
+                        raise RegistryError(
+                            Reason.PROTOCOL,
+                            f"index body does not hash to {digest}",
+                            http_status=200,
+                        )
+                try:
+                    chosen = select_platforms(parse_manifest(body), platforms)
+                except ManifestFormatError as exc:
+                    raise RegistryError(Reason.PROTOCOL, f"bad index: {exc}") from exc
+                absent = [p for p, d in chosen.items() if d is None]
+                if absent:
+                    return ManifestAnswer(
+                        Status.MISSING,
+                        digest=digest,
+                        media_type=media_type,
+                        detail=f"no {', '.join(absent)} manifest",
+                        http_status=status,
+                    )
+                resolved = {p: d for p, d in chosen.items() if d is not None}
+            else:
+                # A single manifest: its digest is the platform digest (its config
+                # says which platform, and a check does not pull the config blob).
+                resolved = dict.fromkeys(platforms, digest)
+        return ManifestAnswer(
+            Status.PRESENT,
+            digest=digest,
+            media_type=media_type,
+            platforms=resolved,
+            http_status=status,
+        )
+
+    async def _classify_failure(
+        self, host: _Host, response: httpx.Response, ref: ImageReference, *, body_read: bool
+    ) -> None:
+        """Turn a non-200 manifest answer into a decision or a RegistryError (always raises)."""
+        status = response.status_code
+        if status == 404:
+            ctype = _media_type(response) or ""
+            if ctype.startswith("text/plain"):
+                raise RegistryError(
+                    Reason.PROTOCOL, f"{host.name}: no such route (HTTP 404 text)", http_status=404
+                )
+            if body_read:
+                # HEAD answers carry no body: ask once with GET whether the 404 means
+                # "unknown" or "your Accept header was refused".
+                await response.aclose()
+                get = await self._get_error_body(host, ref)
+            else:
+                get = await self._read_error(response)
+            if "accept header" in get.lower():
+                raise RegistryError(
+                    Reason.PROTOCOL, f"{host.name} refused the Accept header", http_status=404
+                )
+            detail = "name unknown" if "NAME_UNKNOWN" in get else "manifest unknown"
+            raise _Decided(ManifestAnswer(Status.MISSING, detail=detail, http_status=404))
+        if status == 403:
+            raise _Decided(ManifestAnswer(Status.DENIED, detail="denied", http_status=403))
+        if status >= 500:
+            raise RegistryError(
+                Reason.SERVER_ERROR, f"{host.name} answered HTTP {status}", http_status=status
+            )
+        code = ""
+        if not body_read:
+            code = _first_error_code(await self._read_error(response))
+        raise RegistryError(
+            Reason.PROTOCOL,
+            f"{host.name} answered HTTP {status}{' ' + code if code else ''}",
+            http_status=status,
+        )
+
+    async def _read_error(self, response: httpx.Response) -> str:
+        try:
+            body = await self._read_body(response)
+        except RegistryError:
+            return ""
+        return body[:4096].decode("utf-8", "replace")
+
+    async def _get_error_body(self, host: _Host, ref: ImageReference) -> str:
+        path = f"/v2/{ref.path}/manifests/{ref.target}"
+        scopes = (f"repository:{ref.path}:pull",)
+        response = await self._request(host, "GET", path, scopes, ACCEPT_HEADER)
+        try:
+            if response.status_code == 200:
+                raise RegistryError(
+                    Reason.PROTOCOL, f"{host.name}: HEAD said 404, GET said 200", http_status=200
+                )
+            return await self._read_error(response)
+        finally:
+            await response.aclose()
+
+
+def _media_type(response: httpx.Response) -> str | None:
+    value = response.headers.get("content-type")
+    return value.split(";")[0].strip().lower() if value else None
+
+
+def _first_error_code(body: str) -> str:
+    with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
+        return str(json.loads(body)["errors"][0]["code"])
+    return ""

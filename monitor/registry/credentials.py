@@ -1,0 +1,183 @@
+"""Where credentials for a registry come from.
+
+Order: the config's ``registries:`` entry, then docker's config.json
+(``credHelpers`` over ``credsStore`` over ``auths``, as the docker CLI does),
+then anonymous. Docker Hub's key in config.json is ``https://index.docker.io/v1/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DOCKER_HUB_AUTH_KEY", "Credential", "CredentialStore", "docker_config_path"]
+
+DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
+HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+HELPER_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """Something to authenticate with. Never printed: repr hides the secrets."""
+
+    username: str | None = None
+    password: str | None = None
+    identity_token: str | None = None  # OAuth2 refresh token (identitytoken / helper "<token>")
+    registry_token: str | None = None  # a ready bearer token
+    source: str = "config"
+
+    @property
+    def id(self) -> str:
+        """A cache key that separates identities without holding the secret."""
+        return f"{self.source}:{self.username or ''}"
+
+    def __repr__(self) -> str:
+        return f"Credential(username={self.username!r}, source={self.source!r})"
+
+
+def docker_config_path(configured: str | None = None) -> Path:
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("DOCKER_CONFIG")
+    return Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
+
+
+def _hostname(key: str) -> str:
+    """``https://host:5000/v1/`` → ``host:5000`` (the docker CLI's ConvertToHostname)."""
+    for prefix in ("http://", "https://"):
+        if key.startswith(prefix):
+            key = key[len(prefix) :]
+    return key.split("/", 1)[0].lower()
+
+
+def _decode_auth(entry: Mapping[str, Any]) -> Credential | None:
+    if entry.get("registrytoken"):
+        return Credential(registry_token=str(entry["registrytoken"]), source="docker-config")
+    username, password = entry.get("username"), entry.get("password")
+    if entry.get("auth"):
+        try:
+            raw = base64.b64decode(str(entry["auth"]), validate=False).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        username, _, password = raw.partition(":")
+        password = password.replace("\x00", "")
+    if entry.get("identitytoken"):
+        return Credential(
+            username=username or None,
+            identity_token=str(entry["identitytoken"]),
+            source="docker-config",
+        )
+    if not username:
+        return None
+    return Credential(username=str(username), password=str(password or ""), source="docker-config")
+
+
+class CredentialStore:
+    """Resolves and remembers one credential (or None) per registry host."""
+
+    def __init__(
+        self,
+        configured: Callable[[str], Credential | None] = lambda host: None,
+        docker_config: Path | None = None,
+    ) -> None:
+        self._configured = configured
+        self._docker_config_path = docker_config if docker_config else docker_config_path()
+        self._docker_config: dict[str, Any] | None = None
+        self._cache: dict[str, Credential | None] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get(self, host_key: str) -> Credential | None:
+        host_key = host_key.lower()
+        if host_key in self._cache:
+            return self._cache[host_key]
+        lock = self._locks.setdefault(host_key, asyncio.Lock())
+        async with lock:
+            if host_key not in self._cache:
+                self._cache[host_key] = await self._resolve(host_key)
+            return self._cache[host_key]
+
+    async def _resolve(self, host_key: str) -> Credential | None:
+        cred = self._configured(host_key)
+        if cred is not None:
+            return cred
+        doc = self._load_docker_config()
+        if not doc:
+            return None
+        key = DOCKER_HUB_AUTH_KEY if host_key in HUB_HOSTS else host_key
+        helpers = doc.get("credHelpers")
+        helper = helpers.get(key) if isinstance(helpers, dict) else None
+        if helper is None and isinstance(helpers, dict):
+            helper = next((v for k, v in helpers.items() if _hostname(k) == _hostname(key)), None)
+        helper = helper or doc.get("credsStore")
+        if isinstance(helper, str) and helper:
+            return await _run_helper(helper, key)
+        auths = doc.get("auths")
+        if isinstance(auths, dict):
+            entry = auths.get(key)
+            if entry is None:
+                entry = next((v for k, v in auths.items() if _hostname(k) == _hostname(key)), None)
+            if isinstance(entry, dict):
+                return _decode_auth(entry)
+        return None
+
+    def _load_docker_config(self) -> dict[str, Any]:
+        if self._docker_config is None:
+            env = os.environ.get("DOCKER_AUTH_CONFIG")
+            text: str | None = env
+            if text is None:
+                try:
+                    text = self._docker_config_path.read_text()
+                except OSError:
+                    text = None
+            try:
+                doc = json.loads(text) if text else {}
+            except ValueError:
+                doc = {}
+            self._docker_config = doc if isinstance(doc, dict) else {}
+        return self._docker_config
+
+
+async def _run_helper(name: str, server_url: str) -> Credential | None:
+    """``docker-credential-<name> get``; "not found" (non-zero exit) means anonymous."""
+    program = shutil.which(f"docker-credential-{name}")
+    if program is None:
+        return None
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            program,
+            "get",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError:
+        return None
+    try:
+        async with asyncio.timeout(HELPER_TIMEOUT):
+            out, _ = await proc.communicate(server_url.encode())
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return None
+    if proc.returncode != 0:
+        return None
+    try:
+        doc = json.loads(out)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    username, secret = doc.get("Username"), doc.get("Secret")
+    if not isinstance(secret, str) or not secret:
+        return None
+    if username == "<token>":
+        return Credential(identity_token=secret, source=f"helper:{name}")
+    return Credential(username=str(username or ""), password=secret, source=f"helper:{name}")

@@ -1,0 +1,95 @@
+"""HTTP transports, and the translation of transport failures into SPEC §2 reasons.
+
+The default is the ``httpx-aiohttp`` transport: httpx's own async pool (httpcore)
+collapses under concurrency on small machines (see README "Performance").
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+
+import httpx
+
+from monitor.domain import Reason
+
+__all__ = [
+    "TransportFactory",
+    "default_transport_factory",
+    "describe_failure",
+    "failure_reason",
+    "httpx_transport",
+]
+
+TransportFactory = Callable[[ssl.SSLContext | bool], httpx.AsyncBaseTransport]
+
+_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=30)
+
+
+def default_transport_factory(verify: ssl.SSLContext | bool) -> httpx.AsyncBaseTransport:
+    from httpx_aiohttp import AiohttpTransport
+
+    transport: httpx.AsyncBaseTransport = AiohttpTransport(verify=verify, limits=_LIMITS)
+    return transport
+
+
+def httpx_transport(verify: ssl.SSLContext | bool) -> httpx.AsyncBaseTransport:
+    """httpx's own pool (httpcore); kept for measurement and as a fallback."""
+    return httpx.AsyncHTTPTransport(verify=verify, limits=_LIMITS)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def failure_reason(exc: BaseException) -> Reason:
+    """Which SPEC §2 reason a transport exception means, whatever the transport."""
+    chain = _chain(exc)
+    names = {type(e).__name__ for e in chain}
+    if any(isinstance(e, ssl.SSLError | ssl.CertificateError) for e in chain) or any(
+        "SSL" in n or "Certificate" in n for n in names
+    ):
+        return Reason.TLS
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return Reason.UNREACHABLE
+    if "ServerDisconnectedError" in names or "ClientOSError" in names:
+        return Reason.UNREACHABLE
+    if any(isinstance(e, httpx.TimeoutException | TimeoutError) for e in chain) or any(
+        "Timeout" in n for n in names
+    ):
+        return Reason.TIMEOUT
+    if any(isinstance(e, httpx.RemoteProtocolError | httpx.DecodingError) for e in chain):
+        return Reason.PROTOCOL
+    return Reason.UNREACHABLE
+
+
+_DESCRIPTIONS = {
+    Reason.TLS: "TLS handshake failed",
+    Reason.UNREACHABLE: "cannot connect",
+    Reason.TIMEOUT: "timed out",
+    Reason.PROTOCOL: "malformed HTTP answer",
+}
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A short, secret-free description: 'cannot connect (connection refused)'."""
+    reason = failure_reason(exc)
+    chain = _chain(exc)
+    cause = ""
+    for e in reversed(chain):
+        if isinstance(e, ConnectionRefusedError):
+            cause = "connection refused"
+            break
+        if isinstance(e, ssl.SSLError):
+            cause = (getattr(e, "reason", None) or "").lower().replace("_", " ")
+            break
+        if isinstance(e, OSError) and e.strerror:
+            cause = e.strerror.lower()
+            break
+    text = _DESCRIPTIONS.get(reason, str(reason))
+    return f"{text} ({cause})" if cause else text
