@@ -1,0 +1,833 @@
+"""Load and validate the YAML configuration (SPEC §4).
+
+Pipeline: read the file → ``yaml`` (safe loader that also refuses duplicate
+keys) → ``${ENV}`` / ``${ENV:-default}`` interpolation on string values only
+(so a secret holding YAML-special characters stays a plain string) → one
+pydantic validation pass. Every failure becomes one ``ConfigError`` whose
+one-line message names the file, each failing key path (``watch[2].interval``)
+and what was expected. Secret values (passwords, webhook secrets, URLs that may
+carry credentials, header values, the API token, the database URL) never
+appear in messages or in ``repr``.
+
+Secret files (``password_file``, ``secret_file``) are read when the secret is
+needed, not at load: ``regmon config validate`` works where the secrets are not
+mounted, and a rotated secret is picked up without a reload.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Final, Literal, Self
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    PrivateAttr,
+    ValidationError,
+    WrapSerializer,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+from pydantic_core.core_schema import SerializerFunctionWrapHandler
+
+from monitor.durations import DURATION_HINT, parse_duration
+from monitor.errors import ConfigError
+from monitor.reference import ImageReference, parse_reference
+
+__all__ = [
+    "EVENT_TYPES",
+    "Config",
+    "Defaults",
+    "Listen",
+    "LogConfig",
+    "RegistryConfig",
+    "Watch",
+    "WatchConfig",
+    "WebhookConfig",
+    "default_config",
+    "load_config",
+    "normalize_registry_key",
+    "parse_config",
+]
+
+EVENT_TYPES: Final = (
+    "tag.changed",
+    "tag.missing",
+    "tag.restored",
+    "check.failing",
+    "check.recovered",
+)
+_DOCKER_HUB: Final = "docker.io"
+_HUB_ALIASES: Final = frozenset({"index.docker.io", "registry-1.docker.io"})
+_REGISTRY_KEY = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
+    r"|\[[a-f0-9:]+\])(?::[0-9]{1,5})?\Z",
+    re.ASCII,
+)
+_PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?\Z", re.ASCII)
+_WEBHOOK_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z", re.ASCII)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z", re.ASCII)
+# Set by regmon on every delivery; a configured value would break signing or framing.
+_RESERVED_HEADERS: Final = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "host",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+_DATABASE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+._-]*://", re.ASCII)
+_INTERPOLATION = re.compile(r"\$(\$)?\{([^}]*)\}")
+_VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?\Z", re.DOTALL)
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+
+
+# --------------------------------------------------------------------------- value validators
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _duration(value: object) -> float:
+    if not isinstance(value, str | int | float):
+        raise ValueError(f"expected {DURATION_HINT} (got {_shown(value)})")
+    return parse_duration(value)  # its ValueError already says what was expected
+
+
+def _positive_duration(value: object) -> float:
+    seconds = _duration(value)
+    if seconds <= 0:
+        raise ValueError(f"expected a positive duration like 30s, 5m, 1h (got {_shown(value)})")
+    return seconds
+
+
+def _at_least_a_minute(value: float) -> float:
+    if value < 60:
+        raise ValueError("expected a duration of at least 1m")
+    return value
+
+
+def _jitter(value: object) -> float:
+    hint = f"expected a percentage between 0% and 100% like 10% (got {_shown(value)})"
+    if isinstance(value, bool):
+        raise ValueError(hint)
+    if isinstance(value, str):
+        text = value.strip().removesuffix("%").strip()
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(hint) from None
+    elif isinstance(value, int | float):
+        number = float(value)
+    else:
+        raise ValueError(hint)
+    if not 0 <= number <= 100:  # also refuses NaN
+        raise ValueError(hint)
+    return number / 100
+
+
+_CRON_DAYS: Final = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_CRON_DAY_ITEM = re.compile(r"(\*|[0-7a-z]{1,3}(?:-[0-7a-z]{1,3})?)(?:/([0-9]+))?\Z")
+
+
+def _cron_day(token: str) -> int | None:
+    if token.isdigit():
+        number = int(token)
+        return number % 7 if number <= 7 else None
+    return _CRON_DAYS.index(token) if token in _CRON_DAYS else None
+
+
+def _standard_day_of_week(field: str) -> str:
+    """Rewrite a crontab day-of-week field as day names.
+
+    APScheduler 3's ``CronTrigger.from_crontab`` reads ``0`` as Monday (its
+    issue 286); cron reads it as Sunday. Names mean the same to both, so
+    numbers, ranges and steps are expanded to names; anything else is left to
+    APScheduler to accept or refuse.
+    """
+    if field in ("*", "?"):
+        return field
+    days: list[int] = []
+    for item in field.lower().split(","):
+        match = _CRON_DAY_ITEM.match(item)
+        if match is None:
+            return field
+        span, step_text = match.group(1), match.group(2)
+        step = int(step_text) if step_text else 1
+        if span == "*":
+            first, last = 0, 6
+        elif "-" in span:
+            first_text, last_text = span.split("-")
+            first_day, last_day = _cron_day(first_text), _cron_day(last_text)
+            if first_day is None or last_day is None:
+                return field
+            first, last = first_day, (7 if last_text == "7" else last_day)
+        else:
+            single = _cron_day(span)
+            if single is None:
+                return field
+            first, last = single, (6 if step_text else single)
+        if step < 1 or first > last:
+            return field
+        days.extend(day % 7 for day in range(first, last + 1, step))
+    return ",".join(_CRON_DAYS[day] for day in sorted(set(days)))
+
+
+def _cron(value: str) -> str:
+    from apscheduler.triggers.cron import CronTrigger  # heavy: only when a cron is configured
+
+    fields = value.split()
+    hint = f"expected a cron expression with 5 fields like '*/15 * * * *' (got {_shown(value)})"
+    if len(fields) != 5:
+        raise ValueError(hint)
+    fields[4] = _standard_day_of_week(fields[4])
+    normalized = " ".join(fields)
+    try:
+        CronTrigger.from_crontab(normalized, timezone="UTC")
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{hint}: {exc}") from None
+    return normalized
+
+
+def _platform(value: str) -> str:
+    normalized = value.strip().lower()
+    if not _PLATFORM.match(normalized):
+        raise ValueError(
+            f"expected a platform like linux/amd64 or linux/arm/v7 (got {_shown(value)})"
+        )
+    return normalized
+
+
+def _event_type(value: str) -> str:
+    if value not in EVENT_TYPES:
+        raise ValueError(
+            f"unknown event {_shown(value)} (expected one of: {', '.join(EVENT_TYPES)})"
+        )
+    return value
+
+
+def _webhook_name(value: str) -> str:
+    if not _WEBHOOK_NAME.match(value):
+        raise ValueError(f"expected a name of letters, digits, '_', '.', '-' (got {_shown(value)})")
+    return value
+
+
+def _image(value: object) -> ImageReference:
+    if not isinstance(value, str):
+        raise ValueError("expected an image reference like nginx:1.27")
+    return parse_reference(value.strip())  # InvalidReference is a ValueError naming the part
+
+
+def _empty_is_none(value: object) -> object:
+    return None if value == "" else value
+
+
+def _path(value: str | None) -> str | None:
+    return None if value is None else os.path.expanduser(value)
+
+
+def normalize_registry_key(host: str) -> str:
+    """The key a registry is configured and looked up under: lowercase, Hub aliases folded."""
+    key = host.strip().lower()
+    return _DOCKER_HUB if key in _HUB_ALIASES else key
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(_positive_duration)]
+Jitter = Annotated[float, BeforeValidator(_jitter)]
+Cron = Annotated[str, AfterValidator(_cron)]
+Platform = Annotated[str, AfterValidator(_platform)]
+EventName = Annotated[str, AfterValidator(_event_type)]
+WebhookName = Annotated[str, AfterValidator(_webhook_name)]
+OptionalText = Annotated[str | None, BeforeValidator(_empty_is_none)]
+OptionalPath = Annotated[str | None, BeforeValidator(_empty_is_none), AfterValidator(_path)]
+Image = Annotated[ImageReference, PlainValidator(_image), PlainSerializer(str, return_type=str)]
+
+
+def _thaw(value: Mapping[str, Any], handler: SerializerFunctionWrapHandler) -> Any:
+    # Mappings are stored as read-only MappingProxyType; serialize them as the dicts they wrap.
+    return handler(dict(value))
+
+
+def _read_secret(path: str, key: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip()
+    except FileNotFoundError:
+        why = "no such file"
+    except PermissionError:
+        why = "permission denied"
+    except IsADirectoryError:
+        why = "is a directory"
+    except UnicodeDecodeError:
+        why = "not UTF-8 text"
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+    raise ConfigError(f"{key} {path}: cannot read secret: {why}")
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(_Model):
+    """Where the HTTP server listens; written ``host:port`` (``[::1]:9725``, ``:9725``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=9725, ge=1, le=65535)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: object) -> object:
+        hint = f"expected host:port like 127.0.0.1:9725 or [::1]:9725 (got {_shown(data)})"
+        if isinstance(data, bool):
+            raise ValueError(hint)
+        if isinstance(data, int):
+            return {"port": data}
+        if not isinstance(data, str):
+            return data
+        text = data.strip()
+        if text.startswith("["):
+            host, bracket, port = text[1:].partition("]:")
+            if not bracket or not host:
+                raise ValueError(hint)
+        else:
+            host, colon, port = text.rpartition(":")
+            if not colon or ":" in host:
+                raise ValueError(hint)
+            host = host or "0.0.0.0"  # noqa: S104 — ":9725" means every interface, as in Go
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(hint)
+        return {"host": host, "port": int(port)}
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class LogConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+
+class Defaults(_Model):
+    """Schedule and thresholds of every watch that does not set its own."""
+
+    interval: PositiveDuration = 300.0
+    cron: Cron | None = None
+    jitter: Jitter = 0.10
+    missing_after: int = Field(default=2, ge=1)
+    failing_after: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> Self:
+        if self.cron is not None and "interval" in self.model_fields_set:
+            raise ValueError("interval and cron are mutually exclusive")
+        return self
+
+
+class RegistryConfig(_Model):
+    """Per-registry settings; the key in ``registries:`` is the host (``host:port``)."""
+
+    username: OptionalText = None
+    password: OptionalText = Field(default=None, repr=False)
+    password_file: OptionalPath = None
+    insecure: bool = False
+    ca_file: OptionalPath = None
+    max_concurrency: int = Field(default=8, ge=1)
+    timeout: PositiveDuration = 10.0
+    manifest_method: Literal["head", "get"] = "head"
+
+    @model_validator(mode="after")
+    def _credentials(self) -> Self:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("password and password_file are mutually exclusive")
+        if self.username is None and (self.password is not None or self.password_file is not None):
+            raise ValueError("username is required with password or password_file")
+        return self
+
+    def resolved_password(self) -> str | None:
+        """The password, read from ``password_file`` (trailing whitespace stripped) if set.
+
+        Raises ``ConfigError`` naming the file, never its content, if it cannot be read.
+        """
+        if self.password_file is not None:
+            return _read_secret(self.password_file, "password_file")
+        return self.password
+
+
+class WebhookConfig(_Model):
+    """One webhook receiver (SPEC §6)."""
+
+    name: WebhookName
+    url: str = Field(repr=False)
+    secret: OptionalText = Field(default=None, repr=False)
+    secret_file: OptionalPath = None
+    events: tuple[EventName, ...] = EVENT_TYPES
+    format: Literal["json", "slack", "discord"] = "json"
+    timeout: PositiveDuration = 10.0
+    max_retry_age: Annotated[PositiveDuration, AfterValidator(_at_least_a_minute)] = 86400.0
+    headers: Annotated[Mapping[str, str], WrapSerializer(_thaw)] = Field(
+        default_factory=lambda: MappingProxyType({}), repr=False
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        # The URL may carry credentials (userinfo, or a Slack/Discord token in
+        # the path): describe what is wrong without echoing it.
+        try:
+            parts = urlsplit(value.strip())
+            parts.port  # noqa: B018 — raises ValueError on a bad port
+        except ValueError:
+            raise ValueError("expected an http:// or https:// URL") from None
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("expected an http:// or https:// URL")
+        if not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL with a host")
+        return value.strip()
+
+    @field_validator("events")
+    @classmethod
+    def _some_events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError(f"expected at least one of: {', '.join(EVENT_TYPES)}")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: Mapping[str, str]) -> Mapping[str, str]:
+        for name, text in value.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"invalid header name {_shown(name)}")
+            if name.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"header {name!r} is set by regmon and cannot be configured")
+            if "\r" in text or "\n" in text:
+                raise ValueError(f"header {name!r}: value must be one line")
+        return MappingProxyType(dict(value))
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> Self:
+        if self.secret is not None and self.secret_file is not None:
+            raise ValueError("secret and secret_file are mutually exclusive")
+        return self
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL safe for logs: scheme and host only, credentials and path hidden."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        if parts.port is not None:
+            host += f":{parts.port}"
+        userinfo = "***@" if "@" in parts.netloc else ""
+        rest = "/***" if parts.path.strip("/") or parts.query else ""
+        return f"{parts.scheme}://{userinfo}{host}{rest}"
+
+    def resolved_secret(self) -> str | None:
+        """The signing secret, read from ``secret_file`` (trailing whitespace stripped) if set."""
+        if self.secret_file is not None:
+            return _read_secret(self.secret_file, "secret_file")
+        return self.secret
+
+
+class WatchConfig(_Model):
+    """One ``watch:`` entry as written; ``None`` means "use ``defaults``"."""
+
+    image: Image
+    interval: PositiveDuration | None = None
+    cron: Cron | None = None
+    jitter: Jitter | None = None
+    platforms: tuple[Platform, ...] = ()
+    # None: every configured webhook; a list: only those (``[]``: none).
+    webhooks: tuple[str, ...] | None = None
+    missing_after: int | None = Field(default=None, ge=1)
+    failing_after: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: object) -> object:
+        return {"image": data} if isinstance(data, str) else data
+
+    @field_validator("platforms")
+    @classmethod
+    def _unique_platforms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for index, platform in enumerate(value):
+            if platform in value[:index]:
+                raise ValueError(f"duplicate platform {platform!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> Self:
+        if self.interval is not None and self.cron is not None:
+            raise ValueError("interval and cron are mutually exclusive")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """A watch with every default applied: what the scheduler and checker use.
+
+    Exactly one of ``interval`` (seconds) and ``cron`` (5 fields, day of week
+    written as names so APScheduler 3 reads it as cron does) is set.
+    ``webhooks`` names the receivers of this watch's events.
+    """
+
+    image: ImageReference
+    key: str
+    interval: float | None
+    cron: str | None
+    jitter: float
+    platforms: tuple[str, ...]
+    webhooks: tuple[str, ...]
+    missing_after: int
+    failing_after: int
+
+
+def _registries(value: object) -> object:
+    if not isinstance(value, Mapping):
+        return value
+    normalized: dict[object, object] = {}
+    for key, entry in value.items():
+        if not isinstance(key, str):
+            raise ValueError(
+                f"expected a registry host like registry.example.com:5000 (got {_shown(key)})"
+            )
+        host = normalize_registry_key(key)
+        if not _REGISTRY_KEY.match(host):
+            raise ValueError(
+                f"expected a registry host like registry.example.com:5000, "
+                f"without scheme or path (got {_shown(key)})"
+            )
+        if host in normalized:
+            raise ValueError(f"registry {key!r} is configured twice (as {host!r})")
+        normalized[host] = {} if entry is None else entry
+    return normalized
+
+
+class Config(_Model):
+    """The whole configuration; ``source`` is the file it came from (``None``: defaults)."""
+
+    database: str = Field(default="sqlite:///regmon.db", repr=False)
+    listen: Listen = Listen()
+    api_token: OptionalText = Field(default=None, repr=False)
+    log: LogConfig = LogConfig()
+    retention: PositiveDuration = 90 * 86400.0
+    defaults: Defaults = Defaults()
+    docker_config: OptionalPath = None
+    registries: Annotated[
+        Mapping[str, RegistryConfig], BeforeValidator(_registries), WrapSerializer(_thaw)
+    ] = Field(default_factory=lambda: MappingProxyType({}))
+    webhooks: tuple[WebhookConfig, ...] = ()
+    watch: tuple[WatchConfig, ...] = ()
+
+    _source: str | None = PrivateAttr(default=None)
+
+    @field_validator("database")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if not _DATABASE_URL.match(value):  # the URL may hold a password: do not echo it
+            raise ValueError("expected an SQLAlchemy URL like sqlite:///regmon.db")
+        return value
+
+    @field_validator("registries")
+    @classmethod
+    def _freeze_registries(
+        cls, value: Mapping[str, RegistryConfig]
+    ) -> Mapping[str, RegistryConfig]:
+        return MappingProxyType(dict(value))
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Self:
+        problems: list[str] = []
+        names: dict[str, int] = {}
+        for index, webhook in enumerate(self.webhooks):
+            if webhook.name in names:
+                problems.append(
+                    f"webhooks[{index}].name: duplicate webhook name {webhook.name!r} "
+                    f"(also webhooks[{names[webhook.name]}])"
+                )
+            names.setdefault(webhook.name, index)
+        defined = ", ".join(names) or "none"
+        seen: dict[str, int] = {}
+        for index, watch in enumerate(self.watch):
+            key = str(watch.image)
+            if key in seen:
+                problems.append(
+                    f"watch[{index}].image: {key} is already watched by watch[{seen[key]}]"
+                )
+            seen.setdefault(key, index)
+            for position, name in enumerate(watch.webhooks or ()):
+                if name not in names:
+                    problems.append(
+                        f"watch[{index}].webhooks[{position}]: unknown webhook {name!r} "
+                        f"(defined: {defined})"
+                    )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def source(self) -> str | None:
+        return self._source
+
+    def registry_for(self, host_key: str) -> RegistryConfig:
+        """The ``registries:`` entry of ``host_key`` (aliases folded), else the defaults."""
+        return self.registries.get(normalize_registry_key(host_key)) or RegistryConfig()
+
+    def webhook(self, name: str) -> WebhookConfig:
+        """The webhook called ``name``; ``ConfigError`` if there is none."""
+        for webhook in self.webhooks:
+            if webhook.name == name:
+                return webhook
+        defined = ", ".join(webhook.name for webhook in self.webhooks) or "none"
+        raise ConfigError(
+            f"{self._source or 'config'}: unknown webhook {name!r} (defined: {defined})"
+        )
+
+    def watches(self) -> tuple[Watch, ...]:
+        """Every watch with ``defaults`` applied, in file order."""
+        return tuple(self._resolve(watch) for watch in self.watch)
+
+    def _resolve(self, watch: WatchConfig) -> Watch:
+        defaults = self.defaults
+        if watch.cron is not None or watch.interval is not None:
+            interval, cron = watch.interval, watch.cron
+        elif defaults.cron is not None:
+            interval, cron = None, defaults.cron
+        else:
+            interval, cron = defaults.interval, None
+        webhooks = (
+            tuple(webhook.name for webhook in self.webhooks)
+            if watch.webhooks is None
+            else tuple(dict.fromkeys(watch.webhooks))
+        )
+        return Watch(
+            image=watch.image,
+            key=str(watch.image),
+            interval=interval,
+            cron=cron,
+            jitter=defaults.jitter if watch.jitter is None else watch.jitter,
+            platforms=watch.platforms,
+            webhooks=webhooks,
+            missing_after=watch.missing_after or defaults.missing_after,
+            failing_after=watch.failing_after or defaults.failing_after,
+        )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def default_config() -> Config:
+    """No watches, every default: what ``regmon check`` uses without ``--config``."""
+    return Config()
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, interpolate and validate the config file at ``path``."""
+    source = os.fspath(path)
+    try:
+        raw = Path(source).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such file") from None
+    except PermissionError:
+        raise ConfigError(f"{source}: permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{source}: is a directory, expected a YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror or type(exc).__name__}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: not UTF-8 text") from None
+    return parse_config(text, source=source)
+
+
+def parse_config(text: str, source: str = "<string>") -> Config:
+    """Validate the YAML document ``text``; ``source`` names it in error messages."""
+    data = _load_yaml(text, source)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings at the top level")
+    problems: list[str] = []
+    data = _interpolate(data, (), problems)
+    if problems:
+        raise ConfigError(_one_line(f"{source}: " + "; ".join(problems)))
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        details = "; ".join(_describe(error) for error in exc.errors(include_url=False))
+        raise ConfigError(_one_line(f"{source}: {details}")) from None
+    config._source = source
+    return config
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if (
+                not isinstance(key_node, yaml.ScalarNode)
+                or key_node.tag == "tag:yaml.org,2002:merge"
+            ):
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {_shown(key)}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_yaml(text: str, source: str) -> object:
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        # problem/context describe the syntax; str(exc) would quote the line, maybe a secret.
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = "; ".join(part for part in (exc.context, exc.problem) if part)
+        raise ConfigError(_one_line(f"{source}: {where}invalid YAML: {what}")) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(_one_line(f"{source}: invalid YAML: {type(exc).__name__}")) from None
+    finally:
+        loader.dispose()
+
+
+def _interpolate(value: object, loc: tuple[str | int, ...], problems: list[str]) -> object:
+    if isinstance(value, str):
+        return _substitute(value, loc, problems)
+    if isinstance(value, dict):
+        return {key: _interpolate(item, (*loc, key), problems) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(item, (*loc, index), problems) for index, item in enumerate(value)]
+    return value
+
+
+def _substitute(text: str, loc: tuple[str | int, ...], problems: list[str]) -> str:
+    """Replace ``${NAME}`` and ``${NAME:-default}`` (default when unset or empty).
+
+    ``$${`` is a literal ``${``.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(1):
+            return match.group(0)[1:]
+        variable = _VARIABLE.match(match.group(2))
+        if variable is None:
+            problems.append(
+                f"{_format_loc(loc)}: invalid interpolation, "
+                "expected ${NAME} or ${NAME:-default}"
+            )
+            return ""
+        name, default = variable.group(1), variable.group(2)
+        found = os.environ.get(name)
+        if found is None or (found == "" and default is not None):
+            if default is None:
+                problems.append(
+                    f"{_format_loc(loc)}: environment variable {name} is not set "
+                    f"(write ${{{name}:-default}} to give a default)"
+                )
+                return ""
+            return default
+        return found
+
+    return _INTERPOLATION.sub(replace, text)
+
+
+_MESSAGES: Final = {
+    "missing": "a value is required",
+    "extra_forbidden": "unknown key",
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "mapping_type": "expected a mapping",
+    "list_type": "expected a list",
+    "tuple_type": "expected a list",
+    "iterable_type": "expected a list",
+}
+_BOUNDS: Final = {
+    "greater_than_equal": ">=",
+    "greater_than": ">",
+    "less_than_equal": "<=",
+    "less_than": "<",
+}
+
+
+def _describe(error: ErrorDetails) -> str:
+    """One pydantic error as ``key.path: what was expected``, never echoing a secret."""
+    kind = error["type"]
+    context: dict[str, Any] = dict(error.get("ctx") or {})
+    if kind in ("value_error", "assertion_error"):
+        message = str(context.get("error", error["msg"]))
+        if not error["loc"] and re.match(r"[\w\[\]'.:-]+: ", message):
+            return message  # cross-reference problems already name their key paths
+    elif kind in _MESSAGES:
+        message = _MESSAGES[kind]
+    elif kind in _BOUNDS:
+        bound = next(iter(context.values()), "?")
+        message = f"expected a number {_BOUNDS[kind]} {bound}"
+    elif kind == "literal_error":
+        # Only enumerations (log level, format, method) are literals: safe to echo.
+        expected = context.get("expected", "one of the listed values")
+        message = f"expected {expected} (got {_shown(error['input'])})"
+    elif kind == "string_type":
+        quoted = " (quote the value)" if isinstance(error["input"], int | float) else ""
+        message = f"expected a string{quoted}"
+    else:
+        message = error["msg"][:1].lower() + error["msg"][1:]
+    path = _format_loc(error["loc"])
+    return f"{path}: {message}" if path else message
+
+
+def _format_loc(loc: tuple[str | int, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif _KEY.match(item):
+            parts.append(f".{item}" if parts else item)
+        else:
+            parts.append(f"[{item!r}]")
+    return "".join(parts)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split()) if "\n" in message or "\r" in message else message
