@@ -1,0 +1,347 @@
+"""Fold one check result into a tag's state and derive its events (SPEC §5).
+
+Pure: no I/O, no clock. ``evaluate(previous, result)`` returns the new state,
+the events it causes (in the order they happened) and whether a history row
+is due; the store writes all three in one transaction, so feeding the stored
+state back after a restart continues where the service left off and never
+repeats an event (the ``*_alerted`` latches live in the state).
+
+``event_to_payload`` / ``payload_to_event`` convert an event to and from the
+webhook ``json`` body (SPEC §6), which is also the shape the API and the store
+use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from monitor.domain import (
+    CheckResult,
+    Evaluation,
+    Event,
+    EventType,
+    PlatformChange,
+    Status,
+    TagState,
+)
+from monitor.ids import new_event_id
+
+if TYPE_CHECKING:
+    from monitor.reference import ImageReference
+
+__all__ = [
+    "diff_platforms",
+    "evaluate",
+    "event_to_payload",
+    "format_timestamp",
+    "parse_timestamp",
+    "payload_to_event",
+]
+
+
+def evaluate(
+    previous: TagState | None,
+    result: CheckResult,
+    *,
+    missing_after: int,
+    failing_after: int,
+    new_id: Callable[[], str] = new_event_id,
+) -> Evaluation:
+    """Fold ``result`` into ``previous`` (``None`` for a new watch).
+
+    Rules (SPEC §5), with the choices SPEC leaves open:
+
+    * The first check of a new watch (``previous`` is ``None`` or has never
+      been checked) is the baseline: no event, except ``tag.missing`` when it
+      is ``missing``/``denied`` and ``missing_after`` is 1. Misses and errors
+      are counted from that first check, so with ``missing_after=2`` a new
+      watch that is missing twice emits ``tag.missing`` on the second check,
+      and with ``failing_after=1`` a first check in ``error`` emits
+      ``check.failing``.
+    * ``denied`` counts exactly like ``missing``; ``missing`` ↔ ``denied``
+      emits nothing new (one ``tag.missing`` per disappearance) but is a
+      history row.
+    * ``error`` checks are transparent to the miss streak: they neither count
+      as a miss nor reset ``consecutive_misses``; missing, error, missing is
+      two consecutive misses. An error never emits ``tag.missing``.
+    * ``tag.restored`` is emitted when the tag is present again after
+      ``tag.missing``; a restore with a new digest is that one event
+      (``same_digest=False``), not a ``tag.changed`` as well. A disappearance
+      shorter than ``missing_after`` that comes back with the same digest is
+      silent; with another digest it is a ``tag.changed``.
+    * ``check.failing`` latches until the next decided check, which emits
+      ``check.recovered`` first and is then processed as usual.
+    * Thresholds are compared with ``>=`` behind the latches, so lowering
+      ``missing_after``/``failing_after`` in a config reload fires at the next
+      check instead of never.
+    * ``digest_changes`` counts every change of the present digest: each
+      ``tag.changed`` and each ``tag.restored`` with another digest.
+    * ``last_changed`` moves on the first decided check, on present ↔
+      missing/denied and on a digest change (not on missing ↔ denied).
+
+    Event fields: ``current_*``, ``checked_at`` and ``occurred_at`` come from
+    the result; ``reason`` is the result's reason or detail when it is not
+    ``present``. ``previous_*`` is the previous decided status and the last
+    present digest, except that ``tag.changed`` and ``tag.missing`` report
+    what the tag was before: present with its last digest (or ``None`` for a
+    tag never seen present), not the ``missing`` of a streak still counting.
+    """
+    image = previous.image if previous is not None else str(result.reference)
+    prev = previous if previous is not None else TagState(image=image)
+    events: list[Event] = []
+    checked_at = result.checked_at
+    reason = _result_reason(result)
+
+    def emit(
+        kind: EventType,
+        *,
+        previous_status: Status | None,
+        previous_digest: str | None,
+        platforms: Mapping[str, PlatformChange] | None = None,
+        same_digest: bool | None = None,
+    ) -> None:
+        events.append(
+            Event(
+                id=new_id(),
+                type=kind,
+                occurred_at=checked_at,
+                image=str(result.reference),
+                previous_status=previous_status,
+                previous_digest=previous_digest,
+                current_status=result.status,
+                current_digest=result.digest,
+                checked_at=checked_at,
+                platforms=dict(platforms or {}),
+                reason=reason,
+                same_digest=same_digest,
+            )
+        )
+
+    if not result.status.decided:
+        errors = prev.consecutive_errors + 1
+        failing_alerted = prev.failing_alerted
+        if not failing_alerted and errors >= failing_after:
+            emit(
+                EventType.CHECK_FAILING,
+                previous_status=prev.decided_status,
+                previous_digest=prev.digest,
+            )
+            failing_alerted = True
+        state = replace(
+            prev,
+            status=result.status,
+            reason=result.reason,
+            detail=result.detail,
+            last_checked=checked_at,
+            consecutive_errors=errors,
+            failing_alerted=failing_alerted,
+        )
+        return Evaluation(state=state, events=tuple(events), changed=False)
+
+    if prev.failing_alerted:
+        emit(
+            EventType.CHECK_RECOVERED,
+            previous_status=prev.decided_status,
+            previous_digest=prev.digest,
+        )
+
+    first_decided = prev.decided_status is None
+    status_changed = result.status is not prev.decided_status
+    presence_changed = first_decided or (
+        (result.status is Status.PRESENT) != (prev.decided_status is Status.PRESENT)
+    )
+
+    if result.status is Status.PRESENT:
+        # A present result always has a digest (SPEC §2); None is treated as "unknown".
+        digest = result.digest if result.digest is not None else prev.digest
+        digest_changed = prev.digest is not None and digest != prev.digest
+        platforms = result.platforms if result.platforms else prev.platforms
+        platform_changes = diff_platforms(prev.platforms, result.platforms)
+        platforms_changed = bool(result.platforms) and dict(result.platforms) != dict(
+            prev.platforms
+        )
+        missing_alerted = prev.missing_alerted
+        if missing_alerted:
+            emit(
+                EventType.TAG_RESTORED,
+                previous_status=prev.decided_status,
+                previous_digest=prev.digest,
+                same_digest=None if prev.digest is None else not digest_changed,
+            )
+            missing_alerted = False
+        elif digest_changed:
+            emit(
+                EventType.TAG_CHANGED,
+                previous_status=Status.PRESENT,
+                previous_digest=prev.digest,
+                platforms=platform_changes,
+            )
+        state = replace(
+            prev,
+            status=result.status,
+            decided_status=result.status,
+            digest=digest,
+            media_type=result.media_type if result.media_type is not None else prev.media_type,
+            platforms=dict(platforms),
+            reason=result.reason,
+            detail=result.detail,
+            first_seen=prev.first_seen if prev.first_seen is not None else checked_at,
+            last_checked=checked_at,
+            last_decided=checked_at,
+            last_changed=checked_at if presence_changed or digest_changed else prev.last_changed,
+            consecutive_misses=0,
+            consecutive_errors=0,
+            missing_alerted=missing_alerted,
+            failing_alerted=False,
+            digest_changes=prev.digest_changes + (1 if digest_changed else 0),
+        )
+        changed = status_changed or digest_changed or platforms_changed
+        return Evaluation(state=state, events=tuple(events), changed=changed)
+
+    # missing / denied
+    misses = prev.consecutive_misses + 1
+    missing_alerted = prev.missing_alerted
+    if not missing_alerted and misses >= missing_after:
+        emit(
+            EventType.TAG_MISSING,
+            previous_status=None if prev.digest is None else Status.PRESENT,
+            previous_digest=prev.digest,
+        )
+        missing_alerted = True
+    state = replace(
+        prev,
+        status=result.status,
+        decided_status=result.status,
+        reason=result.reason,
+        detail=result.detail,
+        last_checked=checked_at,
+        last_decided=checked_at,
+        last_changed=checked_at if presence_changed else prev.last_changed,
+        consecutive_misses=misses,
+        consecutive_errors=0,
+        missing_alerted=missing_alerted,
+        failing_alerted=False,
+    )
+    return Evaluation(state=state, events=tuple(events), changed=status_changed)
+
+
+def diff_platforms(
+    previous: Mapping[str, str], current: Mapping[str, str]
+) -> dict[str, PlatformChange]:
+    """The platforms whose digest changed, appeared or vanished, sorted by name.
+
+    Empty when either side has no platform digests: a check that did not
+    resolve platforms (or a watch that just gained a ``platforms:`` list) says
+    nothing about which platforms changed.
+    """
+    if not previous or not current:
+        return {}
+    return {
+        name: PlatformChange(previous.get(name), current.get(name))
+        for name in sorted(previous.keys() | current.keys())
+        if previous.get(name) != current.get(name)
+    }
+
+
+def _result_reason(result: CheckResult) -> str | None:
+    if result.status is Status.PRESENT:
+        return None
+    if result.reason is not None:
+        return str(result.reason)
+    return result.detail
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` and whole seconds; a naive ``moment`` is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp (``Z`` or an offset) into an aware UTC datetime."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp without a time zone: {text!r}")
+    return moment.astimezone(UTC)
+
+
+def event_to_payload(event: Event, *, reference: ImageReference | None = None) -> dict[str, Any]:
+    """The webhook ``json`` body of SPEC §6 for ``event``.
+
+    ``image`` parts come from ``reference`` or, when not given, from parsing
+    ``event.image``. A ``tag.restored`` body also carries ``same_digest``
+    (SPEC §5: the event "says whether the digest is the one it had before").
+    """
+    if reference is None:
+        from monitor.reference import parse_reference
+
+        reference = parse_reference(event.image)
+    payload: dict[str, Any] = {
+        "id": event.id,
+        "type": str(event.type),
+        "occurred_at": format_timestamp(event.occurred_at),
+        "image": {
+            "reference": event.image,
+            "registry": reference.registry,
+            "repository": reference.repository,
+            "tag": reference.tag,
+        },
+        "previous": {
+            "status": _status_text(event.previous_status),
+            "digest": event.previous_digest,
+        },
+        "current": {
+            "status": _status_text(event.current_status),
+            "digest": event.current_digest,
+            "checked_at": None if event.checked_at is None else format_timestamp(event.checked_at),
+        },
+        "platforms": {
+            name: {"previous": change.previous, "current": change.current}
+            for name, change in event.platforms.items()
+        },
+        "reason": event.reason,
+    }
+    if event.type is EventType.TAG_RESTORED:
+        payload["same_digest"] = event.same_digest
+    return payload
+
+
+def payload_to_event(payload: Mapping[str, Any]) -> Event:
+    """The inverse of ``event_to_payload`` (timestamps come back at whole seconds).
+
+    Raises ``ValueError`` (or ``KeyError``/``TypeError`` for a body of another
+    shape) when the payload is not an event body.
+    """
+    previous = payload.get("previous") or {}
+    current = payload.get("current") or {}
+    checked_at = current.get("checked_at")
+    platforms = payload.get("platforms") or {}
+    return Event(
+        id=payload["id"],
+        type=EventType(payload["type"]),
+        occurred_at=parse_timestamp(payload["occurred_at"]),
+        image=payload["image"]["reference"],
+        previous_status=_parse_status(previous.get("status")),
+        previous_digest=previous.get("digest"),
+        current_status=_parse_status(current.get("status")),
+        current_digest=current.get("digest"),
+        checked_at=None if checked_at is None else parse_timestamp(checked_at),
+        platforms={
+            name: PlatformChange(change.get("previous"), change.get("current"))
+            for name, change in platforms.items()
+        },
+        reason=payload.get("reason"),
+        same_digest=payload.get("same_digest"),
+    )
+
+
+def _status_text(status: Status | None) -> str | None:
+    return None if status is None else str(status)
+
+
+def _parse_status(text: str | None) -> Status | None:
+    return None if text is None else Status(text)
