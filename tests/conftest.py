@@ -1,0 +1,112 @@
+"""Suite-wide fixtures: real registries on loopback, a token issuer, image pushers.
+
+Session-scoped, started once and shared (never stop them in a test; use
+``registry_factory`` for a registry of your own):
+    token_issuer     TokenIssuer on 127.0.0.1 (/token)
+    registry         RegistryServer, no auth
+    registry_basic   RegistryServer, htpasswd (ci / s3cret, realm "regmon-test")
+    registry_token   RegistryServer, token auth via ``token_issuer``
+Function-scoped:
+    pusher, basic_pusher, token_pusher   ImagePusher for each (as ci / s3cret when auth)
+    unique_repo(prefix="test") -> "prefix/t0123456789"
+    registry_factory(mode="noauth", *, issuer=None, start=True) -> RegistryServer
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+# tests/ is not a package: make `support` importable whatever pytest's import mode.
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+from support.images import ImagePusher  # noqa: E402
+from support.registry import Mode, RegistryServer  # noqa: E402
+from support.token_issuer import PASSWORD, USERNAME, TokenIssuer  # noqa: E402
+
+CI_USER = (USERNAME, PASSWORD)
+
+
+@pytest.fixture(scope="session")
+def token_issuer() -> Iterator[TokenIssuer]:
+    """Shared issuer. Call ``.reset()`` before counting its requests; a test that
+    changes ``expires_in`` or ``fail_status`` should use its own TokenIssuer."""
+    with TokenIssuer() as issuer:
+        yield issuer
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    with RegistryServer(tmp_path_factory.mktemp("registry-noauth"), "noauth") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def registry_basic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    with RegistryServer(tmp_path_factory.mktemp("registry-basic"), "htpasswd") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def registry_token(
+    tmp_path_factory: pytest.TempPathFactory, token_issuer: TokenIssuer
+) -> Iterator[RegistryServer]:
+    workdir = tmp_path_factory.mktemp("registry-token")
+    with RegistryServer(workdir, "token", issuer=token_issuer) as server:
+        yield server
+
+
+@pytest.fixture
+def pusher(registry: RegistryServer) -> Iterator[ImagePusher]:
+    with ImagePusher(registry.url) as p:
+        yield p
+
+
+@pytest.fixture
+def basic_pusher(registry_basic: RegistryServer) -> Iterator[ImagePusher]:
+    with ImagePusher(registry_basic.url, auth=CI_USER) as p:
+        yield p
+
+
+@pytest.fixture
+def token_pusher(registry_token: RegistryServer) -> Iterator[ImagePusher]:
+    with ImagePusher(registry_token.url, auth=CI_USER) as p:
+        yield p
+
+
+@pytest.fixture
+def unique_repo() -> Callable[..., str]:
+    def make(prefix: str = "test") -> str:
+        return f"{prefix}/t{uuid4().hex[:10]}"
+
+    return make
+
+
+@pytest.fixture
+def registry_factory(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., RegistryServer]]:
+    """Extra registries owned by one test (free to stop and start); all stopped afterwards.
+
+    Token mode uses the session ``token_issuer`` unless ``issuer=`` is given.
+    """
+    servers: list[RegistryServer] = []
+
+    def make(
+        mode: Mode = "noauth", *, issuer: TokenIssuer | None = None, start: bool = True
+    ) -> RegistryServer:
+        if mode == "token" and issuer is None:
+            issuer = request.getfixturevalue("token_issuer")
+        server = RegistryServer(tmp_path_factory.mktemp(f"registry-{mode}"), mode, issuer=issuer)
+        servers.append(server)
+        return server.start() if start else server
+
+    yield make
+    for server in servers:
+        server.stop()

@@ -1,0 +1,443 @@
+"""`regmon check` / `regmon wait` end to end: the real CLI against real registries."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from support.faults import (
+    CountingProxy,
+    free_port,
+    garbage_server,
+    hung_server,
+    status_server,
+)
+from support.images import ImagePusher
+from support.registry import RegistryServer
+from support.token_issuer import TokenIssuer
+
+SIX_TYPES = 6
+
+
+def regmon(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the real command line, as a user would, with a clean docker config."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.setdefault("DOCKER_CONFIG", "/nonexistent-regmon-test")
+    full_env.pop("DOCKER_AUTH_CONFIG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def lines(proc: subprocess.CompletedProcess[str]) -> list[list[str]]:
+    return [line.split() for line in proc.stdout.splitlines() if line.strip()]
+
+
+def no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stdout
+
+
+# --- present / missing on the plain registry --------------------------------------------
+
+
+def test_present_missing_tag_missing_repository(
+    registry: RegistryServer, pusher: ImagePusher, unique_repo: Callable[..., str]
+) -> None:
+    repo = unique_repo("cli")
+    image = pusher.push_image(repo, "v1", "oci")
+    proc = regmon(
+        "check",
+        f"{registry.host}/{repo}:v1",
+        f"{registry.host}/{repo}:nope",
+        f"{registry.host}/{repo}-absent:v1",
+    )
+    no_traceback(proc)
+    assert proc.returncode == 1
+    assert lines(proc) == [
+        ["present", f"{registry.host}/{repo}:v1", image.digest],
+        ["missing", f"{registry.host}/{repo}:nope", "manifest", "unknown"],
+        ["missing", f"{registry.host}/{repo}-absent:v1", "manifest", "unknown"],
+    ]
+
+
+@pytest.mark.parametrize("kind", ["oci", "docker", "oci-index", "docker-list"])
+def test_every_manifest_kind_matches_skopeo(
+    kind: str, registry: RegistryServer, pusher: ImagePusher, unique_repo: Callable[..., str]
+) -> None:
+    repo = unique_repo(kind)
+    if kind in ("oci", "docker"):
+        pushed_digest = pusher.push_image(repo, "t", kind).digest  # type: ignore[arg-type]
+    else:
+        pushed_digest = pusher.push_index(repo, "t", kind).digest  # type: ignore[arg-type]
+    proc = regmon("check", "--json", f"{registry.host}/{repo}:t")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "present"
+    assert doc["digest"] == pushed_digest
+
+    skopeo = shutil.which("skopeo")
+    assert skopeo, "skopeo is missing: run the test command (it installs skopeo)"
+    raw = subprocess.run(
+        [skopeo, "inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/{repo}:t"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == doc["digest"]
+
+
+def test_json_fields(registry: RegistryServer, pusher: ImagePusher, unique_repo) -> None:
+    repo = unique_repo("json")
+    image = pusher.push_image(repo, "v1", "docker")
+    proc = regmon("check", "--json", f"{registry.host}/{repo}:v1", f"{registry.host}/{repo}:x")
+    docs = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 1
+    assert docs[0]["media_type"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert docs[0]["digest"] == image.digest and docs[0]["reason"] is None
+    assert docs[0]["http_status"] == 200 and docs[0]["duration_ms"] > 0
+    assert docs[1]["status"] == "missing" and docs[1]["reason"] == "manifest unknown"
+    assert docs[1]["http_status"] == 404 and docs[1]["digest"] is None
+    assert set(docs[0]) >= {
+        "reference", "status", "digest", "media_type", "platforms", "reason", "http_status",
+        "duration_ms",
+    }  # fmt: skip
+
+
+def test_digest_references(registry: RegistryServer, pusher: ImagePusher, unique_repo) -> None:
+    repo = unique_repo("digest")
+    image = pusher.push_image(repo, "v1", "oci")
+    wrong = "sha256:" + "0" * 64
+    proc = regmon(
+        "check",
+        f"{registry.host}/{repo}@{image.digest}",
+        f"{registry.host}/{repo}:v1@{image.digest}",
+        f"{registry.host}/{repo}@{wrong}",
+    )
+    assert lines(proc) == [
+        ["present", f"{registry.host}/{repo}@{image.digest}", image.digest],
+        ["present", f"{registry.host}/{repo}:v1@{image.digest}", image.digest],
+        ["missing", f"{registry.host}/{repo}@{wrong}", "manifest", "unknown"],
+    ]
+    assert proc.returncode == 1
+
+
+@pytest.mark.parametrize("kind", ["oci-index", "docker-list"])
+def test_multi_arch_platforms(
+    kind: str, registry: RegistryServer, pusher: ImagePusher, unique_repo
+) -> None:
+    repo = unique_repo("multi")
+    index = pusher.push_index(repo, "v1", kind, attestation=(kind == "oci-index"))  # type: ignore[arg-type]
+    ref = f"{registry.host}/{repo}:v1"
+    proc = regmon("check", "--json", "--platform", "linux/arm64", "--platform", "linux/arm/v7", ref)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["digest"] == index.digest
+    assert doc["platforms"] == {
+        "linux/arm64": index.children["linux/arm64"],
+        "linux/arm/v7": index.children["linux/arm/v7"],
+    }
+    absent = regmon("check", "--platform", "linux/s390x", ref)
+    assert absent.returncode == 1
+    assert lines(absent)[0][:2] == ["missing", ref]
+    assert "linux/s390x" in absent.stdout
+
+
+# --- token auth, Docker Hub style ------------------------------------------------------
+
+
+@pytest.fixture
+def private_image(registry_token: RegistryServer, token_pusher: ImagePusher, unique_repo):
+    repo = unique_repo("private")
+    return repo, token_pusher.push_image(repo, "v1", "oci")
+
+
+def test_token_registry_anonymous(
+    registry_token: RegistryServer, token_pusher: ImagePusher, unique_repo, private_image
+) -> None:
+    public = unique_repo("public")
+    pub = token_pusher.push_image(public, "v1", "oci")
+    private, _ = private_image
+    host = registry_token.host
+    proc = regmon(
+        "check",
+        f"{host}/{public}:v1",
+        f"{host}/{private}:v1",
+        f"{host}/{unique_repo('team')}:v1",
+    )
+    no_traceback(proc)
+    assert lines(proc) == [
+        ["present", f"{host}/{public}:v1", pub.digest],
+        ["denied", f"{host}/{private}:v1", "insufficient_scope"],
+        ["denied", f"{host}/{lines(proc)[2][1].split('/', 1)[1]}", "insufficient_scope"],
+    ]
+    assert proc.returncode == 1
+
+
+def test_token_registry_docker_config_auths(
+    registry_token: RegistryServer, private_image, tmp_path: Path
+) -> None:
+    repo, image = private_image
+    auth = base64.b64encode(b"ci:s3cret").decode()
+    (tmp_path / "config.json").write_text(
+        json.dumps({"auths": {registry_token.host: {"auth": auth}}})
+    )
+    proc = regmon("check", f"{registry_token.host}/{repo}:v1", env={"DOCKER_CONFIG": str(tmp_path)})
+    assert lines(proc) == [["present", f"{registry_token.host}/{repo}:v1", image.digest]]
+    assert proc.returncode == 0
+
+
+def test_token_registry_credential_helper(
+    registry_token: RegistryServer, private_image, tmp_path: Path
+) -> None:
+    repo, image = private_image
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    asked = tmp_path / "asked"
+    helper = bindir / "docker-credential-regmontest"
+    helper.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = get ] || exit 1\ncat > {asked}\n'
+        'echo \'{"ServerURL":"x","Username":"ci","Secret":"s3cret"}\'\n'
+    )
+    helper.chmod(0o755)
+    (tmp_path / "config.json").write_text(
+        json.dumps({"credHelpers": {registry_token.host: "regmontest"}, "auths": {}})
+    )
+    env = {"DOCKER_CONFIG": str(tmp_path), "PATH": f"{bindir}:{os.environ['PATH']}"}
+    proc = regmon("check", f"{registry_token.host}/{repo}:v1", env=env)
+    assert lines(proc) == [["present", f"{registry_token.host}/{repo}:v1", image.digest]]
+    assert asked.read_text() == registry_token.host
+
+
+def test_token_requests_are_shared(
+    registry_token: RegistryServer,
+    token_pusher: ImagePusher,
+    token_issuer: TokenIssuer,
+    unique_repo,
+    tmp_path: Path,
+) -> None:
+    """20 tags of one repository: one challenge, one token, one HEAD per tag."""
+    repo = unique_repo("public")
+    for i in range(20):
+        token_pusher.push_image(repo, f"v{i}", "oci", seed=i)
+    with CountingProxy(registry_token.host) as proxy:
+        token_issuer.reset()
+        refs = [f"{proxy.host}/{repo}:v{i}" for i in range(20)]
+        proc = regmon("check", *refs)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert [row[0] for row in lines(proc)] == ["present"] * 20
+        assert len(token_issuer.requests) <= 2
+        assert proxy.count("HEAD") == 20
+        assert proxy.count() <= 22, proxy.counts
+
+
+# --- basic auth ------------------------------------------------------------------------
+
+
+def _basic_config(tmp_path: Path, host: str, password: str) -> Path:
+    secret = tmp_path / "registry-password"
+    secret.write_text(password + "\n")
+    config = tmp_path / "regmon.yaml"
+    config.write_text(f'registries:\n  "{host}":\n    username: ci\n    password_file: {secret}\n')
+    return config
+
+
+def test_basic_auth_password_file(
+    registry_basic: RegistryServer, basic_pusher: ImagePusher, unique_repo, tmp_path: Path
+) -> None:
+    repo = unique_repo("basic")
+    image = basic_pusher.push_image(repo, "v1", "oci")
+    ref = f"{registry_basic.host}/{repo}:v1"
+    config = _basic_config(tmp_path, registry_basic.host, "s3cret")
+    proc = regmon("check", "--config", str(config), ref)
+    assert lines(proc) == [["present", ref, image.digest]]
+    anonymous = regmon("check", ref)
+    assert lines(anonymous) == [["denied", ref, "no", "credentials"]]
+    assert anonymous.returncode == 1
+
+
+def test_wrong_password_is_auth_failed_and_never_printed(
+    registry_basic: RegistryServer, registry_token: RegistryServer, unique_repo, tmp_path: Path
+) -> None:
+    secret = "Wr0ngPassw0rd-xyzzy"
+    for reg in (registry_basic, registry_token):
+        ref = f"{reg.host}/{unique_repo('private')}:v1"
+        config = _basic_config(tmp_path, reg.host, secret)
+        for args in (["check"], ["check", "--json"]):
+            proc = regmon(*args, "--config", str(config), ref)
+            no_traceback(proc)
+            assert proc.returncode == 3
+            assert "auth_failed" in proc.stdout
+            assert secret not in proc.stdout + proc.stderr
+            assert base64.b64encode(f"ci:{secret}".encode()).decode() not in proc.stderr
+
+
+# --- faults ----------------------------------------------------------------------------
+
+
+def test_connection_refused_is_unreachable() -> None:
+    ref = f"127.0.0.1:{free_port()}/team/app:v1"
+    proc = regmon("check", ref)
+    assert lines(proc) == [["error", ref, "unreachable"]]
+    assert proc.returncode == 3
+    no_traceback(proc)
+
+
+def test_503_is_server_error() -> None:
+    with status_server(503) as server:
+        ref = f"{server.host}/team/app:v1"
+        proc = regmon("check", ref)
+        assert server.count() >= 2  # retried within the budget
+    assert lines(proc) == [["error", ref, "server_error"]]
+    assert proc.returncode == 3
+
+
+def test_429_honours_retry_after_then_rate_limited() -> None:
+    with status_server(429, {"Retry-After": "1"}) as server:
+        ref = f"{server.host}/team/app:v1"
+        proc = regmon("check", "--timeout", "2.5s", ref)
+        times = list(server.requests)
+    assert lines(proc) == [["error", ref, "rate_limited"]]
+    assert proc.returncode == 3
+    # At most one request per Retry-After second, never a hammering loop.
+    assert 2 <= len(times) <= 4, len(times)
+
+
+def test_hung_server_times_out_within_budget() -> None:
+    with hung_server() as server:
+        ref = f"{server.host}/team/app:v1"
+        started = time.monotonic()
+        proc = regmon("check", "--timeout", "2s", ref)
+        elapsed = time.monotonic() - started
+    assert lines(proc) == [["error", ref, "timeout"]]
+    assert proc.returncode == 3
+    assert elapsed < 6, elapsed
+
+
+def test_garbage_200_is_protocol_error() -> None:
+    with garbage_server() as server:
+        ref = f"{server.host}/team/app:v1"
+        proc = regmon("check", ref)
+    assert lines(proc) == [["error", ref, "protocol"]]
+    assert proc.returncode == 3
+
+
+def test_exit_code_precedence(registry: RegistryServer, pusher: ImagePusher, unique_repo) -> None:
+    repo = unique_repo("mixed")
+    pusher.push_image(repo, "v1", "oci")
+    present, missing = f"{registry.host}/{repo}:v1", f"{registry.host}/{repo}:nope"
+    error = f"127.0.0.1:{free_port()}/team/app:v1"
+    assert regmon("check", present).returncode == 0
+    assert regmon("check", present, missing).returncode == 1
+    assert regmon("check", missing, error, present).returncode == 3
+
+
+@pytest.mark.parametrize(
+    ("reference", "named"),
+    [
+        ("docker.io/Ubuntu", "library/Ubuntu"),
+        ("ubuntu:.hidden", ".hidden"),
+        ("foo@md5:" + "f" * 32, "md5"),
+        ("https://gcr.io/foo", "https://"),
+        ("", "empty"),
+    ],
+)
+def test_invalid_reference_is_usage_error_before_any_request(reference: str, named: str) -> None:
+    with status_server(200) as server:
+        proc = regmon("check", f"{server.host}/team/app:v1", reference)
+        assert server.count() == 0
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert named in proc.stderr
+    no_traceback(proc)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--timeout", "soon"], ["--platform", "linux"], ["--config", "/nonexistent/regmon.yaml"]],
+)
+def test_bad_flags_are_usage_errors(args: list[str]) -> None:
+    proc = regmon("check", *args, "alpine")
+    assert proc.returncode == 2
+    no_traceback(proc)
+
+
+# --- wait --------------------------------------------------------------------------------
+
+
+def test_wait_until_present(registry: RegistryServer, unique_repo) -> None:
+    repo = unique_repo("wait")
+    ref = f"{registry.host}/{repo}:v1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "wait", ref, "--timeout", "30s", "--interval", "0.2s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DOCKER_CONFIG": "/nonexistent-regmon-test"},
+    )
+    try:
+        with ImagePusher(registry.url) as late:
+            image = late.push_image(repo, "v1", "oci")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert out.split() == ["present", ref, image.digest]
+
+
+def test_wait_times_out_with_last_status(registry: RegistryServer, unique_repo) -> None:
+    missing = regmon("wait", f"{registry.host}/{unique_repo('wait')}:v1", "--timeout", "1s",
+                     "--interval", "0.3s")  # fmt: skip
+    assert missing.returncode == 1
+    assert missing.stdout.split()[0] == "missing"
+    failing = regmon("wait", f"127.0.0.1:{free_port()}/a:b", "--timeout", "1s")
+    assert failing.returncode == 3
+
+
+# --- the check path stays light -----------------------------------------------------------
+
+
+def test_check_imports_nothing_heavy(registry: RegistryServer, pusher, unique_repo) -> None:
+    repo = unique_repo("light")
+    pusher.push_image(repo, "v1", "oci")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "monitor",
+            "check",
+            f"{registry.host}/{repo}:v1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "DOCKER_CONFIG": "/nonexistent-regmon-test"},
+    )
+    assert proc.returncode == 0
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    for heavy in ("sqlalchemy", "apscheduler", "starlette", "uvicorn", "prometheus_client",
+                  "pydantic", "alembic"):  # fmt: skip
+        assert heavy not in imported, f"regmon check imports {heavy}"
