@@ -1,0 +1,42 @@
+"""Persistence: engine setup, migrations and the repository functions.
+
+Everything the rest of regmon needs is re-exported here; the models stay an
+implementation detail of the store (and of ``migrations/``).
+"""
+
+from monitor.store.engine import StoreError, check_schema, make_engine, upgrade
+from monitor.store.repository import (
+    HistoryRow,
+    UnknownEventError,
+    WatchLike,
+    WatchRow,
+    active_watches,
+    digest_change_counts,
+    get_state,
+    history_for,
+    list_events,
+    load_states,
+    prune,
+    record_evaluations,
+    sync_watches,
+)
+
+__all__ = [
+    "HistoryRow",
+    "StoreError",
+    "UnknownEventError",
+    "WatchLike",
+    "WatchRow",
+    "active_watches",
+    "check_schema",
+    "digest_change_counts",
+    "get_state",
+    "history_for",
+    "list_events",
+    "load_states",
+    "make_engine",
+    "prune",
+    "record_evaluations",
+    "sync_watches",
+    "upgrade",
+]

@@ -1,0 +1,530 @@
+"""Repository functions: every read and write of regmon's state, one transaction each.
+
+Synchronous by design: the async service calls them through
+``asyncio.to_thread`` with whole batches, so a batch of checks costs a handful
+of statements, not one round trip per image. SQL stays portable (SQLite and
+PostgreSQL); the only dialect-specific piece is the upsert, chosen by
+``engine.dialect.name``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+import sqlalchemy.exc
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from monitor.domain import Evaluation, Event, Reason, Status, TagState
+from monitor.store.engine import SQLITE_BEGIN, StoreError, redact_url
+from monitor.store.models import (
+    Base,
+    DeliveryAttemptModel,
+    DeliveryModel,
+    EventModel,
+    HistoryModel,
+    TagStateModel,
+    WatchModel,
+)
+
+__all__ = [
+    "HistoryRow",
+    "UnknownEventError",
+    "WatchLike",
+    "WatchRow",
+    "active_watches",
+    "digest_change_counts",
+    "get_state",
+    "history_for",
+    "list_events",
+    "load_states",
+    "prune",
+    "record_evaluations",
+    "sync_watches",
+]
+
+_WATCHES: Table = Base.metadata.tables["watches"]
+_TAG_STATES: Table = Base.metadata.tables["tag_states"]
+_HISTORY: Table = Base.metadata.tables["history"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class UnknownEventError(StoreError, LookupError):
+    """``since`` named an event id that is not (or no longer) in the store."""
+
+    def __init__(self, event_id: str) -> None:
+        self.event_id = event_id
+        super().__init__(f"unknown event id {event_id!r} (never written, or pruned)")
+
+
+class WatchLike(Protocol):
+    """What ``sync_watches`` needs of a configured watch."""
+
+    @property
+    def image(self) -> str: ...
+    @property
+    def registry(self) -> str: ...
+    @property
+    def repository(self) -> str: ...
+    @property
+    def tag(self) -> str: ...
+    @property
+    def interval_seconds(self) -> float | None: ...
+    @property
+    def cron(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WatchRow:
+    """One active watch as stored."""
+
+    image: str
+    registry: str
+    repository: str
+    tag: str
+    interval_seconds: float | None
+    cron: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One change of a tag: decided status, and digests while present."""
+
+    image: str
+    recorded_at: datetime
+    status: Status
+    digest: str | None = None
+    platforms: Mapping[str, str] = field(default_factory=dict)
+    event_id: str | None = None
+
+
+def _translated(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Translate SQLAlchemy errors into ``StoreError`` at the edge of the store."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return fn(*args, **kwargs)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            engine = args[0] if args and isinstance(args[0], Engine) else None
+            where = f"database {redact_url(engine.url)}" if engine is not None else "database"
+            orig = getattr(exc, "orig", None)
+            cause = str(orig if orig is not None else exc).splitlines()[0]
+            raise StoreError(f"{where}: {fn.__name__} failed: {cause}") from exc
+
+    return wrapper
+
+
+@contextmanager
+def _write(engine: Engine) -> Iterator[Connection]:
+    """A write transaction; on SQLite it takes the write lock up front (BEGIN IMMEDIATE)."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+        with conn.begin():
+            yield conn
+
+
+def _upsert(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    key: str,
+    columns: Sequence[str],
+) -> None:
+    """Insert ``rows``; where ``key`` already exists, update ``columns`` instead."""
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        lite = sqlite.insert(table)
+        conn.execute(
+            lite.on_conflict_do_update(
+                index_elements=[table.c[key]], set_={name: lite.excluded[name] for name in columns}
+            ),
+            list(rows),
+        )
+        return
+    if dialect == "postgresql":
+        pg = postgresql.insert(table)
+        conn.execute(
+            pg.on_conflict_do_update(
+                index_elements=[table.c[key]], set_={name: pg.excluded[name] for name in columns}
+            ),
+            list(rows),
+        )
+        return
+    # Any other backend: find the existing keys, then one INSERT and one UPDATE executemany.
+    existing = set(conn.scalars(select(table.c[key])))
+    new = [row for row in rows if row[key] not in existing]
+    old = [
+        # bindparam names must not be column names in an UPDATE ... SET.
+        {"_key": row[key], **{f"_v_{name}": row[name] for name in columns}}
+        for row in rows
+        if row[key] in existing
+    ]
+    if new:
+        conn.execute(insert(table), new)
+    if old:
+        conn.execute(
+            update(table)
+            .where(table.c[key] == bindparam("_key"))
+            .values({name: bindparam(f"_v_{name}") for name in columns}),
+            old,
+        )
+
+
+# --- watches -------------------------------------------------------------------------
+
+
+@_translated
+def sync_watches(engine: Engine, watches: Sequence[WatchLike], now: datetime) -> None:
+    """Make the stored watches match the configuration.
+
+    Configured watches are inserted or updated and (re)activated; stored watches
+    no longer configured are marked inactive, never deleted, so their history stays.
+    """
+    table = _WATCHES
+    rows = [
+        {
+            "image": w.image,
+            "registry": w.registry,
+            "repository": w.repository,
+            "tag": w.tag,
+            "interval_seconds": w.interval_seconds,
+            "cron": w.cron,
+            "active": True,
+            "created_at": now,
+            "removed_at": None,
+        }
+        for w in watches
+    ]
+    configured = {row["image"] for row in rows}
+    with _write(engine) as conn:
+        _upsert(
+            conn,
+            table,
+            rows,
+            "image",
+            ["registry", "repository", "tag", "interval_seconds", "cron", "active", "removed_at"],
+        )
+        stored = conn.scalars(select(WatchModel.image).where(WatchModel.active.is_(True)))
+        gone = [{"_image": image} for image in stored if image not in configured]
+        if gone:
+            conn.execute(
+                update(table)
+                .where(table.c.image == bindparam("_image"))
+                .values(active=False, removed_at=now),
+                gone,
+            )
+
+
+@_translated
+def active_watches(engine: Engine) -> list[WatchRow]:
+    """The active watches, by image."""
+    with engine.connect() as conn:
+        result = conn.execute(
+            select(_WATCHES).where(_WATCHES.c.active.is_(True)).order_by(_WATCHES.c.image)
+        )
+        return [
+            WatchRow(
+                image=row.image,
+                registry=row.registry,
+                repository=row.repository,
+                tag=row.tag,
+                interval_seconds=row.interval_seconds,
+                cron=row.cron,
+                created_at=row.created_at,
+            )
+            for row in result
+        ]
+
+
+# --- tag states ----------------------------------------------------------------------
+
+_STATE_COLUMNS = [c.name for c in _TAG_STATES.columns if c.name != "image"]
+
+
+def _state_to_row(state: TagState) -> dict[str, Any]:
+    return {
+        "image": state.image,
+        "status": _value(state.status),
+        "decided_status": _value(state.decided_status),
+        "digest": state.digest,
+        "media_type": state.media_type,
+        "platforms": dict(state.platforms),
+        "reason": _value(state.reason),
+        "detail": state.detail,
+        "first_seen": state.first_seen,
+        "last_checked": state.last_checked,
+        "last_decided": state.last_decided,
+        "last_changed": state.last_changed,
+        "consecutive_misses": state.consecutive_misses,
+        "consecutive_errors": state.consecutive_errors,
+        "missing_alerted": state.missing_alerted,
+        "failing_alerted": state.failing_alerted,
+        "digest_changes": state.digest_changes,
+    }
+
+
+def _row_to_state(row: Row[Any]) -> TagState:
+    return TagState(
+        image=row.image,
+        status=Status(row.status) if row.status is not None else None,
+        decided_status=Status(row.decided_status) if row.decided_status is not None else None,
+        digest=row.digest,
+        media_type=row.media_type,
+        platforms=dict(row.platforms),
+        reason=Reason(row.reason) if row.reason is not None else None,
+        detail=row.detail,
+        first_seen=row.first_seen,
+        last_checked=row.last_checked,
+        last_decided=row.last_decided,
+        last_changed=row.last_changed,
+        consecutive_misses=row.consecutive_misses,
+        consecutive_errors=row.consecutive_errors,
+        missing_alerted=row.missing_alerted,
+        failing_alerted=row.failing_alerted,
+        digest_changes=row.digest_changes,
+    )
+
+
+def _value(member: Status | Reason | None) -> str | None:
+    return None if member is None else member.value
+
+
+@_translated
+def load_states(engine: Engine) -> dict[str, TagState]:
+    """Every stored TagState, by image."""
+    with engine.connect() as conn:
+        return {row.image: _row_to_state(row) for row in conn.execute(select(_TAG_STATES))}
+
+
+@_translated
+def get_state(engine: Engine, image: str) -> TagState | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(_TAG_STATES).where(_TAG_STATES.c.image == image)).one_or_none()
+        return None if row is None else _row_to_state(row)
+
+
+@_translated
+def digest_change_counts(engine: Engine) -> dict[str, int]:
+    """``digest_changes`` per image, to restore the counter metric on start."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(TagStateModel.image, TagStateModel.digest_changes))
+        return {image: count for image, count in rows}
+
+
+# --- the write path ------------------------------------------------------------------
+
+
+# Upper bound on rows per multi-row INSERT; the dialect's parameter limit cuts lower.
+_EVENTS_PAGE_SIZE = 10_000
+
+
+def _no_webhooks(_event: Event) -> Sequence[str]:
+    return ()
+
+
+@_translated
+def record_evaluations(
+    engine: Engine,
+    evaluations: Sequence[Evaluation],
+    payload_for: Callable[[Event], Mapping[str, Any]],
+    deliveries_for: Callable[[Event], Sequence[str]] = _no_webhooks,
+    *,
+    now: datetime | None = None,
+) -> list[int]:
+    """Write a batch of evaluations in ONE transaction; return the new events' seqs in order.
+
+    Writes the upserted tag states, a history row per ``changed`` evaluation, an
+    events row per event (body from ``payload_for``) and a pending delivery per
+    webhook name from ``deliveries_for``. Either all of it is written or none:
+    an exception from a callback rolls the whole batch back.
+    """
+    if not evaluations:
+        return []
+    now = now or datetime.now(UTC)
+    # Build every row before opening the transaction: callbacks run without holding a lock.
+    states: dict[str, dict[str, Any]] = {}
+    history: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    webhooks: list[tuple[str, str]] = []
+    for evaluation in evaluations:
+        state = evaluation.state
+        states[state.image] = _state_to_row(state)  # the last evaluation of an image wins
+        if evaluation.changed:
+            history.append(_history_row(evaluation, now))
+        for ev in evaluation.events:
+            events.append(
+                {
+                    "id": ev.id,
+                    "type": ev.type.value,
+                    "image": ev.image,
+                    "occurred_at": ev.occurred_at,
+                    "payload": dict(payload_for(ev)),
+                    "created_at": now,
+                }
+            )
+            webhooks.extend((ev.id, name) for name in deliveries_for(ev))
+
+    seq_by_id: dict[str, int] = {}
+    with _write(engine) as conn:
+        _upsert(conn, _TAG_STATES, list(states.values()), "image", _STATE_COLUMNS)
+        if history:
+            conn.execute(insert(HistoryModel), history)
+        if events:
+            # RETURNING through SQLAlchemy's "insertmanyvalues": multi-row INSERTs, as many
+            # rows each as the driver's parameter limit allows (~5,000 here).
+            result = conn.execute(
+                insert(EventModel).returning(EventModel.seq, EventModel.id),
+                events,
+                execution_options={"insertmanyvalues_page_size": _EVENTS_PAGE_SIZE},
+            )
+            seq_by_id = {event_id: seq for seq, event_id in result}
+        if webhooks:
+            conn.execute(
+                insert(DeliveryModel),
+                [
+                    {
+                        "event_seq": seq_by_id[event_id],
+                        "webhook": name,
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for event_id, name in webhooks
+                ],
+            )
+    return sorted(seq_by_id.values())
+
+
+def _history_row(evaluation: Evaluation, now: datetime) -> dict[str, Any]:
+    state = evaluation.state
+    status = state.decided_status or state.status
+    present = status is Status.PRESENT
+    return {
+        "image": state.image,
+        "recorded_at": state.last_decided or state.last_checked or now,
+        "status": _value(status) or "",
+        # A digest belongs to a history row only while the tag is present: TagState keeps
+        # the last digest seen across a missing spell, the history must not repeat it.
+        "digest": state.digest if present else None,
+        "platforms": dict(state.platforms) if present else {},
+        "event_id": evaluation.events[0].id if evaluation.events else None,
+    }
+
+
+# --- reads ---------------------------------------------------------------------------
+
+
+@_translated
+def history_for(engine: Engine, image: str) -> list[HistoryRow]:
+    """The changes of one tag, oldest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(_HISTORY).where(_HISTORY.c.image == image).order_by(_HISTORY.c.id)
+        )
+        return [
+            HistoryRow(
+                image=row.image,
+                recorded_at=row.recorded_at,
+                status=Status(row.status),
+                digest=row.digest,
+                platforms=dict(row.platforms),
+                event_id=row.event_id,
+            )
+            for row in rows
+        ]
+
+
+@_translated
+def list_events(
+    engine: Engine,
+    *,
+    since: str | datetime | None = None,
+    types: Sequence[str] | None = None,
+    image: str | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """Event payloads (SPEC §6 body), oldest first.
+
+    ``since`` is an event id (the events written after it) or an aware datetime
+    or RFC 3339 string (events that occurred after it). An id that is not stored
+    raises ``UnknownEventError``.
+    """
+    query = select(EventModel.payload).order_by(EventModel.seq).limit(limit)
+    if types:
+        query = query.where(EventModel.type.in_(list(types)))
+    if image is not None:
+        query = query.where(EventModel.image == image)
+    with engine.connect() as conn:
+        if isinstance(since, str):
+            since = _parse_time(since) or since
+        if isinstance(since, datetime):
+            query = query.where(EventModel.occurred_at > since)
+        elif since is not None:
+            seq = conn.scalar(select(EventModel.seq).where(EventModel.id == since))
+            if seq is None:
+                raise UnknownEventError(since)
+            query = query.where(EventModel.seq > seq)
+        return [dict(payload) for payload in conn.scalars(query)]
+
+
+def _parse_time(value: str) -> datetime | None:
+    """An RFC 3339 time with an offset, else None (the string is an event id)."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+# --- retention -----------------------------------------------------------------------
+
+
+@_translated
+def prune(engine: Engine, older_than: datetime) -> int:
+    """Delete events (with their deliveries) and history older than ``older_than``.
+
+    Each tag keeps its latest history row however old, so its last known state
+    stays visible. Returns the number of rows deleted.
+    """
+    old_events = select(EventModel.seq).where(EventModel.occurred_at < older_than)
+    old_deliveries = select(DeliveryModel.id).where(DeliveryModel.event_seq.in_(old_events))
+    latest_history = select(func.max(HistoryModel.id)).group_by(HistoryModel.image)
+    deleted = 0
+    with _write(engine) as conn:
+        # Children first: no reliance on ON DELETE CASCADE being enforced.
+        for stmt in (
+            delete(DeliveryAttemptModel).where(
+                DeliveryAttemptModel.delivery_id.in_(old_deliveries)
+            ),
+            delete(DeliveryModel).where(DeliveryModel.event_seq.in_(old_events)),
+            delete(EventModel).where(EventModel.occurred_at < older_than),
+            delete(HistoryModel).where(
+                HistoryModel.recorded_at < older_than, HistoryModel.id.not_in(latest_history)
+            ),
+        ):
+            deleted += conn.execute(stmt).rowcount
+    return deleted

@@ -1,0 +1,77 @@
+"""migrations/: an empty database upgrades to head and matches the models exactly."""
+
+from __future__ import annotations
+
+import configparser
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+
+from monitor.store import check_schema, make_engine, upgrade
+from monitor.store.engine import MIGRATIONS_DIR, alembic_config, downgrade
+from monitor.store.models import Base
+
+REPO = Path(__file__).resolve().parent.parent
+TABLES = {"watches", "tag_states", "history", "events", "deliveries", "delivery_attempts"}
+
+
+@pytest.fixture
+def empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    # Not the repository: the migrations must be found whatever the working directory.
+    monkeypatch.chdir(tmp_path)
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    yield engine
+    engine.dispose()
+
+
+def test_single_head() -> None:
+    script = ScriptDirectory.from_config(alembic_config())
+    assert script.get_heads() == ["0001"]
+    assert MIGRATIONS_DIR == REPO / "migrations"
+
+
+def test_upgrade_empty_database_to_head(empty: Engine) -> None:
+    assert inspect(empty).get_table_names() == []
+    upgrade(empty)
+    assert TABLES <= set(inspect(empty).get_table_names())
+    check_schema(empty)
+    with empty.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_heads() == ("0001",)
+
+
+def test_upgrade_by_url(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'nested' / 'by-url.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        check_schema(engine)
+    finally:
+        engine.dispose()
+
+
+def test_models_match_migrations(empty: Engine) -> None:
+    upgrade(empty)
+    with empty.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(context, Base.metadata)
+    assert diff == []
+
+
+def test_downgrade_and_upgrade_again(empty: Engine) -> None:
+    upgrade(empty)
+    downgrade(empty, "base")
+    assert set(inspect(empty).get_table_names()) == {"alembic_version"}
+    upgrade(empty)
+    check_schema(empty)
+
+
+def test_alembic_ini_points_at_the_same_migrations() -> None:
+    parser = configparser.ConfigParser()
+    parser.read(REPO / "alembic.ini")
+    location = parser.get("alembic", "script_location", vars={"here": str(REPO)})
+    assert Path(location).resolve() == MIGRATIONS_DIR
