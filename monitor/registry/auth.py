@@ -168,10 +168,9 @@ async def fetch_token(
                 headers["Authorization"] = basic_header(
                     credential.username, credential.password or ""
                 )
-            # httpx merges these params with any query already in the realm.
-            response = await http.get(
-                realm, params=params, headers=headers, timeout=request_timeout
-            )
+            # Keep any query the realm already has: params= would replace it.
+            url = httpx.URL(realm).copy_merge_params(params)
+            response = await http.get(url, headers=headers, timeout=request_timeout)
     except httpx.TimeoutException as exc:
         raise AuthError("token endpoint timed out") from exc
     except httpx.HTTPError as exc:

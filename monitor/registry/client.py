@@ -395,6 +395,8 @@ class RegistryClient:
             raise _Decided(
                 ManifestAnswer(Status.DENIED, detail="insufficient_scope", http_status=401)
             )
+        if challenge.scheme == "bearer" and challenge.error == "invalid_token":
+            raise AuthError(f"{host.name} rejected the token (invalid_token)", http_status=401)
         if auth.credential is None:
             raise _Decided(ManifestAnswer(Status.DENIED, detail="no credentials", http_status=401))
         raise AuthError(f"{host.name} rejected the credentials (HTTP 401)", http_status=401)

@@ -67,9 +67,21 @@ def compute_digest(body: bytes, media_type: str | None) -> str:
     which changes on every request because the signature is made anew.
     """
     payload = body
-    if media_type == SCHEMA1_SIGNED or (media_type is None and b'"signatures"' in body):
+    if media_type == SCHEMA1_SIGNED or (media_type is None and _is_signed_schema1(body)):
         payload = _schema1_payload(body)
     return "sha256:" + hashlib.sha256(payload).hexdigest()
+
+
+def _is_signed_schema1(body: bytes) -> bool:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return (
+        isinstance(doc, dict)
+        and doc.get("schemaVersion") == 1
+        and isinstance(doc.get("signatures"), list)
+    )
 
 
 def _schema1_payload(body: bytes) -> bytes:

@@ -6,8 +6,9 @@ collapses under concurrency on small machines (see README "Performance").
 
 from __future__ import annotations
 
+import contextlib
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 
@@ -29,8 +30,58 @@ _LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepa
 def default_transport_factory(verify: ssl.SSLContext | bool) -> httpx.AsyncBaseTransport:
     from httpx_aiohttp import AiohttpTransport
 
-    transport: httpx.AsyncBaseTransport = AiohttpTransport(verify=verify, limits=_LIMITS)
-    return transport
+    return _MappedAiohttp(AiohttpTransport(verify=verify, limits=_LIMITS))
+
+
+class _MappedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream) -> None:
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _map_aiohttp():
+            async for chunk in self._inner:
+                yield chunk
+
+    async def aclose(self) -> None:
+        with _map_aiohttp():
+            await self._inner.aclose()
+
+
+class _MappedAiohttp(httpx.AsyncBaseTransport):
+    """httpx-aiohttp lets some aiohttp errors through unmapped (a malformed status
+    line or header raises ``aiohttp.ClientResponseError``); map every one to httpx's."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        with _map_aiohttp():
+            response = await self._inner.handle_async_request(request)
+        stream = response.stream
+        if not isinstance(stream, httpx.AsyncByteStream):  # pragma: no cover
+            return response
+        return httpx.Response(
+            status_code=response.status_code,
+            headers=response.headers,
+            stream=_MappedStream(stream),
+            request=request,
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@contextlib.contextmanager
+def _map_aiohttp() -> Iterator[None]:
+    import aiohttp
+
+    try:
+        yield
+    except (aiohttp.ClientResponseError, aiohttp.http_exceptions.HttpProcessingError) as exc:
+        raise httpx.RemoteProtocolError(f"malformed HTTP answer: {type(exc).__name__}") from exc
+    except aiohttp.ClientError as exc:
+        raise httpx.TransportError(f"{type(exc).__name__}") from exc
 
 
 def httpx_transport(verify: ssl.SSLContext | bool) -> httpx.AsyncBaseTransport:
