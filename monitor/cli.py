@@ -257,3 +257,130 @@ def config_validate(file: str) -> None:
 
     cfg = load_config(file)
     click.echo(f"{file}: ok ({len(cfg.watch)} watches, {len(cfg.webhooks)} webhooks)")
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    default="config/regmon.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+)
+@_guard
+def run(config_path: str) -> None:
+    """The service: scheduler, store, metrics and HTTP server."""
+    from monitor.service import run_service
+
+    run_service(config_path)
+
+
+def _engine_for(config_path: str) -> Any:
+    from monitor.config import load_config
+    from monitor.store.engine import make_engine, upgrade
+
+    cfg = load_config(config_path)
+    engine = make_engine(cfg.database)
+    upgrade(engine)
+    return cfg, engine
+
+
+def _ts(value: Any) -> str | None:
+    from monitor.events import format_timestamp
+
+    return format_timestamp(value) if value is not None else None
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--config", "config_path", default="config/regmon.yaml", show_default=True)
+@_guard
+def status(as_json: bool, config_path: str) -> None:
+    """Current state of every watched tag, from the database."""
+    from monitor.store.repository import load_states
+
+    cfg, engine = _engine_for(config_path)
+    try:
+        states = load_states(engine)
+    finally:
+        engine.dispose()
+    rows = []
+    for watch in cfg.watches():
+        state = states.get(watch.key)
+        rows.append(
+            {
+                "reference": watch.key,
+                "status": str(state.status) if state and state.status else None,
+                "digest": state.digest if state else None,
+                "reason": (str(state.reason) if state.reason else state.detail) if state else None,
+                "last_checked": _ts(state.last_checked) if state else None,
+                "last_changed": _ts(state.last_changed) if state else None,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps({"images": rows}, indent=2))
+        return
+    for row in rows:
+        third = row["digest"] if row["status"] == "present" else (row["reason"] or "")
+        click.echo(f"{row['status'] or 'unknown':<7}  {row['reference']}  {third}")
+
+
+@main.command()
+@click.argument("reference")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--config", "config_path", default="config/regmon.yaml", show_default=True)
+@_guard
+def history(reference: str, as_json: bool, config_path: str) -> None:
+    """Digest timeline and events of one tag."""
+    from monitor.store.repository import history_for, list_events
+
+    (ref,) = _parse_refs([reference])
+    key = str(ref)
+    _, engine = _engine_for(config_path)
+    try:
+        timeline = history_for(engine, key)
+        events = list_events(engine, image=key)
+    finally:
+        engine.dispose()
+    changes = [
+        {
+            "recorded_at": _ts(h.recorded_at),
+            "status": h.status,
+            "digest": h.digest,
+            "platforms": h.platforms,
+        }
+        for h in timeline
+    ]
+    if as_json:
+        click.echo(json.dumps({"reference": key, "history": changes, "events": events}, indent=2))
+        return
+    if not changes and not events:
+        click.echo(f"{key}: no history (not watched yet, or never checked)")
+        return
+    click.echo(f"{key}")
+    for change in changes:
+        third = change["digest"] or ""
+        click.echo(f"  {change['recorded_at']}  {change['status']:<7}  {third}")
+    if events:
+        click.echo("events:")
+        for event in events:
+            prev = (event.get("previous") or {}).get("digest") or ""
+            cur = (event.get("current") or {}).get("digest") or ""
+            arrow = f"  {prev} -> {cur}" if event["type"] == "tag.changed" else ""
+            reason = f"  ({event['reason']})" if event.get("reason") else ""
+            click.echo(f"  {event['occurred_at']}  {event['type']}{arrow}{reason}")
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--config", "config_path", default="config/regmon.yaml", show_default=True)
+@_guard
+def db_upgrade(config_path: str) -> None:
+    """Apply Alembic migrations up to the newest (``run`` does this too)."""
+    _, engine = _engine_for(config_path)
+    engine.dispose()
+    click.echo("database is at the newest schema")

@@ -1,0 +1,118 @@
+"""APScheduler wiring only: one job per watch, explicit id, coalesced, one instance."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from monitor.config import Watch
+
+__all__ = ["WatchScheduler", "cron_period"]
+
+FIRST_RUN_SPREAD = 10.0  # seconds: the first cycle starts within this, not all at once
+
+
+def cron_period(cron: str) -> float:
+    """Seconds between the next two fire times of a crontab expression."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    trigger = CronTrigger.from_crontab(cron, timezone=UTC)
+    now = datetime.now(UTC)
+    first = trigger.get_next_fire_time(None, now)
+    second = trigger.get_next_fire_time(first, first + timedelta(microseconds=1)) if first else None
+    if first is None or second is None:
+        return 0.0
+    return float((second - first).total_seconds())
+
+
+class WatchScheduler:
+    """Keeps the scheduler's jobs equal to the config's watches."""
+
+    def __init__(self, run_check: Callable[[str], Coroutine[Any, Any, None]]) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        self._run_check = run_check
+        self._scheduler: AsyncIOScheduler = AsyncIOScheduler(timezone=UTC)
+        self._schedules: dict[str, tuple[float | None, str | None, float]] = {}
+
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def shutdown(self) -> None:
+        # AsyncIOScheduler.shutdown() does not wait for running jobs; the service drains.
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    def apply(
+        self, watches: Sequence[Watch], *, first_run_now: bool = True
+    ) -> tuple[int, int, int]:
+        """Add, remove and reschedule jobs; return (added, removed, rescheduled)."""
+        wanted = {w.key: w for w in watches}
+        removed = 0
+        for key in list(self._schedules):
+            if key not in wanted:
+                self._scheduler.remove_job(key)
+                del self._schedules[key]
+                removed += 1
+        added = rescheduled = 0
+        for key, watch in wanted.items():
+            schedule = (watch.interval, watch.cron, watch.jitter)
+            old = self._schedules.get(key)
+            if old == schedule:
+                continue
+            trigger = self._trigger(watch)
+            if old is None:
+                spread = min(FIRST_RUN_SPREAD, (watch.interval or 60.0) * watch.jitter)
+                start = datetime.now(UTC) + timedelta(seconds=random.uniform(0, spread))  # noqa: S311
+                self._scheduler.add_job(
+                    self._run_check,
+                    trigger,
+                    args=[key],
+                    id=key,
+                    name=key,
+                    replace_existing=True,
+                    coalesce=True,
+                    max_instances=1,
+                    misfire_grace_time=max(int(watch.interval or 60), 1),
+                    next_run_time=start if first_run_now else None,
+                )
+                added += 1
+            else:
+                self._scheduler.reschedule_job(key, trigger=trigger)
+                rescheduled += 1
+            self._schedules[key] = schedule
+        return added, removed, rescheduled
+
+    @staticmethod
+    def _trigger(watch: Watch) -> Any:
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        if watch.cron:
+            period = cron_period(watch.cron)
+            jitter = int(period * watch.jitter) or None
+            return CronTrigger(**_cron_fields(watch.cron), timezone=UTC, jitter=jitter)
+        interval = watch.interval or 300.0
+        return IntervalTrigger(
+            seconds=interval, jitter=(interval * watch.jitter) or None, timezone=UTC
+        )
+
+
+def _cron_fields(cron: str) -> dict[str, str]:
+    minute, hour, day, month, day_of_week = cron.split()
+    return {
+        "minute": minute,
+        "hour": hour,
+        "day": day,
+        "month": month,
+        "day_of_week": day_of_week,
+    }

@@ -1,0 +1,419 @@
+"""The one place that wires regmon's parts: config → scheduler → checker → store → metrics/API.
+
+``Service.start()`` upgrades the database, loads the state, schedules every
+watch, and serves HTTP in the same event loop; ``stop()`` drains in-flight
+checks and flushes pending writes before closing the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from monitor.checker import check_reference, client_from_config
+from monitor.config import Config, Watch, load_config
+from monitor.domain import Evaluation, Event, TagState
+from monitor.events import evaluate, event_to_payload
+from monitor.registry.credentials import HUB_HOSTS
+
+if TYPE_CHECKING:
+    import uvicorn
+    from prometheus_client import CollectorRegistry
+    from sqlalchemy.engine import Engine
+
+    from monitor.metrics import Metrics
+    from monitor.registry.client import RegistryClient
+    from monitor.registry.transport import TransportFactory
+    from monitor.scheduler import WatchScheduler
+
+__all__ = ["Service", "run_service"]
+
+log = logging.getLogger("regmon")
+
+WRITE_BATCH = 1000
+WRITE_INTERVAL = 0.2  # seconds a result may wait to be batched with others
+CONFIG_POLL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class _WatchRow:
+    """A configured watch as the store's ``sync_watches`` records it."""
+
+    image: str
+    registry: str
+    repository: str
+    tag: str
+    interval_seconds: float | None
+    cron: str | None
+
+
+def _watch_rows(watches: Sequence[Watch]) -> list[_WatchRow]:
+    return [
+        _WatchRow(
+            w.key,
+            w.image.registry,
+            w.image.repository,
+            w.image.tag or w.image.digest or "",
+            w.interval,
+            w.cron,
+        )
+        for w in watches
+    ]
+
+
+def registry_label(api_host: str) -> str:
+    """The ``registry`` label: Docker Hub's API host is reported as docker.io."""
+    host = api_host.lower()
+    return "docker.io" if host in HUB_HOSTS else host
+
+
+class Service:
+    """Owns engine, HTTP client, scheduler, metrics and the HTTP server."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: str | None = None,
+        metrics_registry: CollectorRegistry | None = None,
+        transport_factory: TransportFactory | None = None,
+    ) -> None:
+        from prometheus_client import CollectorRegistry
+
+        self._config = config
+        self._config_path = config_path
+        self._transport_factory = transport_factory
+        self.metrics_registry = metrics_registry or CollectorRegistry()
+        self._watches: dict[str, Watch] = {w.key: w for w in config.watches()}
+        self._states: dict[str, TagState] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._pending: list[Evaluation] = []
+        self._pending_watches: dict[str, Watch] = {}
+        self._write_wakeup = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._old_clients: list[RegistryClient] = []
+        self._engine: Engine | None = None
+        self._client: RegistryClient | None = None
+        self._scheduler: WatchScheduler | None = None
+        self._metrics: Metrics | None = None
+        self._server: uvicorn.Server | None = None
+        self._config_mtime: float | None = None
+
+    # -- ServiceView -------------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("service not started")
+        return self._engine
+
+    def watches(self) -> Sequence[Watch]:
+        return list(self._watches.values())
+
+    def states(self) -> Mapping[str, TagState]:
+        return self._states
+
+    def is_ready(self) -> bool:
+        if self._engine is None or self._scheduler is None or not self._scheduler.running:
+            return False
+        from monitor.store.engine import check_schema
+
+        try:
+            check_schema(self._engine)
+        except Exception:
+            return False
+        return True
+
+    async def check_now(self, key: str) -> TagState:
+        if key not in self._watches:
+            raise KeyError(key)
+        await self._check(key)
+        await self.flush()
+        return self._states[key]
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self, *, serve_http: bool = True) -> None:
+        from monitor.api import create_app
+        from monitor.metrics import Metrics
+        from monitor.scheduler import WatchScheduler
+        from monitor.store.engine import make_engine, upgrade
+        from monitor.store.repository import load_states, sync_watches
+
+        self._engine = make_engine(self._config.database)
+        await asyncio.to_thread(upgrade, self._engine)
+        stored = await asyncio.to_thread(load_states, self._engine)
+        self._states = {k: v for k, v in stored.items() if k in self._watches}
+        await asyncio.to_thread(
+            sync_watches, self._engine, _watch_rows(self.watches()), datetime.now(UTC)
+        )
+        self._metrics = Metrics(self.metrics_registry, self)
+        self._client = self._make_client(self._config)
+        self._scheduler = WatchScheduler(self._scheduled_check)
+        self._scheduler.apply(self.watches())
+        self._scheduler.start()
+        self._tasks.append(asyncio.create_task(self._writer(), name="regmon-writer"))
+        if self._config_path:
+            self._config_mtime = _mtime(self._config_path)
+            self._tasks.append(asyncio.create_task(self._watch_config(), name="regmon-config"))
+        if serve_http:
+            self._server = _make_server(create_app(self, self.metrics_registry), self._config)
+            self._tasks.append(asyncio.create_task(self._server.serve(), name="regmon-http"))
+            while not self._server.started:
+                if self._tasks[-1].done():
+                    self._tasks[-1].result()  # raises: e.g. the port is taken
+                    raise RuntimeError("HTTP server stopped during start")
+                await asyncio.sleep(0.01)
+        log.info(
+            "regmon started: %d watches, database %s, listening on %s",
+            len(self._watches),
+            _redact_url(self._config.database),
+            self._config.listen if serve_http else "-",
+        )
+
+    async def stop(self) -> None:
+        """Stop scheduling, drain in-flight checks, flush writes, close everything."""
+        log.info("regmon stopping: draining %d in-flight checks", len(self._inflight))
+        self._stopping.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown()
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=30)
+        await self.flush()
+        if self._server is not None:
+            self._server.should_exit = True
+        for task in self._tasks:
+            if task.get_name() != "regmon-http":
+                task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for client in [self._client, *self._old_clients]:
+            if client is not None:
+                await client.aclose()
+        if self._engine is not None:
+            self._engine.dispose()
+        log.info("regmon stopped")
+
+    async def run_until_signalled(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        await self.start()
+        await stop.wait()
+        await self.stop()
+
+    # -- reload ------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Re-read the config file; a broken one is refused and the old one stays."""
+        if not self._config_path:
+            return False
+        from monitor.errors import RegmonError
+        from monitor.store.repository import sync_watches
+
+        try:
+            new = await asyncio.to_thread(load_config, self._config_path)
+        except RegmonError as exc:
+            log.error("config reload refused, keeping the running config: %s", exc)
+            return False
+        if new.database != self._config.database or new.listen != self._config.listen:
+            log.warning("config reload: database and listen changes need a restart")
+        if (new.registries, new.docker_config) != (
+            self._config.registries,
+            self._config.docker_config,
+        ):
+            if self._client is not None:
+                self._old_clients.append(self._client)
+            self._client = self._make_client(new)
+        self._config = new
+        self._watches = {w.key: w for w in new.watches()}
+        await asyncio.to_thread(
+            sync_watches, self.engine, _watch_rows(self.watches()), datetime.now(UTC)
+        )
+        assert self._scheduler is not None  # noqa: S101 - started before any reload
+        added, removed, rescheduled = self._scheduler.apply(self.watches())
+        log.info(
+            "config reloaded: %d watches (%d added, %d removed, %d rescheduled)",
+            len(self._watches),
+            added,
+            removed,
+            rescheduled,
+        )
+        return True
+
+    async def _watch_config(self) -> None:
+        assert self._config_path is not None  # noqa: S101
+        while True:
+            await asyncio.sleep(CONFIG_POLL)
+            mtime = _mtime(self._config_path)
+            if mtime is not None and mtime != self._config_mtime:
+                self._config_mtime = mtime
+                await self.reload()
+
+    # -- checks ------------------------------------------------------------------------
+
+    def _make_client(self, config: Config) -> RegistryClient:
+        return client_from_config(
+            config, observer=self._on_request, transport_factory=self._transport_factory
+        )
+
+    def _on_request(self, registry: str, method: str, code: str) -> None:
+        if self._metrics is not None:
+            self._metrics.observe_request(registry_label(registry), method, code)
+
+    async def _scheduled_check(self, key: str) -> None:
+        if self._stopping.is_set():
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            await self._check(key)
+        except Exception:
+            log.exception("check of %s failed unexpectedly", key)
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def _check(self, key: str) -> None:
+        watch = self._watches.get(key)
+        if watch is None or self._client is None:
+            return
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            budget = self._config.registry_for(watch.image.host_key).timeout
+            result = await check_reference(
+                self._client, watch.image, platforms=watch.platforms, budget=budget
+            )
+            registry = registry_label(watch.image.api_host)
+            if self._metrics is not None:
+                self._metrics.observe_check(result, registry)
+            evaluation = evaluate(
+                self._states.get(key),
+                result,
+                missing_after=watch.missing_after,
+                failing_after=watch.failing_after,
+            )
+            self._states[key] = evaluation.state
+            for event in evaluation.events:
+                log.info("%s %s%s", event.type, key, f" ({event.reason})" if event.reason else "")
+            self._pending.append(evaluation)
+            self._pending_watches[key] = watch
+            if len(self._pending) >= WRITE_BATCH:
+                self._write_wakeup.set()
+
+    # -- batched writes ----------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WRITE_INTERVAL):
+                    await self._write_wakeup.wait()
+            self._write_wakeup.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("writing check results failed; will retry")
+
+    async def flush(self) -> None:
+        """Write every pending evaluation in one transaction (state, history, events, outbox)."""
+        from monitor.store.repository import record_evaluations
+
+        async with self._write_lock:
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, []
+            watches, self._pending_watches = self._pending_watches, {}
+            try:
+                await asyncio.to_thread(
+                    record_evaluations,
+                    self.engine,
+                    batch,
+                    lambda event: self._payload(event, watches),
+                    lambda event: self._webhooks_for(event, watches),
+                )
+            except BaseException:
+                self._pending[:0] = batch  # keep them for the next attempt, in order
+                for key, watch in watches.items():
+                    self._pending_watches.setdefault(key, watch)
+                raise
+
+    def _payload(self, event: Event, watches: Mapping[str, Watch]) -> dict[str, Any]:
+        watch = watches.get(event.image) or self._watches.get(event.image)
+        return event_to_payload(event, reference=watch.image if watch else None)
+
+    def _webhooks_for(self, event: Event, watches: Mapping[str, Watch]) -> list[str]:
+        watch = watches.get(event.image) or self._watches.get(event.image)
+        if watch is None:
+            return []
+        allowed = set(watch.webhooks)
+        return [
+            hook.name
+            for hook in self._config.webhooks
+            if hook.name in allowed and str(event.type) in hook.events
+        ]
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
+
+
+def _redact_url(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def _make_server(app: Any, config: Config) -> uvicorn.Server:
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:  # the service owns the signals
+            yield
+
+    return _Server(
+        uvicorn.Config(
+            app,
+            host=config.listen.host,
+            port=config.listen.port,
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            log_level="warning",
+        )
+    )
+
+
+def run_service(config_path: str) -> None:
+    """``regmon run``: load, start, serve until SIGTERM/SIGINT."""
+    from monitor.logs import setup_logging
+
+    config = load_config(config_path)
+    setup_logging(config.log.level, config.log.format)
+    service = Service(config, config_path=config_path)
+    asyncio.run(service.run_until_signalled())
