@@ -125,7 +125,8 @@ class Service:
         return list(self._watches.values())
 
     def states(self) -> Mapping[str, TagState]:
-        return self._states
+        # A copy: scrapes and the API read it from worker threads.
+        return dict(self._states)
 
     def is_ready(self) -> bool:
         if self._engine is None or self._scheduler is None or not self._scheduler.running:

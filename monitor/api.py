@@ -1,0 +1,525 @@
+"""The HTTP API (SPEC §8): /metrics, /healthz, /readyz, /api/v1 and the status page.
+
+A Starlette app over a ``ServiceView``; the service runs it with uvicorn.
+Every database read runs in ``asyncio.to_thread`` (the store is synchronous).
+
+Image routes take the reference raw or percent-encoded
+(``/api/v1/images/alpine:3.20``, ``/api/v1/images/docker.io%2Flibrary%2Falpine%3A3.20``)
+and normalize it like the docker CLI, so any spelling finds its ``Watch.key``.
+A ``{ref:path}`` parameter is greedy, so one route takes the rest of the path
+and a trailing ``/history`` or ``/check`` is split off here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import html
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import fields, is_dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Final
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from monitor.domain import EventType, Status, TagState
+from monitor.errors import InvalidReference
+from monitor.events import format_timestamp, parse_timestamp
+from monitor.ids import is_event_id
+from monitor.reference import parse_reference
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from monitor.config import Watch
+    from monitor.view import ServiceView
+
+__all__ = ["MAX_EVENTS", "create_app", "image_object", "render_status_page"]
+
+log = logging.getLogger(__name__)
+
+MAX_EVENTS: Final = 1000
+_IMAGES_PREFIX: Final = "/api/v1/images/"
+_EVENT_TYPES: Final = frozenset(str(kind) for kind in EventType)
+
+
+class _HTTPError(Exception):
+    """An error answer: ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starlette:
+    """The regmon web app over ``view``; ``/metrics`` exposes ``metrics_registry``."""
+
+    async def metrics(request: Request) -> Response:
+        # Prometheus negotiates the format; without an Accept header this is text 0.0.4,
+        # the format ``generate_latest`` writes. The scrape reads the database: off the loop.
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        body = await asyncio.to_thread(encoder, metrics_registry)
+        return Response(body, headers={"Content-Type": content_type})
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        try:
+            ready = await asyncio.to_thread(view.is_ready)
+        except Exception:
+            log.warning("readiness probe failed", exc_info=True)
+            ready = False
+        if ready:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready"}, status_code=503)
+
+    async def images(_: Request) -> Response:
+        states = view.states()
+        return JSONResponse(
+            {"images": [image_object(watch, states.get(watch.key)) for watch in view.watches()]}
+        )
+
+    async def image_route(request: Request) -> Response:
+        try:
+            return await _image_route(request)
+        except _HTTPError as exc:
+            return _error(exc)
+
+    async def _image_route(request: Request) -> Response:
+        rest = str(request.path_params["rest"])
+        action, raw_ref = _split_action(request, rest)
+        if request.method == "POST":
+            if action != "check":
+                raise _HTTPError(405, "only POST /api/v1/images/{ref}/check", {"Allow": "GET"})
+            _authorize(request, view.config.api_token)
+            watch = _find_watch(view, raw_ref)
+            try:
+                state = await view.check_now(watch.key)
+            except KeyError:
+                raise _HTTPError(404, f"not watched: {watch.key}") from None
+            return JSONResponse(image_object(watch, state))
+        if action == "check":
+            whole = _whole_or_none(view, rest)  # docker.io/acme/check is a name too
+            if whole is None:
+                raise _HTTPError(405, "use POST to check now", {"Allow": "POST"})
+            return JSONResponse(image_object(whole, view.states().get(whole.key)))
+        if action == "history":
+            try:
+                watch = _find_watch(view, raw_ref)
+            except _HTTPError:
+                # ``/api/v1/images/acme/history`` may also name docker.io/acme/history.
+                whole = _whole_or_none(view, rest)
+                if whole is None:
+                    raise
+                return JSONResponse(image_object(whole, view.states().get(whole.key)))
+            history, events = await asyncio.to_thread(_read_history, view.engine, watch.key)
+            return JSONResponse({"reference": watch.key, "history": history, "events": events})
+        watch = _find_watch(view, raw_ref)
+        return JSONResponse(image_object(watch, view.states().get(watch.key)))
+
+    async def events(request: Request) -> Response:
+        try:
+            query = _EventQuery.from_request(request)
+            payloads = await asyncio.to_thread(_read_events, view.engine, query)
+        except _HTTPError as exc:
+            return _error(exc)
+        return JSONResponse({"events": payloads})
+
+    async def status_page(_: Request) -> Response:
+        body = render_status_page(view.watches(), view.states(), now=datetime.now(UTC))
+        return HTMLResponse(body, headers={"Cache-Control": "no-store"})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # Starlette's own 404/405 (no route, e.g. a path with a newline), as JSON for the API.
+        if not isinstance(exc, HTTPException):  # pragma: no cover - registered for it only
+            raise exc
+        headers = dict(exc.headers or {})
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": exc.detail}, exc.status_code, headers=headers)
+        return PlainTextResponse(exc.detail, exc.status_code, headers=headers)
+
+    async def server_error(_: Request, exc: Exception) -> Response:
+        # Details go to the log, never to the client (they may name the database URL).
+        log.error("unhandled error in the HTTP API", exc_info=exc)
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
+    routes = [
+        Route("/", status_page, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/api/v1/images", images, methods=["GET"]),
+        Route("/api/v1/images/{rest:path}", image_route, methods=["GET", "POST"]),
+        Route("/api/v1/events", events, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes, exception_handlers={HTTPException: http_error, 500: server_error}
+    )
+
+
+# --------------------------------------------------------------------------- image objects
+
+
+def image_object(watch: Watch, state: TagState | None) -> dict[str, Any]:
+    """The JSON object of one watched tag; ``None`` for what is not known yet."""
+    ref = watch.image
+    state = state if state is not None else TagState(image=watch.key)
+    return {
+        "reference": watch.key,
+        "registry": ref.registry,
+        "repository": ref.repository,
+        "tag": ref.tag,
+        "status": _text(state.status),
+        "decided_status": _text(state.decided_status),
+        "digest": state.digest,
+        "media_type": state.media_type,
+        "platforms": dict(state.platforms),
+        "watched_platforms": list(watch.platforms),
+        "reason": _text(state.reason),
+        "detail": state.detail,
+        "first_seen": _time(state.first_seen),
+        "last_checked": _time(state.last_checked),
+        "last_decided": _time(state.last_decided),
+        "last_changed": _time(state.last_changed),
+        "consecutive_misses": state.consecutive_misses,
+        "consecutive_errors": state.consecutive_errors,
+        "digest_changes": state.digest_changes,
+        "interval_seconds": watch.interval,
+        "cron": watch.cron,
+    }
+
+
+def _text(value: Enum | None) -> str | None:
+    return None if value is None else str(value.value)
+
+
+def _time(moment: datetime | None) -> str | None:
+    return None if moment is None else format_timestamp(moment)
+
+
+# --------------------------------------------------------------------------- references
+
+
+def _split_action(request: Request, rest: str) -> tuple[str | None, str]:
+    """``(action, reference)``: a literal trailing ``/history`` or ``/check`` is an action.
+
+    Judged on the raw path when there is one, so ``...%2Fhistory`` (an encoded
+    slash) stays part of the reference.
+    """
+    raw_path = request.scope.get("raw_path")
+    raw = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else request.url.path
+    raw = raw.split("?", 1)[0]
+    for action in ("history", "check"):
+        suffix = "/" + action
+        if raw.endswith(suffix) and rest.endswith(suffix):
+            return action, rest[: -len(suffix)]
+    return None, rest
+
+
+def _normalize(text: str) -> str:
+    try:
+        return str(parse_reference(text.strip()))
+    except InvalidReference as exc:
+        raise _HTTPError(400, _one_line(str(exc))) from None
+
+
+def _find_watch(view: ServiceView, text: str) -> Watch:
+    key = _normalize(text)
+    for watch in view.watches():
+        if watch.key == key:
+            return watch
+    raise _HTTPError(404, f"not watched: {key}")
+
+
+def _whole_or_none(view: ServiceView, text: str) -> Watch | None:
+    try:
+        return _find_watch(view, text)
+    except _HTTPError:
+        return None
+
+
+def _authorize(request: Request, token: str | None) -> None:
+    if not token:
+        raise _HTTPError(403, "POST endpoints are disabled: set api_token")
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    given = credentials.strip().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given, token.encode()):
+        raise _HTTPError(
+            401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="regmon"'}
+        )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _error(exc: _HTTPError) -> Response:
+    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+
+# --------------------------------------------------------------------------- events and history
+
+
+class _EventQuery:
+    """The validated query of ``GET /api/v1/events``."""
+
+    def __init__(
+        self,
+        since: str | datetime | None,
+        types: Sequence[str] | None,
+        image: str | None,
+        limit: int,
+    ) -> None:
+        self.since = since
+        self.types = types
+        self.image = image
+        self.limit = limit
+
+    @classmethod
+    def from_request(cls, request: Request) -> _EventQuery:
+        params = request.query_params
+        return cls(
+            since=_parse_since(params.get("since")),
+            types=_parse_types(params.getlist("type")),
+            image=_normalize(params["image"]) if params.get("image") else None,
+            limit=_parse_limit(params.get("limit")),
+        )
+
+
+def _parse_since(text: str | None) -> str | datetime | None:
+    if text is None or text == "":
+        return None
+    text = text.strip()
+    if is_event_id(text):
+        return text.upper()
+    if "T" in text.upper():
+        try:
+            return parse_timestamp(text)
+        except ValueError:
+            pass
+    raise _HTTPError(
+        400, "since: expected an event id or an RFC 3339 time like 2026-11-27T05:40:20Z"
+    )
+
+
+def _parse_types(values: Sequence[str]) -> list[str] | None:
+    types = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    unknown = [kind for kind in types if kind not in _EVENT_TYPES]
+    if unknown:
+        known = ", ".join(sorted(_EVENT_TYPES))
+        raise _HTTPError(400, _one_line(f"type: unknown event type {unknown[0]!r} ({known})"))
+    return list(dict.fromkeys(types)) or None
+
+
+def _parse_limit(text: str | None) -> int:
+    if text is None or text == "":
+        return MAX_EVENTS
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_EVENTS:
+        raise _HTTPError(400, f"limit: expected a whole number from 1 to {MAX_EVENTS}")
+    return int(text)
+
+
+def _read_events(engine: Engine, query: _EventQuery) -> list[dict[str, Any]]:
+    from monitor.store import repository
+
+    try:
+        payloads = repository.list_events(
+            engine, since=query.since, types=query.types, image=query.image, limit=query.limit
+        )
+    except repository.UnknownEventError as exc:
+        raise _HTTPError(
+            404, f"since: unknown event id {exc.event_id} (never written, or pruned)"
+        ) from None
+    return _with_deliveries(engine, payloads)
+
+
+def _with_deliveries(engine: Engine, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add ``deliveries`` to each payload that has some, in ONE query for the page."""
+    ids = [payload["id"] for payload in payloads if isinstance(payload.get("id"), str)]
+    if not ids:
+        return payloads
+    from sqlalchemy import select
+
+    from monitor.store.models import Base
+
+    events = Base.metadata.tables["events"]
+    deliveries = Base.metadata.tables["deliveries"]
+    query = (
+        select(
+            events.c.id,
+            deliveries.c.webhook,
+            deliveries.c.status,
+            deliveries.c.attempts,
+            deliveries.c.last_status_code,
+        )
+        .join(events, deliveries.c.event_seq == events.c.seq)
+        .where(events.c.id.in_(ids))
+        .order_by(deliveries.c.id)
+    )
+    by_event: dict[str, list[dict[str, Any]]] = {}
+    with engine.connect() as conn:
+        for event_id, webhook, status, attempts, code in conn.execute(query):
+            by_event.setdefault(event_id, []).append(
+                {
+                    "webhook": webhook,
+                    "status": status,
+                    "attempts": attempts,
+                    "last_status_code": code,
+                }
+            )
+    out: list[dict[str, Any]] = []
+    for payload in payloads:
+        found = by_event.get(payload.get("id", ""))
+        out.append({**payload, "deliveries": found} if found else payload)
+    return out
+
+
+def _read_history(engine: Engine, key: str) -> tuple[list[Any], list[dict[str, Any]]]:
+    from monitor.store import repository
+
+    history = [_jsonable(row) for row in repository.history_for(engine, key)]
+    events = _with_deliveries(engine, repository.list_events(engine, image=key))
+    return history, events
+
+
+def _jsonable(value: Any) -> Any:
+    """Store rows (dataclasses of datetimes, enums, mappings) as JSON values."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {item.name: _jsonable(getattr(value, item.name)) for item in fields(value)}
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(name): _jsonable(item) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+# --------------------------------------------------------------------------- status page
+
+_STATUS_ORDER: Final = (*(str(status) for status in Status), "unknown")
+_PAGE_CSS: Final = """
+:root { color-scheme: light dark; --muted: #6e7781; --line: rgba(127, 127, 127, .25); }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5rem; }
+h1 { font-size: 1.25rem; margin: 0 0 .5rem; }
+.counts { display: flex; flex-wrap: wrap; gap: .5rem; margin: 0 0 1rem; padding: 0; }
+.counts li { list-style: none; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid var(--line);
+         vertical-align: top; }
+th { font-weight: 600; }
+code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; }
+.muted, small { color: var(--muted); }
+.badge { display: inline-block; padding: 0 .5rem; border-radius: 1rem; color: #fff;
+         font-weight: 600; font-size: 12px; background: #6e7781; }
+.present { background: #1a7f37; } .missing { background: #cf222e; }
+.denied { background: #bc4c00; } .error { background: #8250df; }
+.unknown { background: #6e7781; }
+"""
+
+
+def render_status_page(
+    watches: Sequence[Watch], states: Mapping[str, TagState], *, now: datetime
+) -> str:
+    """The HTML status page: one row per watched tag; every value escaped, no script."""
+    counts = dict.fromkeys(_STATUS_ORDER, 0)
+    rows: list[str] = []
+    for watch in watches:
+        state = states.get(watch.key)
+        status = str(state.status) if state is not None and state.status is not None else "unknown"
+        counts[status] = counts.get(status, 0) + 1
+        rows.append(_status_row(watch, state, status, now))
+    summary = "".join(
+        f'<li><span class="badge {_e(name)}">{_e(name)}</span> {count}</li>'
+        for name, count in counts.items()
+    )
+    body = "\n".join(rows) or '<tr><td colspan="6" class="muted">No watched tags.</td></tr>'
+    return (
+        "<!doctype html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta http-equiv="refresh" content="30">'
+        f"<title>regmon: {len(watches)} watched tags</title>"
+        f"<style>{_PAGE_CSS}</style></head><body>"
+        "<h1>regmon</h1>"
+        f'<ul class="counts">{summary}</ul>'
+        "<table><thead><tr><th>Reference</th><th>Status</th><th>Digest</th>"
+        "<th>Last change</th><th>Last check</th><th>Reason</th></tr></thead>"
+        f"<tbody>\n{body}\n</tbody></table>"
+        f"<p><small>Rendered {_e(format_timestamp(now))}. "
+        '<a href="/api/v1/images">JSON</a> · <a href="/metrics">metrics</a></small></p>'
+        "</body></html>\n"
+    )
+
+
+def _status_row(watch: Watch, state: TagState | None, status: str, now: datetime) -> str:
+    digest = state.digest if state is not None else None
+    if digest:
+        short = digest.split(":", 1)[-1][:12]
+        digest_cell = f'<code title="{_e(digest)}">{_e(short)}</code>'
+    else:
+        digest_cell = '<span class="muted">-</span>'
+    reason = ""
+    if state is not None and state.status is not None and state.status is not Status.PRESENT:
+        parts = [str(state.reason.value) if state.reason is not None else "", state.detail or ""]
+        reason = ": ".join(part for part in parts if part)
+    decided = ""
+    if state is not None and state.status is Status.ERROR and state.decided_status is not None:
+        decided = f"<br><small>last decided: {_e(str(state.decided_status))}</small>"
+    schedule = f"every {_duration(watch.interval)}" if watch.interval else f"cron {watch.cron}"
+    return (
+        f"<tr><td><code>{_e(watch.key)}</code><br><small>{_e(schedule)}</small></td>"
+        f'<td><span class="badge {_e(status)}">{_e(status)}</span>{decided}</td>'
+        f"<td>{digest_cell}</td>"
+        f"<td>{_moment(state.last_changed if state else None, now)}</td>"
+        f"<td>{_moment(state.last_checked if state else None, now)}</td>"
+        f"<td>{_e(reason)}</td></tr>"
+    )
+
+
+def _moment(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return '<span class="muted">never</span>'
+    stamp = format_timestamp(moment)
+    return (
+        f'<time datetime="{_e(stamp)}">{_e(_ago(moment, now))}</time><br><small>{_e(stamp)}</small>'
+    )
+
+
+def _ago(moment: datetime, now: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    seconds = (now - moment).total_seconds()
+    if seconds < 0:
+        return "in the future"
+    if seconds < 60:
+        return "just now"
+    return f"{_duration(seconds)} ago"
+
+
+def _duration(seconds: float) -> str:
+    span = timedelta(seconds=seconds)
+    if span < timedelta(minutes=1):
+        return f"{int(seconds)} s"
+    if span < timedelta(hours=1):
+        return f"{max(int(seconds // 60), 1)} min"
+    if span < timedelta(days=2):
+        return f"{int(seconds // 3600)} h"
+    return f"{int(seconds // 86400)} d"
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)

@@ -1,0 +1,435 @@
+"""monitor.metrics: service-wide instruments and the scrape-time state collector."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+
+from monitor import __version__
+from monitor.config import Config, Watch, parse_config
+from monitor.domain import CheckResult, Evaluation, Event, EventType, Reason, Status, TagState
+from monitor.events import event_to_payload
+from monitor.ids import new_event_id
+from monitor.metrics import METRIC_NAMES, Metrics
+from monitor.reference import parse_reference
+from monitor.store import repository
+from monitor.store.engine import make_engine, upgrade
+from monitor.store.models import Base
+
+ALPINE = "docker.io/library/alpine:3.20"
+NGINX = "docker.io/library/nginx:1.27"
+APP = "ghcr.io/acme/app:prod"
+DIGEST_A = "sha256:" + "a" * 64
+DIGEST_B = "sha256:" + "b" * 64
+
+CONFIG = f"""
+webhooks:
+  - name: ops
+    url: https://user:pass@hooks.example.com/regmon
+  - name: idle
+    url: https://hooks.example.com/idle
+watch:
+  - image: alpine:3.20
+  - image: nginx:1.27
+    interval: 1m
+  - image: {APP}
+    cron: "*/15 * * * *"
+"""
+
+T0 = datetime(2026, 11, 27, 5, 40, 20, tzinfo=UTC)
+
+
+@dataclass
+class FakeView:
+    config: Config
+    engine: Engine
+    state_map: dict[str, TagState] = field(default_factory=dict)
+    ready: bool = True
+    checked: list[str] = field(default_factory=list)
+
+    def watches(self) -> Sequence[Watch]:
+        return self.config.watches()
+
+    def states(self) -> Mapping[str, TagState]:
+        return self.state_map
+
+    def is_ready(self) -> bool:
+        return self.ready
+
+    async def check_now(self, key: str) -> TagState:
+        self.checked.append(key)
+        if key not in {watch.key for watch in self.watches()}:
+            raise KeyError(key)
+        return self.state_map.get(key, TagState(image=key))
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'regmon.db'}")
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def view(engine: Engine) -> FakeView:
+    return FakeView(config=parse_config(CONFIG), engine=engine)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def metrics(registry: CollectorRegistry, view: FakeView) -> Metrics:
+    return Metrics(registry, view)
+
+
+def present(image: str, digest: str = DIGEST_A, **changes: Any) -> TagState:
+    state = TagState(
+        image=image,
+        status=Status.PRESENT,
+        decided_status=Status.PRESENT,
+        digest=digest,
+        first_seen=T0,
+        last_checked=T0 + timedelta(minutes=5),
+        last_decided=T0 + timedelta(minutes=5),
+        last_changed=T0,
+    )
+    return replace(state, **changes)
+
+
+def test_build_info_and_watched_images(registry: CollectorRegistry, metrics: Metrics) -> None:
+    assert registry.get_sample_value("regmon_build_info", {"version": __version__}) == 1
+    assert registry.get_sample_value("regmon_watched_images") == 3
+
+
+def test_nothing_per_image_before_the_first_check(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    for name in ("regmon_image_available", "regmon_image_status", "regmon_image_digest_info"):
+        assert not _samples(registry, name)
+    # The schedule is known from the config alone.
+    assert registry.get_sample_value("regmon_image_check_interval_seconds", {"image": NGINX}) == 60
+
+
+def test_available_not_exported_before_the_first_decided_check(
+    registry: CollectorRegistry, metrics: Metrics, view: FakeView
+) -> None:
+    view.state_map[ALPINE] = TagState(
+        image=ALPINE, status=Status.ERROR, reason=Reason.TIMEOUT, last_checked=T0
+    )
+    assert not _samples(registry, "regmon_image_available")
+    assert (
+        registry.get_sample_value("regmon_image_status", {"image": ALPINE, "status": "error"}) == 1
+    )
+    assert registry.get_sample_value(
+        "regmon_image_last_check_timestamp_seconds", {"image": ALPINE}
+    ) == pytest.approx(T0.timestamp())
+    assert (
+        registry.get_sample_value("regmon_image_last_decided_timestamp_seconds", {"image": ALPINE})
+        is None
+    )
+
+
+def test_available_stays_1_when_the_latest_check_is_an_error(
+    registry: CollectorRegistry, metrics: Metrics, view: FakeView
+) -> None:
+    labels = {
+        "image": ALPINE,
+        "registry": "docker.io",
+        "repository": "library/alpine",
+        "tag": "3.20",
+    }
+    view.state_map[ALPINE] = present(ALPINE)
+    assert registry.get_sample_value("regmon_image_available", labels) == 1
+    view.state_map[ALPINE] = present(ALPINE, status=Status.ERROR, reason=Reason.SERVER_ERROR)
+    assert registry.get_sample_value("regmon_image_available", labels) == 1
+    view.state_map[ALPINE] = present(ALPINE, status=Status.MISSING, decided_status=Status.MISSING)
+    assert registry.get_sample_value("regmon_image_available", labels) == 0
+    view.state_map[ALPINE] = present(ALPINE, status=Status.DENIED, decided_status=Status.DENIED)
+    assert registry.get_sample_value("regmon_image_available", labels) == 0
+
+
+@pytest.mark.parametrize("current", list(Status))
+def test_status_is_a_state_set(
+    registry: CollectorRegistry, metrics: Metrics, view: FakeView, current: Status
+) -> None:
+    view.state_map[ALPINE] = present(ALPINE, status=current)
+    values = {
+        status: registry.get_sample_value(
+            "regmon_image_status", {"image": ALPINE, "status": str(status)}
+        )
+        for status in Status
+    }
+    assert values == {status: (1.0 if status is current else 0.0) for status in Status}
+
+
+def test_digest_info_and_timestamps(
+    registry: CollectorRegistry, metrics: Metrics, view: FakeView
+) -> None:
+    view.state_map[ALPINE] = present(ALPINE, DIGEST_B)
+    assert (
+        registry.get_sample_value("regmon_image_digest_info", {"image": ALPINE, "digest": DIGEST_B})
+        == 1
+    )
+    assert [s.labels for s in _samples(registry, "regmon_image_digest_info")] == [
+        {"image": ALPINE, "digest": DIGEST_B}
+    ]
+    for name, moment in (
+        ("regmon_image_last_check_timestamp_seconds", T0 + timedelta(minutes=5)),
+        ("regmon_image_last_decided_timestamp_seconds", T0 + timedelta(minutes=5)),
+        ("regmon_image_last_change_timestamp_seconds", T0),
+    ):
+        assert registry.get_sample_value(name, {"image": ALPINE}) == moment.timestamp()
+
+
+def test_check_interval_of_interval_and_cron_watches(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    interval = "regmon_image_check_interval_seconds"
+    assert registry.get_sample_value(interval, {"image": ALPINE}) == 300  # defaults.interval
+    assert registry.get_sample_value(interval, {"image": NGINX}) == 60
+    assert registry.get_sample_value(interval, {"image": APP}) == 900
+    assert registry.get_sample_value(interval, {"image": APP}) == 900  # from the cache
+
+
+def test_digest_changes_total_comes_from_the_persisted_state(
+    registry: CollectorRegistry, view: FakeView, engine: Engine
+) -> None:
+    view.state_map[ALPINE] = present(ALPINE, digest_changes=3)
+    Metrics(registry, view)
+    assert registry.get_sample_value("regmon_image_digest_changes_total", {"image": ALPINE}) == 3
+    # A restart is a new registry reading the same state: nothing resets.
+    again = CollectorRegistry()
+    Metrics(again, view)
+    assert again.get_sample_value("regmon_image_digest_changes_total", {"image": ALPINE}) == 3
+
+
+def test_observe_check_counts_outcomes_and_durations(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    ref = parse_reference(ALPINE)
+    metrics.observe_check(
+        CheckResult(
+            ref,
+            Status.PRESENT,
+            T0,
+            digest=DIGEST_A,
+            duration_ms=40,
+            ratelimit_limit=100,
+            ratelimit_remaining=97,
+        ),
+        "docker.io",
+    )
+    metrics.observe_check(
+        CheckResult(ref, Status.ERROR, T0, reason=Reason.TIMEOUT, duration_ms=10_000),
+        "docker.io",
+    )
+    checks = "regmon_checks_total"
+    assert (
+        registry.get_sample_value(
+            checks, {"registry": "docker.io", "status": "present", "reason": ""}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            checks, {"registry": "docker.io", "status": "error", "reason": "timeout"}
+        )
+        == 1
+    )
+    duration = "regmon_check_duration_seconds"
+    assert registry.get_sample_value(f"{duration}_count", {"registry": "docker.io"}) == 2
+    assert registry.get_sample_value(f"{duration}_sum", {"registry": "docker.io"}) == (
+        pytest.approx(10.04)
+    )
+    assert (
+        registry.get_sample_value(f"{duration}_bucket", {"registry": "docker.io", "le": "0.05"})
+        == 1
+    )
+    assert registry.get_sample_value(
+        "regmon_registry_ratelimit_limit", {"registry": "docker.io"}
+    ) == (100)
+    assert (
+        registry.get_sample_value("regmon_registry_ratelimit_remaining", {"registry": "docker.io"})
+        == 97
+    )
+
+
+def test_registry_up_follows_the_last_request(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    metrics.observe_request("ghcr.io", "HEAD", "200")
+    assert registry.get_sample_value("regmon_registry_up", {"registry": "ghcr.io"}) == 1
+    metrics.observe_request("ghcr.io", "HEAD", "error")
+    assert registry.get_sample_value("regmon_registry_up", {"registry": "ghcr.io"}) == 0
+    metrics.observe_request("ghcr.io", "GET", "503")  # an answer, even a bad one
+    assert registry.get_sample_value("regmon_registry_up", {"registry": "ghcr.io"}) == 1
+    requests = "regmon_registry_requests_total"
+    assert (
+        registry.get_sample_value(
+            requests, {"registry": "ghcr.io", "method": "HEAD", "code": "200"}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            requests, {"registry": "ghcr.io", "method": "HEAD", "code": "error"}
+        )
+        == 1
+    )
+
+
+def test_observe_delivery(registry: CollectorRegistry, metrics: Metrics) -> None:
+    metrics.observe_delivery("ops", "retry")
+    metrics.observe_delivery("ops", "delivered")
+    metrics.observe_delivery("ops", "delivered")
+    total = "regmon_webhook_deliveries_total"
+    assert registry.get_sample_value(total, {"webhook": "ops", "outcome": "delivered"}) == 2
+    assert registry.get_sample_value(total, {"webhook": "ops", "outcome": "retry"}) == 1
+    with pytest.raises(ValueError, match="outcome"):
+        metrics.observe_delivery("ops", "exploded")
+
+
+def record_events(engine: Engine, count: int, *, webhooks: Sequence[str], now: datetime) -> None:
+    evaluations = [
+        Evaluation(
+            state=present(ALPINE),
+            events=(
+                Event(
+                    id=new_event_id(),
+                    type=EventType.TAG_CHANGED,
+                    occurred_at=now,
+                    image=ALPINE,
+                    previous_status=Status.PRESENT,
+                    previous_digest=DIGEST_A,
+                    current_status=Status.PRESENT,
+                    current_digest=DIGEST_B,
+                    checked_at=now,
+                ),
+            ),
+        )
+        for _ in range(count)
+    ]
+    repository.record_evaluations(
+        engine, evaluations, event_to_payload, lambda _event: webhooks, now=now
+    )
+
+
+def test_webhook_backlog_is_read_from_the_outbox(
+    registry: CollectorRegistry, metrics: Metrics, engine: Engine
+) -> None:
+    now = datetime.now(UTC)
+    record_events(engine, 2, webhooks=["ops"], now=now - timedelta(minutes=10))
+    record_events(engine, 1, webhooks=["ops"], now=now - timedelta(minutes=1))
+    deliveries = Base.metadata.tables["deliveries"]
+    with engine.begin() as conn:  # the oldest one went out: it no longer counts
+        first = conn.execute(deliveries.select().order_by(deliveries.c.id)).first()
+        assert first is not None
+        conn.execute(
+            update(deliveries).where(deliveries.c.id == first.id).values(status="delivered")
+        )
+        second = first.id + 1
+        conn.execute(update(deliveries).where(deliveries.c.id == second).values(status="sending"))
+    assert registry.get_sample_value("regmon_webhook_pending", {"webhook": "ops"}) == 2
+    age = registry.get_sample_value("regmon_webhook_oldest_pending_age_seconds", {"webhook": "ops"})
+    assert age == pytest.approx(600, abs=30)
+    # A configured webhook with nothing waiting is exported as 0.
+    assert registry.get_sample_value("regmon_webhook_pending", {"webhook": "idle"}) == 0
+    assert (
+        registry.get_sample_value("regmon_webhook_oldest_pending_age_seconds", {"webhook": "idle"})
+        == 0
+    )
+
+
+def test_the_backlog_is_one_grouped_query(
+    registry: CollectorRegistry, metrics: Metrics, engine: Engine
+) -> None:
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        generate_latest(registry)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    selects = [s for s in statements if "deliveries" in s]
+    assert len(selects) == 1
+    assert "GROUP BY" in selects[0]
+
+
+def test_a_failing_database_never_fails_the_scrape(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # no tables
+    try:
+        view = FakeView(config=parse_config(CONFIG), engine=engine)
+        view.state_map[ALPINE] = present(ALPINE)
+        registry = CollectorRegistry()
+        Metrics(registry, view)
+        with caplog.at_level(logging.WARNING, logger="monitor.metrics"):
+            text = generate_latest(registry).decode()
+    finally:
+        engine.dispose()
+    assert "regmon_image_available{" in text
+    assert "regmon_webhook_pending{" not in text
+    assert "webhook backlog" in caplog.text
+
+
+def test_exposition_labels_and_names(
+    registry: CollectorRegistry, metrics: Metrics, view: FakeView, engine: Engine
+) -> None:
+    view.state_map[ALPINE] = present(ALPINE, digest_changes=1)
+    view.state_map[NGINX] = present(
+        NGINX, status=Status.ERROR, reason=Reason.UNREACHABLE, detail="connection refused"
+    )
+    record_events(engine, 1, webhooks=["ops"], now=datetime.now(UTC))
+    metrics.observe_check(CheckResult(parse_reference(ALPINE), Status.PRESENT, T0), "docker.io")
+    metrics.observe_request("docker.io", "HEAD", "200")
+    metrics.observe_ratelimit("docker.io", 100, 50)
+    metrics.observe_delivery("ops", "delivered")
+
+    text = generate_latest(registry).decode()
+    forbidden = {"namespace", "pod", "job", "instance"}
+    sample_names: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            sample_names.add(sample.name)
+            assert not forbidden & set(sample.labels), sample
+            if sample.name != "regmon_image_digest_info":
+                assert "digest" not in sample.labels, sample
+                assert not any(v.startswith("sha256:") for v in sample.labels.values()), sample
+            assert not any("refused" in v for v in sample.labels.values()), sample
+    for name in METRIC_NAMES:
+        assert name in sample_names or f"{name}_bucket" in sample_names, name
+    assert "pass" not in text  # the webhook URL's credentials never reach a label
+
+
+def test_registering_twice_on_one_registry_is_refused(
+    registry: CollectorRegistry, metrics: Metrics, view: FakeView
+) -> None:
+    with pytest.raises(ValueError, match="Duplicated"):
+        Metrics(registry, view)
+
+
+def _samples(registry: CollectorRegistry, name: str) -> list[Sample]:
+    return [
+        sample for family in registry.collect() for sample in family.samples if sample.name == name
+    ]
