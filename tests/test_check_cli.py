@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from support.faults import (
     CountingProxy,
     free_port,
