@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from monitor.metrics import METRIC_NAMES
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -32,29 +34,8 @@ SEED = ROOT / "config" / "compose" / "seed.sh"
 
 # The metric names of SPEC §7. Must match what monitor/metrics.py exports;
 # replace with an import from monitor.metrics once that module lists them.
-EXPORTED_METRICS = frozenset(
-    {
-        "regmon_image_available",
-        "regmon_image_status",
-        "regmon_image_digest_info",
-        "regmon_image_last_check_timestamp_seconds",
-        "regmon_image_last_decided_timestamp_seconds",
-        "regmon_image_last_change_timestamp_seconds",
-        "regmon_image_check_interval_seconds",
-        "regmon_image_digest_changes_total",
-        "regmon_checks_total",
-        "regmon_check_duration_seconds",
-        "regmon_registry_requests_total",
-        "regmon_registry_up",
-        "regmon_registry_ratelimit_limit",
-        "regmon_registry_ratelimit_remaining",
-        "regmon_webhook_deliveries_total",
-        "regmon_webhook_pending",
-        "regmon_webhook_oldest_pending_age_seconds",
-        "regmon_watched_images",
-        "regmon_build_info",
-    }
-)
+# What monitor/metrics.py exports: the dashboard and rules may use nothing else.
+EXPORTED_METRICS = METRIC_NAMES
 HISTOGRAMS = frozenset({"regmon_check_duration_seconds"})
 # Prometheus target labels; regmon's own metrics never carry them (SPEC §7).
 FORBIDDEN_LABELS = frozenset({"namespace", "pod", "job", "instance"})
