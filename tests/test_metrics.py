@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,16 +15,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
+from support.fakes import FakeView, migrated_engine
 
 from monitor import __version__
-from monitor.config import Config, Watch, parse_config
+from monitor.config import parse_config
 from monitor.domain import CheckResult, Evaluation, Event, EventType, Reason, Status, TagState
 from monitor.events import event_to_payload
 from monitor.ids import new_event_id
 from monitor.metrics import METRIC_NAMES, Metrics
 from monitor.reference import parse_reference
 from monitor.store import repository
-from monitor.store.engine import make_engine, upgrade
+from monitor.store.engine import make_engine
 from monitor.store.models import Base
 
 ALPINE = "docker.io/library/alpine:3.20"
@@ -50,36 +51,10 @@ watch:
 T0 = datetime(2026, 11, 27, 5, 40, 20, tzinfo=UTC)
 
 
-@dataclass
-class FakeView:
-    config: Config
-    engine: Engine
-    state_map: dict[str, TagState] = field(default_factory=dict)
-    ready: bool = True
-    checked: list[str] = field(default_factory=list)
-
-    def watches(self) -> Sequence[Watch]:
-        return self.config.watches()
-
-    def states(self) -> Mapping[str, TagState]:
-        return self.state_map
-
-    def is_ready(self) -> bool:
-        return self.ready
-
-    async def check_now(self, key: str) -> TagState:
-        self.checked.append(key)
-        if key not in {watch.key for watch in self.watches()}:
-            raise KeyError(key)
-        return self.state_map.get(key, TagState(image=key))
-
-
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'regmon.db'}")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
+    with migrated_engine(tmp_path) as engine:
+        yield engine
 
 
 @pytest.fixture

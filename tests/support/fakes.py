@@ -1,0 +1,54 @@
+"""A ServiceView for API and metrics tests: a config, a real migrated SQLite store, states."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from monitor.config import Config, Watch
+from monitor.domain import TagState
+from monitor.store.engine import make_engine, upgrade
+
+
+@dataclass
+class FakeView:
+    config: Config
+    engine: Engine
+    state_map: dict[str, TagState] = field(default_factory=dict)
+    ready: bool = True
+    checked: list[str] = field(default_factory=list)
+    # What a "check now" turns the state into; None leaves it as it is.
+    on_check: Callable[[TagState], TagState] | None = None
+
+    def watches(self) -> Sequence[Watch]:
+        return self.config.watches()
+
+    def states(self) -> Mapping[str, TagState]:
+        return self.state_map
+
+    def is_ready(self) -> bool:
+        return self.ready
+
+    async def check_now(self, key: str) -> TagState:
+        self.checked.append(key)
+        if key not in {watch.key for watch in self.watches()}:
+            raise KeyError(key)
+        state = self.state_map.get(key, TagState(image=key))
+        if self.on_check is not None:
+            state = self.state_map[key] = self.on_check(state)
+        return state
+
+
+@contextmanager
+def migrated_engine(tmp_path: Path) -> Iterator[Engine]:
+    """A SQLite store at the newest schema, disposed afterwards."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'regmon.db'}")
+    upgrade(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
