@@ -384,3 +384,39 @@ def db_upgrade(config_path: str) -> None:
     _, engine = _engine_for(config_path)
     engine.dispose()
     click.echo("database is at the newest schema")
+
+
+@main.group()
+def webhook() -> None:
+    """Webhook receivers."""
+
+
+@webhook.command("test")
+@click.argument("name")
+@click.option("--config", "config_path", default="config/regmon.yaml", show_default=True)
+@_guard
+def webhook_test(name: str, config_path: str) -> None:
+    """Send a signed test event to webhook NAME and print the receiver's answer.
+
+    Exit 0 when the receiver answers 2xx, 3 otherwise. The event is not stored.
+    """
+    import asyncio
+
+    from monitor.config import load_config
+
+    cfg = load_config(config_path)
+    status_code, body = asyncio.run(_webhook_test(cfg, name))
+    click.echo(f"HTTP {status_code}")
+    if body:
+        click.echo(body)
+    sys.exit(EXIT_OK if 200 <= status_code < 300 else EXIT_ERROR)
+
+
+async def _webhook_test(cfg: Config, name: str) -> tuple[int, str]:
+    import httpx
+
+    from monitor.notify.dispatcher import send_test
+    from monitor.registry.transport import default_transport_factory
+
+    async with httpx.AsyncClient(transport=default_transport_factory(True)) as http:
+        return await send_test(cfg, name, http)

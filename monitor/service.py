@@ -24,11 +24,13 @@ from monitor.events import evaluate, event_to_payload
 from monitor.registry.credentials import HUB_HOSTS
 
 if TYPE_CHECKING:
+    import httpx
     import uvicorn
     from prometheus_client import CollectorRegistry
     from sqlalchemy.engine import Engine
 
     from monitor.metrics import Metrics
+    from monitor.notify.dispatcher import Dispatcher
     from monitor.registry.client import RegistryClient
     from monitor.registry.transport import TransportFactory
     from monitor.scheduler import WatchScheduler
@@ -107,6 +109,8 @@ class Service:
         self._scheduler: WatchScheduler | None = None
         self._metrics: Metrics | None = None
         self._server: uvicorn.Server | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._webhook_http: httpx.AsyncClient | None = None
         self._config_mtime: float | None = None
 
     # -- ServiceView -------------------------------------------------------------------
@@ -168,6 +172,7 @@ class Service:
         self._scheduler.apply(self.watches())
         self._scheduler.start()
         self._tasks.append(asyncio.create_task(self._writer(), name="regmon-writer"))
+        self._start_dispatcher()
         if self._config_path:
             self._config_mtime = _mtime(self._config_path)
             self._tasks.append(asyncio.create_task(self._watch_config(), name="regmon-config"))
@@ -189,11 +194,13 @@ class Service:
     async def stop(self) -> None:
         """Stop scheduling, drain in-flight checks, flush writes, close everything."""
         log.info("regmon stopping: draining %d in-flight checks", len(self._inflight))
+        # Order matters: APScheduler's AsyncIOExecutor.shutdown() cancels running jobs,
+        # so wait for the in-flight checks first; jobs firing meanwhile see _stopping.
         self._stopping.set()
-        if self._scheduler is not None:
-            self._scheduler.shutdown()
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=30)
+        if self._scheduler is not None:
+            self._scheduler.shutdown()
         await self.flush()
         if self._server is not None:
             self._server.should_exit = True
@@ -206,6 +213,10 @@ class Service:
         for client in [self._client, *self._old_clients]:
             if client is not None:
                 await client.aclose()
+        if self._dispatcher is not None:
+            await self._dispatcher.stop()
+        if self._webhook_http is not None:
+            await self._webhook_http.aclose()
         if self._engine is not None:
             self._engine.dispose()
         log.info("regmon stopped")
@@ -219,6 +230,19 @@ class Service:
         await self.start()
         await stop.wait()
         await self.stop()
+
+    def _start_dispatcher(self) -> None:
+        """Webhooks get their own HTTP client: a slow receiver shares nothing with checks."""
+        import httpx
+
+        from monitor.notify.dispatcher import Dispatcher
+        from monitor.registry.transport import default_transport_factory
+
+        self._webhook_http = httpx.AsyncClient(transport=default_transport_factory(True))
+        self._dispatcher = Dispatcher(
+            self.engine, lambda: self._config, self._webhook_http, self._metrics
+        )
+        self._dispatcher.start()
 
     # -- reload ------------------------------------------------------------------------
 
@@ -350,6 +374,8 @@ class Service:
                     lambda event: self._payload(event, watches),
                     lambda event: self._webhooks_for(event, watches),
                 )
+                if self._dispatcher is not None:
+                    self._dispatcher.wakeup()
             except BaseException:
                 self._pending[:0] = batch  # keep them for the next attempt, in order
                 for key, watch in watches.items():

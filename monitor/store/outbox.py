@@ -1,0 +1,364 @@
+"""The webhook outbox: claim due deliveries, record attempts, recover after a crash.
+
+``repository.record_evaluations`` writes one ``pending`` delivery per
+(event, webhook) in the transaction that writes the event. From there:
+
+    pending ──claim──▶ sending ──2xx──────────────▶ delivered
+       ▲                  │ ──final 4xx───────────▶ failed
+       └──retry later─────┤ ──past max_retry_age──▶ dead
+                          └ (crash: lease expires, or reset at start) ▶ pending
+
+Claiming is two steps, portable to SQLite and PostgreSQL: select candidate
+ids, then for each a conditional ``UPDATE ... WHERE id = :id AND (status =
+'pending' OR (status = 'sending' AND claimed_until < :now))`` whose row count
+must be 1. Whoever changes the row owns it; a concurrent claimer gets 0 rows
+and skips it, so two dispatchers never send the same row. ``claimed_until``
+is both the lease and the fencing token: a finished attempt is recorded only
+``WHERE claimed_until = <the value we set>``, so a dispatcher whose lease ran
+out and was re-claimed cannot overwrite the newer owner's outcome.
+
+Order: a delivery is a candidate only when no delivery for the same webhook
+and the same image with a lower ``event_seq`` is still ``pending`` or
+``sending`` (a retry waiting for its time is ``pending``). Deliveries that
+ended ``failed`` or ``dead`` no longer hold the queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, exists, func, insert, or_, select, update
+from sqlalchemy.orm import aliased
+
+from monitor.store.models import DeliveryAttemptModel, DeliveryModel, EventModel
+from monitor.store.repository import _translated, _write
+
+__all__ = [
+    "ERROR_LIMIT",
+    "WAITING",
+    "ClaimedDelivery",
+    "DeliveryState",
+    "claim_due_deliveries",
+    "delivery_states",
+    "finish_delivery",
+    "kill_removed_webhooks",
+    "release_claims",
+    "reset_sending",
+]
+
+WAITING = ("pending", "sending")  # statuses that hold later events of the same tag back
+ERROR_LIMIT = 500  # the error columns' size
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """A delivery this dispatcher now owns until ``claimed_until``."""
+
+    id: int
+    event_seq: int
+    event_id: str
+    event_type: str
+    image: str
+    webhook: str
+    payload: Mapping[str, Any]
+    attempts: int
+    created_at: datetime
+    claimed_until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryState:
+    """Where one delivery of one event stands (for the API's event history)."""
+
+    webhook: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+
+
+def _claimable(now: datetime) -> Any:
+    return or_(
+        DeliveryModel.status == "pending",
+        and_(DeliveryModel.status == "sending", DeliveryModel.claimed_until < now),
+    )
+
+
+@_translated
+def claim_due_deliveries(
+    engine: Engine,
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+    *,
+    webhooks: Collection[str] | None = None,
+) -> list[ClaimedDelivery]:
+    """Claim up to ``limit`` due deliveries, oldest event first, for ``lease``.
+
+    Due: ``pending`` (or ``sending`` with an expired lease) with
+    ``next_attempt_at <= now``, and not held back by an earlier delivery of
+    the same webhook and image (see the module doc). ``webhooks`` restricts
+    the claim to those webhook names. At most one delivery per (webhook,
+    image) is returned.
+    """
+    earlier = aliased(DeliveryModel)
+    earlier_event = aliased(EventModel)
+    held_back = exists(
+        select(1)
+        .select_from(earlier)
+        .join(earlier_event, earlier_event.seq == earlier.event_seq)
+        .where(
+            earlier.webhook == DeliveryModel.webhook,
+            earlier_event.image == EventModel.image,
+            earlier.event_seq < DeliveryModel.event_seq,
+            earlier.status.in_(WAITING),
+        )
+    )
+    query = (
+        select(DeliveryModel.id)
+        .join(EventModel, EventModel.seq == DeliveryModel.event_seq)
+        .where(DeliveryModel.next_attempt_at <= now, _claimable(now), ~held_back)
+        .order_by(DeliveryModel.event_seq, DeliveryModel.id)
+        .limit(limit)
+    )
+    if webhooks is not None:
+        if not webhooks:
+            return []
+        query = query.where(DeliveryModel.webhook.in_(sorted(webhooks)))
+    # Candidates are read outside the write transaction: nothing can put an earlier delivery
+    # back into a waiting status (seqs only grow; delivered/failed/dead are final), so a
+    # candidate stays in order, and the conditional UPDATE settles who owns it.
+    with engine.connect() as conn:
+        candidates = list(conn.scalars(query))
+    if not candidates:
+        return []
+    until = now + lease
+    claimed: list[int] = []
+    with _write(engine) as conn:
+        for delivery_id in candidates:
+            result = conn.execute(
+                update(DeliveryModel)
+                .where(
+                    DeliveryModel.id == delivery_id,
+                    DeliveryModel.next_attempt_at <= now,
+                    _claimable(now),
+                )
+                .values(status="sending", claimed_until=until, updated_at=now)
+            )
+            if result.rowcount == 1:
+                claimed.append(delivery_id)
+        if not claimed:
+            return []
+        rows = conn.execute(
+            select(
+                DeliveryModel.id,
+                DeliveryModel.event_seq,
+                DeliveryModel.webhook,
+                DeliveryModel.attempts,
+                DeliveryModel.created_at,
+                EventModel.id.label("event_id"),
+                EventModel.type,
+                EventModel.image,
+                EventModel.payload,
+            )
+            .join(EventModel, EventModel.seq == DeliveryModel.event_seq)
+            .where(DeliveryModel.id.in_(claimed))
+            .order_by(DeliveryModel.event_seq, DeliveryModel.id)
+        ).all()
+    return [
+        ClaimedDelivery(
+            id=row.id,
+            event_seq=row.event_seq,
+            event_id=row.event_id,
+            event_type=row.type,
+            image=row.image,
+            webhook=row.webhook,
+            payload=dict(row.payload),
+            attempts=row.attempts,
+            created_at=row.created_at,
+            claimed_until=until,
+        )
+        for row in rows
+    ]
+
+
+@_translated
+def finish_delivery(
+    engine: Engine,
+    delivery: ClaimedDelivery,
+    *,
+    attempted_at: datetime,
+    status: str,
+    status_code: int | None = None,
+    error: str | None = None,
+    latency_ms: float | None = None,
+    next_attempt_at: datetime | None = None,
+    attempted: bool = True,
+) -> bool:
+    """Record one attempt and move the delivery to ``status`` in one transaction.
+
+    ``status``: ``delivered``, ``pending`` (a retry at ``next_attempt_at``),
+    ``failed`` or ``dead``. Returns False (and writes nothing) when the claim
+    was lost: the lease expired and another dispatcher owns the row now.
+    ``attempted=False`` (a delivery given up without sending, e.g. its webhook
+    was removed) records no attempt row and leaves the attempt count alone.
+    """
+    if status not in ("delivered", "pending", "failed", "dead"):
+        raise ValueError(f"cannot finish a delivery as {status!r}")
+    if status == "pending" and next_attempt_at is None:
+        raise ValueError("a retry needs next_attempt_at")
+    error = None if error is None else error[:ERROR_LIMIT]
+    values: dict[str, Any] = {
+        "status": status,
+        "attempts": DeliveryModel.attempts + (1 if attempted else 0),
+        "claimed_until": None,
+        "last_status_code": status_code,
+        "last_error": error,
+        "last_latency_ms": latency_ms,
+        "updated_at": attempted_at,
+    }
+    if status == "pending":
+        values["next_attempt_at"] = next_attempt_at
+    if status == "delivered":
+        values["delivered_at"] = attempted_at
+    with _write(engine) as conn:
+        result = conn.execute(
+            update(DeliveryModel)
+            .where(
+                DeliveryModel.id == delivery.id,
+                DeliveryModel.status == "sending",
+                DeliveryModel.claimed_until == delivery.claimed_until,
+            )
+            .values(values)
+        )
+        if result.rowcount != 1:
+            return False
+        if not attempted:
+            return True
+        conn.execute(
+            insert(DeliveryAttemptModel).values(
+                delivery_id=delivery.id,
+                attempted_at=attempted_at,
+                status_code=status_code,
+                error=error,
+                latency_ms=latency_ms,
+            )
+        )
+    return True
+
+
+@_translated
+def release_claims(engine: Engine, deliveries: Sequence[ClaimedDelivery], now: datetime) -> int:
+    """Give claimed deliveries back (``pending``, due now) without counting an attempt."""
+    released = 0
+    with _write(engine) as conn:
+        for delivery in deliveries:
+            result = conn.execute(
+                update(DeliveryModel)
+                .where(
+                    DeliveryModel.id == delivery.id,
+                    DeliveryModel.status == "sending",
+                    DeliveryModel.claimed_until == delivery.claimed_until,
+                )
+                .values(status="pending", claimed_until=None, updated_at=now)
+            )
+            released += result.rowcount
+    return released
+
+
+@_translated
+def reset_sending(engine: Engine, now: datetime, *, all_leases: bool = False) -> int:
+    """Turn ``sending`` rows back into ``pending``; returns how many.
+
+    By default only rows whose lease has expired. ``all_leases=True`` is for
+    the start of the one regmon that runs against a database: every
+    ``sending`` row is then a leftover of a process that died mid-send.
+    """
+    condition = DeliveryModel.status == "sending"
+    if not all_leases:
+        condition = and_(condition, DeliveryModel.claimed_until < now)
+    with _write(engine) as conn:
+        result = conn.execute(
+            update(DeliveryModel)
+            .where(condition)
+            .values(status="pending", claimed_until=None, updated_at=now)
+        )
+        return int(result.rowcount)
+
+
+@_translated
+def kill_removed_webhooks(
+    engine: Engine, configured: Collection[str], now: datetime
+) -> dict[str, int]:
+    """Mark waiting deliveries of webhooks no longer configured ``dead``; count them per webhook.
+
+    A ``sending`` row with a live lease is left to its owner.
+    """
+    waiting = or_(
+        DeliveryModel.status == "pending",
+        and_(DeliveryModel.status == "sending", DeliveryModel.claimed_until < now),
+    )
+    orphaned = and_(waiting, DeliveryModel.webhook.not_in(sorted(configured)))
+    with _write(engine) as conn:
+        counts = {
+            str(name): int(count)
+            for name, count in conn.execute(
+                select(DeliveryModel.webhook, func.count())
+                .where(orphaned)
+                .group_by(DeliveryModel.webhook)
+            )
+        }
+        if counts:
+            conn.execute(
+                update(DeliveryModel)
+                .where(orphaned)
+                .values(
+                    status="dead",
+                    claimed_until=None,
+                    last_error="webhook removed from config",
+                    updated_at=now,
+                )
+            )
+    return counts
+
+
+@_translated
+def delivery_states(engine: Engine, event_ids: Collection[str]) -> dict[str, list[DeliveryState]]:
+    """``{event id: [DeliveryState per webhook]}`` for the given events (absent: none)."""
+    if not event_ids:
+        return {}
+    query = (
+        select(
+            EventModel.id.label("event_id"),
+            DeliveryModel.webhook,
+            DeliveryModel.status,
+            DeliveryModel.attempts,
+            DeliveryModel.last_status_code,
+            DeliveryModel.last_error,
+            DeliveryModel.next_attempt_at,
+            DeliveryModel.delivered_at,
+        )
+        .join(EventModel, EventModel.seq == DeliveryModel.event_seq)
+        .where(EventModel.id.in_(sorted(event_ids)))
+        .order_by(DeliveryModel.event_seq, DeliveryModel.webhook)
+    )
+    out: dict[str, list[DeliveryState]] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            out.setdefault(row.event_id, []).append(
+                DeliveryState(
+                    webhook=row.webhook,
+                    status=row.status,
+                    attempts=row.attempts,
+                    last_status_code=row.last_status_code,
+                    last_error=row.last_error,
+                    next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
+                    delivered_at=row.delivered_at,
+                )
+            )
+    return out
