@@ -130,6 +130,19 @@ def _print_results(results: Sequence[CheckResult], as_json: bool) -> None:
             click.echo(f"regmon: {result.reference}: {result.detail}", err=True)
 
 
+# Up to this many references, `check` uses httpx's own connection pool: it imports
+# ~90 ms faster than aiohttp, which only pays off over many requests (bench/README.md).
+SMALL_CHECK = 8
+
+
+def _transport_for(count: int) -> Any:
+    if count > SMALL_CHECK:
+        return None  # the default: httpx-aiohttp
+    from monitor.registry.transport import httpx_transport
+
+    return httpx_transport
+
+
 async def _check_all(
     config: Config | None,
     refs: Sequence[ImageReference],
@@ -140,7 +153,7 @@ async def _check_all(
 
     from monitor.checker import check_reference, client_from_config
 
-    async with client_from_config(config) as client:
+    async with client_from_config(config, transport_factory=_transport_for(len(refs))) as client:
         return list(
             await asyncio.gather(
                 *(check_reference(client, ref, platforms=platforms, budget=budget) for ref in refs)
