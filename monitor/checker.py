@@ -40,7 +40,7 @@ async def check_reference(
     """
     started = time.monotonic()
     checked_at = datetime.now(UTC)
-    last: RegistryError | None = None
+    failure: RegistryError | None = None
     attempts = 0
     try:
         async with asyncio.timeout(budget):
@@ -49,7 +49,7 @@ async def check_reference(
                 try:
                     answer = await client.fetch_manifest(ref, platforms=platforms)
                 except RegistryError as exc:
-                    last = exc
+                    failure = exc
                     if exc.reason is Reason.RATE_LIMITED:
                         await client.wait_for_backoff(ref.api_host)
                         continue
@@ -72,17 +72,17 @@ async def check_reference(
                     ratelimit_remaining=remaining,
                 )
     except TimeoutError:
-        if last is None or last.reason is not Reason.RATE_LIMITED:
-            last = RegistryError(Reason.TIMEOUT, f"no answer within {budget:g}s")
-    assert last is not None  # noqa: S101 - the loop only breaks after a failure
+        pass  # SPEC §3: the reason is then the last failure seen, else timeout
+    if failure is None:
+        failure = RegistryError(Reason.TIMEOUT, f"no answer within {budget:g}s")
     limit, remaining = client.ratelimit(ref.api_host)
     return CheckResult(
         reference=ref,
         status=Status.ERROR,
         checked_at=checked_at,
-        reason=last.reason,
-        detail=str(last),
-        http_status=last.http_status,
+        reason=failure.reason,
+        detail=str(failure),
+        http_status=failure.http_status,
         duration_ms=(time.monotonic() - started) * 1000,
         ratelimit_limit=limit,
         ratelimit_remaining=remaining,

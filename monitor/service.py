@@ -175,7 +175,9 @@ class Service:
         self._start_dispatcher()
         if self._config_path:
             self._config_mtime = _mtime(self._config_path)
-            self._tasks.append(asyncio.create_task(self._watch_config(), name="regmon-config"))
+            self._tasks.append(
+                asyncio.create_task(self._watch_config(self._config_path), name="regmon-config")
+            )
         if serve_http:
             self._server = _make_server(create_app(self, self.metrics_registry), self._config)
             self._tasks.append(asyncio.create_task(self._server.serve(), name="regmon-http"))
@@ -248,7 +250,8 @@ class Service:
 
     async def reload(self) -> bool:
         """Re-read the config file; a broken one is refused and the old one stays."""
-        if not self._config_path:
+        scheduler = self._scheduler
+        if not self._config_path or scheduler is None:
             return False
         from monitor.errors import RegmonError
         from monitor.store.repository import sync_watches
@@ -272,8 +275,7 @@ class Service:
         await asyncio.to_thread(
             sync_watches, self.engine, _watch_rows(self.watches()), datetime.now(UTC)
         )
-        assert self._scheduler is not None  # noqa: S101 - started before any reload
-        added, removed, rescheduled = self._scheduler.apply(self.watches())
+        added, removed, rescheduled = scheduler.apply(self.watches())
         log.info(
             "config reloaded: %d watches (%d added, %d removed, %d rescheduled)",
             len(self._watches),
@@ -283,11 +285,10 @@ class Service:
         )
         return True
 
-    async def _watch_config(self) -> None:
-        assert self._config_path is not None  # noqa: S101
+    async def _watch_config(self, path: str) -> None:
         while True:
             await asyncio.sleep(CONFIG_POLL)
-            mtime = _mtime(self._config_path)
+            mtime = _mtime(path)
             if mtime is not None and mtime != self._config_mtime:
                 self._config_mtime = mtime
                 await self.reload()
