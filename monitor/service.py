@@ -14,7 +14,7 @@ import os
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from monitor.checker import check_reference, client_from_config
@@ -42,6 +42,7 @@ log = logging.getLogger("regmon")
 WRITE_BATCH = 1000
 WRITE_INTERVAL = 0.2  # seconds a result may wait to be batched with others
 CONFIG_POLL = 1.0
+PRUNE_INTERVAL = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +173,7 @@ class Service:
         self._scheduler.apply(self.watches())
         self._scheduler.start()
         self._tasks.append(asyncio.create_task(self._writer(), name="regmon-writer"))
+        self._tasks.append(asyncio.create_task(self._pruner(), name="regmon-pruner"))
         self._start_dispatcher()
         if self._config_path:
             self._config_mtime = _mtime(self._config_path)
@@ -346,6 +348,20 @@ class Service:
                 self._write_wakeup.set()
 
     # -- batched writes ----------------------------------------------------------------
+
+    async def _pruner(self) -> None:
+        """Delete events, deliveries and history older than ``retention``, hourly."""
+        from monitor.store.repository import prune
+
+        while True:
+            cutoff = datetime.now(UTC) - timedelta(seconds=self._config.retention)
+            try:
+                deleted = await asyncio.to_thread(prune, self.engine, cutoff)
+                if deleted:
+                    log.info("pruned %d rows older than %s", deleted, cutoff.date())
+            except Exception:
+                log.exception("pruning old rows failed; will retry")
+            await asyncio.sleep(PRUNE_INTERVAL)
 
     async def _writer(self) -> None:
         while True:
