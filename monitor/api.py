@@ -84,11 +84,16 @@ def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starle
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "not ready"}, status_code=503)
 
-    async def images(_: Request) -> Response:
+    def _images_body() -> bytes:
         states = view.states()
-        return JSONResponse(
-            {"images": [image_object(watch, states.get(watch.key)) for watch in view.watches()]}
-        )
+        images = [image_object(watch, states.get(watch.key)) for watch in view.watches()]
+        return bytes(JSONResponse({"images": images}).body)
+
+    async def images(_: Request) -> Response:
+        # Built in a worker thread: with 10,000 watches it takes ~200 ms, which
+        # would otherwise stall every check in flight on the event loop.
+        body = await asyncio.to_thread(_images_body)
+        return Response(body, media_type="application/json")
 
     async def image_route(request: Request) -> Response:
         try:
@@ -137,7 +142,9 @@ def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starle
         return JSONResponse({"events": payloads})
 
     async def status_page(_: Request) -> Response:
-        body = render_status_page(view.watches(), view.states(), now=datetime.now(UTC))
+        body = await asyncio.to_thread(
+            render_status_page, view.watches(), view.states(), now=datetime.now(UTC)
+        )
         return HTMLResponse(body, headers={"Cache-Control": "no-store"})
 
     async def http_error(request: Request, exc: Exception) -> Response:

@@ -97,6 +97,7 @@ class Service:
         self._watches: dict[str, Watch] = {w.key: w for w in config.watches()}
         self._states: dict[str, TagState] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}
         self._inflight: set[asyncio.Task[Any]] = set()
         self._pending: list[Evaluation] = []
         self._pending_watches: dict[str, Watch] = {}
@@ -326,10 +327,17 @@ class Service:
             return
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            budget = self._config.registry_for(watch.image.host_key).timeout
-            result = await check_reference(
-                self._client, watch.image, platforms=watch.platforms, budget=budget
+            settings = self._config.registry_for(watch.image.host_key)
+            limit = settings.max_concurrency
+            slots = self._slots.setdefault(
+                (watch.image.api_host.lower(), limit), asyncio.Semaphore(limit)
             )
+            # Queue for the registry outside the check's budget: when thousands of
+            # watches are due at once, waiting for a slot is not the registry timing out.
+            async with slots:
+                result = await check_reference(
+                    self._client, watch.image, platforms=watch.platforms, budget=settings.timeout
+                )
             registry = registry_label(watch.image.api_host)
             if self._metrics is not None:
                 self._metrics.observe_check(result, registry)

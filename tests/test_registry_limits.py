@@ -110,3 +110,17 @@ def test_remote_registries_are_https_only_unless_insecure() -> None:
 
     assert run(RegistrySettings()) == (["https"], Reason.UNREACHABLE)
     assert run(RegistrySettings(insecure=True)) == (["http", "https"], Reason.UNREACHABLE)
+
+
+def test_the_https_probe_of_a_plain_loopback_registry_is_not_an_error_request() -> None:
+    seen: list[tuple[str, str, str]] = []
+    with SlowRegistry(0) as server:
+        host = server.host
+
+        async def main() -> Status:
+            async with RegistryClient(observer=lambda *row: seen.append(row)) as client:
+                ref = parse_reference(f"{host}/team/app:v1")
+                return (await check_reference(client, ref)).status
+
+        assert asyncio.run(main()) is Status.PRESENT
+    assert seen == [(host, "GET", "200"), (host, "HEAD", "200")]

@@ -212,9 +212,19 @@ class RegistryClient:
             self._observer(host.name, method, code)
 
     async def _send(
-        self, host: _Host, method: str, url: str, headers: Mapping[str, str]
+        self,
+        host: _Host,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        observe_failure: bool = True,
     ) -> httpx.Response:
-        """One request within the registry's concurrency limit; body not read yet."""
+        """One request within the registry's concurrency limit; body not read yet.
+
+        ``observe_failure=False`` keeps a probe whose failure is expected (HTTPS
+        tried first on a plain-HTTP loopback registry) out of the request metrics.
+        """
         delay = host.backoff_until - time.monotonic()
         if delay > 0:
             raise RegistryError(Reason.RATE_LIMITED, f"{host.name} is backing off after HTTP 429")
@@ -224,7 +234,8 @@ class RegistryClient:
             try:
                 response = await http.send(request, stream=True)
             except httpx.HTTPError as exc:
-                self._observe(host, method, "error")
+                if observe_failure:
+                    self._observe(host, method, "error")
                 raise RegistryError(
                     failure_reason(exc), f"{host.name}: {describe_failure(exc)}"
                 ) from exc
@@ -244,9 +255,15 @@ class RegistryClient:
 
     @contextlib.asynccontextmanager
     async def _response(
-        self, host: _Host, method: str, url: str, headers: Mapping[str, str]
+        self,
+        host: _Host,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        observe_failure: bool = True,
     ) -> AsyncIterator[httpx.Response]:
-        response = await self._send(host, method, url, headers)
+        response = await self._send(host, method, url, headers, observe_failure=observe_failure)
         try:
             yield response
         finally:
@@ -265,7 +282,10 @@ class RegistryClient:
             for scheme in schemes:
                 base = f"{scheme}://{host.name}"
                 try:
-                    async with self._response(host, "GET", base + "/v2/", {}) as response:
+                    final = scheme == schemes[-1]
+                    async with self._response(
+                        host, "GET", base + "/v2/", {}, observe_failure=final
+                    ) as response:
                         status = response.status_code
                         challenges = parse_challenges(response.headers.get_list("www-authenticate"))
                 except RegistryError as exc:
