@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from monitor.checker import check_reference, client_from_config
 from monitor.config import Config, Watch, load_config
 from monitor.domain import Evaluation, Event, TagState
+from monitor.errors import RegmonError
 from monitor.events import evaluate, event_to_payload
 from monitor.registry.credentials import HUB_HOSTS
 
@@ -168,6 +170,8 @@ class Service:
         await asyncio.to_thread(
             sync_watches, self._engine, _watch_rows(self.watches()), datetime.now(UTC)
         )
+        # Bind before any task starts: a taken port is a one-line error, not a traceback.
+        sock = _bind(self._config) if serve_http else None
         self._metrics = Metrics(self.metrics_registry, self)
         self._client = self._make_client(self._config)
         self._scheduler = WatchScheduler(self._scheduled_check)
@@ -181,13 +185,15 @@ class Service:
             self._tasks.append(
                 asyncio.create_task(self._watch_config(self._config_path), name="regmon-config")
             )
-        if serve_http:
+        if sock is not None:
             self._server = _make_server(create_app(self, self.metrics_registry), self._config)
-            self._tasks.append(asyncio.create_task(self._server.serve(), name="regmon-http"))
+            serving = asyncio.create_task(self._server.serve(sockets=[sock]), name="regmon-http")
+            self._tasks.append(serving)
             while not self._server.started:
-                if self._tasks[-1].done():
-                    self._tasks[-1].result()  # raises: e.g. the port is taken
-                    raise RuntimeError("HTTP server stopped during start")
+                if serving.done():
+                    raise RegmonError(
+                        f"listen {self._config.listen}: the HTTP server did not start"
+                    )
                 await asyncio.sleep(0.01)
         log.info(
             "regmon started: %d watches, database %s, listening on %s",
@@ -256,7 +262,6 @@ class Service:
         scheduler = self._scheduler
         if not self._config_path or scheduler is None:
             return False
-        from monitor.errors import RegmonError
         from monitor.store.repository import sync_watches
 
         try:
@@ -438,6 +443,24 @@ def _redact_url(url: str) -> str:
         netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
+
+
+def _bind(config: Config) -> socket.socket:
+    """The listening socket for ``listen``; a ConfigError naming it when it cannot be had."""
+    from monitor.errors import ConfigError
+
+    host, port = config.listen.host, config.listen.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"listen {config.listen}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
 
 
 def _make_server(app: Any, config: Config) -> uvicorn.Server:
