@@ -332,7 +332,7 @@ def _parse_types(values: Sequence[str]) -> list[str] | None:
 def _parse_limit(text: str | None) -> int:
     if text is None or text == "":
         return MAX_EVENTS
-    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_EVENTS:
+    if not (text.strip().isascii() and text.strip().isdigit()) or not 1 <= int(text) <= MAX_EVENTS:
         raise _HTTPError(400, f"limit: expected a whole number from 1 to {MAX_EVENTS}")
     return int(text)
 

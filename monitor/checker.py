@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from monitor.domain import CheckResult, Reason, Status
-from monitor.errors import RegistryError
+from monitor.errors import AuthError, RegistryError, RegmonError
 from monitor.reference import ImageReference
 from monitor.registry.client import RegistryClient, RequestObserver
 from monitor.registry.transport import TransportFactory
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from monitor.config import Config
 
 __all__ = ["RETRYABLE", "check_reference", "client_from_config"]
+
+log = logging.getLogger("regmon.checker")
 
 # Reasons worth another attempt inside the check's time budget.
 RETRYABLE = frozenset({Reason.UNREACHABLE, Reason.SERVER_ERROR, Reason.RATE_LIMITED})
@@ -56,6 +59,13 @@ async def check_reference(
                     if exc.reason in RETRYABLE and attempts < MAX_ATTEMPTS:
                         await asyncio.sleep(RETRY_DELAYS[attempts - 1])
                         continue
+                    break
+                except Exception as exc:
+                    # An answer we did not foresee is a protocol error, not a crash.
+                    log.debug("check of %s: unexpected %r", ref, exc, exc_info=True)
+                    failure = RegistryError(
+                        Reason.PROTOCOL, f"unexpected {type(exc).__name__} from the registry"
+                    )
                     break
                 limit, remaining = client.ratelimit(ref.api_host)
                 return CheckResult(
@@ -132,7 +142,11 @@ def client_from_config(
         reg = config.registry_for(config_key(host))
         if reg.username is None:
             return None
-        return Credential(username=reg.username, password=reg.resolved_password() or "")
+        try:
+            password = reg.resolved_password() or ""
+        except RegmonError as exc:  # e.g. an unreadable password_file
+            raise AuthError(str(exc)) from exc
+        return Credential(username=reg.username, password=password)
 
     store = CredentialStore(configured, docker_config_path(config.docker_config))
     return RegistryClient(

@@ -315,7 +315,7 @@ class Listen(_Model):
             if not colon or ":" in host:
                 raise ValueError(hint)
             host = host or "0.0.0.0"  # noqa: S104 — ":9725" means every interface, as in Go
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
             raise ValueError(hint)
         return {"host": host, "port": int(port)}
 

@@ -124,3 +124,32 @@ def test_the_https_probe_of_a_plain_loopback_registry_is_not_an_error_request() 
 
         assert asyncio.run(main()) is Status.PRESENT
     assert seen == [(host, "GET", "200"), (host, "HEAD", "200")]
+
+
+def test_odd_header_bytes_are_not_a_crash() -> None:
+    """Unicode digits in ratelimit/content-length headers must not raise from int()."""
+    with SlowRegistry(0, [("ratelimit-limit", "\u00b2"), ("ratelimit-remaining", "\u00b9")]) as srv:
+        host = srv.host
+
+        async def main() -> tuple[Status, int | None]:
+            async with RegistryClient() as client:
+                result = await check_reference(client, parse_reference(f"{host}/team/app:v1"))
+                return result.status, result.ratelimit_limit
+
+        assert asyncio.run(main()) == (Status.PRESENT, None)
+
+
+def test_a_bad_ca_file_is_a_tls_error(tmp_path) -> None:
+    missing = tmp_path / "no-such-ca.pem"
+
+    async def main() -> tuple[Status, Reason | None, str | None]:
+        settings = RegistrySettings(ca_file=str(missing))
+        async with RegistryClient(settings_for=lambda host: settings) as client:
+            result = await check_reference(
+                client, parse_reference("registry.example.com/team/app:v1"), budget=5
+            )
+            return result.status, result.reason, result.detail
+
+    status, reason, detail = asyncio.run(main())
+    assert (status, reason) == (Status.ERROR, Reason.TLS)
+    assert detail is not None and str(missing) in detail

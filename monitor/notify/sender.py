@@ -89,7 +89,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return min(float(text), _MAX_RETRY_AFTER)
     try:
         moment = parsedate_to_datetime(text)

@@ -173,7 +173,7 @@ async def fetch_token(
             response = await http.get(url, headers=headers, timeout=request_timeout)
     except httpx.TimeoutException as exc:
         raise AuthError("token endpoint timed out") from exc
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise AuthError(f"token endpoint unreachable: {type(exc).__name__}") from exc
     if response.status_code in (401, 403):
         raise AuthError(

@@ -101,7 +101,7 @@ def _ratelimit(value: str | None) -> int | None:
     if not value:
         return None
     head = value.split(",")[0].split(";")[0].strip()
-    return int(head) if head.isdigit() else None
+    return int(head) if head.isascii() and head.isdigit() else None
 
 
 def _retry_after(value: str | None) -> float:
@@ -198,7 +198,13 @@ class RegistryClient:
             if settings.insecure:
                 verify = False
             else:
-                verify = ssl.create_default_context(cafile=settings.ca_file)
+                try:
+                    verify = ssl.create_default_context(cafile=settings.ca_file)
+                except (OSError, ssl.SSLError) as exc:
+                    reason = getattr(exc, "strerror", None) or type(exc).__name__
+                    raise RegistryError(
+                        Reason.TLS, f"ca_file {settings.ca_file}: {reason}"
+                    ) from exc
             client = httpx.AsyncClient(
                 transport=self._transport_factory(verify),
                 follow_redirects=True,  # httpx drops Authorization on a cross-origin redirect
@@ -423,7 +429,7 @@ class RegistryClient:
 
     async def _read_body(self, response: httpx.Response) -> bytes:
         length = response.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_MANIFEST_BYTES:
+        if length and length.isascii() and length.isdigit() and int(length) > MAX_MANIFEST_BYTES:
             raise RegistryError(Reason.PROTOCOL, "manifest is larger than 4 MiB")
         chunks: list[bytes] = []
         size = 0
