@@ -4,6 +4,7 @@ so that ``regmon check`` starts fast (no SQLAlchemy, APScheduler or Starlette)."
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -288,13 +289,33 @@ def run(config_path: str) -> None:
     run_service(config_path)
 
 
-def _engine_for(config_path: str) -> Any:
+def _engine_for(config_path: str, *, migrate: bool = False) -> Any:
+    """The config and an engine on its database: migrated for ``db upgrade``, else only
+    checked, so ``status`` with a mistyped path does not create an empty database."""
+    from sqlalchemy.engine import make_url
+
     from monitor.config import load_config
-    from monitor.store.engine import make_engine, upgrade
+    from monitor.errors import UsageError
+    from monitor.store.engine import check_schema, make_engine, upgrade
 
     cfg = load_config(config_path)
+    if not migrate:
+        url = make_url(cfg.database)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            if not os.path.exists(url.database):
+                raise UsageError(
+                    f"database {url.database} does not exist yet: start regmon run "
+                    "(or regmon db upgrade) with this config first"
+                )
     engine = make_engine(cfg.database)
-    upgrade(engine)
+    try:
+        if migrate:
+            upgrade(engine)
+        else:
+            check_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return cfg, engine
 
 
@@ -394,7 +415,7 @@ def db() -> None:
 @_guard
 def db_upgrade(config_path: str) -> None:
     """Apply Alembic migrations up to the newest (``run`` does this too)."""
-    _, engine = _engine_for(config_path)
+    _, engine = _engine_for(config_path, migrate=True)
     engine.dispose()
     click.echo("database is at the newest schema")
 

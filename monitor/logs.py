@@ -39,6 +39,10 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     # Third-party chatter stays at warning unless we debug.
     quiet = logging.DEBUG if level == "debug" else logging.WARNING
-    for name in ("apscheduler", "uvicorn", "uvicorn.error", "httpx", "alembic", "aiohttp"):
+    for name in ("apscheduler", "uvicorn", "uvicorn.error", "alembic", "aiohttp"):
         logging.getLogger(name).setLevel(quiet)
+    # Never lower: httpx logs every request URL at INFO, and webhook URLs carry
+    # secrets in their path (Slack, Discord).
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

@@ -107,7 +107,9 @@ class Service:
         self._write_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._old_clients: list[RegistryClient] = []
+        self._reloads: set[asyncio.Task[Any]] = set()
+        self._retired: list[RegistryClient] = []
+        self._reload_lock = asyncio.Lock()
         self._engine: Engine | None = None
         self._client: RegistryClient | None = None
         self._scheduler: WatchScheduler | None = None
@@ -163,15 +165,21 @@ class Service:
         from monitor.store.engine import make_engine, upgrade
         from monitor.store.repository import load_states, sync_watches
 
-        self._engine = make_engine(self._config.database)
-        await asyncio.to_thread(upgrade, self._engine)
-        stored = await asyncio.to_thread(load_states, self._engine)
-        self._states = {k: v for k, v in stored.items() if k in self._watches}
-        await asyncio.to_thread(
-            sync_watches, self._engine, _watch_rows(self.watches()), datetime.now(UTC)
-        )
-        # Bind before any task starts: a taken port is a one-line error, not a traceback.
+        # Bind first: a taken port (say, a second regmon started by mistake) is a
+        # one-line error before the database is touched.
         sock = _bind(self._config) if serve_http else None
+        with contextlib.ExitStack() as on_failure:
+            if sock is not None:
+                on_failure.callback(sock.close)
+            self._engine = make_engine(self._config.database)
+            on_failure.callback(self._engine.dispose)
+            await asyncio.to_thread(upgrade, self._engine)
+            stored = await asyncio.to_thread(load_states, self._engine)
+            await asyncio.to_thread(
+                sync_watches, self._engine, _watch_rows(self.watches()), datetime.now(UTC)
+            )
+            on_failure.pop_all()
+        self._states = {k: v for k, v in stored.items() if k in self._watches}
         self._metrics = Metrics(self.metrics_registry, self)
         self._client = self._make_client(self._config)
         self._scheduler = WatchScheduler(self._scheduled_check)
@@ -219,11 +227,15 @@ class Service:
             if task.get_name() != "regmon-http":
                 task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
-        for client in [self._client, *self._old_clients]:
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # keep stopping: everything below must still be closed
+                log.exception("task %s failed", task.get_name())
+        for client in [self._client, *self._retired]:
             if client is not None:
-                await client.aclose()
+                await client.aclose()  # idempotent
         if self._dispatcher is not None:
             await self._dispatcher.stop()
         if self._webhook_http is not None:
@@ -237,7 +249,7 @@ class Service:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         await self.start()
         await stop.wait()
         await self.stop()
@@ -257,8 +269,25 @@ class Service:
 
     # -- reload ------------------------------------------------------------------------
 
+    def _reload_soon(self) -> None:
+        task = asyncio.create_task(self.reload(), name="regmon-reload")
+        self._reloads.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._reloads.discard)
+
     async def reload(self) -> bool:
-        """Re-read the config file; a broken one is refused and the old one stays."""
+        """Re-read the config file; a broken one is refused and the old one stays.
+
+        One reload at a time (SIGHUP and the file watcher may both ask); any failure
+        is logged and leaves the running config, watches and jobs as they were.
+        """
+        async with self._reload_lock:
+            try:
+                return await self._reload()
+            except Exception:
+                log.exception("config reload failed, keeping the running config")
+                return False
+
+    async def _reload(self) -> bool:
         scheduler = self._scheduler
         if not self._config_path or scheduler is None:
             return False
@@ -271,18 +300,20 @@ class Service:
             return False
         if new.database != self._config.database or new.listen != self._config.listen:
             log.warning("config reload: database and listen changes need a restart")
+        watches = {w.key: w for w in new.watches()}
+        # The store first: if it fails, nothing in memory has changed yet.
+        await asyncio.to_thread(
+            sync_watches, self.engine, _watch_rows(list(watches.values())), datetime.now(UTC)
+        )
         if (new.registries, new.docker_config) != (
             self._config.registries,
             self._config.docker_config,
         ):
-            if self._client is not None:
-                self._old_clients.append(self._client)
-            self._client = self._make_client(new)
+            old, self._client = self._client, self._make_client(new)
+            if old is not None:
+                self._retire(old)
         self._config = new
-        self._watches = {w.key: w for w in new.watches()}
-        await asyncio.to_thread(
-            sync_watches, self.engine, _watch_rows(self.watches()), datetime.now(UTC)
-        )
+        self._watches = watches
         added, removed, rescheduled = scheduler.apply(self.watches())
         log.info(
             "config reloaded: %d watches (%d added, %d removed, %d rescheduled)",
@@ -292,6 +323,18 @@ class Service:
             rescheduled,
         )
         return True
+
+    def _retire(self, client: RegistryClient) -> None:
+        """Close a replaced registry client once the checks now in flight are done."""
+
+        async def close_later(inflight: set[asyncio.Task[Any]]) -> None:
+            if inflight:
+                await asyncio.wait(inflight)
+            await client.aclose()
+
+        self._retired.append(client)  # closed at stop() if still open then
+        task = asyncio.create_task(close_later(set(self._inflight)), name="regmon-retire")
+        self._tasks.append(task)
 
     async def _watch_config(self, path: str) -> None:
         while True:
@@ -397,16 +440,20 @@ class Service:
             batch, self._pending = self._pending, []
             watches, self._pending_watches = self._pending_watches, {}
             try:
-                await asyncio.to_thread(
-                    record_evaluations,
-                    self.engine,
-                    batch,
-                    lambda event: self._payload(event, watches),
-                    lambda event: self._webhooks_for(event, watches),
+                # Shielded: a cancelled writer must not re-queue a batch that the
+                # thread goes on to commit (its events would then be written twice).
+                await asyncio.shield(
+                    asyncio.to_thread(
+                        record_evaluations,
+                        self.engine,
+                        batch,
+                        lambda event: self._payload(event, watches),
+                        lambda event: self._webhooks_for(event, watches),
+                    )
                 )
                 if self._dispatcher is not None:
                     self._dispatcher.wakeup()
-            except BaseException:
+            except Exception:
                 self._pending[:0] = batch  # keep them for the next attempt, in order
                 for key, watch in watches.items():
                     self._pending_watches.setdefault(key, watch)

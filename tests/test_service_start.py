@@ -36,6 +36,7 @@ def test_a_taken_port_is_a_one_line_error(tmp_path: Path) -> None:
         f"regmon: listen 127.0.0.1:{port}: Address already in use"
     )
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "regmon.db").exists()  # refused before touching the database
 
 
 @pytest.mark.parametrize(
@@ -57,3 +58,18 @@ def test_a_database_that_cannot_be_opened_is_a_one_line_error(
     assert named in proc.stderr
     assert "hunter2" not in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_status_does_not_create_a_missing_database(tmp_path: Path) -> None:
+    config = tmp_path / "regmon.yaml"
+    config.write_text(f"database: sqlite:///{tmp_path / 'typo' / 'regmon.db'}\nwatch: []\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "monitor", "status", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "does not exist yet" in proc.stderr
+    assert not (tmp_path / "typo").exists()

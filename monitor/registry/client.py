@@ -603,7 +603,9 @@ class RegistryClient:
 
 def _media_type(response: httpx.Response) -> str | None:
     value = response.headers.get("content-type")
-    return value.split(";")[0].strip().lower() if value else None
+    media_type = value.split(";")[0].strip().lower() if value else None
+    # A media type is short; anything longer is noise we must not store.
+    return media_type if media_type and len(media_type) <= 255 else None
 
 
 def _first_error_code(body: str) -> str:
