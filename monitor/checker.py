@@ -18,7 +18,7 @@ from monitor.registry.transport import TransportFactory
 if TYPE_CHECKING:
     from monitor.config import Config
 
-__all__ = ["RETRYABLE", "check_reference", "client_from_config"]
+__all__ = ["RETRYABLE", "RegistrySlots", "check_reference", "client_from_config"]
 
 log = logging.getLogger("regmon.checker")
 
@@ -26,6 +26,22 @@ log = logging.getLogger("regmon.checker")
 RETRYABLE = frozenset({Reason.UNREACHABLE, Reason.SERVER_ERROR, Reason.RATE_LIMITED})
 MAX_ATTEMPTS = 3
 RETRY_DELAYS = (0.2, 0.5)
+
+
+class RegistrySlots:
+    """Check slots per registry (``max_concurrency``), taken *before* a check's budget
+    and clock start: when many checks are due at once, waiting for a slot is not the
+    registry timing out, and ``checked_at`` is when the check ran."""
+
+    def __init__(self) -> None:
+        self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}
+
+    def get(self, ref: ImageReference, limit: int) -> asyncio.Semaphore:
+        key = (ref.api_host.lower(), limit)
+        slots = self._slots.get(key)
+        if slots is None:
+            slots = self._slots[key] = asyncio.Semaphore(limit)
+        return slots
 
 
 async def check_reference(

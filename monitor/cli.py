@@ -152,14 +152,18 @@ async def _check_all(
 ) -> list[CheckResult]:
     import asyncio
 
-    from monitor.checker import check_reference, client_from_config
+    from monitor.checker import RegistrySlots, check_reference, client_from_config
+
+    slots = RegistrySlots()
+
+    async def one(ref: ImageReference) -> CheckResult:
+        # --timeout bounds each check from when it gets one of the registry's slots.
+        limit = config.registry_for(ref.host_key).max_concurrency if config else 8
+        async with slots.get(ref, limit):
+            return await check_reference(client, ref, platforms=platforms, budget=budget)
 
     async with client_from_config(config, transport_factory=_transport_for(len(refs))) as client:
-        return list(
-            await asyncio.gather(
-                *(check_reference(client, ref, platforms=platforms, budget=budget) for ref in refs)
-            )
-        )
+        return list(await asyncio.gather(*(one(ref) for ref in refs)))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from monitor.checker import check_reference, client_from_config
+from monitor.checker import RegistrySlots, check_reference, client_from_config
 from monitor.config import Config, Watch, load_config
 from monitor.domain import Evaluation, Event, TagState
 from monitor.errors import RegmonError
@@ -99,7 +99,7 @@ class Service:
         self._watches: dict[str, Watch] = {w.key: w for w in config.watches()}
         self._states: dict[str, TagState] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}
+        self._slots = RegistrySlots()
         self._inflight: set[asyncio.Task[Any]] = set()
         self._pending: list[Evaluation] = []
         self._pending_watches: dict[str, Watch] = {}
@@ -376,13 +376,7 @@ class Service:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             settings = self._config.registry_for(watch.image.host_key)
-            limit = settings.max_concurrency
-            slots = self._slots.setdefault(
-                (watch.image.api_host.lower(), limit), asyncio.Semaphore(limit)
-            )
-            # Queue for the registry outside the check's budget: when thousands of
-            # watches are due at once, waiting for a slot is not the registry timing out.
-            async with slots:
+            async with self._slots.get(watch.image, settings.max_concurrency):
                 result = await check_reference(
                     self._client, watch.image, platforms=watch.platforms, budget=settings.timeout
                 )

@@ -440,3 +440,16 @@ def test_check_imports_nothing_heavy(registry: RegistryServer, pusher, unique_re
     for heavy in ("sqlalchemy", "apscheduler", "starlette", "uvicorn", "prometheus_client",
                   "pydantic", "alembic"):  # fmt: skip
         assert heavy not in imported, f"regmon check imports {heavy}"
+
+
+def test_many_references_queue_before_their_timeout_starts() -> None:
+    """30 references to a registry that answers in 0.5 s, 8 slots, --timeout 1.5s: the
+    last wave waits 1.5 s for a slot, and must not time out while it waits."""
+    from test_registry_limits import SlowRegistry
+
+    with SlowRegistry(0.5) as server:
+        refs = [f"{server.host}/team/app:v{i}" for i in range(30)]
+        proc = regmon("check", "--timeout", "1.5s", *refs)
+        assert server.peak <= 8
+    assert proc.returncode == 0, proc.stdout
+    assert [row[0] for row in lines(proc)] == ["present"] * 30
