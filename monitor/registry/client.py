@@ -366,6 +366,8 @@ class RegistryClient:
                     raise _Decided(
                         ManifestAnswer(Status.DENIED, detail="no credentials", http_status=401)
                     ) from exc
+                if exc.http_status in (401, 403):
+                    self._credentials.forget(host.name)
                 raise
 
         if fresh:
@@ -425,6 +427,7 @@ class RegistryClient:
             raise AuthError(f"{host.name} rejected the token (invalid_token)", http_status=401)
         if auth.credential is None:
             raise _Decided(ManifestAnswer(Status.DENIED, detail="no credentials", http_status=401))
+        self._credentials.forget(host.name)
         raise AuthError(f"{host.name} rejected the credentials (HTTP 401)", http_status=401)
 
     async def _read_body(self, response: httpx.Response) -> bytes:

@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ __all__ = ["DOCKER_HUB_AUTH_KEY", "Credential", "CredentialStore", "docker_confi
 DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
 HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 HELPER_TIMEOUT = 10.0
+CREDENTIAL_TTL = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,18 +93,27 @@ class CredentialStore:
         self._configured = configured
         self._docker_config_path = docker_config if docker_config else docker_config_path()
         self._docker_config: dict[str, Any] | None = None
-        self._cache: dict[str, Credential | None] = {}
+        # host → (credential, monotonic expiry): helpers hand out short-lived tokens
+        # (ECR: 12 h) and password files get rotated, so nothing is kept for ever.
+        self._cache: dict[str, tuple[Credential | None, float]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def get(self, host_key: str) -> Credential | None:
         host_key = host_key.lower()
-        if host_key in self._cache:
-            return self._cache[host_key]
+        cached = self._cache.get(host_key)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
         lock = self._locks.setdefault(host_key, asyncio.Lock())
         async with lock:
-            if host_key not in self._cache:
-                self._cache[host_key] = await self._resolve(host_key)
-            return self._cache[host_key]
+            cached = self._cache.get(host_key)
+            if cached is None or cached[1] <= time.monotonic():
+                cached = (await self._resolve(host_key), time.monotonic() + CREDENTIAL_TTL)
+                self._cache[host_key] = cached
+            return cached[0]
+
+    def forget(self, host_key: str) -> None:
+        """Drop a credential the registry rejected: the next check resolves it anew."""
+        self._cache.pop(host_key.lower(), None)
 
     async def _resolve(self, host_key: str) -> Credential | None:
         cred = self._configured(host_key)
