@@ -287,3 +287,10 @@ def test_sender_times_out_a_receiver_that_never_answers() -> None:
     assert not outcome.permanent and str(outcome).startswith("timeout")
     assert took < 3
     _assert_clean(outcome)
+
+
+def test_retry_after_with_non_ascii_digits_is_ignored_not_a_crash() -> None:
+    from monitor.notify.sender import parse_retry_after
+
+    assert parse_retry_after("\u00b2") is None
+    assert parse_retry_after("2") == 2

@@ -310,6 +310,13 @@ class Dispatcher:
         except DeliveryError as exc:
             await self._record_failure(hook, delivery, now, exc)
             return
+        except Exception as exc:
+            # Something we did not foresee: a retry with backoff (and, after
+            # max_retry_age, dead), never a row stuck in 'sending' holding up the tag.
+            log.warning("webhook %s: unexpected %r", hook.name, exc, exc_info=True)
+            failure = DeliveryError(f"internal error: {type(exc).__name__}", permanent=False)
+            await self._record_failure(hook, delivery, now, failure)
+            return
         await asyncio.to_thread(
             finish_delivery,
             self._engine,
