@@ -396,7 +396,7 @@ def _read_history(engine: Engine, key: str) -> tuple[list[Any], list[dict[str, A
     from monitor.store import repository
 
     history = [_jsonable(row) for row in repository.history_for(engine, key)]
-    events = _with_deliveries(engine, repository.list_events(engine, image=key))
+    events = _with_deliveries(engine, repository.list_events(engine, image=key, newest=True))
     return history, events
 
 

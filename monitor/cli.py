@@ -377,7 +377,7 @@ def history(reference: str, as_json: bool, config_path: str) -> None:
     _, engine = _engine_for(config_path)
     try:
         timeline = history_for(engine, key)
-        events = list_events(engine, image=key)
+        events = list_events(engine, image=key, newest=True)
     finally:
         engine.dispose()
     changes = [

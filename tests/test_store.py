@@ -486,3 +486,14 @@ def test_prune(engine: Engine) -> None:
     assert count_rows(engine, DeliveryModel) == 1
     assert len(load_states(engine)) == 2  # states are never pruned
     assert prune(engine, older_than=T0 - timedelta(days=90)) == 0
+
+
+def test_list_events_newest_keeps_the_last_ones_oldest_first(
+    engine: Engine, five_events: list[Event]
+) -> None:
+    ids = [e["id"] for e in list_events(engine, limit=2, newest=True)]
+    assert ids == [five_events[3].id, five_events[4].id]
+    assert [e["id"] for e in list_events(engine, limit=2)] == [
+        five_events[0].id,
+        five_events[1].id,
+    ]

@@ -466,14 +466,19 @@ def list_events(
     types: Sequence[str] | None = None,
     image: str | None = None,
     limit: int = 1000,
+    newest: bool = False,
 ) -> list[dict[str, Any]]:
     """Event payloads (SPEC §6 body), oldest first.
+
+    ``newest=True`` returns the *last* ``limit`` matching events (still oldest
+    first), for timelines of one tag; the default pages forward from ``since``.
 
     ``since`` is an event id (the events written after it) or an aware datetime
     or RFC 3339 string (events that occurred after it). An id that is not stored
     raises ``UnknownEventError``.
     """
-    query = select(EventModel.payload).order_by(EventModel.seq).limit(limit)
+    order = EventModel.seq.desc() if newest else EventModel.seq
+    query = select(EventModel.payload).order_by(order).limit(limit)
     if types:
         query = query.where(EventModel.type.in_(list(types)))
     if image is not None:
@@ -488,7 +493,8 @@ def list_events(
             if seq is None:
                 raise UnknownEventError(since)
             query = query.where(EventModel.seq > seq)
-        return [dict(payload) for payload in conn.scalars(query)]
+        payloads = [dict(payload) for payload in conn.scalars(query)]
+    return payloads[::-1] if newest else payloads
 
 
 def _parse_time(value: str) -> datetime | None:
