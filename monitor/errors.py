@@ -2,10 +2,13 @@
 
     RegmonError                      base; str(exc) is a one-line message for users
     ├── UsageError                   bad input from the user: exit code 2
-    │   ├── ReferenceError_          an image reference that does not parse
+    │   ├── InvalidReference         an image reference that does not parse
     │   └── ConfigError              a config file that does not load or validate
-    └── RegistryError                a registry interaction that failed (carries a Reason)
-        └── AuthError                credentials rejected / token endpoint failed
+    ├── RegistryError                a registry interaction that failed (carries a Reason)
+    │   └── AuthError                credentials rejected / token endpoint failed
+    ├── StoreError                   the database failed (monitor.store.engine)
+    │   └── UnknownEventError        an event id that is not stored
+    └── DeliveryError                a webhook delivery attempt failed (monitor.notify.sender)
 
 Third-party exceptions (httpx, pydantic, yaml, sqlalchemy) are translated at the
 edge with ``raise ... from exc``; nothing outside this tree reaches the CLI for

@@ -162,7 +162,7 @@ class Service:
         from monitor.api import create_app
         from monitor.metrics import Metrics
         from monitor.scheduler import WatchScheduler
-        from monitor.store.engine import make_engine, upgrade
+        from monitor.store.engine import make_engine, redact_url, upgrade
         from monitor.store.repository import load_states, sync_watches
 
         # Bind first: a taken port (say, a second regmon started by mistake) is a
@@ -206,7 +206,7 @@ class Service:
         log.info(
             "regmon started: %d watches, database %s, listening on %s",
             len(self._watches),
-            _redact_url(self._config.database),
+            redact_url(self._config.database),
             self._config.listen if serve_http else "-",
         )
 
@@ -474,16 +474,6 @@ def _mtime(path: str) -> float | None:
         return os.stat(path).st_mtime
     except OSError:
         return None
-
-
-def _redact_url(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def _bind(config: Config) -> socket.socket:

@@ -9,6 +9,7 @@ with ``SQLITE_BUSY`` when one upgrades a read lock.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -145,9 +146,15 @@ def _migrate(
             engine.dispose()
 
 
+@functools.cache
+def _migration_heads() -> frozenset[str]:
+    # The scripts do not change while the process runs; /readyz asks often.
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
 def check_schema(engine: Engine) -> None:
     """Raise ``StoreError`` unless the database answers and its schema is at head."""
-    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    heads = _migration_heads()
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
