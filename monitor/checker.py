@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from monitor.domain import CheckResult, Reason, Status
 from monitor.errors import AuthError, RegistryError, RegmonError
-from monitor.reference import ImageReference
+from monitor.reference import ImageReference, canonical_registry
 from monitor.registry.client import RegistryClient, RequestObserver
 from monitor.registry.transport import TransportFactory
 
@@ -128,7 +128,6 @@ def client_from_config(
     """
     from monitor.registry.client import RegistrySettings
     from monitor.registry.credentials import (
-        HUB_HOSTS,
         Credential,
         CredentialStore,
         docker_config_path,
@@ -141,11 +140,8 @@ def client_from_config(
             transport_factory=transport_factory,
         )
 
-    def config_key(host: str) -> str:
-        return "docker.io" if host in HUB_HOSTS else host
-
     def settings_for(host: str) -> RegistrySettings:
-        reg = config.registry_for(config_key(host))
+        reg = config.registry_for(canonical_registry(host))
         return RegistrySettings(
             insecure=reg.insecure,
             ca_file=reg.ca_file,
@@ -155,7 +151,7 @@ def client_from_config(
         )
 
     def configured(host: str) -> Credential | None:
-        reg = config.registry_for(config_key(host))
+        reg = config.registry_for(canonical_registry(host))
         if reg.username is None:
             return None
         try:

@@ -45,7 +45,7 @@ from pydantic_core.core_schema import SerializerFunctionWrapHandler
 
 from monitor.durations import DURATION_HINT, parse_duration
 from monitor.errors import ConfigError
-from monitor.reference import ImageReference, parse_reference
+from monitor.reference import ImageReference, canonical_registry, parse_reference
 
 __all__ = [
     "EVENT_TYPES",
@@ -70,8 +70,6 @@ EVENT_TYPES: Final = (
     "check.failing",
     "check.recovered",
 )
-_DOCKER_HUB: Final = "docker.io"
-_HUB_ALIASES: Final = frozenset({"index.docker.io", "registry-1.docker.io"})
 _REGISTRY_KEY = re.compile(
     r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
     r"|\[[a-f0-9:]+\])(?::[0-9]{1,5})?\Z",
@@ -245,8 +243,7 @@ def _path(value: str | None) -> str | None:
 
 def normalize_registry_key(host: str) -> str:
     """The key a registry is configured and looked up under: lowercase, Hub aliases folded."""
-    key = host.strip().lower()
-    return _DOCKER_HUB if key in _HUB_ALIASES else key
+    return canonical_registry(host)
 
 
 Duration = Annotated[float, BeforeValidator(_duration)]

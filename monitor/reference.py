@@ -34,11 +34,19 @@ from typing import Final
 
 from monitor.errors import InvalidReference
 
-__all__ = ["ImageReference", "is_valid_digest", "parse_reference"]
+__all__ = [
+    "DOCKER_HUB_DOMAIN",
+    "HUB_HOSTS",
+    "ImageReference",
+    "canonical_registry",
+    "is_valid_digest",
+    "parse_reference",
+]
 
 DOCKER_HUB_DOMAIN: Final = "docker.io"
 DOCKER_HUB_API_HOST: Final = "registry-1.docker.io"
-_HUB_ALIASES: Final = frozenset({"index.docker.io", "registry-1.docker.io"})
+_HUB_ALIASES: Final = frozenset({"index.docker.io", DOCKER_HUB_API_HOST})
+HUB_HOSTS: Final = frozenset({DOCKER_HUB_DOMAIN, *_HUB_ALIASES})
 _OFFICIAL_PREFIX: Final = "library/"
 _DEFAULT_TAG: Final = "latest"
 _LOCALHOST: Final = "localhost"
@@ -254,3 +262,10 @@ def _host_without_port(domain: str) -> str:
     if domain.startswith("["):
         return domain[1 : domain.find("]")]
     return domain.partition(":")[0]
+
+
+def canonical_registry(host: str) -> str:
+    """A registry host as configured, looked up and labelled: lowercase, Docker Hub's
+    API and legacy hosts folded into ``docker.io``."""
+    key = host.strip().lower()
+    return DOCKER_HUB_DOMAIN if key in HUB_HOSTS else key

@@ -23,7 +23,7 @@ from monitor.config import Config, Watch, load_config
 from monitor.domain import Evaluation, Event, TagState
 from monitor.errors import RegmonError
 from monitor.events import evaluate, event_to_payload
-from monitor.registry.credentials import HUB_HOSTS
+from monitor.reference import canonical_registry
 
 if TYPE_CHECKING:
     import httpx
@@ -71,12 +71,6 @@ def _watch_rows(watches: Sequence[Watch]) -> list[_WatchRow]:
         )
         for w in watches
     ]
-
-
-def registry_label(api_host: str) -> str:
-    """The ``registry`` label: Docker Hub's API host is reported as docker.io."""
-    host = api_host.lower()
-    return "docker.io" if host in HUB_HOSTS else host
 
 
 class Service:
@@ -353,7 +347,7 @@ class Service:
 
     def _on_request(self, registry: str, method: str, code: str) -> None:
         if self._metrics is not None:
-            self._metrics.observe_request(registry_label(registry), method, code)
+            self._metrics.observe_request(canonical_registry(registry), method, code)
 
     async def _scheduled_check(self, key: str) -> None:
         if self._stopping.is_set():
@@ -380,7 +374,7 @@ class Service:
                 result = await check_reference(
                     self._client, watch.image, platforms=watch.platforms, budget=settings.timeout
                 )
-            registry = registry_label(watch.image.api_host)
+            registry = canonical_registry(watch.image.api_host)
             if self._metrics is not None:
                 self._metrics.observe_check(result, registry)
             evaluation = evaluate(

@@ -11,7 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from monitor.errors import InvalidReference
-from monitor.reference import ImageReference, is_valid_digest, parse_reference
+from monitor.reference import ImageReference, canonical_registry, is_valid_digest, parse_reference
 
 VECTORS: list[dict[str, Any]] = json.loads(
     (Path(__file__).parent / "data" / "reference-vectors.json").read_text(encoding="utf-8")
@@ -241,3 +241,17 @@ def test_parse_raises_only_invalid_reference(text: str) -> None:
 @example("localhost:5000")
 def test_parse_reference_alphabet_raises_only_invalid_reference(text: str) -> None:
     _parse_or_refuse(text)
+
+
+@pytest.mark.parametrize(
+    ("host", "canonical"),
+    [
+        ("docker.io", "docker.io"),
+        ("registry-1.docker.io", "docker.io"),
+        ("Index.Docker.IO", "docker.io"),
+        ("GHCR.io", "ghcr.io"),
+        ("localhost:5000", "localhost:5000"),
+    ],
+)
+def test_canonical_registry_folds_docker_hub_hosts(host: str, canonical: str) -> None:
+    assert canonical_registry(host) == canonical

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from monitor.reference import HUB_HOSTS
+
 __all__ = ["DOCKER_HUB_AUTH_KEY", "Credential", "CredentialStore", "docker_config_path"]
 
 DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
-HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 HELPER_TIMEOUT = 10.0
 CREDENTIAL_TTL = 600.0
 
