@@ -265,7 +265,6 @@ class _StateCollector(Collector):
         # cron string -> (interval seconds, valid until): an irregular schedule
         # ("0 9 * * mon-fri") has a different gap after each fire time.
         self._cron_intervals: dict[str, tuple[float, datetime]] = {}
-        self._cron_triggers: dict[str, Any] = {}
 
     def describe(self) -> Iterable[Metric]:
         # Names only, so the registry can refuse a clash without reading state.
@@ -346,21 +345,15 @@ class _StateCollector(Collector):
             self._cron_intervals[cron] = computed
             return computed[0]
 
-    def _cron_interval(self, cron: str, now: datetime) -> tuple[float, datetime] | None:
-        trigger = self._cron_triggers.get(cron)
-        if trigger is None:
-            from apscheduler.triggers.cron import CronTrigger  # heavy: only for cron watches
+    @staticmethod
+    def _cron_interval(cron: str, now: datetime) -> tuple[float, datetime] | None:
+        from monitor.scheduler import cron_gap  # apscheduler: only for cron watches
 
-            trigger = CronTrigger.from_crontab(cron, timezone="UTC")
-            self._cron_triggers[cron] = trigger
-        first = trigger.get_next_fire_time(None, now)
-        if first is None:
-            return None
-        second = trigger.get_next_fire_time(first, first)
-        if second is None:
+        gap = cron_gap(cron, now)
+        if gap is None:
             return None
         # Valid until the first fire time passes: then the next gap applies.
-        return (second - first).total_seconds(), first + timedelta(microseconds=1)
+        return gap[0], gap[1] + timedelta(microseconds=1)
 
 
 def _read_backlog(engine: Engine) -> dict[str, tuple[int, datetime | None]]:

@@ -12,22 +12,28 @@ if TYPE_CHECKING:
 
     from monitor.config import Watch
 
-__all__ = ["WatchScheduler", "cron_period"]
+__all__ = ["WatchScheduler", "cron_gap", "cron_period"]
 
 FIRST_RUN_SPREAD = 10.0  # seconds: the first cycle starts within this, not all at once
 
 
-def cron_period(cron: str) -> float:
-    """Seconds between the next two fire times of a crontab expression."""
+def cron_gap(cron: str, now: datetime) -> tuple[float, datetime] | None:
+    """Seconds between the next two fire times after ``now``, and the first of them
+    (the gap holds until then); None if the expression never fires twice."""
     from apscheduler.triggers.cron import CronTrigger
 
     trigger = CronTrigger.from_crontab(cron, timezone=UTC)
-    now = datetime.now(UTC)
     first = trigger.get_next_fire_time(None, now)
-    second = trigger.get_next_fire_time(first, first + timedelta(microseconds=1)) if first else None
+    second = trigger.get_next_fire_time(first, first) if first else None
     if first is None or second is None:
-        return 0.0
-    return float((second - first).total_seconds())
+        return None
+    return float((second - first).total_seconds()), first
+
+
+def cron_period(cron: str) -> float:
+    """Seconds between the next two fire times of a crontab expression (0 if none)."""
+    gap = cron_gap(cron, datetime.now(UTC))
+    return gap[0] if gap else 0.0
 
 
 class WatchScheduler:
