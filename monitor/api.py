@@ -353,42 +353,26 @@ def _read_events(engine: Engine, query: _EventQuery) -> list[dict[str, Any]]:
 
 def _with_deliveries(engine: Engine, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add ``deliveries`` to each payload that has some, in ONE query for the page."""
+    from monitor.store.outbox import delivery_states
+
     ids = [payload["id"] for payload in payloads if isinstance(payload.get("id"), str)]
-    if not ids:
-        return payloads
-    from sqlalchemy import select
-
-    from monitor.store.models import Base
-
-    events = Base.metadata.tables["events"]
-    deliveries = Base.metadata.tables["deliveries"]
-    query = (
-        select(
-            events.c.id,
-            deliveries.c.webhook,
-            deliveries.c.status,
-            deliveries.c.attempts,
-            deliveries.c.last_status_code,
-        )
-        .join(events, deliveries.c.event_seq == events.c.seq)
-        .where(events.c.id.in_(ids))
-        .order_by(deliveries.c.id)
-    )
-    by_event: dict[str, list[dict[str, Any]]] = {}
-    with engine.connect() as conn:
-        for event_id, webhook, status, attempts, code in conn.execute(query):
-            by_event.setdefault(event_id, []).append(
-                {
-                    "webhook": webhook,
-                    "status": status,
-                    "attempts": attempts,
-                    "last_status_code": code,
-                }
-            )
+    states = delivery_states(engine, ids)
     out: list[dict[str, Any]] = []
     for payload in payloads:
-        found = by_event.get(payload.get("id", ""))
-        out.append({**payload, "deliveries": found} if found else payload)
+        found = states.get(payload.get("id", ""))
+        if not found:
+            out.append(payload)
+            continue
+        deliveries = [
+            {
+                "webhook": d.webhook,
+                "status": d.status,
+                "attempts": d.attempts,
+                "last_status_code": d.last_status_code,
+            }
+            for d in found
+        ]
+        out.append({**payload, "deliveries": deliveries})
     return out
 
 

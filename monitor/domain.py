@@ -6,14 +6,12 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from monitor.reference import ImageReference
 
 __all__ = [
-    "EMPTY_PLATFORMS",
     "CheckResult",
     "Evaluation",
     "Event",
@@ -23,8 +21,6 @@ __all__ = [
     "Status",
     "TagState",
 ]
-
-EMPTY_PLATFORMS: Mapping[str, str] = MappingProxyType({})
 
 
 class Status(enum.StrEnum):

@@ -39,7 +39,6 @@ from monitor.store.models import (
     DeliveryModel,
     EventModel,
     HistoryModel,
-    TagStateModel,
     WatchModel,
 )
 
@@ -49,7 +48,6 @@ __all__ = [
     "WatchLike",
     "WatchRow",
     "active_watches",
-    "digest_change_counts",
     "get_state",
     "history_for",
     "list_events",
@@ -323,14 +321,6 @@ def get_state(engine: Engine, image: str) -> TagState | None:
     with engine.connect() as conn:
         row = conn.execute(select(_TAG_STATES).where(_TAG_STATES.c.image == image)).one_or_none()
         return None if row is None else _row_to_state(row)
-
-
-@_translated
-def digest_change_counts(engine: Engine) -> dict[str, int]:
-    """``digest_changes`` per image, to restore the counter metric on start."""
-    with engine.connect() as conn:
-        rows = conn.execute(select(TagStateModel.image, TagStateModel.digest_changes))
-        return {image: count for image, count in rows}
 
 
 # --- the write path ------------------------------------------------------------------
