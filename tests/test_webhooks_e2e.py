@@ -8,7 +8,6 @@ order, how often, and how failures were retried.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -152,9 +151,10 @@ def test_tag_lifecycle_and_registry_outage_in_order_and_once(
     # A clean restart sends nothing again.
     svc.stop()
     svc.start()
-    before = svc.images()[ref]["last_checked"]
-    wait_for(lambda: svc.images()[ref]["last_checked"] != before, message="checks after restart")
-    time.sleep(1.0)
+    # Two check cycles after the restart, the dispatcher (1 s poll) has had its chances.
+    for cycle in ("first", "second"):
+        before = svc.images()[ref]["last_checked"]
+        wait_for(lambda b=before: svc.images()[ref]["last_checked"] != b, message=f"{cycle} check")
     assert types(receiver) == expected
     assert len(receiver.attempts) == len(expected)
     assert receiver.invalid == []
@@ -245,11 +245,16 @@ def test_final_410_retry_after_429_and_a_hung_receiver_that_delays_nothing_else(
         wait_for(lambda: stuck.hanging == 1, message="the stuck receiver holds its delivery")
 
         # While the stuck receiver holds its delivery, checks go on at their interval.
-        samples = []
-        for _ in range(4):
-            samples.append(datetime.fromisoformat(svc.images()[present]["last_checked"]))
-            time.sleep(1.0)
-        assert (samples[-1] - samples[0]).total_seconds() >= 2
+        def checked_at() -> datetime:
+            return datetime.fromisoformat(svc.images()[present]["last_checked"])
+
+        start = checked_at()
+        wait_for(
+            lambda: (checked_at() - start).total_seconds() >= 2,
+            timeout=10,
+            message="checks go on while a receiver hangs",
+        )
+        assert stuck.hanging == 1  # and the stuck delivery is still held
 
         assert len(gone.attempts) == 1  # 410 is final
         (event,) = svc.events()
@@ -262,7 +267,9 @@ def test_final_410_retry_after_429_and_a_hung_receiver_that_delays_nothing_else(
         svc.start()
         wait_for(lambda: len(stuck.delivered()) == 1, timeout=15, message="resent after the kill")
         assert stuck.delivered()[0].id == event["id"]
-        time.sleep(1.0)
+        for cycle in ("first", "second"):  # give the dispatcher its chances to misbehave
+            before = checked_at()
+            wait_for(lambda b=before: checked_at() != b, message=f"{cycle} check after restart")
         assert len(gone.attempts) == 1 and len(limited.delivered()) == 1  # nothing sent twice
         assert gone.invalid == [] and limited.invalid == [] and stuck.invalid == []
         assert_no_secret_in_log(svc)
