@@ -1,7 +1,7 @@
 """Load and validate the YAML configuration (SPEC §4).
 
-Pipeline: read the file → ``yaml`` (safe loader that also refuses duplicate
-keys) → ``${ENV}`` / ``${ENV:-default}`` interpolation on string values only
+Pipeline: read the file → ``monitor.yamlsafe`` (bounded safe loader that also refuses
+duplicate keys) → ``${ENV}`` / ``${ENV:-default}`` interpolation on string values only
 (so a secret holding YAML-special characters stays a plain string) → one
 pydantic validation pass. Every failure becomes one ``ConfigError`` whose
 one-line message names the file, each failing key path (``watch[2].interval``)
@@ -25,7 +25,6 @@ from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal, Self
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -46,6 +45,7 @@ from pydantic_core.core_schema import SerializerFunctionWrapHandler
 from monitor.durations import DURATION_HINT, parse_duration
 from monitor.errors import ConfigError
 from monitor.reference import ImageReference, canonical_registry, parse_reference
+from monitor.yamlsafe import load_document
 
 __all__ = [
     "EVENT_TYPES",
@@ -685,40 +685,8 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     return config
 
 
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key written twice in one mapping."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            if (
-                not isinstance(key_node, yaml.ScalarNode)
-                or key_node.tag == "tag:yaml.org,2002:merge"
-            ):
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {_shown(key)}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def _load_yaml(text: str, source: str) -> object:
-    loader = _Loader(text)
-    try:
-        return loader.get_single_data()
-    except yaml.MarkedYAMLError as exc:
-        # problem/context describe the syntax; str(exc) would quote the line, maybe a secret.
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        what = "; ".join(part for part in (exc.context, exc.problem) if part)
-        raise ConfigError(_one_line(f"{source}: {where}invalid YAML: {what}")) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(_one_line(f"{source}: invalid YAML: {type(exc).__name__}")) from None
-    finally:
-        loader.dispose()
+    return load_document(text, source, error=ConfigError)
 
 
 def _interpolate(value: object, loc: tuple[str | int, ...], problems: list[str]) -> object:

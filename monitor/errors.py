@@ -3,7 +3,8 @@
     RegmonError                      base; str(exc) is a one-line message for users
     ├── UsageError                   bad input from the user: exit code 2
     │   ├── InvalidReference         an image reference that does not parse
-    │   └── ConfigError              a config file that does not load or validate
+    │   └── InputError               a file that cannot be read or parsed (names file and line)
+    │       └── ConfigError          a config file that does not load or validate
     ├── RegistryError                a registry interaction that failed (carries a Reason)
     │   └── AuthError                credentials rejected / token endpoint failed
     ├── StoreError                   the database failed (monitor.store.engine)
@@ -22,6 +23,7 @@ from monitor.domain import Reason
 __all__ = [
     "AuthError",
     "ConfigError",
+    "InputError",
     "InvalidReference",
     "RegistryError",
     "RegmonError",
@@ -46,7 +48,11 @@ class InvalidReference(UsageError, ValueError):
         super().__init__(f"invalid image reference {reference!r}: {why}")
 
 
-class ConfigError(UsageError):
+class InputError(UsageError):
+    """A user's file (config, deployment file) that cannot be read or parsed."""
+
+
+class ConfigError(InputError):
     """A config file that cannot be loaded; the message names file, key path and expectation."""
 
 
