@@ -6,7 +6,9 @@ Session-scoped, started once and shared (never stop them in a test; use
     registry         RegistryServer, no auth
     registry_basic   RegistryServer, htpasswd (ci / s3cret, realm "regmon-test")
     registry_token   RegistryServer, token auth via ``token_issuer``
+    postgres         PostgresServer (a throwaway cluster, or REGMON_TEST_POSTGRES_URL's server)
 Function-scoped:
+    db_url           an empty database, once per backend: "sqlite" and "postgresql"
     pusher, basic_pusher, token_pusher   ImagePusher for each (as ci / s3cret when auth)
     unique_repo(prefix="test") -> "prefix/t0123456789"
     registry_factory(mode="noauth", *, issuer=None, start=True) -> RegistryServer
@@ -27,6 +29,7 @@ if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
 from support.images import ImagePusher  # noqa: E402
+from support.postgres import PostgresServer  # noqa: E402
 from support.registry import Mode, RegistryServer  # noqa: E402
 from support.token_issuer import PASSWORD, USERNAME, TokenIssuer  # noqa: E402
 
@@ -60,6 +63,28 @@ def registry_token(
     workdir = tmp_path_factory.mktemp("registry-token")
     with RegistryServer(workdir, "token", issuer=token_issuer) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    with PostgresServer() as server:
+        yield server
+
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database on each backend; the test runs once per backend."""
+    if request.param == "sqlite":
+        # The parent directory does not exist yet: make_engine creates it.
+        yield f"sqlite:///{tmp_path / 'data' / 'regmon.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    url = server.create_database()
+    yield url
+    server.drop_database(url)
 
 
 @pytest.fixture

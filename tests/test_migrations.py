@@ -1,4 +1,4 @@
-"""migrations/: an empty database upgrades to head and matches the models exactly."""
+"""migrations/: an empty database upgrades to head and matches the models, on each backend."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ TABLES = {"watches", "tag_states", "history", "events", "deliveries", "delivery_
 
 
 @pytest.fixture
-def empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+def empty(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
     # Not the repository: the migrations must be found whatever the working directory.
     monkeypatch.chdir(tmp_path)
-    engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    engine = make_engine(db_url)
     yield engine
     engine.dispose()
 

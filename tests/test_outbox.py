@@ -14,7 +14,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -53,8 +52,8 @@ def new_id() -> str:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = make_engine(f"sqlite:///{tmp_path / 'regmon.db'}")
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
     upgrade(eng)
     yield eng
     eng.dispose()

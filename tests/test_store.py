@@ -99,9 +99,8 @@ def present(
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    # The parent directory does not exist yet: make_engine creates it.
-    eng = make_engine(f"sqlite:///{tmp_path / 'data' / 'regmon.db'}")
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
     upgrade(eng)
     yield eng
     eng.dispose()
@@ -127,16 +126,18 @@ def count_rows(engine: Engine, model: Any) -> int:
 # --- engine ---------------------------------------------------------------------------
 
 
-def test_sqlite_pragmas(engine: Engine) -> None:
+def test_sqlite_pragmas(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'regmon.db'}")
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 5000
         assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+    engine.dispose()
 
 
-def test_check_schema(tmp_path: Path) -> None:
-    eng = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+def test_check_schema(db_url: str) -> None:
+    eng = make_engine(db_url)
     try:
         with pytest.raises(StoreError, match="run the migrations"):
             check_schema(eng)
