@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
@@ -39,12 +41,20 @@ from monitor.registry.transport import (
     failure_reason,
 )
 
-__all__ = ["ManifestAnswer", "RegistryClient", "RegistrySettings", "RequestObserver"]
+__all__ = [
+    "ManifestAnswer",
+    "RegistryClient",
+    "RegistrySettings",
+    "RequestObserver",
+    "TagListing",
+]
 
 # (registry, method, code) with code "error" for a request that got no HTTP answer.
 RequestObserver = Callable[[str, str, str], None]
 DEFAULT_RETRY_AFTER = 1.0
 MAX_RETRY_AFTER = 3600.0
+TAGS_PAGE_SIZE = 1000  # what go-containerregistry asks for; Docker Hub answers 100 a page
+MAX_TAG_PAGES = 1000  # a registry whose listing never ends is answering nonsense
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +80,19 @@ class ManifestAnswer:
     http_status: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TagListing:
+    """A decided listing: present (with every tag, sorted), missing or denied."""
+
+    status: Status
+    tags: tuple[str, ...] = ()
+    pages: int = 0
+    detail: str | None = None
+    http_status: int | None = None
+
+
 _UNKNOWN: Any = object()
+_TAG = re.compile(r"[\w][\w.-]{0,127}\Z", re.ASCII)
 
 
 class _Host:
@@ -180,6 +202,19 @@ class RegistryClient:
             return await self._fetch_manifest(host, ref, platforms)
         except _Decided as decided:
             return decided.answer
+
+    async def list_tags(self, ref: ImageReference) -> TagListing:
+        """Every tag of ``ref``'s repository, following ``Link`` pagination to the end.
+
+        Raises RegistryError when the listing cannot be completed: a partial
+        listing must never read as "these tags were deleted".
+        """
+        host = self._host(ref.api_host)
+        try:
+            return await self._list_tags(host, ref)
+        except _Decided as decided:
+            answer = decided.answer
+            return TagListing(answer.status, detail=answer.detail, http_status=answer.http_status)
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -430,6 +465,40 @@ class RegistryClient:
         self._credentials.forget(host.name)
         raise AuthError(f"{host.name} rejected the credentials (HTTP 401)", http_status=401)
 
+    async def _list_tags(self, host: _Host, ref: ImageReference) -> TagListing:
+        scopes = (f"repository:{ref.path}:pull",)
+        path = f"/v2/{ref.path}/tags/list?n={TAGS_PAGE_SIZE}"
+        tags: set[str] = set()
+        seen_pages: set[str] = set()
+        pages = 0
+        while True:
+            pages += 1
+            if pages > MAX_TAG_PAGES:
+                raise RegistryError(
+                    Reason.PROTOCOL, f"{host.name}: tags/list has more than {MAX_TAG_PAGES} pages"
+                )
+            seen_pages.add(path)
+            response = await self._request(host, "GET", path, scopes, "application/json")
+            try:
+                if response.status_code != 200:
+                    await self._classify_failure(host, response, ref, body_read=False)
+                body = await self._read_body(response)
+                link = response.links.get("next", {}).get("url")
+            finally:
+                await response.aclose()
+            page = _tag_page(host.name, body)
+            before = len(tags)
+            tags.update(page)
+            if link:
+                path = _next_page(host, link)
+                if path in seen_pages:
+                    raise RegistryError(Reason.PROTOCOL, f"{host.name}: tags/list pagination loops")
+            elif len(page) >= TAGS_PAGE_SIZE and len(tags) > before:
+                # A full page and no Link: the spec says ask on from the last tag.
+                path = f"/v2/{ref.path}/tags/list?n={TAGS_PAGE_SIZE}&last={quote(max(page))}"
+            else:
+                return TagListing(Status.PRESENT, tuple(sorted(tags)), pages, http_status=200)
+
     async def _read_body(self, response: httpx.Response) -> bytes:
         length = response.headers.get("content-length")
         if length and length.isascii() and length.isdigit() and int(length) > MAX_MANIFEST_BYTES:
@@ -609,6 +678,30 @@ def _media_type(response: httpx.Response) -> str | None:
     media_type = value.split(";")[0].strip().lower() if value else None
     # A media type is short; anything longer is noise we must not store.
     return media_type if media_type and len(media_type) <= 255 else None
+
+
+def _tag_page(host: str, body: bytes) -> list[str]:
+    """The valid tags of one ``tags/list`` page (``"tags": null`` is an empty repository)."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise RegistryError(Reason.PROTOCOL, f"{host}: tags/list answer is not JSON") from None
+    tags = doc.get("tags") if isinstance(doc, dict) else []
+    if tags is None:
+        return []
+    if not isinstance(tags, list):
+        raise RegistryError(Reason.PROTOCOL, f"{host}: tags/list answer has no tag list")
+    # A name that is not a valid tag cannot be referenced, so it cannot be watched.
+    return [tag for tag in tags if isinstance(tag, str) and _TAG.match(tag)]
+
+
+def _next_page(host: _Host, link: str) -> str:
+    """The path of a ``Link: <…>; rel="next"`` target, which must stay on this registry."""
+    base = urlsplit(host.base_url or "")
+    target = urlsplit(urljoin(f"{host.base_url}/v2/", link))
+    if (target.scheme, target.netloc.lower()) != (base.scheme, base.netloc.lower()):
+        raise RegistryError(Reason.PROTOCOL, f"{host.name}: tags/list Link points at another host")
+    return f"{target.path}?{target.query}" if target.query else target.path
 
 
 def _first_error_code(body: str) -> str:
