@@ -42,6 +42,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 from pydantic_core.core_schema import SerializerFunctionWrapHandler
 
+from monitor.domain import EventType
 from monitor.durations import DURATION_HINT, parse_duration
 from monitor.errors import ConfigError
 from monitor.reference import ImageReference, canonical_registry, parse_reference
@@ -63,13 +64,7 @@ __all__ = [
     "parse_config",
 ]
 
-EVENT_TYPES: Final = (
-    "tag.changed",
-    "tag.missing",
-    "tag.restored",
-    "check.failing",
-    "check.recovered",
-)
+EVENT_TYPES: Final = tuple(str(kind) for kind in EventType.subscribable())
 _REGISTRY_KEY = re.compile(
     r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
     r"|\[[a-f0-9:]+\])(?::[0-9]{1,5})?\Z",

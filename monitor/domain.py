@@ -83,14 +83,20 @@ class CheckResult:
 
 
 class EventType(enum.StrEnum):
-    """Events of SPEC §5 (and §9, later)."""
+    """The one list of event types (SPEC §5): config, API filters and formats derive from it."""
 
     TAG_CHANGED = "tag.changed"
     TAG_MISSING = "tag.missing"
     TAG_RESTORED = "tag.restored"
+    TAG_CREATED = "tag.created"
     CHECK_FAILING = "check.failing"
     CHECK_RECOVERED = "check.recovered"
     TEST = "test"
+
+    @classmethod
+    def subscribable(cls) -> tuple[EventType, ...]:
+        """What a webhook's ``events:`` may name: every type but the ``test`` delivery."""
+        return tuple(kind for kind in cls if kind is not cls.TEST)
 
 
 @dataclass(frozen=True, slots=True)

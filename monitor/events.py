@@ -67,8 +67,11 @@ def evaluate(
     * ``error`` checks are transparent to the miss streak: they neither count
       as a miss nor reset ``consecutive_misses``; missing, error, missing is
       two consecutive misses. An error never emits ``tag.missing``.
-    * ``tag.restored`` is emitted when the tag is present again after
-      ``tag.missing``; a restore with a new digest is that one event
+    * ``tag.created`` is emitted when a tag never seen present (the first
+      decided checks were ``missing``/``denied``) is present for the first
+      time, whether or not ``tag.missing`` fired meanwhile.
+    * ``tag.restored`` is emitted when a tag that had been present is present
+      again after ``tag.missing``; a restore with a new digest is that one event
       (``same_digest=False``), not a ``tag.changed`` as well. A disappearance
       shorter than ``missing_after`` that comes back with the same digest is
       silent; with another digest it is a ``tag.changed``.
@@ -164,7 +167,16 @@ def evaluate(
             prev.platforms
         )
         missing_alerted = prev.missing_alerted
-        if missing_alerted:
+        if not first_decided and prev.digest is None:
+            # Never seen present before (an upcoming release tag): a first
+            # appearance, whether or not tag.missing fired while it was awaited.
+            emit(
+                EventType.TAG_CREATED,
+                previous_status=prev.decided_status,
+                previous_digest=None,
+            )
+            missing_alerted = False
+        elif missing_alerted:
             emit(
                 EventType.TAG_RESTORED,
                 previous_status=prev.decided_status,

@@ -41,6 +41,7 @@ AMD64, ARM64 = "linux/amd64", "linux/arm64"
 CHANGED = EventType.TAG_CHANGED
 MISSING = EventType.TAG_MISSING
 RESTORED = EventType.TAG_RESTORED
+CREATED = EventType.TAG_CREATED
 FAILING = EventType.CHECK_FAILING
 RECOVERED = EventType.CHECK_RECOVERED
 
@@ -203,11 +204,38 @@ CASES = [
         last_event={"same_digest": False, "previous_digest": A, "current_digest": B},
     ),
     Case(
-        "never present, then present: restored without a digest to compare",
+        "never present, then present: missing, then created (not restored)",
         [M, M, P(A)],
-        [[], [MISSING], [RESTORED]],
-        state={"first_seen": at(2), "digest_changes": 0},
-        last_event={"same_digest": None, "previous_digest": None},
+        [[], [MISSING], [CREATED]],
+        state={"first_seen": at(2), "digest_changes": 0, "missing_alerted": False},
+        last_event={
+            "previous_status": Status.MISSING,
+            "previous_digest": None,
+            "current_digest": A,
+            "same_digest": None,
+        },
+    ),
+    Case(
+        "missing once (below missing_after), then present: created",
+        [M, P(A), P(A)],
+        [[], [CREATED], []],
+        state={"first_seen": at(1), "digest": A},
+    ),
+    Case(
+        "errors, then present first: the baseline, not created",
+        [E, P(A)],
+        [[], []],
+    ),
+    Case(
+        "created, then missing and back: restored with the digest it had",
+        [M, P(A), M, M, P(A)],
+        [[], [CREATED], [], [MISSING], [RESTORED]],
+        last_event={"same_digest": True, "previous_digest": A},
+    ),
+    Case(
+        "denied (private, not yet pushed), then present: created",
+        [D, D, P(A)],
+        [[], [MISSING], [CREATED]],
     ),
     Case(
         "present A, present B, present B: changed once",

@@ -21,7 +21,7 @@ from monitor.events import event_to_payload
 from monitor.notify import FORMATTERS, DeliveryError, SigningError, build_request, render_body
 from monitor.notify.dispatcher import backoff_delay
 from monitor.notify.formats import formatter_for, short_digest
-from monitor.notify.formats.discord import COLOURS
+from monitor.notify.formats.base import PRESENTATION
 from monitor.notify.payload import USER_AGENT
 from monitor.notify.sender import parse_retry_after, send
 from monitor.registry.transport import default_transport_factory
@@ -137,7 +137,7 @@ def test_chat_formats_render_every_event_type(fmt: str, kind: EventType) -> None
     if fmt == "slack":
         assert document["text"] and document["blocks"]
     else:
-        assert document["content"] and document["embeds"][0]["color"] == COLOURS[str(kind)]
+        assert document["content"] and document["embeds"][0]["color"] == PRESENTATION[kind].colour
 
 
 def test_slack_and_discord_list_changed_platforms() -> None:
@@ -294,3 +294,8 @@ def test_retry_after_with_non_ascii_digits_is_ignored_not_a_crash() -> None:
 
     assert parse_retry_after("\u00b2") is None
     assert parse_retry_after("2") == 2
+
+
+def test_every_event_type_has_one_presentation() -> None:
+    assert set(PRESENTATION) == set(EventType)
+    assert len({p.title for p in PRESENTATION.values()}) == len(PRESENTATION)

@@ -8,27 +8,44 @@ anything that is not in the event body: no URL, no secret.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from monitor.domain import EventType
+
 __all__ = [
-    "TITLES",
+    "PRESENTATION",
     "Formatter",
+    "Presentation",
     "digest_change",
     "platform_lines",
+    "presentation_of",
     "reference_of",
     "short_digest",
     "status_line",
     "title_of",
 ]
 
-TITLES: Final[Mapping[str, str]] = {
-    "tag.changed": "Tag overwritten",
-    "tag.missing": "Tag missing",
-    "tag.restored": "Tag restored",
-    "check.failing": "Checks failing",
-    "check.recovered": "Checks recovered",
-    "test": "Test event",
+
+@dataclass(frozen=True, slots=True)
+class Presentation:
+    """How the chat formats show one event type."""
+
+    title: str
+    emoji: str  # Slack
+    colour: int  # Discord embed
+
+
+PRESENTATION: Final[Mapping[EventType, Presentation]] = {
+    EventType.TAG_CHANGED: Presentation("Tag overwritten", ":warning:", 0xF2A900),  # amber
+    EventType.TAG_MISSING: Presentation("Tag missing", ":red_circle:", 0xE01E5A),  # red
+    EventType.TAG_RESTORED: Presentation("Tag restored", ":large_green_circle:", 0x2EB67D),
+    EventType.TAG_CREATED: Presentation("Tag created", ":new:", 0x3AA3E3),  # blue
+    EventType.CHECK_FAILING: Presentation("Checks failing", ":x:", 0x992D22),  # cannot tell
+    EventType.CHECK_RECOVERED: Presentation("Checks recovered", ":white_check_mark:", 0x2EB67D),
+    EventType.TEST: Presentation("Test event", ":wave:", 0x5865F2),  # blurple
 }
+_UNKNOWN = Presentation("Event", ":bell:", 0x99AAB5)
 
 _SHORT_HEX: Final = 12
 
@@ -46,9 +63,17 @@ class Formatter(Protocol):
         ...
 
 
-def title_of(payload: Mapping[str, Any]) -> str:
+def presentation_of(payload: Mapping[str, Any]) -> Presentation:
+    """The event type's presentation; a type this version does not know keeps its name."""
     kind = str(payload.get("type", ""))
-    return TITLES.get(kind, kind or "Event")
+    try:
+        return PRESENTATION[EventType(kind)]
+    except ValueError:
+        return Presentation(kind or _UNKNOWN.title, _UNKNOWN.emoji, _UNKNOWN.colour)
+
+
+def title_of(payload: Mapping[str, Any]) -> str:
+    return presentation_of(payload).title
 
 
 def short_digest(digest: object) -> str:

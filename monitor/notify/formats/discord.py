@@ -3,36 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 from monitor.notify.formats.base import (
     digest_change,
     platform_lines,
+    presentation_of,
     reference_of,
     status_line,
-    title_of,
 )
 
-__all__ = ["COLOURS", "DiscordFormatter"]
+__all__ = ["DiscordFormatter"]
 
-COLOURS: Final[Mapping[str, int]] = {
-    "tag.changed": 0xF2A900,  # amber: someone overwrote a tag
-    "tag.missing": 0xE01E5A,  # red
-    "tag.restored": 0x2EB67D,  # green
-    "check.failing": 0x992D22,  # dark red: we cannot tell
-    "check.recovered": 0x2EB67D,
-    "test": 0x5865F2,  # blurple
-}
-_DEFAULT_COLOUR: Final = 0x99AAB5
 
 
 class DiscordFormatter:
     name = "discord"
 
     def render(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        kind = str(payload.get("type", ""))
+        shown = presentation_of(payload)
         reference = reference_of(payload)
-        title = title_of(payload)
+        title = shown.title
         digests = digest_change(payload)
         status = status_line(payload)
         reason = payload.get("reason")
@@ -49,7 +40,7 @@ class DiscordFormatter:
         embed: dict[str, Any] = {
             "title": title,
             "description": f"`{reference}`",
-            "color": COLOURS.get(kind, _DEFAULT_COLOUR),
+            "color": shown.colour,
             "fields": fields,
             "footer": {"text": f"regmon · {payload.get('id', '')}"},
         }

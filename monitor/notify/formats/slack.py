@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 from monitor.notify.formats.base import (
     digest_change,
     platform_lines,
+    presentation_of,
     reference_of,
     status_line,
-    title_of,
 )
 
 __all__ = ["SlackFormatter"]
 
-_EMOJI: Final[Mapping[str, str]] = {
-    "tag.changed": ":warning:",
-    "tag.missing": ":red_circle:",
-    "tag.restored": ":large_green_circle:",
-    "check.failing": ":x:",
-    "check.recovered": ":white_check_mark:",
-    "test": ":wave:",
-}
 
 
 def _code(text: str) -> str:
@@ -34,10 +26,10 @@ class SlackFormatter:
     name = "slack"
 
     def render(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        kind = str(payload.get("type", ""))
+        shown = presentation_of(payload)
         reference = reference_of(payload)
-        title = title_of(payload)
-        emoji = _EMOJI.get(kind, ":bell:")
+        title = shown.title
+        emoji = shown.emoji
         digests = digest_change(payload)
         status = status_line(payload)
         reason = payload.get("reason")
