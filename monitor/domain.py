@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from monitor.errors import Reason
+
 if TYPE_CHECKING:
     from monitor.reference import ImageReference
 
@@ -35,18 +37,6 @@ class Status(enum.StrEnum):
     def decided(self) -> bool:
         """True for every status but ``error``: the registry gave an answer."""
         return self is not Status.ERROR
-
-
-class Reason(enum.StrEnum):
-    """Why a check ended in ``error`` (SPEC §2)."""
-
-    UNREACHABLE = "unreachable"
-    TIMEOUT = "timeout"
-    TLS = "tls"
-    RATE_LIMITED = "rate_limited"
-    SERVER_ERROR = "server_error"
-    PROTOCOL = "protocol"
-    AUTH_FAILED = "auth_failed"
 
 
 @dataclass(frozen=True, slots=True)

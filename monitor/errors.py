@@ -1,4 +1,4 @@
-"""The one exception tree of regmon.
+"""The one exception tree of regmon, and the Reason an error carries. Imports nothing of regmon.
 
     RegmonError                      base; str(exc) is a one-line message for users
     ├── UsageError                   bad input from the user: exit code 2
@@ -18,17 +18,30 @@ a user error.
 
 from __future__ import annotations
 
-from monitor.domain import Reason
+import enum
 
 __all__ = [
     "AuthError",
     "ConfigError",
     "InputError",
     "InvalidReference",
+    "Reason",
     "RegistryError",
     "RegmonError",
     "UsageError",
 ]
+
+
+class Reason(enum.StrEnum):
+    """Why a check ended in ``error`` (SPEC §2); carried by every RegistryError."""
+
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    TLS = "tls"
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "server_error"
+    PROTOCOL = "protocol"
+    AUTH_FAILED = "auth_failed"
 
 
 class RegmonError(Exception):
