@@ -4,7 +4,8 @@
 #   docker run -v $PWD/regmon.yaml:/etc/regmon/regmon.yaml:ro -p 127.0.0.1:9725:9725 regmon
 #
 # The config must listen on 0.0.0.0:9725 inside the container (the default
-# 127.0.0.1 is unreachable from outside it); the built-in default config does.
+# 127.0.0.1 is unreachable from outside it) and keep its database in the volume,
+# `database: sqlite:////var/lib/regmon/regmon.db`; the built-in default config does both.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -70,8 +71,9 @@ RUN printf '%s\n' \
 # Named volumes are seeded from this directory, ownership included, so the
 # non-root user can write the SQLite database into a fresh volume.
 VOLUME /var/lib/regmon
-# Writable and persistent: a config that keeps the relative default
-# `sqlite:///regmon.db` still puts its database in the volume.
+# A relative path in a config means beside the config file (/etc/regmon, read-only
+# when mounted), so a mounted config names its database absolutely, with four
+# slashes: sqlite:////var/lib/regmon/regmon.db. The working folder is the volume.
 WORKDIR /var/lib/regmon
 USER regmon:regmon
 EXPOSE 9725
