@@ -83,7 +83,7 @@ def build_editable(wheel_directory, config_settings=None, metadata_directory=Non
 """
 
 
-def stage(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+def stage(tmp_path: Path, uid: int = 0) -> tuple[Path, Path, dict[str, str]]:
     checkout = tmp_path / "checkout"
     (checkout / "scripts").mkdir(parents=True)
     for script in ("bootstrap", "run"):
@@ -115,7 +115,7 @@ def stage(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
     )
     # apt_install runs only as root; this test need not be.
     fake_id = bin_dir / "id"
-    fake_id.write_text("#!/bin/sh\necho 0\n", encoding="utf-8")
+    fake_id.write_text(f"#!/bin/sh\necho {uid}\n", encoding="utf-8")
     for script in (python, apt_get, fake_id):
         script.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON", "REGMON"))}
@@ -168,3 +168,16 @@ def test_fresh_machine_says_what_it_does_and_nothing_that_looks_like_a_failure(
     again = scripts_run(checkout, env)
     assert (again.returncode, again.stderr) == (0, ""), "a second run is silent"
     assert again.stdout == "regmon run --config config/regmon.yaml\n"
+
+
+def test_fresh_machine_without_root_says_what_to_install(tmp_path: Path) -> None:
+    checkout, fake, env = stage(tmp_path, uid=1000)
+    venv_package = "python{}.{}-venv".format(*sys.version_info[:2])
+    result = scripts_run(checkout, env)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"regmon: missing {venv_package}: install them (sudo apt-get install -y {venv_package}) "
+        "or run this as root\n"
+    )
+    assert not (fake / "apt.log").exists()
+    assert not (checkout / ".venv").exists()
