@@ -129,7 +129,7 @@ def _sqlite_on_begin(conn: Connection) -> None:
 
 
 def alembic_config(url: str | None = None) -> Config:
-    """An Alembic config pointing at the repository's migrations, whatever the cwd."""
+    """An Alembic config pointing at the migrations of the imported package, whatever the cwd."""
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     if url is not None:
