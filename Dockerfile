@@ -4,29 +4,34 @@
 #   docker run -v $PWD/regmon.yaml:/etc/regmon/regmon.yaml:ro -p 127.0.0.1:9725:9725 regmon
 #
 # The config must listen on 0.0.0.0:9725 inside the container (the default
-# 127.0.0.1 is unreachable from outside it); the built-in default config does.
+# 127.0.0.1 is unreachable from outside it) and keep its database in the volume,
+# `database: sqlite:////var/lib/regmon/regmon.db`; the built-in default config does both.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# --- builder: a self-contained venv at /opt/venv --------------------------------
+# --- builder: build the wheel, install it into a self-contained venv at /opt/venv --
 FROM ${PYTHON_IMAGE} AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
+WORKDIR /src
+COPY . /src
+# A regular wheel, exactly what `pip install regmon` or pipx would install: it
+# carries the Alembic migrations inside the package (setup.py maps them there),
+# so nothing in the final image points back at a source tree.
+RUN pip wheel --no-deps --wheel-dir /dist /src
+
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-RUN pip install --upgrade pip setuptools wheel
-
-WORKDIR /app
-COPY . /app
-# Editable on purpose: the package stays at /app/monitor, so the service finds
-# the Alembic tree at /app/migrations (../migrations from the package), which a
-# regular install into site-packages would leave behind. /app is copied to the
-# same path in the final stage, so the paths recorded in the venv stay valid.
-RUN pip install -e /app \
-    && regmon --help >/dev/null
+# The smoke test runs away from /src, so it proves the installed package alone works.
+RUN pip install /dist/regmon-*.whl \
+    && cd /tmp \
+    && printf 'database: sqlite:////tmp/smoke.db\nwatch: []\n' > smoke.yaml \
+    && regmon db upgrade --config smoke.yaml \
+    && regmon status --config smoke.yaml \
+    && rm -f smoke.yaml smoke.db*
 
 # --- final ----------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
@@ -52,8 +57,8 @@ RUN groupadd --system --gid 10001 regmon \
     && chown regmon:regmon /var/lib/regmon \
     && chmod 0750 /var/lib/regmon
 
+# Only the venv: the same path in both stages keeps its scripts' shebangs valid.
 COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder /app /app
 
 # A default config that starts and watches nothing; mount your own over it.
 RUN printf '%s\n' \
@@ -66,8 +71,9 @@ RUN printf '%s\n' \
 # Named volumes are seeded from this directory, ownership included, so the
 # non-root user can write the SQLite database into a fresh volume.
 VOLUME /var/lib/regmon
-# Writable and persistent: a config that keeps the relative default
-# `sqlite:///regmon.db` still puts its database in the volume.
+# A relative path in a config means beside the config file (/etc/regmon, read-only
+# when mounted), so a mounted config names its database absolutely, with four
+# slashes: sqlite:////var/lib/regmon/regmon.db. The working folder is the volume.
 WORKDIR /var/lib/regmon
 USER regmon:regmon
 EXPOSE 9725

@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
 from monitor.store import check_schema, make_engine, upgrade
-from monitor.store.engine import MIGRATIONS_DIR, alembic_config, downgrade
+from monitor.store.engine import alembic_config, downgrade, migrations_dir
 from monitor.store.models import Base
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +32,8 @@ def empty(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
 def test_single_head() -> None:
     script = ScriptDirectory.from_config(alembic_config())
     assert script.get_heads() == ["0001"]
-    assert MIGRATIONS_DIR == REPO / "migrations"
+    # A checkout (this suite runs on one) migrates with its own top-level tree.
+    assert migrations_dir() == REPO / "migrations"
 
 
 def test_upgrade_empty_database_to_head(empty: Engine) -> None:
@@ -74,4 +75,4 @@ def test_alembic_ini_points_at_the_same_migrations() -> None:
     parser = configparser.ConfigParser()
     parser.read(REPO / "alembic.ini")
     location = parser.get("alembic", "script_location", vars={"here": str(REPO)})
-    assert Path(location).resolve() == MIGRATIONS_DIR
+    assert Path(location).resolve() == migrations_dir()

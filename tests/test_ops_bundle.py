@@ -537,6 +537,10 @@ def test_dockerfile() -> None:
     labels = " ".join(by_keyword["LABEL"])
     for key in ("title", "source", "licenses", "description"):
         assert f"org.opencontainers.image.{key}=" in labels, key
+    # The final stage gets the venv with the installed wheel, never a source tree.
+    assert [rest for keyword, rest in final if keyword in {"COPY", "ADD"}] == [
+        "--from=builder /opt/venv /opt/venv"
+    ]
     text = DOCKERFILE.read_text(encoding="utf-8")
     assert "sqlite:////var/lib/regmon/regmon.db" in text
     assert "/etc/regmon/regmon.yaml" in text
@@ -545,5 +549,18 @@ def test_dockerfile() -> None:
 def test_dockerignore_keeps_what_the_build_needs() -> None:
     lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     assert "*" in lines, "allow-list: nothing enters the build context by accident"
-    for needed in ("!pyproject.toml", "!monitor/", "!migrations/"):
+    for needed in ("!pyproject.toml", "!setup.py", "!monitor/", "!migrations/"):
         assert needed in lines
+
+
+def test_dockerfile_builds_a_wheel_and_installs_it() -> None:
+    instructions = dockerfile_instructions()
+    first_final = max(i for i, (k, _) in enumerate(instructions) if k == "FROM")
+    runs = [rest for keyword, rest in instructions[:first_final] if keyword == "RUN"]
+    wheel = [r for r in runs if "pip wheel" in r]
+    assert len(wheel) == 1 and "--wheel-dir /dist" in wheel[0]
+    install = [r for r in runs if "pip install" in r]
+    assert len(install) == 1 and "pip install /dist/regmon-*.whl" in install[0]
+    assert not any(re.search(r"pip install\b.*(\s-e\b|--editable)", r) for r in runs)
+    # The builder proves the installed package migrates and reads a database on its own.
+    assert "regmon db upgrade" in install[0] and "regmon status" in install[0]

@@ -10,6 +10,7 @@ with ``SQLITE_BUSY`` when one upgrades a read lock.
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -27,18 +28,16 @@ import monitor
 from monitor.errors import ConfigError, RegmonError
 
 __all__ = [
-    "MIGRATIONS_DIR",
     "SQLITE_BEGIN",
     "StoreError",
     "alembic_config",
     "check_schema",
     "downgrade",
     "make_engine",
+    "migrations_dir",
     "redact_url",
     "upgrade",
 ]
-
-MIGRATIONS_DIR = Path(monitor.__file__).resolve().parent.parent / "migrations"
 
 # Connection execution option read by the ``begin`` hook: "IMMEDIATE" for writers.
 SQLITE_BEGIN = "regmon_sqlite_begin"
@@ -48,6 +47,27 @@ _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 
 class StoreError(RegmonError):
     """The database could not be reached, or its schema is not the one this code expects."""
+
+
+@functools.cache
+def migrations_dir() -> Path:
+    """The Alembic tree of the imported ``monitor`` package.
+
+    An installed package carries it as ``monitor/migrations`` (setup.py maps the
+    top-level folder there); a source checkout, editable install included, has it
+    beside the package. Always relative to the ``monitor`` actually imported, so a
+    checkout on PYTHONPATH never migrates with another install's scripts.
+    """
+    shipped = importlib.resources.files(monitor) / "migrations"
+    if isinstance(shipped, Path) and shipped.is_dir():
+        return shipped.resolve()
+    checkout = Path(monitor.__file__).resolve().parent.parent / "migrations"
+    if (checkout / "env.py").is_file():
+        return checkout
+    # A packaging fault, not the user's: say what is missing instead of Alembic's traceback.
+    raise StoreError(
+        f"the database migrations are missing from this installation ({shipped}); reinstall regmon"
+    )
 
 
 def redact_url(url: str | URL) -> str:
@@ -109,9 +129,9 @@ def _sqlite_on_begin(conn: Connection) -> None:
 
 
 def alembic_config(url: str | None = None) -> Config:
-    """An Alembic config pointing at the repository's migrations, whatever the cwd."""
+    """An Alembic config pointing at the migrations of the imported package, whatever the cwd."""
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(migrations_dir()))
     if url is not None:
         # ConfigParser interpolation would eat a '%' in a password.
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
