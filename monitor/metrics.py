@@ -101,7 +101,7 @@ class Metrics:
         # No ``_created`` series (SPEC §7): they double the series count and
         # nothing reads them. The library's only switch is process-wide; it is
         # flipped here, where regmon builds its metrics, and nowhere else.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in the library
         self.registry = registry
         self.checks = Counter(
             "regmon_checks_total",

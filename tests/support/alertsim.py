@@ -61,7 +61,7 @@ def _labels(**labels: str) -> str:
 
 
 def _encode(values: list[float | None]) -> str:
-    """promtool's expanding notation: runs of one value as ``vxN`` (N+1 samples), gaps ``_``."""
+    """promtool's expanding notation: a run of one value as ``vxN`` (N+1 samples), gaps ``_``."""
     out: list[str] = []
     i = 0
     while i < len(values):
@@ -69,12 +69,11 @@ def _encode(values: list[float | None]) -> str:
         while j + 1 < len(values) and values[j + 1] == values[i]:
             j += 1
         value = values[i]
-        token = "_" if value is None else (f"{value:.1f}".rstrip("0").rstrip("."))
-        run = j - i
         if value is None:
-            out.append(" ".join(["_"] * (run + 1)))
+            out.extend(["_"] * (j - i + 1))
         else:
-            out.append(token if run == 0 else f"{token}x{run}")
+            token = f"{value:.1f}".removesuffix(".0")
+            out.append(token if j == i else f"{token}x{j - i}")
         i = j + 1
     return " ".join(out)
 
@@ -165,7 +164,7 @@ class Simulation:
                 counts: list[float | None] = []
                 for s in scrapes:
                     n = sum(1 for c in checks if c[1] == status and seen(c, s))
-                    counts.append(float(n) if n or counts and counts[-1] is not None else None)
+                    counts.append(float(n) if n or (counts and counts[-1] is not None) else None)
                 if any(v is not None for v in counts):
                     extra = {"reason": "unreachable"} if status == "error" else {}
                     out.append(
@@ -182,7 +181,12 @@ class Simulation:
             out.append(
                 {"series": "regmon_registry_up" + _labels(registry=registry), "values": _encode(up)}
             )
-        out.append({"series": 'up{job="regmon",instance="regmon:9725"}', "values": _encode([1.0] * len(scrapes))})
+        out.append(
+            {
+                "series": 'up{job="regmon",instance="regmon:9725"}',
+                "values": _encode([1.0] * len(scrapes)),
+            }
+        )
         return out
 
 
@@ -200,15 +204,15 @@ def _firing(alertname: str, selector: str = "") -> str:
 
 def _episodes(alertname: str, selector: str, duration: float) -> dict[str, Any]:
     """``changes()`` of the alert's firing state over the run: 2 = fired once, then resolved."""
-    return {
-        "expr": f"changes((max({_firing(alertname, selector)}) or vector(0))[{_minutes(duration)}:15s])",
-    }
+    firing = f"max({_firing(alertname, selector)}) or vector(0)"
+    return {"expr": f"changes(({firing})[{_minutes(duration)}:15s])"}
 
 
 def _never_fires_but(alertnames: list[str], duration: float) -> dict[str, Any]:
     others = "|".join(alertnames) if alertnames else "__none__"
+    selector = f'ALERTS{{alertstate="firing",alertname!~"{others}"}}'
     return {
-        "expr": f'count_over_time(ALERTS{{alertstate="firing",alertname!~"{others}"}}[{_minutes(duration)}])',
+        "expr": f"count_over_time({selector}[{_minutes(duration)}])",
         "eval_time": _minutes(duration),
         "exp_samples": [],
     }
@@ -217,8 +221,8 @@ def _never_fires_but(alertnames: list[str], duration: float) -> dict[str, Any]:
 def _inhibited(duration: float) -> dict[str, Any]:
     """No per-image alert fires at an evaluation where its registry's alert does not."""
     expr = (
-        f'count_over_time((({_firing("RegmonChecksStale")} or {_firing("RegmonImageMissing")})'
-        f' unless on (registry) {_firing("RegmonChecksFailing")})[{_minutes(duration)}:15s])'
+        f"count_over_time((({_firing('RegmonChecksStale')} or {_firing('RegmonImageMissing')})"
+        f" unless on (registry) {_firing('RegmonChecksFailing')})[{_minutes(duration)}:15s])"
     )
     return {"expr": expr, "eval_time": _minutes(duration), "exp_samples": []}
 
@@ -276,7 +280,11 @@ def outage(name: str, interval: int) -> dict[str, Any]:
                 "alertname": "RegmonChecksFailing",
                 "exp_alerts": [_failing_alert(REGISTRY)],
             },
-            {"eval_time": _minutes(resolved_by), "alertname": "RegmonChecksFailing", "exp_alerts": []},
+            {
+                "eval_time": _minutes(resolved_by),
+                "alertname": "RegmonChecksFailing",
+                "exp_alerts": [],
+            },
         ],
         "promql_expr_test": [
             {
@@ -328,9 +336,17 @@ def missing_image(name: str, interval: int) -> dict[str, Any]:
         "interval": f"{sim.step}s",
         "input_series": sim.series(),
         "alert_rule_test": [
-            {"eval_time": f"{fires - EVALUATION_INTERVAL}s", "alertname": "RegmonImageMissing", "exp_alerts": []},
+            {
+                "eval_time": f"{fires - EVALUATION_INTERVAL}s",
+                "alertname": "RegmonImageMissing",
+                "exp_alerts": [],
+            },
             {"eval_time": f"{fires}s", "alertname": "RegmonImageMissing", "exp_alerts": [alert]},
-            {"eval_time": _minutes(duration), "alertname": "RegmonImageMissing", "exp_alerts": [alert]},
+            {
+                "eval_time": _minutes(duration),
+                "alertname": "RegmonImageMissing",
+                "exp_alerts": [alert],
+            },
         ],
         "promql_expr_test": [
             {
@@ -352,7 +368,7 @@ def failing_image(name: str, interval: int) -> dict[str, Any]:
     bad = f"{REGISTRY}/demo/app:3.0"
     sim.run(lambda ref, t: "error" if ref == bad and t >= broken else "present")
     return {
-        "name": f"{name}: one image whose checks fail on a healthy registry is one RegmonChecksStale",
+        "name": f"{name}: one failing image on a healthy registry is one RegmonChecksStale",
         "interval": f"{sim.step}s",
         "input_series": sim.series(),
         "promql_expr_test": [
