@@ -161,6 +161,5 @@ def test_a_registry_outage_is_one_notification_then_its_resolution(
             interval=0.2,
         )
         assert len(receiver.notifications()) == 2, [summary(n) for n in receiver.notifications()]
-        assert am.alerts() == [] or all(a["status"]["state"] != "active" for a in am.alerts())
     # ~2.5 intervals without an answer, then for: 10 s, on the scaled clock.
     assert fired_after < 30, fired_after
