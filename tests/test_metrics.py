@@ -397,6 +397,18 @@ def test_exposition_labels_and_names(
     assert "pass" not in text  # the webhook URL's credentials never reach a label
 
 
+def test_no_created_series(registry: CollectorRegistry, metrics: Metrics, view: FakeView) -> None:
+    """SPEC §7: prometheus_client's ``_created`` series are turned off, for every type."""
+    view.state_map[ALPINE] = present(ALPINE, digest_changes=1)
+    metrics.observe_check(CheckResult(parse_reference(ALPINE), Status.PRESENT, T0), "docker.io")
+    metrics.observe_request("docker.io", "HEAD", "200")
+    metrics.observe_delivery("ops", "delivered")
+    text = generate_latest(registry).decode()
+    assert "regmon_checks_total{" in text
+    assert "regmon_check_duration_seconds_bucket{" in text
+    assert "_created" not in text
+
+
 def test_registering_twice_on_one_registry_is_refused(
     registry: CollectorRegistry, metrics: Metrics, view: FakeView
 ) -> None:

@@ -10,10 +10,14 @@ always terminated on exit, and its log is kept in ``tmp_path/prometheus.log``.
 
 ``shorten_for(rules, out, "2s")`` writes a copy of a rule file whose every
 ``for:`` is the given duration (the shipped 5m-10m would outlast any test).
+``scale_durations(rules, out, 1 / 30)`` multiplies every duration of a rule file
+(each ``for:`` and each range ``[70m]`` in an expression) and nothing else, so
+a test runs the shipped logic on a faster clock. ``extra_args`` adds flags.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +35,8 @@ __all__ = [
     "PROMTOOL_BINARY",
     "PrometheusServer",
     "require_prometheus_binaries",
+    "scale_duration",
+    "scale_durations",
     "shorten_for",
 ]
 
@@ -73,6 +79,49 @@ def shorten_for(rules_path: Path, out: Path, duration: str) -> Path:
     return out
 
 
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_RANGE = re.compile(r"\[(\d+(?:ms|s|m|h|d))(?=[]:])")
+
+
+def scale_duration(duration: str, factor: float) -> str:
+    """``"5m"`` times ``1/30`` is ``"10s"``; whole milliseconds, in a Prometheus duration."""
+    match = _DURATION.fullmatch(duration)
+    assert match is not None, f"not a simple Prometheus duration: {duration!r}"
+    millis = round(int(match.group(1)) * _UNIT_SECONDS[match.group(2)] * 1000 * factor)
+    assert millis > 0, f"{duration} times {factor} is no time at all"
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
+def scale_durations(rules_path: Path, out: Path, factor: float) -> Path:
+    """Copy a rule file with every ``for:`` and range duration multiplied by ``factor``."""
+    data = yaml.safe_load(rules_path.read_text(encoding="utf-8"))
+    changed = 0
+    for group in data["groups"]:
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = scale_duration(rule["for"], factor)
+                changed += 1
+            rule["expr"] = _RANGE.sub(
+                lambda m: "[" + scale_duration(m.group(1), factor), rule["expr"]
+            )
+    assert changed, f"{rules_path} has no rule with a for:"
+    out.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    _check_rules(out)
+    return out
+
+
+def _check_rules(path: Path) -> None:
+    check = subprocess.run(
+        [str(PROMTOOL_BINARY), "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, f"promtool check rules {path}:\n{check.stdout}{check.stderr}"
+
+
 class PrometheusServer:
     """One ``prometheus`` subprocess with its own config, TSDB and port."""
 
@@ -83,7 +132,9 @@ class PrometheusServer:
         rules_path: Path | None = None,
         *,
         port: int | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
+        self.extra_args = extra_args
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "prometheus.yml"
@@ -126,6 +177,7 @@ class PrometheusServer:
                 f"--web.listen-address={self.host}",
                 f"--web.external-url={self.url}/",
                 "--log.level=info",
+                *self.extra_args,
             ],
             cwd=self.workdir,
             stdin=subprocess.DEVNULL,
