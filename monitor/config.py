@@ -16,14 +16,17 @@ mounted, and a rotated secret is picked up without a reload.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal, Self
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -35,6 +38,7 @@ from pydantic import (
     PlainValidator,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     WrapSerializer,
     field_validator,
     model_validator,
@@ -43,7 +47,7 @@ from pydantic_core import ErrorDetails
 from pydantic_core.core_schema import SerializerFunctionWrapHandler
 
 from monitor.domain import EventType
-from monitor.durations import DURATION_HINT, parse_duration
+from monitor.durations import DURATION_HINT, format_duration, parse_duration
 from monitor.errors import ConfigError
 from monitor.reference import ImageReference, canonical_registry, parse_reference
 from monitor.yamlsafe import load_document
@@ -88,6 +92,14 @@ _DATABASE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+._-]*://", re.ASCII)
 _INTERPOLATION = re.compile(r"\$(\$)?\{([^}]*)\}")
 _VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?\Z", re.DOTALL)
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+_SQLITE_URL = re.compile(r"(sqlite(?:\+[A-Za-z0-9_]+)?:///)([^?]*)(\?.*)?\Z", re.DOTALL)
+_TOKEN = re.compile(r"[\x21-\x7e]+", re.ASCII)
+
+SHORTEST_INTERVAL: Final = 1.0
+LONGEST_INTERVAL: Final = 365 * 86400.0
+LONGEST_TIMEOUT: Final = 300.0
+LONGEST: Final = 36500 * 86400.0
+SECRET_LIMIT: Final = 64 * 1024
 
 
 # --------------------------------------------------------------------------- value validators
@@ -108,7 +120,24 @@ def _positive_duration(value: object) -> float:
     seconds = _duration(value)
     if seconds <= 0:
         raise ValueError(f"expected a positive duration like 30s, 5m, 1h (got {_shown(value)})")
+    if seconds > LONGEST:
+        # Beyond this, now ± the duration leaves what datetime can hold (year 1..9999).
+        raise ValueError(f"expected a duration of at most 100y (36500d) (got {_shown(value)})")
     return seconds
+
+
+def _bounded(low: float, high: float) -> AfterValidator:
+    """Refuse durations outside [low, high] seconds, naming both bounds as written."""
+
+    def check(value: float) -> float:
+        if not low <= value <= high:
+            raise ValueError(
+                f"expected a duration between {format_duration(low)} and {format_duration(high)}"
+                f" (got {format_duration(value)})"
+            )
+        return value
+
+    return AfterValidator(check)
 
 
 def _at_least_a_minute(value: float) -> float:
@@ -184,19 +213,33 @@ def _standard_day_of_week(field: str) -> str:
 
 
 def _cron(value: str) -> str:
-    from apscheduler.triggers.cron import CronTrigger  # heavy: only when a cron is configured
-
     fields = value.split()
     hint = f"expected a cron expression with 5 fields like '*/15 * * * *' (got {_shown(value)})"
     if len(fields) != 5:
         raise ValueError(hint)
     fields[4] = _standard_day_of_week(fields[4])
     normalized = " ".join(fields)
-    try:
-        CronTrigger.from_crontab(normalized, timezone="UTC")
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{hint}: {exc}") from None
+    problem = _cron_problem(normalized)
+    if problem:
+        raise ValueError(f"{hint}: {problem}")
     return normalized
+
+
+@functools.lru_cache(maxsize=256)
+def _cron_problem(expression: str) -> str | None:
+    """Why APScheduler cannot use ``expression``, or None; cached because a
+    never-firing expression costs a search up to year 9999 (~0.2 s)."""
+    from apscheduler.triggers.cron import CronTrigger  # heavy: only when a cron is configured
+
+    try:
+        trigger = CronTrigger.from_crontab(expression, timezone="UTC")
+        # Fields are ANDed (day of month and day of week alike): `0 0 30 2 *` parses
+        # but has no fire time, and the watch would never be checked.
+        if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
+            return "it never fires"
+    except Exception as exc:  # noqa: BLE001 — any refusal becomes one line naming the key
+        return _one_line(str(exc)) or type(exc).__name__
+    return None
 
 
 def _platform(value: str) -> str:
@@ -232,8 +275,109 @@ def _empty_is_none(value: object) -> object:
     return None if value == "" else value
 
 
-def _path(value: str | None) -> str | None:
-    return None if value is None else os.path.expanduser(value)
+def _folder(info: ValidationInfo) -> str | None:
+    """The config file's folder when loading a file; relative paths resolve against it."""
+    context = info.context
+    folder = context.get("folder") if isinstance(context, Mapping) else None
+    return folder if isinstance(folder, str) else None
+
+
+def _path(value: str | None, info: ValidationInfo) -> str | None:
+    # As Prometheus does: a relative path means beside the config file, not the cwd.
+    if value is None:
+        return None
+    path = os.path.expanduser(value)
+    folder = _folder(info)
+    if folder is not None and not os.path.isabs(path):
+        path = os.path.join(folder, path)
+    return path
+
+
+def _sqlite_url(url: str, folder: str | None) -> str:
+    """``sqlite:///regmon.db`` → ``sqlite:////srv/regmon/regmon.db`` for a config in
+    /srv/regmon; absolute (four slashes), in-memory and ``file:`` URIs stay as written."""
+    match = _SQLITE_URL.match(url)
+    if match is None:
+        return url
+    prefix, database, query = match.group(1), match.group(2), match.group(3) or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return url
+    path = unquote(database)
+    expanded = os.path.expanduser(path)
+    if expanded == path and (folder is None or os.path.isabs(path)):
+        return url
+    if not os.path.isabs(expanded) and folder is not None:
+        expanded = os.path.join(folder, expanded)
+    # SQLAlchemy percent-decodes the database part and ends it at '?'.
+    return prefix + expanded.replace("%", "%25").replace("?", "%3F") + query
+
+
+def _file_problem(path: str, limit: int | None) -> str | None:
+    """Why the file at ``path`` cannot be read as text, or None. Reads at most
+    ``limit`` bytes (None: only checks that it opens) and refuses anything but a
+    regular file, so /dev/zero or a FIFO never hangs or fills memory."""
+    try:
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return "not a regular file"
+            if limit is None:
+                return None
+            data = handle.read(limit + 1)
+    except FileNotFoundError:
+        return "no such file"
+    except PermissionError:
+        return "permission denied"
+    except IsADirectoryError:
+        return "is a directory"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    if len(data) > limit:
+        return f"larger than {limit // 1024} KiB"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    return "is empty" if not text.strip() else None
+
+
+def _secret_file(value: str | None, info: ValidationInfo) -> str | None:
+    # Read at load only to find it missing early; the secret is read again when
+    # needed, so a rotated file is picked up without a reload.
+    if value is not None and _folder(info) is not None:
+        problem = _file_problem(value, SECRET_LIMIT)
+        if problem:
+            raise ValueError(f"cannot read {value}: {problem}")
+    return value
+
+
+def _ca_file(value: str | None, info: ValidationInfo) -> str | None:
+    if value is None or _folder(info) is None:
+        return value
+    problem = _file_problem(value, None)
+    if problem is None:
+        import ssl
+
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=value)
+        except ssl.SSLError as exc:
+            problem = f"not a PEM certificate bundle ({exc.reason or exc.strerror})"
+        except OSError as exc:
+            problem = exc.strerror or type(exc).__name__
+    if problem:
+        raise ValueError(f"cannot read {value}: {problem}")
+    return value
+
+
+def _header_token(value: str | None) -> str | None:
+    # Compared with the bytes of an Authorization header: only visible ASCII can
+    # arrive there intact (no spaces: they end the token; no other characters:
+    # clients send UTF-8, servers decode Latin-1). Never echo the token.
+    if value is not None and not _TOKEN.fullmatch(value):
+        raise ValueError(
+            "expected visible ASCII characters without spaces "
+            "(an Authorization header cannot carry anything else)"
+        )
+    return value
 
 
 def normalize_registry_key(host: str) -> str:
@@ -243,6 +387,11 @@ def normalize_registry_key(host: str) -> str:
 
 Duration = Annotated[float, BeforeValidator(_duration)]
 PositiveDuration = Annotated[float, BeforeValidator(_positive_duration)]
+# What a scheduler job can be given: below 1s, checks pile up behind their own
+# timeout; above a year, APScheduler's trigger arithmetic overflows.
+Interval = Annotated[PositiveDuration, _bounded(SHORTEST_INTERVAL, LONGEST_INTERVAL)]
+# A request (to a registry or a webhook) that is still running after this is hung.
+Timeout = Annotated[PositiveDuration, _bounded(0.001, LONGEST_TIMEOUT)]
 Jitter = Annotated[float, BeforeValidator(_jitter)]
 Cron = Annotated[str, AfterValidator(_cron)]
 Platform = Annotated[str, AfterValidator(_platform)]
@@ -250,6 +399,8 @@ EventName = Annotated[str, AfterValidator(_event_type)]
 WebhookName = Annotated[str, AfterValidator(_webhook_name)]
 OptionalText = Annotated[str | None, BeforeValidator(_empty_is_none)]
 OptionalPath = Annotated[str | None, BeforeValidator(_empty_is_none), AfterValidator(_path)]
+SecretFile = Annotated[OptionalPath, AfterValidator(_secret_file)]
+CaFile = Annotated[OptionalPath, AfterValidator(_ca_file)]
 Image = Annotated[ImageReference, PlainValidator(_image), PlainSerializer(str, return_type=str)]
 
 
@@ -329,7 +480,7 @@ class LogConfig(_Model):
 class Defaults(_Model):
     """Schedule and thresholds of every watch that does not set its own."""
 
-    interval: PositiveDuration = 300.0
+    interval: Interval = 300.0
     cron: Cron | None = None
     jitter: Jitter = 0.10
     missing_after: int = Field(default=2, ge=1)
@@ -347,11 +498,11 @@ class RegistryConfig(_Model):
 
     username: OptionalText = None
     password: OptionalText = Field(default=None, repr=False)
-    password_file: OptionalPath = None
+    password_file: SecretFile = None
     insecure: bool = False
-    ca_file: OptionalPath = None
+    ca_file: CaFile = None
     max_concurrency: int = Field(default=8, ge=1)
-    timeout: PositiveDuration = 10.0
+    timeout: Timeout = 10.0
     manifest_method: Literal["head", "get"] = "head"
 
     @model_validator(mode="after")
@@ -378,10 +529,10 @@ class WebhookConfig(_Model):
     name: WebhookName
     url: str = Field(repr=False)
     secret: OptionalText = Field(default=None, repr=False)
-    secret_file: OptionalPath = None
+    secret_file: SecretFile = None
     events: tuple[EventName, ...] = EVENT_TYPES
     format: Literal["json", "slack", "discord"] = "json"
-    timeout: PositiveDuration = 10.0
+    timeout: Timeout = 10.0
     max_retry_age: Annotated[PositiveDuration, AfterValidator(_at_least_a_minute)] = 86400.0
     headers: Annotated[Mapping[str, str], WrapSerializer(_thaw)] = Field(
         default_factory=lambda: MappingProxyType({}), repr=False
@@ -452,7 +603,7 @@ class WatchConfig(_Model):
     """One ``watch:`` entry as written; ``None`` means "use ``defaults``"."""
 
     image: Image
-    interval: PositiveDuration | None = None
+    interval: Interval | None = None
     cron: Cron | None = None
     jitter: Jitter | None = None
     platforms: tuple[Platform, ...] = ()
@@ -527,7 +678,9 @@ class Config(_Model):
 
     database: str = Field(default="sqlite:///regmon.db", repr=False)
     listen: Listen = Listen()
-    api_token: OptionalText = Field(default=None, repr=False)
+    api_token: Annotated[OptionalText, AfterValidator(_header_token)] = Field(
+        default=None, repr=False
+    )
     log: LogConfig = LogConfig()
     retention: PositiveDuration = 90 * 86400.0
     defaults: Defaults = Defaults()
@@ -542,10 +695,10 @@ class Config(_Model):
 
     @field_validator("database")
     @classmethod
-    def _database_url(cls, value: str) -> str:
+    def _database_url(cls, value: str, info: ValidationInfo) -> str:
         if not _DATABASE_URL.match(value):  # the URL may hold a password: do not echo it
             raise ValueError("expected an SQLAlchemy URL like sqlite:///regmon.db")
-        return value
+        return _sqlite_url(value, _folder(info))
 
     @field_validator("registries")
     @classmethod
@@ -657,11 +810,17 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{source}: not UTF-8 text") from None
-    return parse_config(text, source=source)
+    return parse_config(text, source=source, folder=os.path.dirname(os.path.abspath(source)))
 
 
-def parse_config(text: str, source: str = "<string>") -> Config:
-    """Validate the YAML document ``text``; ``source`` names it in error messages."""
+def parse_config(text: str, source: str = "<string>", *, folder: str | None = None) -> Config:
+    """Validate the YAML document ``text``; ``source`` names it in error messages.
+
+    ``folder`` is where the document lives on this machine: relative paths in it
+    (the SQLite database, ``*_file``, ``docker_config``) resolve against it, and
+    the secret and CA files it names must be readable now. Without it, paths stay
+    as written and files are only read when needed.
+    """
     data = _load_yaml(text, source)
     if data is None:
         data = {}
@@ -672,7 +831,7 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     if problems:
         raise ConfigError(_one_line(f"{source}: " + "; ".join(problems)))
     try:
-        config = Config.model_validate(data)
+        config = Config.model_validate(data, context={"folder": folder})
     except ValidationError as exc:
         details = "; ".join(_describe(error) for error in exc.errors(include_url=False))
         raise ConfigError(_one_line(f"{source}: {details}")) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import certifi
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,7 +23,7 @@ from monitor.errors import ConfigError, UsageError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# SPEC §4, verbatim but for the secret file paths (placeholders filled per test).
+# SPEC §4, verbatim but for the secret and CA file paths (placeholders filled per test).
 SPEC_EXAMPLE = """\
 database: sqlite:///regmon.db            # any SQLAlchemy URL; PostgreSQL for HA
 listen: 127.0.0.1:9725                   # HTTP: /metrics, /healthz, /readyz, /api/v1, /
@@ -40,7 +41,7 @@ registries:
     username: ci
     password_file: {registry_secret}     # or password: ${REG_PASSWORD}
     insecure: false                      # plain HTTP / no TLS verify
-    ca_file: /etc/ssl/my-ca.pem
+    ca_file: {ca_file}
     max_concurrency: 8
     timeout: 10s
 webhooks:
@@ -90,7 +91,7 @@ def _error(text: str, source: str = "config/regmon.yaml") -> str:
 def test_shipped_config_loads() -> None:
     config = load_config(REPO_ROOT / "config" / "regmon.yaml")
     assert config.source == str(REPO_ROOT / "config" / "regmon.yaml")
-    assert config.database == "sqlite:///regmon.db"
+    assert config.database == f"sqlite:///{REPO_ROOT / 'config' / 'regmon.db'}"
     assert str(config.listen) == "127.0.0.1:9725"
     assert config.api_token is None
     assert config.defaults.interval == 300
@@ -110,16 +111,19 @@ def test_spec_example_loads_and_resolves(tmp_path: Path) -> None:
     registry_secret.write_text("s3cret-pass \n\t")
     hook_secret = tmp_path / "hook"
     hook_secret.write_text("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n")
+    ca_file = tmp_path / "my-ca.pem"
+    ca_file.write_bytes(Path(certifi.where()).read_bytes())
     path = tmp_path / "regmon.yaml"
     path.write_text(
-        SPEC_EXAMPLE.replace("{registry_secret}", str(registry_secret)).replace(
-            "{hook_secret}", str(hook_secret)
-        )
+        SPEC_EXAMPLE.replace("{registry_secret}", str(registry_secret))
+        .replace("{hook_secret}", str(hook_secret))
+        .replace("{ca_file}", str(ca_file))
     )
 
     config = load_config(path)
 
     assert config.source == str(path)
+    assert config.database == f"sqlite:///{tmp_path / 'regmon.db'}"
     assert config.listen.host == "127.0.0.1" and config.listen.port == 9725
     assert config.api_token is None
     assert (config.log.level, config.log.format) == ("info", "text")
@@ -129,7 +133,7 @@ def test_spec_example_loads_and_resolves(tmp_path: Path) -> None:
     registry = config.registry_for("registry.example.com:5000")
     assert registry.username == "ci"
     assert registry.resolved_password() == "s3cret-pass"
-    assert registry.ca_file == "/etc/ssl/my-ca.pem"
+    assert registry.ca_file == str(ca_file)
     assert (registry.max_concurrency, registry.timeout, registry.insecure) == (8, 10.0, False)
     assert config.registry_for("REGISTRY.example.com:5000") is registry
     assert config.registry_for("ghcr.io") == RegistryConfig()
