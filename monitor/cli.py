@@ -20,6 +20,16 @@ __all__ = ["main"]
 
 EXIT_OK, EXIT_MISSING, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
 
+# SPEC §3: without --config, this names the config of every command that takes one.
+CONFIG_ENV = "REGMON_CONFIG"
+CONFIG_OPTION: dict[str, Any] = {
+    "envvar": CONFIG_ENV,
+    "show_envvar": True,
+    "default": "config/regmon.yaml",
+    "show_default": True,
+    "help": "Config file.",
+}
+
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     click.echo(f"regmon: {message}", err=True)
@@ -175,7 +185,14 @@ def main() -> None:
 @main.command()
 @click.argument("references", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per reference.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Credentials.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar=CONFIG_ENV,
+    show_envvar=True,
+    help="Config with registry credentials.",
+)
 @click.option("--platform", "platforms", multiple=True, help="os/arch[/variant] to resolve.")
 @click.option("--timeout", default="10s", show_default=True, help="Budget per reference.")
 @_guard
@@ -206,7 +223,14 @@ def check(
 @click.argument("reference")
 @click.option("--timeout", default="10m", show_default=True, help="Give up after this long.")
 @click.option("--interval", default="10s", show_default=True, help="Time between checks.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Credentials.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar=CONFIG_ENV,
+    show_envvar=True,
+    help="Config with registry credentials.",
+)
 @click.option("--platform", "platforms", multiple=True, help="os/arch[/variant] to resolve.")
 @click.option("--json", "as_json", is_flag=True, help="Print the last result as JSON.")
 @_guard
@@ -270,21 +294,23 @@ def config() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @_guard
 def config_validate(file: str) -> None:
-    """Load FILE, report the first problems with their key paths, exit 2 if invalid."""
+    """Load FILE, report the first problems with their key paths, exit 2 if invalid.
+
+    Secret and CA files must be readable; docker config.json problems are warnings."""
+    import logging
+
     from monitor.config import load_config
+    from monitor.registry.credentials import docker_config_path, docker_config_problems
 
     cfg = load_config(file)
+    # Not errors: check and run go on without these credentials, as docker does.
+    for problem in docker_config_problems(docker_config_path(cfg.docker_config)):
+        logging.getLogger("monitor.registry.credentials").warning("%s", problem)
     click.echo(f"{file}: ok ({len(cfg.watch)} watches, {len(cfg.webhooks)} webhooks)")
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    default="config/regmon.yaml",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), **CONFIG_OPTION)
 @_guard
 def run(config_path: str) -> None:
     """The service: scheduler, store, metrics and HTTP server."""
@@ -331,7 +357,7 @@ def _ts(value: Any) -> str | None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--config", "config_path", default="config/regmon.yaml", show_default=True)
+@click.option("--config", "config_path", **CONFIG_OPTION)
 @_guard
 def status(as_json: bool, config_path: str) -> None:
     """Current state of every watched tag, from the database."""
@@ -366,7 +392,7 @@ def status(as_json: bool, config_path: str) -> None:
 @main.command()
 @click.argument("reference")
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--config", "config_path", default="config/regmon.yaml", show_default=True)
+@click.option("--config", "config_path", **CONFIG_OPTION)
 @_guard
 def history(reference: str, as_json: bool, config_path: str) -> None:
     """Digest timeline and events of one tag."""
@@ -415,7 +441,7 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@click.option("--config", "config_path", default="config/regmon.yaml", show_default=True)
+@click.option("--config", "config_path", **CONFIG_OPTION)
 @_guard
 def db_upgrade(config_path: str) -> None:
     """Apply Alembic migrations up to the newest (``run`` does this too)."""
@@ -431,7 +457,7 @@ def webhook() -> None:
 
 @webhook.command("test")
 @click.argument("name")
-@click.option("--config", "config_path", default="config/regmon.yaml", show_default=True)
+@click.option("--config", "config_path", **CONFIG_OPTION)
 @_guard
 def webhook_test(name: str, config_path: str) -> None:
     """Send a signed test event to webhook NAME and print the receiver's answer.

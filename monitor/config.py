@@ -9,9 +9,14 @@ and what was expected. Secret values (passwords, webhook secrets, URLs that may
 carry credentials, header values, the API token, the database URL) never
 appear in messages or in ``repr``.
 
-Secret files (``password_file``, ``secret_file``) are read when the secret is
-needed, not at load: ``regmon config validate`` works where the secrets are not
-mounted, and a rotated secret is picked up without a reload.
+Loading a file (``config validate``, start, reload) resolves relative paths
+(the SQLite database, ``*_file``, ``ca_file``, ``docker_config``) against the
+file's folder, as Prometheus does, and refuses a ``password_file``,
+``secret_file`` or ``ca_file`` that cannot be read, naming its key: a missing
+mount is found at once, not as a day of failed deliveries. Secrets are read
+again whenever they are needed, so a rotated secret is picked up without a
+reload. Durations are bounded at load to what the scheduler and ``datetime``
+can hold; a cron expression must fire.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal, Self
 from urllib.parse import unquote, urlsplit
@@ -39,7 +43,9 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     WrapSerializer,
+    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -50,7 +56,7 @@ from monitor.domain import EventType
 from monitor.durations import DURATION_HINT, format_duration, parse_duration
 from monitor.errors import ConfigError
 from monitor.reference import ImageReference, canonical_registry, parse_reference
-from monitor.yamlsafe import load_document
+from monitor.yamlsafe import load_document, read_text
 
 __all__ = [
     "EVENT_TYPES",
@@ -100,6 +106,8 @@ LONGEST_INTERVAL: Final = 365 * 86400.0
 LONGEST_TIMEOUT: Final = 300.0
 LONGEST: Final = 36500 * 86400.0
 SECRET_LIMIT: Final = 64 * 1024
+# 50,000 watches written one a line are about 3 MiB.
+CONFIG_LIMIT: Final = 8 * 1024 * 1024
 
 
 # --------------------------------------------------------------------------- value validators
@@ -120,24 +128,25 @@ def _positive_duration(value: object) -> float:
     seconds = _duration(value)
     if seconds <= 0:
         raise ValueError(f"expected a positive duration like 30s, 5m, 1h (got {_shown(value)})")
-    if seconds > LONGEST:
-        # Beyond this, now ± the duration leaves what datetime can hold (year 1..9999).
-        raise ValueError(f"expected a duration of at most 100y (36500d) (got {_shown(value)})")
     return seconds
 
 
-def _bounded(low: float, high: float) -> AfterValidator:
-    """Refuse durations outside [low, high] seconds, naming both bounds as written."""
+def _bounded(low: float | None, high: float) -> WrapValidator:
+    """Refuse a duration outside [low, high] seconds, naming the bound and the value as written."""
 
-    def check(value: float) -> float:
-        if not low <= value <= high:
+    def check(value: object, handler: ValidatorFunctionWrapHandler) -> float:
+        seconds: float = handler(value)
+        if low is not None and seconds < low:
             raise ValueError(
-                f"expected a duration between {format_duration(low)} and {format_duration(high)}"
-                f" (got {format_duration(value)})"
+                f"expected a duration of at least {format_duration(low)} (got {_shown(value)})"
             )
-        return value
+        if seconds > high:
+            raise ValueError(
+                f"expected a duration of at most {format_duration(high)} (got {_shown(value)})"
+            )
+        return seconds
 
-    return AfterValidator(check)
+    return WrapValidator(check)
 
 
 def _at_least_a_minute(value: float) -> float:
@@ -212,6 +221,9 @@ def _standard_day_of_week(field: str) -> str:
     return ",".join(_CRON_DAYS[day] for day in sorted(set(days)))
 
 
+_NEVER: Final = "never fires"
+
+
 def _cron(value: str) -> str:
     fields = value.split()
     hint = f"expected a cron expression with 5 fields like '*/15 * * * *' (got {_shown(value)})"
@@ -220,6 +232,8 @@ def _cron(value: str) -> str:
     fields[4] = _standard_day_of_week(fields[4])
     normalized = " ".join(fields)
     problem = _cron_problem(normalized)
+    if problem == _NEVER:
+        raise ValueError(f"expected a cron expression that fires (no date matches {_shown(value)})")
     if problem:
         raise ValueError(f"{hint}: {problem}")
     return normalized
@@ -236,8 +250,8 @@ def _cron_problem(expression: str) -> str | None:
         # Fields are ANDed (day of month and day of week alike): `0 0 30 2 *` parses
         # but has no fire time, and the watch would never be checked.
         if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
-            return "it never fires"
-    except Exception as exc:  # noqa: BLE001 — any refusal becomes one line naming the key
+            return _NEVER
+    except (ValueError, TypeError, ArithmeticError, LookupError) as exc:
         return _one_line(str(exc)) or type(exc).__name__
     return None
 
@@ -312,49 +326,59 @@ def _sqlite_url(url: str, folder: str | None) -> str:
     return prefix + expanded.replace("%", "%25").replace("?", "%3F") + query
 
 
-def _file_problem(path: str, limit: int | None) -> str | None:
-    """Why the file at ``path`` cannot be read as text, or None. Reads at most
-    ``limit`` bytes (None: only checks that it opens) and refuses anything but a
-    regular file, so /dev/zero or a FIFO never hangs or fills memory."""
+class _Unreadable(Exception):
+    """Why a file named in the config cannot be read (its text is never included)."""
+
+
+def _read_limited(path: str, limit: int | None) -> str:
+    """The UTF-8 text of the regular file at ``path``, at most ``limit`` bytes
+    (None: only check that it opens, return ""). Anything but a regular file is
+    refused, so /dev/zero or a FIFO never hangs or fills memory."""
     try:
         with open(path, "rb") as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                return "not a regular file"
+                raise _Unreadable("not a regular file")
             if limit is None:
-                return None
+                return ""
             data = handle.read(limit + 1)
     except FileNotFoundError:
-        return "no such file"
+        raise _Unreadable("no such file") from None
     except PermissionError:
-        return "permission denied"
+        raise _Unreadable("permission denied") from None
     except IsADirectoryError:
-        return "is a directory"
+        raise _Unreadable("is a directory") from None
     except OSError as exc:
-        return exc.strerror or type(exc).__name__
+        raise _Unreadable(exc.strerror or type(exc).__name__) from None
     if len(data) > limit:
-        return f"larger than {limit // 1024} KiB"
+        raise _Unreadable(f"larger than {limit // 1024} KiB")
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        return "not UTF-8 text"
-    return "is empty" if not text.strip() else None
+        raise _Unreadable("not UTF-8 text") from None
 
 
 def _secret_file(value: str | None, info: ValidationInfo) -> str | None:
     # Read at load only to find it missing early; the secret is read again when
     # needed, so a rotated file is picked up without a reload.
     if value is not None and _folder(info) is not None:
-        problem = _file_problem(value, SECRET_LIMIT)
-        if problem:
-            raise ValueError(f"cannot read {value}: {problem}")
+        try:
+            text = _read_limited(value, SECRET_LIMIT)
+        except _Unreadable as exc:
+            raise ValueError(f"cannot read {value}: {exc}") from None
+        if not text.strip():
+            raise ValueError(f"{value} is empty")
     return value
 
 
 def _ca_file(value: str | None, info: ValidationInfo) -> str | None:
     if value is None or _folder(info) is None:
         return value
-    problem = _file_problem(value, None)
-    if problem is None:
+    problem = None
+    try:
+        _read_limited(value, None)
+    except _Unreadable as exc:
+        problem = str(exc)
+    else:
         import ssl
 
         try:
@@ -388,10 +412,12 @@ def normalize_registry_key(host: str) -> str:
 Duration = Annotated[float, BeforeValidator(_duration)]
 PositiveDuration = Annotated[float, BeforeValidator(_positive_duration)]
 # What a scheduler job can be given: below 1s, checks pile up behind their own
-# timeout; above a year, APScheduler's trigger arithmetic overflows.
+# timeout; far beyond a year, APScheduler's trigger arithmetic overflows.
 Interval = Annotated[PositiveDuration, _bounded(SHORTEST_INTERVAL, LONGEST_INTERVAL)]
-# A request (to a registry or a webhook) that is still running after this is hung.
-Timeout = Annotated[PositiveDuration, _bounded(0.001, LONGEST_TIMEOUT)]
+# A request (to a registry or a webhook) still running after this is hung.
+Timeout = Annotated[PositiveDuration, _bounded(None, LONGEST_TIMEOUT)]
+# Subtracted from (retention) or added to (max_retry_age) now: datetime ends at year 9999.
+LongDuration = Annotated[PositiveDuration, _bounded(None, LONGEST)]
 Jitter = Annotated[float, BeforeValidator(_jitter)]
 Cron = Annotated[str, AfterValidator(_cron)]
 Platform = Annotated[str, AfterValidator(_platform)]
@@ -411,18 +437,9 @@ def _thaw(value: Mapping[str, Any], handler: SerializerFunctionWrapHandler) -> A
 
 def _read_secret(path: str, key: str) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8").rstrip()
-    except FileNotFoundError:
-        why = "no such file"
-    except PermissionError:
-        why = "permission denied"
-    except IsADirectoryError:
-        why = "is a directory"
-    except UnicodeDecodeError:
-        why = "not UTF-8 text"
-    except OSError as exc:
-        why = exc.strerror or type(exc).__name__
-    raise ConfigError(f"{key} {path}: cannot read secret: {why}")
+        return _read_limited(path, SECRET_LIMIT).rstrip()
+    except _Unreadable as exc:
+        raise ConfigError(f"{key} {path}: cannot read secret: {exc}") from None
 
 
 # --------------------------------------------------------------------------- models
@@ -533,7 +550,7 @@ class WebhookConfig(_Model):
     events: tuple[EventName, ...] = EVENT_TYPES
     format: Literal["json", "slack", "discord"] = "json"
     timeout: Timeout = 10.0
-    max_retry_age: Annotated[PositiveDuration, AfterValidator(_at_least_a_minute)] = 86400.0
+    max_retry_age: Annotated[LongDuration, AfterValidator(_at_least_a_minute)] = 86400.0
     headers: Annotated[Mapping[str, str], WrapSerializer(_thaw)] = Field(
         default_factory=lambda: MappingProxyType({}), repr=False
     )
@@ -682,7 +699,7 @@ class Config(_Model):
         default=None, repr=False
     )
     log: LogConfig = LogConfig()
-    retention: PositiveDuration = 90 * 86400.0
+    retention: LongDuration = 90 * 86400.0
     defaults: Defaults = Defaults()
     docker_config: OptionalPath = None
     registries: Annotated[
@@ -734,7 +751,7 @@ class Config(_Model):
                         f"(defined: {defined})"
                     )
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError(_joined(problems))
         return self
 
     @property
@@ -796,20 +813,7 @@ def default_config() -> Config:
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read, interpolate and validate the config file at ``path``."""
     source = os.fspath(path)
-    try:
-        raw = Path(source).read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: no such file") from None
-    except PermissionError:
-        raise ConfigError(f"{source}: permission denied") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{source}: is a directory, expected a YAML file") from None
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read: {exc.strerror or type(exc).__name__}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{source}: not UTF-8 text") from None
+    text = read_text(source, max_bytes=CONFIG_LIMIT, error=ConfigError)
     return parse_config(text, source=source, folder=os.path.dirname(os.path.abspath(source)))
 
 
@@ -829,18 +833,23 @@ def parse_config(text: str, source: str = "<string>", *, folder: str | None = No
     problems: list[str] = []
     data = _interpolate(data, (), problems)
     if problems:
-        raise ConfigError(_one_line(f"{source}: " + "; ".join(problems)))
+        raise ConfigError(_one_line(f"{source}: " + _joined(problems)))
     try:
         config = Config.model_validate(data, context={"folder": folder})
     except ValidationError as exc:
-        details = "; ".join(_describe(error) for error in exc.errors(include_url=False))
+        details = _joined([_describe(error) for error in exc.errors(include_url=False)])
         raise ConfigError(_one_line(f"{source}: {details}")) from None
     config._source = source
     return config
 
 
 def _load_yaml(text: str, source: str) -> object:
-    return load_document(text, source, error=ConfigError)
+    try:
+        return load_document(text, source, error=ConfigError)
+    except ValueError as exc:
+        # PyYAML's int(): a number of more than 4300 digits (Python's own limit).
+        what = str(exc).split(";")[0]
+        raise ConfigError(_one_line(f"{source}: invalid YAML: {what}")) from None
 
 
 def _interpolate(value: object, loc: tuple[str | int, ...], problems: list[str]) -> object:
@@ -946,6 +955,12 @@ def _format_loc(loc: tuple[str | int, ...]) -> str:
         else:
             parts.append(f"[{item!r}]")
     return "".join(parts)
+
+
+def _joined(problems: list[str], shown: int = 20) -> str:
+    # A generated config can hold thousands of the same mistake: name the first ones.
+    text = "; ".join(problems[:shown])
+    return text + f"; and {len(problems) - shown} more" if len(problems) > shown else text
 
 
 def _one_line(message: str) -> str:

@@ -40,14 +40,14 @@ def parse_duration(value: str | int | float) -> float:
     if isinstance(value, bool):  # YAML `yes`/`no` is not a duration
         raise ValueError(_invalid(value))
     if isinstance(value, int | float):
-        if not math.isfinite(value) or value < 0:
+        if value != value or value < 0:  # NaN, negative
             raise ValueError(_invalid(value))
-        return float(value)
+        return _finite(float(value) if isinstance(value, float) else _int_seconds(value), value)
     if not isinstance(value, str):
         raise ValueError(_invalid(value))
     text = value.strip()
     if _NUMBER.fullmatch(text):
-        return float(text)
+        return _finite(float(text), value)
     total = 0.0
     position = 0
     last_rank = -1
@@ -60,7 +60,21 @@ def parse_duration(value: str | int | float) -> float:
         last_rank = rank
     if position == 0 or position != len(text):
         raise ValueError(_invalid(value))
-    return total
+    return _finite(total, value)
+
+
+def _int_seconds(value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # more than ~1e308: an int YAML read from 309+ digits
+        return math.inf
+
+
+def _finite(seconds: float, value: object) -> float:
+    # "1" and 400 zeros reads as inf: no caller can use it, and bounds compare badly.
+    if not math.isfinite(seconds):
+        raise ValueError(_invalid(value))
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -89,5 +103,6 @@ def format_duration(seconds: float) -> str:
 
 
 def _invalid(value: object) -> str:
-    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    text = repr(value) if not isinstance(value, int) or value < 10**60 else "a huge number"
+    shown = text if len(text) <= 60 else text[:57] + "..."
     return f"expected {DURATION_HINT} (got {shown})"

@@ -3,6 +3,11 @@
 Order: the config's ``registries:`` entry, then docker's config.json
 (``credHelpers`` over ``credsStore`` over ``auths``, as the docker CLI does),
 then anonymous. Docker Hub's key in config.json is ``https://index.docker.io/v1/``.
+
+A missing config.json is normal (anonymous). One that cannot be read or is not
+JSON, and a credential helper that is not on PATH, are each one warning per
+store (the CLI makes one store per run), then the check goes on without those
+credentials, as the docker CLI does.
 """
 
 from __future__ import annotations
@@ -10,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,11 +27,22 @@ from typing import Any
 
 from monitor.reference import HUB_HOSTS
 
-__all__ = ["DOCKER_HUB_AUTH_KEY", "Credential", "CredentialStore", "docker_config_path"]
+__all__ = [
+    "DOCKER_HUB_AUTH_KEY",
+    "Credential",
+    "CredentialStore",
+    "docker_config_path",
+    "docker_config_problems",
+    "read_docker_config",
+]
 
 DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
 HELPER_TIMEOUT = 10.0
 CREDENTIAL_TTL = 600.0
+DOCKER_CONFIG_LIMIT = 4 * 1024 * 1024  # a config.json is a few KiB; this is not one
+_UNUSED = "registries are checked without its credentials"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +69,81 @@ def docker_config_path(configured: str | None = None) -> Path:
         return Path(configured).expanduser()
     base = os.environ.get("DOCKER_CONFIG")
     return Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
+
+
+def read_docker_config(path: Path) -> tuple[dict[str, Any], str | None]:
+    """docker's config (``DOCKER_AUTH_CONFIG`` if set, as docker does, else the file at
+    ``path``) and what is wrong with it, if anything. A missing file is nothing wrong."""
+    text = os.environ.get("DOCKER_AUTH_CONFIG")
+    source = "DOCKER_AUTH_CONFIG"
+    if text is None:
+        source = str(path)
+        try:
+            text = _read_bounded(path)
+        except FileNotFoundError:
+            return {}, None
+        except OSError as exc:
+            return {}, f"docker config {source}: cannot read ({_why(exc)}); {_UNUSED}"
+    if not text.strip():
+        return {}, None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # Position only: the text holds credentials.
+        where = f"line {exc.lineno}, column {exc.colno}"
+        return {}, f"docker config {source}: not valid JSON ({where}); {_UNUSED}"
+    if not isinstance(doc, dict):
+        return {}, f"docker config {source}: not a JSON object; {_UNUSED}"
+    return doc, None
+
+
+def docker_config_problems(path: Path) -> list[str]:
+    """Everything :class:`CredentialStore` would warn about for ``path``, found now
+    (``regmon config validate``): the file itself, then every helper not on PATH."""
+    doc, problem = read_docker_config(path)
+    problems = [problem] if problem else []
+    helpers = doc.get("credHelpers")
+    named = [("credsStore", doc.get("credsStore"))]
+    if isinstance(helpers, dict):
+        named += [(f"credHelpers[{key!r}]", name) for key, name in helpers.items()]
+    for key, name in named:
+        if isinstance(name, str) and name and shutil.which(f"docker-credential-{name}") is None:
+            message = _missing_helper(name, key, _source(path))
+            if message not in problems:
+                problems.append(message)
+    return problems
+
+
+def _read_bounded(path: Path) -> str:
+    with open(path, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(0, "not a regular file")
+        data = handle.read(DOCKER_CONFIG_LIMIT + 1)
+    if len(data) > DOCKER_CONFIG_LIMIT:
+        raise OSError(0, f"larger than {DOCKER_CONFIG_LIMIT // (1024 * 1024)} MiB")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise OSError(0, "not UTF-8 text") from None
+
+
+def _why(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory"
+    return exc.strerror or type(exc).__name__
+
+
+def _source(path: Path) -> str:
+    return "DOCKER_AUTH_CONFIG" if "DOCKER_AUTH_CONFIG" in os.environ else str(path)
+
+
+def _missing_helper(name: str, key: str, source: str) -> str:
+    return (
+        f"credential helper docker-credential-{name} ({key} in {source}) is not on PATH; "
+        "registries it serves are checked without credentials"
+    )
 
 
 def _hostname(key: str) -> str:
@@ -98,6 +191,7 @@ class CredentialStore:
         # (ECR: 12 h) and password files get rotated, so nothing is kept for ever.
         self._cache: dict[str, tuple[Credential | None, float]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._warned: set[str] = set()
 
     async def get(self, host_key: str) -> Credential | None:
         host_key = host_key.lower()
@@ -125,12 +219,22 @@ class CredentialStore:
             return None
         key = DOCKER_HUB_AUTH_KEY if host_key in HUB_HOSTS else host_key
         helpers = doc.get("credHelpers")
+        where = "credsStore"
         helper = helpers.get(key) if isinstance(helpers, dict) else None
         if helper is None and isinstance(helpers, dict):
-            helper = next((v for k, v in helpers.items() if _hostname(k) == _hostname(key)), None)
-        helper = helper or doc.get("credsStore")
+            found = [(k, v) for k, v in helpers.items() if _hostname(k) == _hostname(key)]
+            if found:
+                where, helper = f"credHelpers[{found[0][0]!r}]", found[0][1]
+        elif helper is not None:
+            where = f"credHelpers[{key!r}]"
+        if not helper:
+            where, helper = "credsStore", doc.get("credsStore")
         if isinstance(helper, str) and helper:
-            return await _run_helper(helper, key)
+            program = shutil.which(f"docker-credential-{helper}")
+            if program is None:
+                self._warn(_missing_helper(helper, where, _source(self._docker_config_path)))
+                return None
+            return await _run_helper(program, helper, key)
         auths = doc.get("auths")
         if isinstance(auths, dict):
             entry = auths.get(key)
@@ -142,26 +246,19 @@ class CredentialStore:
 
     def _load_docker_config(self) -> dict[str, Any]:
         if self._docker_config is None:
-            env = os.environ.get("DOCKER_AUTH_CONFIG")
-            text: str | None = env
-            if text is None:
-                try:
-                    text = self._docker_config_path.read_text()
-                except OSError:
-                    text = None
-            try:
-                doc = json.loads(text) if text else {}
-            except ValueError:
-                doc = {}
-            self._docker_config = doc if isinstance(doc, dict) else {}
+            self._docker_config, problem = read_docker_config(self._docker_config_path)
+            if problem:
+                self._warn(problem)
         return self._docker_config
 
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("%s", message)
 
-async def _run_helper(name: str, server_url: str) -> Credential | None:
+
+async def _run_helper(program: str, name: str, server_url: str) -> Credential | None:
     """``docker-credential-<name> get``; "not found" (non-zero exit) means anonymous."""
-    program = shutil.which(f"docker-credential-{name}")
-    if program is None:
-        return None
     try:
         proc = await asyncio.create_subprocess_exec(
             program,
