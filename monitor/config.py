@@ -303,7 +303,7 @@ def _path(value: str | None, info: ValidationInfo) -> str | None:
     path = os.path.expanduser(value)
     folder = _folder(info)
     if folder is not None and not os.path.isabs(path):
-        path = os.path.join(folder, path)
+        path = os.path.normpath(os.path.join(folder, path))  # Go's filepath.Join cleans too
     return path
 
 
@@ -321,7 +321,7 @@ def _sqlite_url(url: str, folder: str | None) -> str:
     if expanded == path and (folder is None or os.path.isabs(path)):
         return url
     if not os.path.isabs(expanded) and folder is not None:
-        expanded = os.path.join(folder, expanded)
+        expanded = os.path.normpath(os.path.join(folder, expanded))
     # SQLAlchemy percent-decodes the database part and ends it at '?'.
     return prefix + expanded.replace("%", "%25").replace("?", "%3F") + query
 
@@ -335,7 +335,8 @@ def _read_limited(path: str, limit: int | None) -> str:
     (None: only check that it opens, return ""). Anything but a regular file is
     refused, so /dev/zero or a FIFO never hangs or fills memory."""
     try:
-        with open(path, "rb") as handle:
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer.
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
                 raise _Unreadable("not a regular file")
             if limit is None:

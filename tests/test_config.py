@@ -512,6 +512,132 @@ def test_errors_name_file_key_path_and_expectation(text: str, expected: list[str
         assert part in message
 
 
+# Exact messages: what the scheduler, the pruner and datetime can hold (issue 9 item 4).
+BOUND_CASES = [
+    (
+        "interval beyond a year (APScheduler's OverflowError)",
+        "defaults: {interval: 99999999999w}\n",
+        "defaults.interval: expected a duration of at most 365d (got '99999999999w')",
+    ),
+    (
+        "interval below a second",
+        "watch:\n  - image: a\n    interval: 1ms\n",
+        "watch[0].interval: expected a duration of at least 1s (got '1ms')",
+    ),
+    (
+        "interval as a bare number below a second",
+        "defaults: {interval: 0.5}\n",
+        "defaults.interval: expected a duration of at least 1s (got 0.5)",
+    ),
+    (
+        "retention past year 1 (the pruner's OverflowError)",
+        "retention: 5000000d\n",
+        "retention: expected a duration of at most 36500d (got '5000000d')",
+    ),
+    (
+        "max_retry_age past year 9999",
+        "webhooks:\n  - {name: a, url: 'https://h.example/', max_retry_age: 999999999d}\n",
+        "webhooks[0].max_retry_age: expected a duration of at most 36500d (got '999999999d')",
+    ),
+    (
+        "registry timeout of a day",
+        "registries:\n  r.example.com: {timeout: 1d}\n",
+        "registries['r.example.com'].timeout: expected a duration of at most 5m (got '1d')",
+    ),
+    (
+        "webhook timeout of an hour",
+        "webhooks:\n  - {name: a, url: 'https://h.example/', timeout: 1h}\n",
+        "webhooks[0].timeout: expected a duration of at most 5m (got '1h')",
+    ),
+    (
+        "a number too big for a float",
+        "retention: " + "9" * 400 + "\n",
+        "retention: expected a duration like 30s, 5m, 1h (got a huge number)",
+    ),
+    (
+        "digits that read as infinity",
+        "retention: '1" + "0" * 400 + "s'\n",
+        "retention: expected a duration like 30s, 5m, 1h (got '1" + "0" * 55 + "...)",
+    ),
+    (
+        "a cron that never fires (February 30)",
+        "defaults: {cron: '0 0 30 2 *'}\n",
+        "defaults.cron: expected a cron expression that fires (no date matches '0 0 30 2 *')",
+    ),
+    (
+        "a cron that never fires (April 31)",
+        "watch:\n  - image: a\n    cron: '0 0 31 apr *'\n",
+        "watch[0].cron: expected a cron expression that fires (no date matches '0 0 31 apr *')",
+    ),
+    (
+        "a cron step of zero",
+        "defaults: {cron: '*/0 * * * *'}\n",
+        "defaults.cron: expected a cron expression with 5 fields like '*/15 * * * *' "
+        "(got '*/0 * * * *'): Increment must be higher than 0",
+    ),
+    (
+        "a cron range backwards",
+        "defaults: {cron: '5-1 * * * *'}\n",
+        "defaults.cron: expected a cron expression with 5 fields like '*/15 * * * *' "
+        "(got '5-1 * * * *'): The minimum value in a range must not be higher than the maximum",
+    ),
+    (
+        "a non-ASCII api_token",
+        "api_token: 'tökén-Sup3r'\n",
+        "api_token: expected visible ASCII characters without spaces "
+        "(an Authorization header cannot carry anything else)",
+    ),
+    (
+        "an api_token with a space",
+        "api_token: 'two words'\n",
+        "api_token: expected visible ASCII characters without spaces "
+        "(an Authorization header cannot carry anything else)",
+    ),
+    (
+        "an integer of more than 4300 digits",
+        "retention: " + "9" * 5000 + "\n",
+        "invalid YAML: Exceeds the limit (4300 digits) for integer string conversion: "
+        "value has 5000 digits",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [pytest.param(text, expected, id=name) for name, text, expected in BOUND_CASES],
+)
+def test_values_the_service_cannot_hold_are_refused_at_load(text: str, expected: str) -> None:
+    assert _error(text) == f"config/regmon.yaml: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("text", "attribute", "seconds"),
+    [
+        ("defaults: {interval: 1s}\n", "interval", 1.0),
+        ("defaults: {interval: 365d}\n", "interval", 365 * 86400.0),
+        ("retention: 36500d\n", "retention", 36500 * 86400.0),
+    ],
+)
+def test_bounds_are_inclusive(text: str, attribute: str, seconds: float) -> None:
+    config = parse_config(text)
+    holder = config.defaults if attribute == "interval" else config
+    assert getattr(holder, attribute) == seconds
+
+
+def test_rare_cron_and_every_visible_ascii_token_are_accepted() -> None:
+    token = "".join(chr(code) for code in range(0x21, 0x7F))
+    quoted = token.replace("'", "''")
+    config = parse_config(f"defaults: {{cron: '0 0 29 2 *'}}\napi_token: '{quoted}'\n")
+    assert config.defaults.cron == "0 0 29 2 *"
+    assert config.api_token == token
+
+
+def test_many_problems_are_one_bounded_line() -> None:
+    message = _error("watch: [" + ",".join(["a"] * 5000) + "]\n")
+    assert message.count("is already watched by watch[0]") == 20
+    assert message.endswith("; and 4979 more")
+
+
 def test_config_error_is_a_usage_error() -> None:
     with pytest.raises(UsageError):
         parse_config("colour: blue\n")

@@ -115,7 +115,8 @@ def docker_config_problems(path: Path) -> list[str]:
 
 
 def _read_bounded(path: Path) -> str:
-    with open(path, "rb") as handle:
+    # O_NONBLOCK: opening a FIFO would otherwise wait for a writer.
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise OSError(0, "not a regular file")
         data = handle.read(DOCKER_CONFIG_LIMIT + 1)
