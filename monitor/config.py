@@ -100,6 +100,7 @@ _VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?\Z", re.DOTALL)
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 _SQLITE_URL = re.compile(r"(sqlite(?:\+[A-Za-z0-9_]+)?:///)([^?]*)(\?.*)?\Z", re.DOTALL)
 _TOKEN = re.compile(r"[\x21-\x7e]+", re.ASCII)
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*", re.ASCII)
 
 SHORTEST_INTERVAL: Final = 1.0
 LONGEST_INTERVAL: Final = 365 * 86400.0
@@ -589,6 +590,9 @@ class WebhookConfig(_Model):
                 raise ValueError(f"header {name!r} is set by regmon and cannot be configured")
             if "\r" in text or "\n" in text:
                 raise ValueError(f"header {name!r}: value must be one line")
+            if not _HEADER_VALUE.fullmatch(text):
+                # httpx encodes header values as ASCII: anything else fails every send.
+                raise ValueError(f"header {name!r}: value must be ASCII text")
         return MappingProxyType(dict(value))
 
     @model_validator(mode="after")

@@ -594,6 +594,11 @@ BOUND_CASES = [
         "(an Authorization header cannot carry anything else)",
     ),
     (
+        "a webhook header value that httpx cannot encode",
+        "webhooks:\n  - {name: a, url: 'https://h.example/', headers: {X-Team: 'Équipe'}}\n",
+        "webhooks[0].headers: header 'X-Team': value must be ASCII text",
+    ),
+    (
         "an integer of more than 4300 digits",
         "retention: " + "9" * 5000 + "\n",
         "invalid YAML: Exceeds the limit (4300 digits) for integer string conversion: "
