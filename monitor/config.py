@@ -22,6 +22,7 @@ can hold; a cron expression must fire.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import stat
@@ -819,7 +820,34 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     """Read, interpolate and validate the config file at ``path``."""
     source = os.fspath(path)
     text = read_text(source, max_bytes=CONFIG_LIMIT, error=ConfigError)
-    return parse_config(text, source=source, folder=os.path.dirname(os.path.abspath(source)))
+    folder = os.path.dirname(os.path.abspath(source))
+    config = parse_config(text, source=source, folder=folder)
+    _warn_if_database_moved(config, folder)
+    return config
+
+
+def _warn_if_database_moved(config: Config, folder: str) -> None:
+    """Relative SQLite paths once followed the working directory: say where the
+    database of an older layout is, rather than silently starting an empty one."""
+    match = _SQLITE_URL.match(config.database)
+    if match is None or not match.group(2).startswith("/"):
+        return
+    database = unquote(match.group(2))
+    relative = os.path.relpath(database, folder)
+    cwd = os.getcwd()
+    if relative.startswith("..") or cwd == folder or os.path.exists(database):
+        return
+    before = os.path.join(cwd, relative)
+    if os.path.isfile(before):
+        logging.getLogger(__name__).warning(
+            "%s: database %s does not exist, but %s does: relative paths now resolve "
+            "against the config file's folder; move the database, or write "
+            "database: sqlite:///%s",
+            config.source,
+            database,
+            before,
+            before,
+        )
 
 
 def parse_config(text: str, source: str = "<string>", *, folder: str | None = None) -> Config:

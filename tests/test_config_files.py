@@ -83,7 +83,9 @@ def test_folder_with_url_characters_survives_sqlalchemy(tmp_path: Path) -> None:
     assert url.database == f"{folder}/regmon.db"
 
 
-def test_file_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+def test_file_paths_resolve_against_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "registry").write_text("pass\n")
     (tmp_path / "secrets" / "hook").write_text("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n")
@@ -123,8 +125,34 @@ def test_file_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     assert config.webhooks[0].secret_file == str(tmp_path / "secrets" / "hook")
 
     # From a relative config path and another cwd: the same folder.
-    os.chdir(tmp_path / "secrets")
+    monkeypatch.chdir(tmp_path / "secrets")
     assert load_config("../regmon.yaml").docker_config == str(tmp_path / "docker" / "config.json")
+
+
+def test_a_database_left_in_the_working_directory_is_pointed_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "config").mkdir()
+    path = tmp_path / "config" / "regmon.yaml"
+    path.write_text("database: sqlite:///regmon.db\n")
+    monkeypatch.chdir(tmp_path)
+    load_config("config/regmon.yaml")
+    assert caplog.records == []  # no older database: nothing to say
+
+    (tmp_path / "regmon.db").write_bytes(b"")
+    load_config("config/regmon.yaml")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "WARNING",
+            f"config/regmon.yaml: database {tmp_path}/config/regmon.db does not exist, but "
+            f"{tmp_path}/regmon.db does: relative paths now resolve against the config "
+            f"file's folder; move the database, or write database: sqlite:///{tmp_path}/regmon.db",
+        )
+    ]
+    caplog.clear()
+    (tmp_path / "config" / "regmon.db").write_bytes(b"")
+    load_config("config/regmon.yaml")
+    assert caplog.records == []
 
 
 def test_text_without_a_folder_keeps_paths_as_written() -> None:
