@@ -877,12 +877,7 @@ def parse_config(text: str, source: str = "<string>", *, folder: str | None = No
 
 
 def _load_yaml(text: str, source: str) -> object:
-    try:
-        return load_document(text, source, error=ConfigError)
-    except ValueError as exc:
-        # PyYAML's int(): a number of more than 4300 digits (Python's own limit).
-        what = str(exc).split(";")[0]
-        raise ConfigError(_one_line(f"{source}: invalid YAML: {what}")) from None
+    return load_document(text, source, error=ConfigError)
 
 
 def _interpolate(value: object, loc: tuple[str | int, ...], problems: list[str]) -> object:

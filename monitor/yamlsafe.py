@@ -124,6 +124,8 @@ def load_document(
         return loader.get_single_data()
     except yaml.YAMLError as exc:
         raise error(_describe(exc, source, text)) from None
+    except ValueError as exc:
+        raise error(_value_error(exc, source)) from None
     finally:
         loader.dispose()
 
@@ -156,9 +158,21 @@ def compose_documents(
         loader.dispose()
 
 
-def to_data(node: yaml.Node) -> Any:
+def to_data(
+    node: yaml.Node, source: str = "<yaml>", *, error: type[UsageError] = InputError
+) -> Any:
     """Plain Python data for a node of ``compose_documents`` (bounds already checked)."""
-    return yaml.constructor.SafeConstructor().construct_document(node)
+    try:
+        return yaml.constructor.SafeConstructor().construct_document(node)
+    except yaml.YAMLError as exc:
+        raise error(_describe(exc, source, "")) from None
+    except ValueError as exc:
+        raise error(_value_error(exc, source)) from None
+
+
+def _value_error(exc: ValueError, source: str) -> str:
+    # PyYAML's int() of a number longer than Python's limit (4300 digits), and the like.
+    return _one_line(f"{source}: invalid YAML: {str(exc).split(';')[0]}")
 
 
 def _is_empty(node: yaml.Node) -> bool:

@@ -42,6 +42,7 @@ BILLION_LAUGHS = textwrap.dedent(
         ("a: [1, 2\n", "x.yaml: line 2, column 1: invalid YAML: while parsing a flow sequence"),
         ("a: 1\na: 2\n", "x.yaml: line 2, column 1: invalid YAML: duplicate key 'a'"),
         ("a: *nowhere\n", "x.yaml: line 1, column 4: invalid YAML: found undefined alias"),
+        ("a: " + "9" * 5000, "x.yaml: invalid YAML: Exceeds the limit (4300 digits) for integer"),
     ],
 )
 def test_hostile_documents_are_one_line_errors(text: str, message: str) -> None:
