@@ -5,9 +5,13 @@ httpx-aiohttp (many references, and ``regmon run``). SPEC §2."""
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from support.faults import (
@@ -220,3 +224,41 @@ def test_tls_verification_is_on_by_default_for_both(names: dict[str, str]) -> No
             result = run(f"tls.test:{server.port}/team/app:v1", transport)
             assert (result.status, result.reason) == (Status.ERROR, Reason.TLS), result
     assert isinstance(context, ssl.SSLContext)
+
+
+# `regmon check` itself, with the resolver override installed in the child process (no
+# DNS server is asked): up to 8 references use httpcore, more use httpx-aiohttp.
+_RESOLVING_CLI = """
+import runpy, sys
+from support.faults import resolve_names
+sys.argv = ["regmon", *sys.argv[1:]]
+with resolve_names({}):
+    runpy.run_module("monitor", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("count", [1, 9], ids=["httpcore", "aiohttp"])
+def test_regmon_check_dns_failure_is_unreachable_with_any_number_of_references(
+    count: int,
+) -> None:
+    tests_dir = str(Path(__file__).resolve().parent)
+    env = {
+        **os.environ,
+        "DOCKER_CONFIG": "/nonexistent-regmon-test",
+        "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")]),
+    }
+    refs = [f"registry.invalid/team/app:v{n}" for n in range(count)]
+    proc = subprocess.run(
+        [sys.executable, "-c", _RESOLVING_CLI, "check", *refs],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines() == [f"error    {ref}  unreachable" for ref in refs]
+    assert proc.stderr.splitlines() == [
+        f"regmon: {ref}: registry.invalid: cannot resolve the host (name or service not known)"
+        for ref in refs
+    ]
