@@ -327,6 +327,34 @@ def test_a_punycode_host_is_requested_as_written(ggcr: GgcrRegistry, transport: 
     assert [r.headers["host"] for r in manifest] == [f"xn--n3h.com:{ggcr.port}"]
 
 
+class PunycodeRealmRegistry(LoopbackHTTPServer):
+    """A token-auth registry whose realm is on ``xn--n3h.com`` (this same server)."""
+
+    def respond(self, request: RecordedRequest) -> Reply:
+        if request.path == "/token":
+            return Reply(200, [("Content-Type", "application/json")], b'{"token": "t0k"}')
+        if request.headers.get("authorization") != "Bearer t0k":
+            realm = f"http://xn--n3h.com:{self.port}/token"
+            challenge = f'Bearer realm="{realm}",service="reg",scope="repository:foo:pull"'
+            return Reply(
+                401,
+                [("Content-Type", "application/json"), ("WWW-Authenticate", challenge)],
+                b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}',
+            )
+        digest = [("Docker-Content-Digest", sha256(AMD64)), ("Content-Type", OCI_MANIFEST)]
+        return Reply(200, digest, AMD64)
+
+
+@both_transports
+def test_a_token_realm_on_a_punycode_host_is_asked_as_written(transport: str) -> None:
+    with resolve_names({"xn--n3h.com": "127.0.0.1"}), PunycodeRealmRegistry() as server:
+        result = run(f"{server.host}/foo:bar", transport=TRANSPORTS[transport])
+        tokens = [r for r in server.requests if r.path == "/token"]
+        port = server.port
+    assert (result.status, result.digest) == (Status.PRESENT, sha256(AMD64)), result
+    assert [r.headers["host"] for r in tokens] == [f"xn--n3h.com:{port}"]
+
+
 # --------------------------------------------------------------------------- redirects
 
 PING = http_answer(200, {"Content-Type": "application/json"}, b"{}")

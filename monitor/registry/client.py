@@ -41,6 +41,7 @@ from monitor.registry.manifests import (
 )
 from monitor.registry.transport import (
     MAX_REDIRECTS,
+    RegistryHTTPClient,
     TransportFactory,
     default_transport_factory,
     describe_failure,
@@ -247,7 +248,7 @@ class RegistryClient:
                     raise RegistryError(
                         Reason.TLS, f"ca_file {settings.ca_file}: {reason}"
                     ) from exc
-            client = httpx.AsyncClient(
+            client = RegistryHTTPClient(
                 transport=self._transport_factory(verify),
                 follow_redirects=True,  # httpx drops Authorization on a cross-origin redirect
                 max_redirects=MAX_REDIRECTS,
@@ -278,12 +279,7 @@ class RegistryClient:
         if delay > 0:
             raise RegistryError(Reason.RATE_LIMITED, f"{host.name} is backing off after HTTP 429")
         http = self._http(host.settings)
-        # Host as written: left to httpx, it decodes an IDNA label to build the header
-        # and refuses one that IDNA 2008 disallows (xn--n3h.com, "unexpected InvalidCodepoint").
-        netloc = httpx.URL(url).netloc.decode("ascii")
-        request = http.build_request(
-            method, url, headers={"Host": netloc, **headers}, timeout=host.settings.timeout
-        )
+        request = http.build_request(method, url, headers=headers, timeout=host.settings.timeout)
         async with host.slots:
             try:
                 response = await http.send(request, stream=True)

@@ -10,6 +10,7 @@ import contextlib
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import httpx
 
@@ -18,6 +19,7 @@ from monitor.text import clean
 
 __all__ = [
     "MAX_REDIRECTS",
+    "RegistryHTTPClient",
     "ServerDisconnected",
     "TransportFactory",
     "classify_failure",
@@ -44,6 +46,25 @@ def default_transport_factory(verify: ssl.SSLContext | bool) -> httpx.AsyncBaseT
 def httpx_transport(verify: ssl.SSLContext | bool) -> httpx.AsyncBaseTransport:
     """httpx's own pool (httpcore); kept for measurement and as a fallback."""
     return _MappedHttpcore(httpx.AsyncHTTPTransport(verify=verify, limits=_LIMITS))
+
+
+class RegistryHTTPClient(httpx.AsyncClient):
+    """httpx's client, asking every host as written.
+
+    Left to itself httpx builds the Host header from ``URL.host``, which decodes an
+    IDNA label and raises for one that IDNA 2008 disallows: ``xn--n3h.com`` (from
+    distribution/reference's tests) failed before any request ("unexpected
+    InvalidCodepoint"). The header from the raw authority is the same bytes for
+    every other host. Covers registry and token-realm requests alike.
+    """
+
+    def build_request(self, method: str, url: httpx.URL | str, **kwargs: Any) -> httpx.Request:
+        target = httpx.URL(url)
+        if target.is_absolute_url:
+            headers = httpx.Headers(kwargs.pop("headers", None))
+            headers.setdefault("Host", target.netloc.decode("ascii"))
+            kwargs["headers"] = headers
+        return super().build_request(method, url, **kwargs)
 
 
 class ServerDisconnected(httpx.ReadError):
