@@ -1,7 +1,11 @@
 """HTTP transports, and the translation of transport failures into SPEC §2 reasons.
 
 The default is the ``httpx-aiohttp`` transport: httpx's own async pool (httpcore)
-collapses under concurrency on small machines (see README "Performance").
+collapses under concurrency on small machines (see README "Performance"). Each
+transport is wrapped so that it raises the same httpx exception for the same
+fault; ``classify_failure`` then decides by exception type and cause chain,
+once, whichever transport was used (tests/test_registry_faults.py runs the
+fault table on both).
 """
 
 from __future__ import annotations
@@ -214,7 +218,9 @@ def classify_failure(exc: BaseException) -> tuple[Reason, str]:
                 return Reason.TIMEOUT, text
         return Reason.TIMEOUT, "timed out"
     for e in reversed(chain):  # innermost first: aiohttp's wrappers are SSLErrors too
-        if isinstance(e, ssl.SSLCertVerificationError):
+        if isinstance(e, ssl.SSLWantReadError | ssl.SSLWantWriteError):
+            continue  # TLS waiting for bytes (seen in a timeout's context), not a failure
+        if isinstance(e, ssl.SSLCertVerificationError):  # also ssl.CertificateError
             cause = _clean(getattr(e, "verify_message", None) or "certificate verify failed")
             return Reason.TLS, f"TLS handshake failed ({cause})"
         if isinstance(e, ssl.SSLError):
@@ -222,8 +228,6 @@ def classify_failure(exc: BaseException) -> tuple[Reason, str]:
             return Reason.TLS, (
                 f"TLS handshake failed ({cause})" if cause else "TLS handshake failed"
             )
-        if isinstance(e, ssl.CertificateError):
-            return Reason.TLS, "TLS handshake failed (certificate does not match the host)"
     if isinstance(exc, ServerDisconnected):
         return Reason.UNREACHABLE, "the server closed the connection without an answer"
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
