@@ -20,6 +20,7 @@ import httpx
 from monitor.domain import Reason
 from monitor.errors import AuthError, RegistryError
 from monitor.registry.credentials import Credential
+from monitor.text import clean
 
 __all__ = [
     "Challenge",
@@ -141,9 +142,8 @@ async def fetch_token(
     """
     realm = challenge.realm
     if not realm or not realm.startswith(("https://", "http://")):
-        raise RegistryError(
-            Reason.PROTOCOL, f"bearer challenge has no usable realm ({realm or 'none'})"
-        )
+        shown = clean(realm, limit=100) if realm else "none"
+        raise RegistryError(Reason.PROTOCOL, f"bearer challenge has no usable realm ({shown})")
     service = challenge.service or ""
     if credential is not None and credential.registry_token:
         return Token(credential.registry_token, time.monotonic() + 3600)

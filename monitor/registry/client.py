@@ -24,6 +24,11 @@ from monitor.domain import Reason, Status
 from monitor.errors import AuthError, RegistryError
 from monitor.reference import ImageReference, is_valid_digest
 from monitor.registry.auth import Challenge, TokenCache, basic_header, fetch_token, parse_challenges
+from monitor.registry.classify import (
+    body_media_type,
+    manifest_media_type,
+    parse_error_body,
+)
 from monitor.registry.credentials import Credential, CredentialStore
 from monitor.registry.manifests import (
     ACCEPT_HEADER,
@@ -35,11 +40,14 @@ from monitor.registry.manifests import (
     select_platforms,
 )
 from monitor.registry.transport import (
+    MAX_REDIRECTS,
+    RegistryHTTPClient,
     TransportFactory,
     default_transport_factory,
     describe_failure,
     failure_reason,
 )
+from monitor.text import clean
 
 __all__ = [
     "ManifestAnswer",
@@ -240,9 +248,10 @@ class RegistryClient:
                     raise RegistryError(
                         Reason.TLS, f"ca_file {settings.ca_file}: {reason}"
                     ) from exc
-            client = httpx.AsyncClient(
+            client = RegistryHTTPClient(
                 transport=self._transport_factory(verify),
                 follow_redirects=True,  # httpx drops Authorization on a cross-origin redirect
+                max_redirects=MAX_REDIRECTS,
                 headers={"User-Agent": "regmon"},
             )
             self._clients[key] = client
@@ -378,7 +387,9 @@ class RegistryClient:
                 credential,
             )
         if challenge.scheme != "bearer":
-            raise RegistryError(Reason.PROTOCOL, f"unsupported auth scheme {challenge.scheme!r}")
+            raise RegistryError(
+                Reason.PROTOCOL, f"unsupported auth scheme ({clean(challenge.scheme, limit=40)})"
+            )
         key = (
             challenge.realm or "",
             challenge.service or "",
@@ -524,19 +535,19 @@ class RegistryClient:
         try:
             if response.status_code != 200:
                 await self._classify_failure(host, response, ref, body_read=False)
-            media_type = _media_type(response)
+            labelled = manifest_media_type(response.headers.get("content-type"))
             body = await self._read_body(response)
         finally:
             await response.aclose()
         try:
             doc = parse_manifest(body)
-            media_type = media_type or doc.get("mediaType")
-            digest = compute_digest(body, media_type)
+            kind = labelled or body_media_type(doc)
+            digest = compute_digest(body, kind)
         except ManifestFormatError as exc:
             raise RegistryError(
                 Reason.PROTOCOL, f"{host.name} answered 200 with {exc}", http_status=200
             ) from exc
-        return digest, media_type, body, 200
+        return digest, kind, body, 200
 
     async def _fetch_manifest(
         self, host: _Host, ref: ImageReference, platforms: Sequence[str]
@@ -554,7 +565,7 @@ class RegistryClient:
                 status = response.status_code
                 if status != 200:
                     await self._classify_failure(host, response, ref, body_read=True)
-                media_type = _media_type(response)
+                media_type = manifest_media_type(response.headers.get("content-type"))
                 header = response.headers.get("docker-content-digest")
             finally:
                 await response.aclose()
@@ -562,10 +573,23 @@ class RegistryClient:
                 if not is_valid_digest(header.strip()):
                     raise RegistryError(
                         Reason.PROTOCOL,
-                        f"{host.name} sent an invalid Docker-Content-Digest {header[:80]!r}",
+                        f"{host.name} sent an invalid Docker-Content-Digest"
+                        f" ({clean(header, limit=80)})",
                         http_status=200,
                     )
                 digest = header.strip()
+                if media_type is None:
+                    # The label is not a manifest type (go-containerregistry echoes what
+                    # the pusher sent): the body says what it is. By digest: verified.
+                    body_digest, media_type, body, _ = await self._get_manifest(
+                        host, ref, digest, scopes
+                    )
+                    if body_digest != digest:
+                        raise RegistryError(
+                            Reason.PROTOCOL,
+                            f"manifest body does not hash to {digest}",
+                            http_status=200,
+                        )
             else:
                 digest, media_type, body, status = await self._get_manifest(
                     host, ref, ref.target, scopes
@@ -616,27 +640,38 @@ class RegistryClient:
     async def _classify_failure(
         self, host: _Host, response: httpx.Response, ref: ImageReference, *, body_read: bool
     ) -> None:
-        """Turn a non-200 manifest answer into a decision or a RegistryError (always raises)."""
+        """Turn a non-200 manifest answer into a decision or a RegistryError (always raises).
+
+        A 404 is decided by its body, never its Content-Type: a JSON ``errors[]``
+        document is the registry's answer (go-containerregistry labels it
+        text/plain), any other text is a router's (distribution's route miss
+        is ``404 page not found``).
+        """
         status = response.status_code
         if status == 404:
-            ctype = _media_type(response) or ""
-            if ctype.startswith("text/plain"):
-                raise RegistryError(
-                    Reason.PROTOCOL, f"{host.name}: no such route (HTTP 404 text)", http_status=404
-                )
             if body_read:
-                # HEAD answers carry no body: ask once with GET whether the 404 means
-                # "unknown" or "your Accept header was refused".
+                # HEAD answers carry no body: ask once with GET what the 404 means.
                 await response.aclose()
-                get = await self._get_error_body(host, ref)
+                body = await self._get_error_body(host, ref)
             else:
-                get = await self._read_error(response)
-            if "accept header" in get.lower():
+                body = await self._read_body(response)
+            error = parse_error_body(body)
+            if error.registry:
+                if error.mentions("accept header"):
+                    raise RegistryError(
+                        Reason.PROTOCOL, f"{host.name} refused the Accept header", http_status=404
+                    )
+                detail = "name unknown" if "NAME_UNKNOWN" in error.codes else "manifest unknown"
+                raise _Decided(ManifestAnswer(Status.MISSING, detail=detail, http_status=404))
+            if not error.empty:
                 raise RegistryError(
-                    Reason.PROTOCOL, f"{host.name} refused the Accept header", http_status=404
+                    Reason.PROTOCOL,
+                    f"{host.name}: no such route (HTTP 404 without a registry error)",
+                    http_status=404,
                 )
-            detail = "name unknown" if "NAME_UNKNOWN" in get else "manifest unknown"
-            raise _Decided(ManifestAnswer(Status.MISSING, detail=detail, http_status=404))
+            raise _Decided(
+                ManifestAnswer(Status.MISSING, detail="manifest unknown", http_status=404)
+            )
         if status == 403:
             raise _Decided(ManifestAnswer(Status.DENIED, detail="denied", http_status=403))
         if status >= 500:
@@ -645,21 +680,20 @@ class RegistryClient:
             )
         code = ""
         if not body_read:
-            code = _first_error_code(await self._read_error(response))
+            code = parse_error_body(await self._read_error(response)).code
         raise RegistryError(
             Reason.PROTOCOL,
             f"{host.name} answered HTTP {status}{' ' + code if code else ''}",
             http_status=status,
         )
 
-    async def _read_error(self, response: httpx.Response) -> str:
+    async def _read_error(self, response: httpx.Response) -> bytes:
         try:
-            body = await self._read_body(response)
+            return await self._read_body(response)
         except RegistryError:
-            return ""
-        return body[:4096].decode("utf-8", "replace")
+            return b""
 
-    async def _get_error_body(self, host: _Host, ref: ImageReference) -> str:
+    async def _get_error_body(self, host: _Host, ref: ImageReference) -> bytes:
         path = f"/v2/{ref.path}/manifests/{ref.target}"
         scopes = (f"repository:{ref.path}:pull",)
         response = await self._request(host, "GET", path, scopes, ACCEPT_HEADER)
@@ -668,16 +702,9 @@ class RegistryClient:
                 raise RegistryError(
                     Reason.PROTOCOL, f"{host.name}: HEAD said 404, GET said 200", http_status=200
                 )
-            return await self._read_error(response)
+            return await self._read_body(response)
         finally:
             await response.aclose()
-
-
-def _media_type(response: httpx.Response) -> str | None:
-    value = response.headers.get("content-type")
-    media_type = value.split(";")[0].strip().lower() if value else None
-    # A media type is short; anything longer is noise we must not store.
-    return media_type if media_type and len(media_type) <= 255 else None
 
 
 def _tag_page(host: str, body: bytes) -> list[str]:
@@ -702,9 +729,3 @@ def _next_page(host: _Host, link: str) -> str:
     if (target.scheme, target.netloc.lower()) != (base.scheme, base.netloc.lower()):
         raise RegistryError(Reason.PROTOCOL, f"{host.name}: tags/list Link points at another host")
     return f"{target.path}?{target.query}" if target.query else target.path
-
-
-def _first_error_code(body: str) -> str:
-    with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
-        return str(json.loads(body)["errors"][0]["code"])
-    return ""

@@ -1,21 +1,32 @@
 """HTTP transports, and the translation of transport failures into SPEC §2 reasons.
 
 The default is the ``httpx-aiohttp`` transport: httpx's own async pool (httpcore)
-collapses under concurrency on small machines (see README "Performance").
+collapses under concurrency on small machines (see README "Performance"). Each
+transport is wrapped so that it raises the same httpx exception for the same
+fault; ``classify_failure`` then decides by exception type and cause chain,
+once, whichever transport was used (tests/test_registry_faults.py runs the
+fault table on both).
 """
 
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import httpx
 
 from monitor.domain import Reason
+from monitor.text import clean
 
 __all__ = [
+    "MAX_REDIRECTS",
+    "RegistryHTTPClient",
+    "ServerDisconnected",
     "TransportFactory",
+    "classify_failure",
     "default_transport_factory",
     "describe_failure",
     "failure_reason",
@@ -27,10 +38,41 @@ TransportFactory = Callable[[ssl.SSLContext | bool], httpx.AsyncBaseTransport]
 _LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=30)
 
 
+MAX_REDIRECTS = 5  # registries send manifests and blobs to storage once, not in chains
+
+
 def default_transport_factory(verify: ssl.SSLContext | bool) -> httpx.AsyncBaseTransport:
     from httpx_aiohttp import AiohttpTransport
 
     return _MappedAiohttp(AiohttpTransport(verify=verify, limits=_LIMITS))
+
+
+def httpx_transport(verify: ssl.SSLContext | bool) -> httpx.AsyncBaseTransport:
+    """httpx's own pool (httpcore); kept for measurement and as a fallback."""
+    return _MappedHttpcore(httpx.AsyncHTTPTransport(verify=verify, limits=_LIMITS))
+
+
+class RegistryHTTPClient(httpx.AsyncClient):
+    """httpx's client, asking every host as written.
+
+    Left to itself httpx builds the Host header from ``URL.host``, which decodes an
+    IDNA label and raises for one that IDNA 2008 disallows: ``xn--n3h.com`` (from
+    distribution/reference's tests) failed before any request ("unexpected
+    InvalidCodepoint"). The header from the raw authority is the same bytes for
+    every other host. Covers registry and token-realm requests alike.
+    """
+
+    def build_request(self, method: str, url: httpx.URL | str, **kwargs: Any) -> httpx.Request:
+        target = httpx.URL(url)
+        if target.is_absolute_url:
+            headers = httpx.Headers(kwargs.pop("headers", None))
+            headers.setdefault("Host", target.netloc.decode("ascii"))
+            kwargs["headers"] = headers
+        return super().build_request(method, url, **kwargs)
+
+
+class ServerDisconnected(httpx.ReadError):
+    """The server closed the connection before any answer (both transports raise this)."""
 
 
 class _MappedStream(httpx.AsyncByteStream):
@@ -48,13 +90,18 @@ class _MappedStream(httpx.AsyncByteStream):
 
 
 class _MappedAiohttp(httpx.AsyncBaseTransport):
-    """httpx-aiohttp lets some aiohttp errors through unmapped (a malformed status
-    line or header raises ``aiohttp.ClientResponseError``); map every one to httpx's."""
+    """httpx-aiohttp maps every connection failure to ``ConnectTimeout`` (a DNS failure
+    became ``timeout``) and lets malformed answers through as aiohttp errors; translate
+    each aiohttp error to the httpx error httpcore raises for the same fault."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self._inner = inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        # httpx builds a redirected request around the previous request's stream; given
+        # an unread stream httpx-aiohttp sends it as a chunked body ("0\r\n\r\n" after a
+        # HEAD), which desynchronises the keep-alive connection. Read it: b"" means none.
+        await request.aread()
         with _map_aiohttp():
             response = await self._inner.handle_async_request(request)
         stream = response.stream
@@ -72,21 +119,71 @@ class _MappedAiohttp(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+def _aiohttp_equivalent(exc: BaseException) -> type[httpx.TransportError] | None:
+    """The httpx error httpcore raises for the fault behind an aiohttp error."""
+    import aiohttp
+    from aiohttp import http_exceptions
+
+    for e in _chain(exc):
+        if isinstance(e, aiohttp.ConnectionTimeoutError):
+            return httpx.ConnectTimeout
+        if isinstance(e, aiohttp.ServerTimeoutError):
+            return httpx.ReadTimeout
+        if isinstance(e, aiohttp.ClientConnectorError):  # DNS, refused, TLS handshake
+            return httpx.ConnectError
+        if isinstance(e, aiohttp.ServerDisconnectedError):
+            return ServerDisconnected
+        if isinstance(e, aiohttp.ClientPayloadError):
+            if any(isinstance(c, http_exceptions.HttpProcessingError) for c in _chain(e)):
+                return httpx.RemoteProtocolError  # a truncated or badly framed body
+            return httpx.ReadError
+        if isinstance(e, aiohttp.ClientResponseError | http_exceptions.HttpProcessingError):
+            return httpx.RemoteProtocolError
+        if isinstance(e, aiohttp.InvalidURL):
+            return httpx.UnsupportedProtocol
+        if isinstance(e, aiohttp.ClientError):
+            return httpx.ReadError if isinstance(e, OSError) else httpx.TransportError
+    return None
+
+
 @contextlib.contextmanager
 def _map_aiohttp() -> Iterator[None]:
     import aiohttp
 
     try:
         yield
-    except (aiohttp.ClientResponseError, aiohttp.http_exceptions.HttpProcessingError) as exc:
-        raise httpx.RemoteProtocolError(f"malformed HTTP answer: {type(exc).__name__}") from exc
-    except aiohttp.ClientError as exc:
-        raise httpx.TransportError(f"{type(exc).__name__}") from exc
+    except (
+        httpx.TransportError,
+        aiohttp.ClientError,
+        aiohttp.http_exceptions.HttpProcessingError,
+    ) as exc:
+        equivalent = _aiohttp_equivalent(exc)
+        if equivalent is None or type(exc) is equivalent:
+            raise
+        raise equivalent(str(exc)) from exc
+    except TimeoutError as exc:
+        raise httpx.ReadTimeout("timed out") from exc
 
 
-def httpx_transport(verify: ssl.SSLContext | bool) -> httpx.AsyncBaseTransport:
-    """httpx's own pool (httpcore); kept for measurement and as a fallback."""
-    return httpx.AsyncHTTPTransport(verify=verify, limits=_LIMITS)
+class _MappedHttpcore(httpx.AsyncBaseTransport):
+    """httpcore reports a connection closed before any answer as a protocol error, the
+    same type as a malformed answer; only the latter comes from h11's parser."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        import h11
+
+        try:
+            return await self._inner.handle_async_request(request)
+        except httpx.RemoteProtocolError as exc:
+            if any(isinstance(e, h11.ProtocolError) for e in _chain(exc)):
+                raise
+            raise ServerDisconnected(str(exc)) from exc
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -98,49 +195,73 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+_TIMEOUTS: tuple[tuple[type[BaseException], str], ...] = (
+    (httpx.ConnectTimeout, "timed out connecting"),
+    (httpx.ReadTimeout, "timed out waiting for an answer"),
+    (httpx.WriteTimeout, "timed out sending the request"),
+    (httpx.PoolTimeout, "timed out waiting for a free connection"),
+)
+
+
+def classify_failure(exc: BaseException) -> tuple[Reason, str]:
+    """The SPEC §2 reason and a short, secret-free cause for a failed request.
+
+    Decided by exception type and cause chain, so both transports (translated at
+    their edge above) give the same answer for the same fault.
+    """
+    chain = _chain(exc)
+    if isinstance(exc, httpx.TooManyRedirects):
+        return Reason.PROTOCOL, f"more than {MAX_REDIRECTS} redirects"
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        for kind, text in _TIMEOUTS:
+            if isinstance(exc, kind):
+                return Reason.TIMEOUT, text
+        return Reason.TIMEOUT, "timed out"
+    for e in reversed(chain):  # innermost first: aiohttp's wrappers are SSLErrors too
+        if isinstance(e, ssl.SSLWantReadError | ssl.SSLWantWriteError):
+            continue  # TLS waiting for bytes (seen in a timeout's context), not a failure
+        if isinstance(e, ssl.SSLCertVerificationError):  # also ssl.CertificateError
+            cause = _clean(getattr(e, "verify_message", None) or "certificate verify failed")
+            return Reason.TLS, f"TLS handshake failed ({cause})"
+        if isinstance(e, ssl.SSLError):
+            cause = _clean((getattr(e, "reason", None) or "").lower().replace("_", " "))
+            return Reason.TLS, (
+                f"TLS handshake failed ({cause})" if cause else "TLS handshake failed"
+            )
+    if isinstance(exc, ServerDisconnected):
+        return Reason.UNREACHABLE, "the server closed the connection without an answer"
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return Reason.PROTOCOL, "unsupported URL"
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.LocalProtocolError | httpx.DecodingError):
+        return Reason.PROTOCOL, "malformed HTTP answer"
+    for e in chain:
+        if isinstance(e, socket.gaierror):
+            return Reason.UNREACHABLE, f"cannot resolve the host ({_strerror(e)})"
+        if isinstance(e, ConnectionRefusedError):
+            return Reason.UNREACHABLE, "cannot connect (connection refused)"
+        if isinstance(e, ConnectionResetError | BrokenPipeError):
+            return Reason.UNREACHABLE, "connection reset by the server"
+    for e in chain:
+        if isinstance(e, OSError) and e.strerror:
+            return Reason.UNREACHABLE, f"cannot connect ({_strerror(e)})"
+    if isinstance(exc, httpx.ReadError | httpx.WriteError):
+        return Reason.UNREACHABLE, "connection lost"
+    return Reason.UNREACHABLE, "cannot connect"
+
+
+def _strerror(exc: OSError) -> str:
+    return _clean(str(exc.strerror).lower())
+
+
+def _clean(text: str) -> str:
+    return clean(text, limit=80)
+
+
 def failure_reason(exc: BaseException) -> Reason:
     """Which SPEC §2 reason a transport exception means, whatever the transport."""
-    chain = _chain(exc)
-    names = {type(e).__name__ for e in chain}
-    if any(isinstance(e, ssl.SSLError | ssl.CertificateError) for e in chain) or any(
-        "SSL" in n or "Certificate" in n for n in names
-    ):
-        return Reason.TLS
-    if any(isinstance(e, ConnectionRefusedError) for e in chain):
-        return Reason.UNREACHABLE
-    if "ServerDisconnectedError" in names or "ClientOSError" in names:
-        return Reason.UNREACHABLE
-    if any(isinstance(e, httpx.TimeoutException | TimeoutError) for e in chain) or any(
-        "Timeout" in n for n in names
-    ):
-        return Reason.TIMEOUT
-    if any(isinstance(e, httpx.RemoteProtocolError | httpx.DecodingError) for e in chain):
-        return Reason.PROTOCOL
-    return Reason.UNREACHABLE
-
-
-_DESCRIPTIONS = {
-    Reason.TLS: "TLS handshake failed",
-    Reason.UNREACHABLE: "cannot connect",
-    Reason.TIMEOUT: "timed out",
-    Reason.PROTOCOL: "malformed HTTP answer",
-}
+    return classify_failure(exc)[0]
 
 
 def describe_failure(exc: BaseException) -> str:
     """A short, secret-free description: 'cannot connect (connection refused)'."""
-    reason = failure_reason(exc)
-    chain = _chain(exc)
-    cause = ""
-    for e in reversed(chain):
-        if isinstance(e, ConnectionRefusedError):
-            cause = "connection refused"
-            break
-        if isinstance(e, ssl.SSLError):
-            cause = (getattr(e, "reason", None) or "").lower().replace("_", " ")
-            break
-        if isinstance(e, OSError) and e.strerror:
-            cause = e.strerror.lower()
-            break
-    text = _DESCRIPTIONS.get(reason, str(reason))
-    return f"{text} ({cause})" if cause else text
+    return classify_failure(exc)[1]

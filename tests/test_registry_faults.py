@@ -1,0 +1,264 @@
+"""One fault table, both transports: the same fault gives the same status, reason and
+cause through httpx's own pool (``regmon check`` with few references) and through
+httpx-aiohttp (many references, and ``regmon run``). SPEC §2."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support.faults import (
+    Fault,
+    WireRequest,
+    WireServer,
+    bad_request,
+    free_port,
+    http_answer,
+    resolve_names,
+    self_signed_tls,
+)
+
+from monitor.checker import check_reference
+from monitor.domain import CheckResult, Reason, Status
+from monitor.reference import parse_reference
+from monitor.registry.client import RegistryClient, RegistrySettings
+from monitor.registry.transport import TransportFactory, default_transport_factory, httpx_transport
+
+TRANSPORTS: dict[str, TransportFactory] = {
+    "httpcore": httpx_transport,
+    "aiohttp": default_transport_factory,
+}
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+PING = http_answer(200, {"Content-Type": "application/json"}, b"{}")
+NO_DIGEST_HEAD = http_answer(200, {"Content-Type": OCI_MANIFEST, "Content-Length": "2"})
+
+
+def run(ref: str, transport: TransportFactory, *, timeout: float = 0.5) -> CheckResult:
+    async def main() -> CheckResult:
+        async with RegistryClient(
+            transport_factory=transport,
+            settings_for=lambda host: RegistrySettings(timeout=timeout),
+        ) as client:
+            return await check_reference(client, parse_reference(ref), budget=8.0)
+
+    return asyncio.run(main())
+
+
+def on_manifest(answer: bytes | Fault) -> Callable[[WireRequest], bytes | Fault]:
+    """/v2/ answers 200; the manifest HEAD gets the fault; a GET after it (when the
+    HEAD had no digest) gets ``answer`` too."""
+
+    def respond(request: WireRequest) -> bytes | Fault:
+        if not request.valid:
+            return bad_request(request)
+        return PING if request.path == "/v2/" else answer
+
+    return respond
+
+
+def on_body(body_answer: bytes) -> Callable[[WireRequest], bytes | Fault]:
+    """A HEAD without digest, so the fault is in the GET's answer."""
+
+    def respond(request: WireRequest) -> bytes | Fault:
+        if not request.valid:
+            return bad_request(request)
+        if request.path == "/v2/":
+            return PING
+        return NO_DIGEST_HEAD if request.method == "HEAD" else body_answer
+
+    return respond
+
+
+@dataclass(frozen=True)
+class Row:
+    reason: Reason
+    # The detail after "<host>: ". None for a broken body: aiohttp parses chunk framing
+    # with the headers, httpcore while the body is read, so the words differ.
+    cause: str | None
+    server: Callable[[], WireServer] | None = None  # None: nothing listens
+    name: str | None = None  # resolve this name to the server (https only, not loopback)
+
+
+TABLE: dict[str, Row] = {
+    "refused": Row(Reason.UNREACHABLE, "cannot connect (connection refused)"),
+    "dns": Row(
+        Reason.UNREACHABLE, "cannot resolve the host (name or service not known)", name="x.invalid"
+    ),
+    "tls-untrusted": Row(
+        Reason.TLS,
+        "TLS handshake failed (self-signed certificate)",
+        lambda: WireServer(on_manifest(PING), tls=self_signed_tls("tls.test")),
+        name="tls.test",
+    ),
+    "tls-to-plain-http": Row(
+        Reason.TLS,
+        "TLS handshake failed (wrong version number)",
+        lambda: WireServer(on_manifest(PING)),
+        name="plain.test",
+    ),
+    "tls-handshake-garbage": Row(
+        Reason.TLS,
+        "TLS handshake failed (packet length too long)",
+        lambda: WireServer(lambda r: b"\x16\x03\x01garbage\r\n\r\n" * 4),
+        name="garbage.test",
+    ),
+    "reset": Row(
+        Reason.UNREACHABLE,
+        "connection reset by the server",
+        lambda: WireServer(on_manifest(Fault.RESET)),
+    ),
+    "closed-without-answer": Row(
+        Reason.UNREACHABLE,
+        "the server closed the connection without an answer",
+        lambda: WireServer(on_manifest(Fault.CLOSE)),
+    ),
+    "hang": Row(
+        Reason.TIMEOUT,
+        "timed out waiting for an answer",
+        lambda: WireServer(on_manifest(Fault.HANG)),
+    ),
+    "bad-status-line": Row(
+        Reason.PROTOCOL,
+        "malformed HTTP answer",
+        lambda: WireServer(on_manifest(b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n")),
+    ),
+    "not-http": Row(
+        Reason.PROTOCOL,
+        "malformed HTTP answer",
+        lambda: WireServer(on_manifest(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")),
+    ),
+    "malformed-header": Row(
+        Reason.PROTOCOL,
+        "malformed HTTP answer",
+        lambda: WireServer(on_manifest(b"HTTP/1.1 200 OK\r\nBroken header line\r\n\r\n")),
+    ),
+    "bad-chunked-body": Row(
+        Reason.PROTOCOL,
+        None,
+        lambda: WireServer(
+            on_body(
+                b"HTTP/1.1 200 OK\r\nContent-Type: " + OCI_MANIFEST.encode() + b"\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
+            )
+        ),
+    ),
+    "truncated-body": Row(
+        Reason.PROTOCOL,
+        None,
+        lambda: WireServer(
+            on_body(
+                b"HTTP/1.1 200 OK\r\nContent-Type: " + OCI_MANIFEST.encode() + b"\r\n"
+                b'Content-Length: 500\r\nConnection: close\r\n\r\n{"schemaVersion": 2'
+            )
+        ),
+    ),
+    "garbage-body": Row(
+        Reason.PROTOCOL,
+        "answered 200 with manifest body is not JSON",
+        lambda: WireServer(
+            on_body(http_answer(200, {"Content-Type": OCI_MANIFEST}, b"<html>{{{ not json"))
+        ),
+    ),
+}
+
+
+@pytest.fixture
+def names() -> Iterator[dict[str, str]]:
+    mapping: dict[str, str] = {}
+    with resolve_names(mapping):
+        yield mapping
+
+
+def _host(row: Row, server: WireServer | None, names: dict[str, str]) -> str:
+    port = server.port if server is not None else free_port()
+    if row.name is None:
+        return f"127.0.0.1:{port}"
+    if not row.name.endswith(".invalid"):  # .invalid resolves nowhere, by resolve_names
+        names[row.name] = "127.0.0.1"
+    return f"{row.name}:{port}"
+
+
+@pytest.mark.parametrize("transport", list(TRANSPORTS), ids=list(TRANSPORTS))
+@pytest.mark.parametrize("fault", list(TABLE), ids=list(TABLE))
+def test_fault_table(fault: str, transport: str, names: dict[str, str]) -> None:
+    row = TABLE[fault]
+    server = row.server() if row.server else None
+    if server is None:
+        host = _host(row, None, names)
+        result = run(f"{host}/team/app:v1", TRANSPORTS[transport])
+    else:
+        with server:
+            host = _host(row, server, names)
+            result = run(f"{host}/team/app:v1", TRANSPORTS[transport])
+    assert (result.status, result.reason) == (Status.ERROR, row.reason), result
+    assert result.detail is not None
+    if row.cause is not None:
+        cause = result.detail.removeprefix(host + ": ").removeprefix(host + " ")
+        assert cause == row.cause, result.detail
+
+
+def test_tls_verification_is_on_by_default_for_both(names: dict[str, str]) -> None:
+    """The untrusted row must be the certificate, not a broken test server: with the
+    server's own certificate trusted the same check succeeds on both transports."""
+    context = self_signed_tls("tls.test")
+
+    def respond(request: WireRequest) -> bytes | Fault:
+        if not request.valid:
+            return bad_request(request)
+        if request.path == "/v2/":
+            return PING
+        return http_answer(
+            404, {"Content-Type": "application/json"}, b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}'
+        )
+
+    names["tls.test"] = "127.0.0.1"
+    with WireServer(respond, tls=context) as server:
+        for transport in TRANSPORTS.values():
+            result = run(f"tls.test:{server.port}/team/app:v1", transport)
+            assert (result.status, result.reason) == (Status.ERROR, Reason.TLS), result
+    assert isinstance(context, ssl.SSLContext)
+
+
+# `regmon check` itself, with the resolver override installed in the child process (no
+# DNS server is asked): up to 8 references use httpcore, more use httpx-aiohttp.
+_RESOLVING_CLI = """
+import runpy, sys
+from support.faults import resolve_names
+sys.argv = ["regmon", *sys.argv[1:]]
+with resolve_names({}):
+    runpy.run_module("monitor", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("count", [1, 9], ids=["httpcore", "aiohttp"])
+def test_regmon_check_dns_failure_is_unreachable_with_any_number_of_references(
+    count: int,
+) -> None:
+    tests_dir = str(Path(__file__).resolve().parent)
+    env = {
+        **os.environ,
+        "DOCKER_CONFIG": "/nonexistent-regmon-test",
+        "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")]),
+    }
+    refs = [f"registry.invalid/team/app:v{n}" for n in range(count)]
+    proc = subprocess.run(
+        [sys.executable, "-c", _RESOLVING_CLI, "check", *refs],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines() == [f"error    {ref}  unreachable" for ref in refs]
+    assert proc.stderr.splitlines() == [
+        f"regmon: {ref}: registry.invalid: cannot resolve the host (name or service not known)"
+        for ref in refs
+    ]
