@@ -489,24 +489,14 @@ def _bind(config: Config) -> socket.socket:
 
 
 def _make_server(app: Any, config: Config) -> uvicorn.Server:
-    import uvicorn
+    from monitor import httpserver
 
-    class _Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:  # the service owns the signals
-            yield
-
-    return _Server(
-        uvicorn.Config(
-            app,
-            host=config.listen.host,
-            port=config.listen.port,
-            lifespan="off",
-            access_log=False,
-            log_config=None,
-            log_level="warning",
-        )
-    )
+    # Slow or idle clients must not take the descriptors that checks and the database need.
+    limit = httpserver.raise_fd_limit()
+    httpserver.install_accept_error_throttle(asyncio.get_running_loop())
+    cap = httpserver.connection_cap(limit)
+    log.debug("HTTP: up to %d connections (file descriptor limit %d)", cap, limit)
+    return httpserver.make_server(app, config.listen.host, config.listen.port, max_connections=cap)
 
 
 def run_service(config_path: str) -> None:
