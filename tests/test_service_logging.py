@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from support.faults import free_port
 from support.images import ImagePusher
 from support.registry import RegistryServer
-from support.service import RegmonProcess
+from support.service import RegmonProcess, run_cli
 from support.wait import wait_for
 
 LINE = re.compile(r"^\d\d:\d\d:\d\d (?P<level>[A-Z]+) +(?P<logger>[\w.]+): (?P<message>.*)$")
@@ -104,3 +105,25 @@ def test_the_log_says_what_a_user_can_act_on(
         if not logger.startswith(("regmon", "monitor"))
     ]
     assert [entry for entry in libraries if entry[0] in ("DEBUG", "INFO")] == []
+
+
+def test_history_of_a_watched_tag_whose_checks_all_failed_says_so(
+    service: Callable[[str], RegmonProcess],
+) -> None:
+    down = f"127.0.0.1:{free_port()}/team/api:v2"
+    never = "127.0.0.1:9/team/never:checked"  # in no config: the old message
+    svc = service(
+        "defaults: {interval: 1s, jitter: 0%, failing_after: 10}\n"
+        f"registries: {{'{down.split('/')[0]}': {{timeout: 1s}}}}\n"
+        f"watch:\n  - image: {down}\n"
+    )
+    wait_for(lambda: svc.image(down)["consecutive_errors"] >= 2, timeout=15)
+    svc.stop()
+    config = str(svc.config_path)
+    (state,) = json.loads(run_cli("status", "--json", "--config", config).stdout)["images"]
+    assert state["status"] == "error" and state["reason"] in ("unreachable", "timeout")
+    proc = run_cli("history", down, "--config", config)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{down}: watched, every check so far failed (error/{state['reason']})\n"
+    other = run_cli("history", never, "--config", config)
+    assert other.stdout == f"{never}: no history (not watched yet, or never checked)\n"
