@@ -18,7 +18,7 @@ import httpx
 from support.service import RegmonProcess
 
 SLOW_CLIENTS = 1100
-ATTACK_SECONDS = 22.0  # two head timeouts (10 s) and then some
+ATTACK_SECONDS = 13.0  # past one head timeout (10 s)
 BYTE_EVERY = 5.0
 
 
@@ -98,7 +98,7 @@ def test_healthz_answers_a_fresh_client_while_1100_slow_clients_are_connected(
             assert svc.get("/api/v1/images").status_code == 200
         finally:
             attack.close()
-        assert len(probes) >= 20
+        assert len(probes) >= 10
         # Every slow client was dropped at least once (cap or head timeout) and came back.
         assert attack.reopened >= SLOW_CLIENTS
         svc.stop()
