@@ -73,8 +73,9 @@ EVENT_LEVELS: Final[Mapping[EventType, int]] = {
     EventType.TAG_CHANGED: logging.WARNING,
     EventType.CHECK_FAILING: logging.WARNING,
     EventType.TAG_RESTORED: logging.INFO,
+    EventType.TAG_CREATED: logging.INFO,
     EventType.CHECK_RECOVERED: logging.INFO,
-}  # any other event (tag.created, …) at INFO
+}  # any other event at INFO
 
 
 class CheckLog:
@@ -156,6 +157,8 @@ def _describe(event: Event, previous: TagState | None, result: CheckResult) -> s
     if kind is EventType.TAG_MISSING:
         was = f" (was present at {event.previous_digest})" if event.previous_digest else ""
         return f"{result.status} {result.summary}{was}"
+    if kind is EventType.TAG_CREATED:
+        return f"present at {event.current_digest} (first seen)"
     if kind is EventType.TAG_RESTORED:
         if event.same_digest is None:
             return f"present at {event.current_digest} (never seen present before)"

@@ -67,7 +67,7 @@ def test_the_log_says_what_a_user_can_act_on(
 
     wait_for(lambda: has("tag.missing", ref) and has("check.failing", down), timeout=15)
     first = pusher.push_image(repo, "v1")
-    wait_for(lambda: has("tag.restored", ref), timeout=15)
+    wait_for(lambda: has("tag.created", ref), timeout=15)
     second = pusher.push_image(repo, "v1")
     wait_for(lambda: has("tag.changed", ref), timeout=15)
     failed = svc.image(down)
@@ -86,7 +86,7 @@ def test_the_log_says_what_a_user_can_act_on(
 
     assert notable(ref) == [
         ("WARNING", f"tag.missing {ref}: missing manifest unknown"),
-        ("INFO", f"tag.restored {ref}: present at {first.digest} (never seen present before)"),
+        ("INFO", f"tag.created {ref}: present at {first.digest} (first seen)"),
         ("WARNING", f"tag.changed {ref}: {first.digest} -> {second.digest}"),
     ]
     refused = f"unreachable: {failed['detail']}"
