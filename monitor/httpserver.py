@@ -30,6 +30,7 @@ import logging
 import resource
 import socket
 import time
+from collections.abc import Mapping
 from typing import Any, Final
 
 import h11
@@ -106,8 +107,16 @@ class ConnectionGuard:
     past ``hard_limit``, a third of the reserve further up.
     """
 
-    def __init__(self, max_connections: int, head_timeout: float = HEAD_TIMEOUT) -> None:
+    def __init__(
+        self,
+        max_connections: int,
+        head_timeout: float = HEAD_TIMEOUT,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.max_connections = max_connections
+        self.headers = [
+            (k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()
+        ]
         self.hard_limit = max_connections + max(max_connections // 6, 8)
         self.head_timeout = head_timeout
         self.pending = 0  # accepted, connection_made not yet run
@@ -236,6 +245,22 @@ def _protocol_class(guard: ConnectionGuard) -> type[H11Protocol]:
                 self._deadline.cancel()
                 self._deadline = None
 
+        def send_400_response(self, msg: str) -> None:
+            # uvicorn's answer to a request h11 cannot parse, with the headers every
+            # answer of the app carries (uvicorn adds no default headers to this one).
+            headers = [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"connection", b"close"),
+                *guard.headers,
+            ]
+            for event in (
+                h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                h11.Data(data=msg.encode("ascii")),
+                h11.EndOfMessage(),
+            ):
+                self.transport.write(self.conn.send(event) or b"")
+            self.transport.close()
+
         def _on_deadline(self) -> None:
             self._deadline = None
             if self.idle:
@@ -274,10 +299,13 @@ def make_server(
     *,
     max_connections: int,
     head_timeout: float = HEAD_TIMEOUT,
+    headers: Mapping[str, str] | None = None,
 ) -> uvicorn.Server:
-    """A uvicorn server for ``app`` with the bounds above; it leaves signals to the service."""
+    """A uvicorn server for ``app`` with the bounds above; it leaves signals to the service.
 
-    guard = ConnectionGuard(max_connections, head_timeout)
+    ``headers`` go on the answers uvicorn writes itself (400 for an unparsable request).
+    """
+    guard = ConnectionGuard(max_connections, head_timeout, headers)
 
     class _Server(uvicorn.Server):
         @contextlib.contextmanager

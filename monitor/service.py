@@ -494,13 +494,16 @@ def _bind(config: Config) -> socket.socket:
 
 def _make_server(app: Any, config: Config) -> uvicorn.Server:
     from monitor import httpserver
+    from monitor.api import SECURITY_HEADERS
 
     # Slow or idle clients must not take the descriptors that checks and the database need.
     limit = httpserver.raise_fd_limit()
     httpserver.install_accept_error_throttle(asyncio.get_running_loop())
     cap = httpserver.connection_cap(limit)
     log.debug("HTTP: up to %d connections (file descriptor limit %d)", cap, limit)
-    return httpserver.make_server(app, config.listen.host, config.listen.port, max_connections=cap)
+    return httpserver.make_server(
+        app, config.listen.host, config.listen.port, max_connections=cap, headers=SECURITY_HEADERS
+    )
 
 
 def run_service(config_path: str) -> None:

@@ -26,13 +26,23 @@ async def hello(scope: Scope, receive: Callable[[], Awaitable[Any]], send: Any) 
 
 
 @asynccontextmanager
-async def serving(*, max_connections: int = 100, head_timeout: float = 0.3) -> AsyncIterator[int]:
+async def serving(
+    *,
+    max_connections: int = 100,
+    head_timeout: float = 0.3,
+    headers: dict[str, str] | None = None,
+) -> AsyncIterator[int]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
     server = httpserver.make_server(
-        hello, "127.0.0.1", port, max_connections=max_connections, head_timeout=head_timeout
+        hello,
+        "127.0.0.1",
+        port,
+        max_connections=max_connections,
+        head_timeout=head_timeout,
+        headers=headers,
     )
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
@@ -183,3 +193,17 @@ def test_the_fd_soft_limit_is_raised_to_the_hard_limit() -> None:
 @pytest.mark.parametrize(("limit", "cap"), [(1024, 768), (4096, 3072), (20000, 15000), (300, 44)])
 def test_connection_cap_keeps_a_reserve(limit: int, cap: int) -> None:
     assert httpserver.connection_cap(limit) == cap
+
+
+def test_uvicorn_s_own_400_carries_the_given_headers() -> None:
+    async def go() -> bytes:
+        async with serving(headers={"X-Frame-Options": "DENY"}) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+            answer = await reader.read()
+            writer.close()
+            return answer
+
+    head = asyncio.run(go()).split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    assert head[0] == b"HTTP/1.1 400 Bad Request"
+    assert b"X-Frame-Options: DENY" in head

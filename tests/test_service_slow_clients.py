@@ -96,6 +96,12 @@ def test_healthz_answers_a_fresh_client_while_1100_slow_clients_are_connected(
                 probes.append(time.monotonic() - started)
                 time.sleep(0.5)
             assert svc.get("/api/v1/images").status_code == 200
+            # uvicorn's own 400 for an unparsable request has the security headers too.
+            with socket.create_connection(("127.0.0.1", svc.port), timeout=5) as bad:
+                bad.sendall(b"NOT HTTP\r\n\r\n")
+                answer = bad.makefile("rb").read()
+            assert answer.startswith(b"HTTP/1.1 400 ")
+            assert b"\r\nx-content-type-options: nosniff\r\n" in answer
         finally:
             attack.close()
         assert len(probes) >= 10
