@@ -39,6 +39,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 __all__ = [
     "HEAD_TIMEOUT",
+    "MAX_CONNECTIONS",
     "ConnectionGuard",
     "Throttle",
     "connection_cap",
@@ -54,6 +55,7 @@ HEAD_TIMEOUT: Final = 10.0  # seconds to send a whole request head
 LOG_EVERY: Final = 60.0  # seconds between two reports of the same trouble
 _FD_RESERVE_MIN: Final = 256  # descriptors kept for registry/webhook/database sockets and files
 ACCEPTS_PER_ITERATION: Final = 32
+MAX_CONNECTIONS: Final = 4096
 _ACCEPT_ERROR: Final = "socket.accept() out of system resource"
 
 
@@ -73,8 +75,13 @@ def fd_limit() -> int:
 
 
 def connection_cap(limit: int) -> int:
-    """HTTP connections kept under an fd ``limit``: a quarter (at least 256) stays free."""
-    return max(limit - max(_FD_RESERVE_MIN, limit // 4), 16)
+    """HTTP connections kept under an fd ``limit``: a quarter (at least 256) stays free.
+
+    At most ``MAX_CONNECTIONS`` whatever the limit: each may buffer up to 16 KiB
+    of an incomplete request head (h11's default), and probes, scrapes and the API
+    never need thousands.
+    """
+    return min(max(limit - max(_FD_RESERVE_MIN, limit // 4), 16), MAX_CONNECTIONS)
 
 
 class Throttle:
