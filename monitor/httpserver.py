@@ -126,7 +126,9 @@ class ConnectionGuard:
         ]
         self.hard_limit = max_connections + max(max_connections // 6, 8)
         self.head_timeout = head_timeout
-        self.pending = 0  # accepted, connection_made not yet run
+        # accepted, connection_made not yet run (a transport that fails to set up in
+        # between would stay counted: asyncio then logs it, and plain TCP does not fail so)
+        self.pending = 0
         self.closing = 0  # closed by us, connection_lost not yet run
         self.connections: set[Any] = set()  # uvicorn's ServerState.connections
         self.by_age: dict[Any, None] = {}  # connections, longest idle first
