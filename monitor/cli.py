@@ -249,14 +249,38 @@ def wait(
     """
     import asyncio
 
+    from monitor.domain import Status
+    from monitor.durations import format_duration
+
     total = _duration(timeout, "--timeout")
     every = _duration(interval, "--interval")
     wanted = _parse_platforms(platforms)
     (ref,) = _parse_refs([reference])
     config = _load_config(config_path)
-    result = asyncio.run(_wait(config, ref, wanted, total, every))
+    progress = _wait_progress if sys.stderr.isatty() else None
+    result = asyncio.run(_wait(config, ref, wanted, total, every, progress))
     _print_results([result], as_json)
+    if result.status is not Status.PRESENT:
+        click.echo(
+            f"timed out after {format_duration(total)}: last status {_status_text(result)}",
+            err=True,
+        )
     sys.exit(exit_code([result]))
+
+
+def _status_text(result: CheckResult) -> str:
+    """``missing (manifest unknown)``, ``error (unreachable)``."""
+    return f"{result.status} ({result.summary})"
+
+
+def _wait_progress(result: CheckResult, next_try: float) -> None:
+    from monitor.durations import format_duration
+
+    click.echo(
+        f"waiting for {result.reference}: {_status_text(result)}, "
+        f"next try in {format_duration(next_try)}",
+        err=True,
+    )
 
 
 async def _wait(
@@ -265,8 +289,10 @@ async def _wait(
     platforms: Sequence[str],
     total: float,
     every: float,
+    progress: Callable[[CheckResult, float], None] | None = None,
 ) -> CheckResult:
     import asyncio
+    import math
     import time
 
     from monitor.checker import check_reference, client_from_config
@@ -282,7 +308,11 @@ async def _wait(
             remaining = deadline - time.monotonic()
             if result.status is Status.PRESENT or remaining <= 0:
                 return result
-            await asyncio.sleep(min(every, remaining))
+            pause = min(every, remaining)
+            if progress is not None:
+                # Whole seconds for people, unless they asked for sub-second polls.
+                progress(result, math.ceil(pause) if every >= 1 else pause)
+            await asyncio.sleep(pause)
 
 
 @main.group()
@@ -396,7 +426,8 @@ def status(as_json: bool, config_path: str) -> None:
 @_guard
 def history(reference: str, as_json: bool, config_path: str) -> None:
     """Digest timeline and events of one tag."""
-    from monitor.store.repository import history_for, list_events
+    from monitor.domain import Reason, Status
+    from monitor.store.repository import get_state, history_for, list_events
 
     (ref,) = _parse_refs([reference])
     key = str(ref)
@@ -404,6 +435,7 @@ def history(reference: str, as_json: bool, config_path: str) -> None:
     try:
         timeline = history_for(engine, key)
         events = list_events(engine, image=key, newest=True)
+        state = get_state(engine, key)
     finally:
         engine.dispose()
     changes = [
@@ -418,10 +450,15 @@ def history(reference: str, as_json: bool, config_path: str) -> None:
     if as_json:
         click.echo(json.dumps({"reference": key, "history": changes, "events": events}, indent=2))
         return
-    if not changes and not events:
+    # History rows record decided checks only: none yet may mean every check failed.
+    if not changes and state is not None and state.status is Status.ERROR:
+        failure = state.reason or Reason.PROTOCOL
+        click.echo(f"{key}: watched, every check so far failed (error/{failure})")
+    elif not changes and not events:
         click.echo(f"{key}: no history (not watched yet, or never checked)")
         return
-    click.echo(f"{key}")
+    else:
+        click.echo(f"{key}")
     for change in changes:
         third = change["digest"] or ""
         click.echo(f"  {change['recorded_at']}  {change['status']:<7}  {third}")

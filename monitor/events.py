@@ -278,7 +278,11 @@ def parse_timestamp(text: str) -> datetime:
     moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     if moment.tzinfo is None:
         raise ValueError(f"timestamp without a time zone: {text!r}")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-14:00 is a valid RFC 3339 time past datetime.max in UTC.
+        raise ValueError(f"timestamp out of range: {text!r}") from None
 
 
 def event_to_payload(event: Event, *, reference: ImageReference | None = None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from monitor.config import Config, Watch, load_config
 from monitor.domain import Evaluation, Event, TagState
 from monitor.errors import RegmonError
 from monitor.events import evaluate, event_to_payload
+from monitor.logs import CheckLog
 from monitor.reference import canonical_registry
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ class Service:
         self._dispatcher: Dispatcher | None = None
         self._webhook_http: httpx.AsyncClient | None = None
         self._config_mtime: float | None = None
+        self._check_log = CheckLog()
 
     # -- ServiceView -------------------------------------------------------------------
 
@@ -377,15 +379,17 @@ class Service:
             registry = canonical_registry(watch.image.api_host)
             if self._metrics is not None:
                 self._metrics.observe_check(result, registry)
+            previous = self._states.get(key)
             evaluation = evaluate(
-                self._states.get(key),
+                previous,
                 result,
                 missing_after=watch.missing_after,
                 failing_after=watch.failing_after,
             )
             self._states[key] = evaluation.state
-            for event in evaluation.events:
-                log.info("%s %s%s", event.type, key, f" ({event.reason})" if event.reason else "")
+            self._check_log.record(
+                key, previous, result, evaluation, failing_after=watch.failing_after
+            )
             self._pending.append(evaluation)
             self._pending_watches[key] = watch
             if len(self._pending) >= WRITE_BATCH:
@@ -489,23 +493,16 @@ def _bind(config: Config) -> socket.socket:
 
 
 def _make_server(app: Any, config: Config) -> uvicorn.Server:
-    import uvicorn
+    from monitor import httpserver
+    from monitor.api import SECURITY_HEADERS
 
-    class _Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:  # the service owns the signals
-            yield
-
-    return _Server(
-        uvicorn.Config(
-            app,
-            host=config.listen.host,
-            port=config.listen.port,
-            lifespan="off",
-            access_log=False,
-            log_config=None,
-            log_level="warning",
-        )
+    # Slow or idle clients must not take the descriptors that checks and the database need.
+    limit = httpserver.raise_fd_limit()
+    httpserver.install_accept_error_throttle(asyncio.get_running_loop())
+    cap = httpserver.connection_cap(limit)
+    log.debug("HTTP: up to %d connections (file descriptor limit %d)", cap, limit)
+    return httpserver.make_server(
+        app, config.listen.host, config.listen.port, max_connections=cap, headers=SECURITY_HEADERS
     )
 
 

@@ -414,6 +414,34 @@ def test_events_by_image_and_limit(app: Starlette, stored: list[Event]) -> None:
     assert get(app, "/api/v1/events?image=Bad/Ref:").status_code == 400
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"since": "9999-12-31T23:59:59-14:00"},  # past datetime.max once in UTC
+        {"since": "0001-01-01T00:00:00+14:00"},  # before datetime.min once in UTC
+        {"limit": "9" * 5000},  # past Python's 4,300-digit int() guard
+        {"limit": "0" * 5000 + "7"},
+    ],
+    ids=["since-max", "since-min", "limit-5000-digits", "limit-leading-zeros"],
+)
+def test_events_query_at_the_edges_is_a_one_line_400(
+    app: Starlette, stored: list[Event], params: dict[str, str]
+) -> None:
+    response = get(app, "/api/v1/events", params=params)
+    if params.get("limit", "").endswith("7"):
+        assert response.status_code == 200  # 0…07 is 7: refused only for its size, not zeros
+        assert len(response.json()["events"]) == 3
+        return
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    (name,) = params
+    expected = {
+        "since": "since: expected an event id or an RFC 3339 time like 2026-11-27T05:40:20Z",
+        "limit": "limit: expected a whole number from 1 to 1000",
+    }[name]
+    assert response.json() == {"error": expected}
+
+
 # --------------------------------------------------------------------------- POST check
 
 
@@ -509,3 +537,82 @@ def test_a_store_failure_is_a_json_500_without_details(tmp_path: Path) -> None:
         engine.dispose()
     assert response.status_code == 500
     assert response.json() == {"error": "internal error"}
+
+
+# --------------------------------------------------------------------------- security headers
+
+SECURITY = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/", 200),
+        ("GET", "/metrics", 200),
+        ("GET", "/healthz", 200),
+        ("GET", "/readyz", 200),
+        ("GET", "/api/v1/images", 200),
+        ("GET", "/api/v1/images/alpine:3.20", 200),
+        ("GET", "/api/v1/images/alpine:3.20/history", 200),
+        ("GET", "/api/v1/events", 200),
+        ("GET", "/api/v1/events?limit=0", 400),
+        ("GET", "/api/v1/images/busybox:1", 404),
+        ("GET", "/api/v1/nothing", 404),
+        ("GET", "/nothing", 404),
+        ("POST", "/healthz", 405),
+        ("POST", "/api/v1/images/alpine:3.20/check", 403),
+    ],
+)
+def test_security_headers_on_every_response(
+    app: Starlette, method: str, path: str, status: int
+) -> None:
+    response = call(app, method, path)
+    assert response.status_code == status
+    for name, value in SECURITY.items():
+        assert response.headers.get_list(name) == [value], name
+    policy = response.headers["content-security-policy"]
+    assert policy.startswith("default-src 'none'; style-src 'sha256-")
+    assert "script-src" not in policy and "unsafe-inline" not in policy
+
+
+def test_the_content_security_policy_allows_exactly_the_status_page_style(app: Starlette) -> None:
+    import base64
+    import hashlib
+    import re
+
+    response = get(app, "/")
+    (style,) = re.findall(r"<style>(.*?)</style>", response.text, re.DOTALL)
+    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+    policy = response.headers["content-security-policy"]
+    directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+    assert directives == {
+        "default-src": "'none'",
+        "style-src": f"'sha256-{digest}'",
+        "base-uri": "'none'",
+        "form-action": "'none'",
+        "frame-ancestors": "'none'",
+    }
+    assert "<script" not in response.text and " style=" not in response.text
+
+
+def test_security_headers_on_a_500(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # no tables
+    try:
+        app = make_app(FakeView(config=parse_config(WATCHES), engine=engine))
+
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://regmon") as client:
+                return await client.get("/api/v1/events")
+
+        response = asyncio.run(go())
+    finally:
+        engine.dispose()
+    assert response.status_code == 500
+    for name, value in SECURITY.items():
+        assert response.headers[name] == value
+    assert response.headers["content-security-policy"].startswith("default-src 'none'")

@@ -410,8 +410,57 @@ def test_wait_times_out_with_last_status(registry: RegistryServer, unique_repo) 
                      "--interval", "0.3s")  # fmt: skip
     assert missing.returncode == 1
     assert missing.stdout.split()[0] == "missing"
-    failing = regmon("wait", f"127.0.0.1:{free_port()}/a:b", "--timeout", "1s")
+    # Not a terminal: no progress lines, only how it ended.
+    assert missing.stderr == "timed out after 1s: last status missing (manifest unknown)\n"
+    failing = regmon("wait", f"127.0.0.1:{free_port()}/a:b", "--timeout", "1000ms")
     assert failing.returncode == 3
+    status, _, reason = failing.stdout.split()  # unreachable, or timeout on a busy machine
+    assert status == "error"
+    assert failing.stderr.splitlines()[-1] == f"timed out after 1s: last status error ({reason})"
+
+
+def test_wait_shows_progress_on_a_terminal(registry: RegistryServer, unique_repo) -> None:
+    import pty
+
+    ref = f"{registry.host}/{unique_repo('wait')}:v1"
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "monitor", "wait", ref, "--timeout", "5s", "--interval", "2s"],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            text=True,
+            env={**os.environ, "DOCKER_CONFIG": "/nonexistent-regmon-test"},
+            timeout=60,
+            check=False,
+        )
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+    err = b"".join(chunks).decode().replace("\r\n", "\n")
+    assert proc.returncode == 1
+    *progress, last = err.splitlines()
+    assert progress[0] == f"waiting for {ref}: missing (manifest unknown), next try in 2s"
+    # One line per poll; the last pause is what is left of the timeout, in whole seconds.
+    assert len(progress) in (2, 3)
+    for line in progress[1:]:
+        assert line in (
+            f"waiting for {ref}: missing (manifest unknown), next try in 2s",
+            f"waiting for {ref}: missing (manifest unknown), next try in 1s",
+        )
+    assert last == "timed out after 5s: last status missing (manifest unknown)"
 
 
 # --- the check path stays light -----------------------------------------------------------

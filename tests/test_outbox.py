@@ -389,3 +389,40 @@ def test_one_hung_receiver_does_not_hold_up_another_webhook(engine: Engine) -> N
         assert len(fast.delivered()) == 2
         assert fast_done < 1.0 < all_done
         slow.answer(200)
+
+
+# --------------------------------------------------------------------------- credentials masked
+
+HOOK_USER, HOOK_PASSWORD = "hookuser", "hookpass-9Q"
+QUERY_TOKEN, API_KEY = "qtok-5bd0c2", "key-77aa21"
+BASIC = __import__("base64").b64encode(f"{HOOK_USER}:{HOOK_PASSWORD}".encode()).decode()
+
+
+def echoed_secrets() -> list[str]:
+    return [HOOK_PASSWORD, BASIC, QUERY_TOKEN, API_KEY, SECRET, SECRET.removeprefix("whsec_")]
+
+
+def test_a_receiver_echoing_the_authorization_header_leaks_nothing(
+    engine: Engine, receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_events(engine, [image("a")], at=T0)
+    receiver.answer(500, echo=True)
+    url = f"http://{HOOK_USER}:{HOOK_PASSWORD}@{receiver.host}/hook?token={QUERY_TOKEN}"
+    config = parse_config(
+        f"webhooks:\n  - {{name: ops, url: '{url}', secret: {SECRET},"
+        f" headers: {{X-Api-Key: {API_KEY}}}}}\n"
+    )
+    with caplog.at_level("WARNING", logger="regmon.webhooks"):
+        run_dispatcher(engine, config, Clock(T0))
+    (got,) = receiver.attempts
+    assert got.headers["authorization"] == f"Basic {BASIC}"  # it was sent, and echoed
+    (row,) = rows(engine).values()
+    assert row.last_error.startswith(
+        f"HTTP 500 from http://***@{receiver.host}/***: receiver says 500 you sent /***?*** "
+        "authorization: Basic *** "
+    )
+    (record,) = caplog.records
+    assert "authorization: Basic ***" in record.getMessage()
+    for secret in echoed_secrets():
+        assert secret not in row.last_error
+        assert secret not in record.getMessage()

@@ -305,3 +305,28 @@ def test_webhook_test_command_names_what_is_wrong(tmp_path: Path) -> None:
     assert refused.returncode == 3
     assert "unreachable" in refused.stderr and "Traceback" not in refused.stderr
     assert URL_PASSWORD not in refused.stderr and PATH_SECRET not in refused.stderr
+
+
+def test_webhook_test_command_masks_credentials_a_receiver_echoes(
+    receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    import base64
+
+    receiver.answer(401, echo=True)
+    path = tmp_path / "regmon.yaml"
+    url = f"{hook_url(receiver)}?token=querytoken-e2e"
+    path.write_text(f"webhooks:\n  - {{name: ops, url: '{url}', secret: '{SECRET}'}}\n")
+    proc = run_cli("webhook", "test", "ops", "--config", str(path))
+    assert proc.returncode == 3, proc.stderr
+    (got,) = receiver.attempts
+    basic = base64.b64encode(f"hook:{URL_PASSWORD}".encode()).decode()
+    assert got.headers["authorization"] == f"Basic {basic}"
+    lines = proc.stdout.splitlines()
+    assert lines[:4] == [
+        "HTTP 401",
+        "receiver says 401",
+        "you sent /***?***",
+        "authorization: Basic ***",
+    ]
+    for secret in (basic, URL_PASSWORD, PATH_SECRET, "querytoken-e2e", SECRET):
+        assert secret not in proc.stdout + proc.stderr

@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from monitor.errors import ConfigError, UsageError
+from monitor.notify.masking import mask, webhook_secrets
 from monitor.notify.payload import SigningError, WireRequest, build_request
 from monitor.notify.sender import DeliveryError, post, send
 
@@ -306,6 +307,7 @@ class Dispatcher:
                 request.headers,
                 timeout_seconds=hook.timeout,
                 redacted_url=hook.redacted_url,
+                secrets=_secrets(hook),
             )
         except DeliveryError as exc:
             await self._record_failure(hook, delivery, now, exc)
@@ -365,6 +367,8 @@ class Dispatcher:
     ) -> None:
         from monitor.store.outbox import finish_delivery
 
+        # Masked again here: last_error and the log are the last stop before storage.
+        error = mask(str(exc), _secrets(hook))
         deadline = delivery.created_at + timedelta(seconds=hook.max_retry_age)
         next_attempt: datetime | None = None
         if exc.permanent:
@@ -384,7 +388,7 @@ class Dispatcher:
             attempted_at=now,
             status=status,
             status_code=exc.status_code,
-            error=str(exc),
+            error=error,
             latency_ms=exc.latency_ms,
             next_attempt_at=next_attempt,
         )
@@ -399,7 +403,7 @@ class Dispatcher:
                 delivery.image,
                 delivery.event_id,
                 delivery.attempts + 1,
-                exc,
+                error,
                 (next_attempt - now).total_seconds(),
             )
         else:
@@ -411,12 +415,22 @@ class Dispatcher:
                 delivery.event_id,
                 "given up (failed)" if status == "failed" else "dead (max_retry_age passed)",
                 delivery.attempts + 1,
-                exc,
+                error,
             )
 
     def _observe(self, webhook: str, outcome: str) -> None:
         if self._metrics is not None:
             self._metrics.observe_delivery(webhook, outcome)
+
+
+def _secrets(hook: WebhookConfig, secret: str | None = None) -> tuple[str, ...]:
+    """What must never be shown of ``hook``: its URL's credentials, its secret, its headers."""
+    if secret is None:
+        try:
+            secret = hook.resolved_secret()
+        except ConfigError:
+            secret = None  # unreadable: then it cannot have been sent either
+    return webhook_secrets(hook.url, secret=secret, headers=hook.headers)
 
 
 # -- regmon webhook test -------------------------------------------------------------------
@@ -476,4 +490,4 @@ async def send_test(config: Config, name: str, http: httpx.AsyncClient) -> tuple
         timeout_seconds=hook.timeout,
         redacted_url=hook.redacted_url,
     )
-    return response.status_code, response.text
+    return response.status_code, mask(response.text, _secrets(hook, secret))

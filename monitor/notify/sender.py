@@ -10,8 +10,9 @@ retried rather than dropped: fixing the URL in the config then delivers it.
 
 Error texts name the webhook by ``WebhookConfig.redacted_url`` (scheme and host)
 and the failure by kind, never by the transport's own message (which may quote
-the URL), and a quoted receiver answer has the URL's path and credentials
-masked: Slack and Discord URLs carry their token in the path.
+the URL), and a quoted receiver answer has the webhook's credentials masked
+(``masking``): Slack and Discord URLs carry their token in the path, and a
+receiver may echo the Authorization header made from the URL's userinfo.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import httpx
 
 from monitor.errors import RegmonError
+from monitor.notify.masking import mask, webhook_secrets
 from monitor.registry.transport import failure_reason
 
 __all__ = [
@@ -101,20 +103,9 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
 
 
-def _secrets_of(url: str) -> list[str]:
-    """The parts of ``url`` that may be secret: userinfo, path, query (raw and unquoted)."""
-    parts = urlsplit(url)
-    found = [parts.password or "", parts.username or "", parts.path.strip("/"), parts.query]
-    found += [segment for segment in parts.path.split("/") if len(segment) >= 8]
-    found += [unquote(text) for text in list(found)]
-    return sorted({text for text in found if len(text) >= 4}, key=len, reverse=True)
-
-
-def _snippet(text: str, url: str) -> str:
-    line = " ".join(text.split())[:_SNIPPET]
-    for secret in _secrets_of(url):
-        line = line.replace(secret, "***")
-    return line
+def _snippet(text: str, secrets: Sequence[str]) -> str:
+    # Masked before it is cut: a secret cut in two would no longer match.
+    return " ".join(mask(text, secrets).split())[:_SNIPPET]
 
 
 def _split_userinfo(url: str) -> tuple[httpx.URL, httpx.BasicAuth | None]:
@@ -193,12 +184,18 @@ async def post(
     return Response(status, answer_headers, text, latency)
 
 
-def classify(response: Response, *, url: str, redacted_url: str) -> DeliveryError | None:
-    """``None`` for a 2xx; else the ``DeliveryError`` the answer means (see the module doc)."""
+def classify(
+    response: Response, *, url: str, redacted_url: str, secrets: Sequence[str] = ()
+) -> DeliveryError | None:
+    """``None`` for a 2xx; else the ``DeliveryError`` the answer means (see the module doc).
+
+    ``secrets`` (``masking.webhook_secrets``) are masked in the quoted answer;
+    without them, those of ``url`` alone.
+    """
     code = response.status_code
     if 200 <= code < 300:
         return None
-    snippet = _snippet(response.text, url)
+    snippet = _snippet(response.text, secrets or webhook_secrets(url))
     message = f"HTTP {code} from {redacted_url}" + (f": {snippet}" if snippet else "")
     retry_after = None
     if code in (429, 503):
@@ -221,12 +218,13 @@ async def send(
     *,
     timeout_seconds: float,
     redacted_url: str,
+    secrets: Sequence[str] = (),
 ) -> Response:
     """POST and return the 2xx answer; raise ``DeliveryError`` for anything else."""
     response = await post(
         http, url, body, headers, timeout_seconds=timeout_seconds, redacted_url=redacted_url
     )
-    error = classify(response, url=url, redacted_url=redacted_url)
+    error = classify(response, url=url, redacted_url=redacted_url, secrets=secrets)
     if error is not None:
         raise error
     return response

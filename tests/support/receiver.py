@@ -4,6 +4,8 @@
         rx.url                                       # http://127.0.0.1:PORT/hook
         rx.answer(500)                               # every request -> 500 from now on
         rx.answer(429, {"Retry-After": "2"}, times=1)  # next request -> 429, then back to 200
+        rx.answer(401, echo=True)                    # body quotes every request header,
+                                                     # as debugging receivers do
         rx.hang()                                    # hold requests (until answer/close), then
                                                      # answer 599: recorded as not delivered
         rx.answer(200)
@@ -58,6 +60,7 @@ class WebhookReceiver(LoopbackHTTPServer):
         self._status = 200
         self._headers: list[tuple[str, str]] = []
         self._times: int | None = None  # answers left before going back to 200
+        self._echo = False
         self._hang = False
         self._hanging = 0
         self._closing = False
@@ -71,13 +74,23 @@ class WebhookReceiver(LoopbackHTTPServer):
         return f"http://{self.host}{self.path}"
 
     def answer(
-        self, status: int, headers: Mapping[str, str] | None = None, *, times: int | None = None
+        self,
+        status: int,
+        headers: Mapping[str, str] | None = None,
+        *,
+        times: int | None = None,
+        echo: bool = False,
     ) -> None:
-        """Answer ``status`` (with ``headers``) from now on, or for the next ``times`` requests."""
+        """Answer ``status`` (with ``headers``) from now on, or for the next ``times`` requests.
+
+        ``echo``: the body quotes the request target and every request header,
+        Authorization first.
+        """
         with self._state:
             self._status = status
             self._headers = list((headers or {}).items())
             self._times = times
+            self._echo = echo
             self._hang = False
             self._state.notify_all()
 
@@ -140,7 +153,7 @@ class WebhookReceiver(LoopbackHTTPServer):
                 self._hanging += 1
             while self._hang and not self._closing:
                 self._state.wait(0.1)
-            status, reply_headers = self._status, list(self._headers)
+            status, reply_headers, echo = self._status, list(self._headers), self._echo
             if hung:
                 # The sender has long given up on this request: answer, but it was not delivered.
                 self._hanging -= 1
@@ -148,7 +161,7 @@ class WebhookReceiver(LoopbackHTTPServer):
             if self._times is not None:
                 self._times -= 1
                 if self._times <= 0:
-                    self._status, self._headers, self._times = 200, [], None
+                    self._status, self._headers, self._times, self._echo = 200, [], None, False
             event_id = request.headers.get("webhook-id", "")
             kind = body.get("type", "") if isinstance(body, dict) else ""
             self._attempts.append(
@@ -159,4 +172,9 @@ class WebhookReceiver(LoopbackHTTPServer):
         if status in (204, 304):
             return Reply(status, reply_headers)  # no body allowed
         text = b"ok" if 200 <= status < 300 else f"receiver says {status}".encode()
+        if echo:
+            # Authorization first, as a "bad credentials" page would quote it.
+            items = sorted(request.headers.items(), key=lambda item: item[0] != "authorization")
+            quoted = "\n".join(f"{name}: {value}" for name, value in items)
+            text += f"\nyou sent {request.target}\n{quoted}".encode()
         return Reply(status, [("Content-Type", "text/plain"), *reply_headers], text)

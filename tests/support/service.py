@@ -6,6 +6,7 @@
     svc.metrics()[("regmon_watched_images", frozenset())]
     svc.send_hup(); svc.stop()                     # SIGTERM, asserts exit code 0
     svc.start()                                    # again: same config file, database and port
+    RegmonProcess(..., nofile=1024)                # the service under RLIMIT_NOFILE 1024/1024
 
 The config is YAML text (or a path to a YAML file, read as text); the helper
 adds ``database: sqlite:///<tmp>/regmon.db`` and ``listen: 127.0.0.1:<free port>``
@@ -75,6 +76,7 @@ class RegmonProcess:
         *,
         start: bool = True,
         ready_timeout: float = 30.0,
+        nofile: int | None = None,
     ) -> None:
         self.tmp_path = Path(tmp_path)
         self.tmp_path.mkdir(parents=True, exist_ok=True)
@@ -84,6 +86,7 @@ class RegmonProcess:
         self.log_path = self.tmp_path / "regmon.log"
         self.port = free_port()
         self.ready_timeout = ready_timeout
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) of the process, if set
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._client = httpx.Client(base_url=self.url, timeout=10.0)
@@ -138,6 +141,7 @@ class RegmonProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=cli_env(),
+            preexec_fn=None if self.nofile is None else self._limit_files,
         )
         try:
             wait_for(self._ready, timeout=self.ready_timeout, interval=0.05)
@@ -146,6 +150,12 @@ class RegmonProcess:
                 f"regmon /readyz at {self.url}: {exc}\n{self.log_tail()}"
             ) from None
         return self
+
+    def _limit_files(self) -> None:
+        import resource
+
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def _ready(self) -> bool:
         self.assert_alive()
