@@ -1,0 +1,160 @@
+"""Deployment files on disk (or stdin) → the images they use.
+
+Which extractor reads a file is decided by its name (``Dockerfile*``, ``*.dockerfile``,
+``compose*.y*ml``, ``docker-compose*.y*ml``), else by its content: other YAML/JSON is
+compose when it is one mapping with ``services``, else a stream of Kubernetes objects;
+a file named on the command line that is neither YAML nor JSON by name is a
+Dockerfile when its first instruction is ``FROM`` or ``ARG``. A folder is searched
+recursively (hidden files and folders, ``.git`` among them, are skipped) for
+Dockerfiles, compose files and ``*.yaml``/``*.yml``/``*.json``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import BinaryIO
+
+from monitor.errors import DeploymentFileError
+from monitor.sources.found import FoundImage
+
+__all__ = ["MAX_FILE_BYTES", "STDIN", "file_kind", "images_in_paths", "images_in_text"]
+
+# `kubectl get … -A -o yaml` of a large cluster runs to tens of MiB; more than this
+# is not a deployment file but a mistake (or an attack), refused before parsing.
+MAX_FILE_BYTES = 64 * 1024 * 1024
+STDIN = "-"
+STDIN_NAME = "<stdin>"
+
+_DOCKERFILE_NAMES = ("Dockerfile*", "dockerfile*", "*.dockerfile", "*.Dockerfile")
+_COMPOSE_NAMES = ("compose*.yaml", "compose*.yml", "docker-compose*.yaml", "docker-compose*.yml")
+_FIRST_INSTRUCTION = re.compile(r"(FROM|ARG)\s", re.IGNORECASE)
+
+
+def file_kind(name: str) -> str | None:
+    """``dockerfile``, ``compose``, ``yaml``, ``json`` by file name, else None."""
+    base = os.path.basename(name)
+    if base.endswith(".dockerignore"):
+        return None
+    if any(fnmatch.fnmatchcase(base, pattern) for pattern in _DOCKERFILE_NAMES):
+        return "dockerfile"
+    if any(fnmatch.fnmatchcase(base, pattern) for pattern in _COMPOSE_NAMES):
+        return "compose"
+    lower = base.lower()
+    if lower.endswith((".yaml", ".yml")):
+        return "yaml"
+    if lower.endswith(".json"):
+        return "json"
+    return None
+
+
+def images_in_paths(
+    paths: Iterable[str], environ: Mapping[str, str], stdin: BinaryIO | None = None
+) -> list[FoundImage]:
+    """Every image used in ``paths`` (files, folders, ``-`` for ``stdin``), in order."""
+    found: list[FoundImage] = []
+    for path in paths:
+        if path == STDIN:
+            if stdin is None:
+                raise DeploymentFileError("-: no standard input to read")
+            text = _decode(_read_capped(stdin, STDIN_NAME), STDIN_NAME)
+            found.extend(images_in_text(text, STDIN_NAME, None, os.getcwd(), environ))
+            continue
+        if os.path.isdir(path):
+            for file in _walk(path):
+                found.extend(_images_in_file(file, file_kind(file), environ))
+            continue
+        if not os.path.exists(path):
+            raise DeploymentFileError(f"{path}: no such file or folder")
+        found.extend(_images_in_file(path, file_kind(path), environ))
+    return found
+
+
+def _walk(folder: str) -> Iterable[str]:
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and file_kind(name) is not None:
+                yield os.path.normpath(os.path.join(root, name))
+
+
+def _images_in_file(path: str, kind: str | None, environ: Mapping[str, str]) -> list[FoundImage]:
+    try:
+        with open(path, "rb") as stream:
+            data = _read_capped(stream, path)
+    except OSError as exc:
+        raise DeploymentFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    text = _decode(data, path)
+    return images_in_text(text, path, kind, os.path.dirname(path) or ".", environ)
+
+
+def images_in_text(
+    text: str, file: str, kind: str | None, folder: str, environ: Mapping[str, str]
+) -> list[FoundImage]:
+    """The images in one file's text; ``kind`` as from :func:`file_kind` (None: decide by
+    content). ``folder`` is where a compose file's ``.env`` would be."""
+    if kind is None:
+        kind = _kind_by_content(text)
+    if kind == "dockerfile":
+        from monitor.sources.dockerfile import images_in_dockerfile
+
+        return images_in_dockerfile(text, file)
+    from monitor.sources._nodes import documents
+    from monitor.sources.compose import images_in_compose, is_compose
+    from monitor.sources.kubernetes import images_in_objects
+
+    docs = documents(text, file, is_json=kind == "json")
+    if kind == "compose" or (kind != "json" and is_compose(docs)):
+        variables = {**read_dotenv(os.path.join(folder, ".env")), **environ}
+        return images_in_compose(docs, file, variables)
+    return images_in_objects(docs, file)
+
+
+def _kind_by_content(text: str) -> str:
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith(("{", "[")):
+            return "json"
+        if _FIRST_INSTRUCTION.match(line):
+            return "dockerfile"
+        break
+    return "yaml"
+
+
+def read_dotenv(path: str) -> dict[str, str]:
+    """The variables of a ``.env`` file (python-dotenv's parser: quotes, ``export``,
+    comments, ``${VAR}`` inside values); empty when there is none."""
+    if not os.path.isfile(path):
+        return {}
+    from dotenv import dotenv_values
+
+    try:
+        values = dotenv_values(path, interpolate=True, encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DeploymentFileError(f"{path}: cannot read: {exc}") from None
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _read_capped(stream: BinaryIO, name: str) -> bytes:
+    data = stream.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise DeploymentFileError(
+            f"{name}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; refused"
+        )
+    return data
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DeploymentFileError(f"{name}:{line}: not UTF-8 text") from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise DeploymentFileError(f"{name}:{line}: contains a NUL byte; not a text file")
+    return text
