@@ -19,8 +19,7 @@ PINNED = "sha256:3c42b3f0ca16e76a50a84b91fcc9b298f369871ed0ae90103a8cf91913a2236
 
 def table(paths: list[str], environ: dict[str, str] | None = None) -> list[tuple]:
     return [
-        (f.where, f.image, f.object, f.container)
-        for f in images_in_paths(paths, environ or {})
+        (f.where, f.image, f.object, f.container) for f in images_in_paths(paths, environ or {})
     ]
 
 
@@ -133,7 +132,12 @@ def test_kubectl_get_json_list_with_ephemeral_containers() -> None:
     pod = "Pod/shop/shop-api-6d9f7c8b5-k2x9p"
     assert table(["k8s/cluster.json"]) == [
         ("k8s/cluster.json:47", f"{H}/shop/api:2.1.0", "Deployment/shop/shop-api", "api"),
-        ("k8s/cluster.json:122", f"{H}/shop/api:2.1.0", "ReplicaSet/shop/shop-api-6d9f7c8b5", "api"),
+        (
+            "k8s/cluster.json:122",
+            f"{H}/shop/api:2.1.0",
+            "ReplicaSet/shop/shop-api-6d9f7c8b5",
+            "api",
+        ),
         ("k8s/cluster.json:168", f"{H}/shop/api:2.1.0", pod, "api"),
         ("k8s/cluster.json:186", f"{H}/tools/busybox:1.36", pod, "debugger-x7wq2"),
     ]  # status.containerStatuses[].image (line 207) is what runs, not what is asked for
@@ -172,7 +176,12 @@ def test_every_pod_template_kind(kind: str, path: str) -> None:
         f"{{containers: [{{name: c, image: 'app:1'}}]}}{closing}\n"
     )
     (found,) = images_in_text(text, "x.yaml", None, ".", {})
-    assert (found.image, found.object, found.container, found.line) == ("app:1", f"{kind}/x", "c", 4)
+    assert (found.image, found.object, found.container, found.line) == (
+        "app:1",
+        f"{kind}/x",
+        "c",
+        4,
+    )
 
 
 def test_typed_list_items_take_the_kind_of_the_list() -> None:
@@ -220,7 +229,8 @@ def test_dockerfile_images(text: str, images: list[str]) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("ARG BASE\nFROM $BASE", "Dockerfile:2: FROM $BASE: the base image is empty (ARG BASE has no default)"),
+        ("ARG BASE\nFROM $BASE",
+         "Dockerfile:2: FROM $BASE: the base image is empty (ARG BASE has no default)"),
         ("FROM a\nFROMM b", "Dockerfile:2: unknown instruction FROMM"),
         ("FROM", "Dockerfile:1: FROM names no image"),
         ("FROM a b c d", "Dockerfile:1: FROM takes an image and an optional AS name"),
@@ -277,7 +287,10 @@ def test_stdin_by_content() -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"kind: Pod\n  bad: [indent\n", "x.yaml:2:6: mapping values are not allowed in this context"),
+        (
+            b"kind: Pod\n  bad: [indent\n",
+            "x.yaml:2:6: mapping values are not allowed in this context",
+        ),
         (b'{"kind": "Pod",}', "x.json:1:16: Expecting property name enclosed in double quotes"),
         (b"kind: Pod\nname: caf\xe9\n", "x.yaml:2: not UTF-8 text"),
         (b"kind: Pod\n\x00\n", "x.yaml:2: contains a NUL byte; not a text file"),
