@@ -38,6 +38,9 @@ def documents(text: str, file: str, *, is_json: bool = False) -> list[yaml.Node]
     return [node for node in nodes if not _is_null(node)]
 
 
+_MERGE = "tag:yaml.org,2002:merge"
+
+
 def _is_null(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
 
@@ -53,7 +56,7 @@ def mapping_items(node: yaml.Node, depth: int = 0) -> Iterator[tuple[str, yaml.N
         return
     merged: list[yaml.Node] = []
     for key, value in node.value:
-        if key.tag == "tag:yaml.org,2002:merge":
+        if key.tag == _MERGE:
             merged.extend(value.value if isinstance(value, yaml.SequenceNode) else [value])
             continue
         if isinstance(key, yaml.ScalarNode):
@@ -68,10 +71,22 @@ def lookup(node: yaml.Node | None, *path: str) -> yaml.Node | None:
     for key in path:
         if node is None or not isinstance(node, yaml.MappingNode):
             return None
-        node = next((value for name, value in mapping_items(node) if name == key), None)
+        node = _child(node, key)
         if node is not None and _is_null(node):
             return None
     return node
+
+
+def _child(node: yaml.MappingNode, key: str) -> yaml.Node | None:
+    merges = False
+    # The plain loop first: manifests rarely merge, and this runs for every step.
+    for name, value in node.value:
+        if name.value == key and name.tag != _MERGE:
+            return value  # type: ignore[no-any-return]
+        merges = merges or name.tag == _MERGE
+    if not merges:
+        return None
+    return next((value for name, value in mapping_items(node) if name == key), None)
 
 
 def scalar(node: yaml.Node | None) -> str | None:
