@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor.domain import CheckResult, Status
-from monitor.errors import DeploymentFileError, InvalidReference
+from monitor.errors import InputError, InvalidReference
 from monitor.reference import ImageReference, parse_reference
 from monitor.sources.found import FoundImage
 
@@ -57,7 +57,7 @@ def gather(arguments: Sequence[ImageReference], found: Sequence[FoundImage]) -> 
             ref = parse_reference(image.image)
         except InvalidReference as exc:
             hint = f" ({image.hint})" if image.hint else ""
-            raise DeploymentFileError(f"{image.where}: {exc}{hint}") from None
+            raise InputError(f"{image.file}: line {image.line}: {exc}{hint}") from None
         order.setdefault(str(ref), ref)
         places.setdefault(str(ref), []).append(image)
     return [Checked(ref, tuple(places[key])) for key, ref in order.items()]

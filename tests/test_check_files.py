@@ -266,10 +266,10 @@ def test_arguments_and_files_together_each_reference_once(deployment: Deployment
     ("files", "content", "message"),
     [
         (["deploy/nope.yaml"], None, "regmon: deploy/nope.yaml: no such file or folder\n"),
-        (["bad.yaml"], "kind: Pod\nspec: [\n", "regmon: bad.yaml:3:1: "),
-        (["Dockerfile"], "ARG BASE\nFROM ${BASE}\n", "regmon: Dockerfile:2: FROM ${BASE}: "),
+        (["bad.yaml"], "kind: Pod\nspec: [\n", "regmon: bad.yaml: line 3, column 1: invalid YAML: "),
+        (["Dockerfile"], "ARG BASE\nFROM ${BASE}\n", "regmon: Dockerfile: line 2: FROM ${BASE}: "),
         (["compose.yaml"], "services:\n  a:\n    image: Team/App\n",
-         "regmon: compose.yaml:3: invalid image reference 'Team/App'"),
+         "regmon: compose.yaml: line 3: invalid image reference 'Team/App'"),
     ],
 )  # fmt: skip
 def test_file_errors_are_one_line_usage_errors_before_any_request(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.errors import DeploymentFileError
+from monitor.errors import InputError
 from monitor.report import gather
 from monitor.sources._subst import SubstitutionError, substitute
 from monitor.sources.files import file_kind, images_in_paths, images_in_text
@@ -58,19 +58,20 @@ def test_compose_environment_wins_over_env_file() -> None:
 def test_compose_required_variable_is_an_error_naming_the_line(tmp_path: Path) -> None:
     compose = tmp_path / "compose.yaml"
     compose.write_text("services:\n  app:\n    image: ${REG:?set REG first}/app:1\n")
-    with pytest.raises(DeploymentFileError) as caught:
+    with pytest.raises(InputError) as caught:
         images_in_paths([str(compose)], {})
     assert str(caught.value) == (
-        f"{compose}:3: services.app.image: required variable REG is missing a value: set REG first"
+        f"{compose}: line 3: services.app.image: required variable REG is missing a value: "
+        "set REG first"
     )
 
 
 def test_compose_unset_variable_is_named_when_the_reference_breaks(tmp_path: Path) -> None:
     compose = tmp_path / "docker-compose.yml"
     compose.write_text("services:\n  app:\n    image: team/app:${TAG}\n")
-    with pytest.raises(DeploymentFileError) as caught:
+    with pytest.raises(InputError) as caught:
         gather([], images_in_paths([str(compose)], {}))
-    assert str(caught.value).startswith(f"{compose}:3: invalid image reference 'team/app:'")
+    assert str(caught.value).startswith(f"{compose}: line 3: invalid image reference 'team/app:'")
     assert str(caught.value).endswith("(variable TAG is not set)")
 
 
@@ -230,15 +231,15 @@ def test_dockerfile_images(text: str, images: list[str]) -> None:
     ("text", "message"),
     [
         ("ARG BASE\nFROM $BASE",
-         "Dockerfile:2: FROM $BASE: the base image is empty (ARG BASE has no default)"),
-        ("FROM a\nFROMM b", "Dockerfile:2: unknown instruction FROMM"),
-        ("FROM", "Dockerfile:1: FROM names no image"),
-        ("FROM a b c d", "Dockerfile:1: FROM takes an image and an optional AS name"),
+         "Dockerfile: line 2: FROM $BASE: the base image is empty (ARG BASE has no default)"),
+        ("FROM a\nFROMM b", "Dockerfile: line 2: unknown instruction FROMM"),
+        ("FROM", "Dockerfile: line 1: FROM names no image"),
+        ("FROM a b c d", "Dockerfile: line 1: FROM takes an image and an optional AS name"),
         ("", "Dockerfile: file with no instructions"),
     ],
 )  # fmt: skip
 def test_dockerfile_errors(text: str, message: str) -> None:
-    with pytest.raises(DeploymentFileError) as caught:
+    with pytest.raises(InputError) as caught:
         images_in_text(text, "Dockerfile", "dockerfile", ".", {})
     assert str(caught.value).startswith(message)
 
@@ -289,27 +290,55 @@ def test_stdin_by_content() -> None:
     [
         (
             b"kind: Pod\n  bad: [indent\n",
-            "x.yaml:2:6: mapping values are not allowed in this context",
+            "x.yaml: line 2, column 6: invalid YAML: "
+            "mapping values are not allowed in this context",
         ),
-        (b'{"kind": "Pod",}', "x.json:1:16: Expecting property name enclosed in double quotes"),
-        (b"kind: Pod\nname: caf\xe9\n", "x.yaml:2: not UTF-8 text"),
-        (b"kind: Pod\n\x00\n", "x.yaml:2: contains a NUL byte; not a text file"),
+        (
+            b'{"kind": "Pod",}',
+            "x.json: line 1, column 16: invalid JSON: "
+            "Expecting property name enclosed in double quotes",
+        ),
+        (b"kind: Pod\nname: caf\xe9\n", "x.yaml: line 2: not UTF-8 text"),
+        (
+            b"kind: Pod\n\x00\n",
+            "x.yaml: line 2: contains a NUL byte; not a text file",
+        ),
+        (b"FROM a\n\x00\n", "Dockerfile: line 2: contains a NUL byte; not a text file"),
     ],
 )
 def test_unparsable_files_name_file_and_line(tmp_path: Path, content: bytes, message: str) -> None:
-    name = "x.json" if content.startswith(b"{") else "x.yaml"
+    name = message.split(":")[0]
     path = tmp_path / name
     path.write_bytes(content)
-    with pytest.raises(DeploymentFileError) as caught:
+    with pytest.raises(InputError) as caught:
         images_in_paths([str(path)], {})
     assert str(caught.value) == f"{tmp_path}/{message}"
+
+
+def test_yaml_bomb_is_refused(tmp_path: Path) -> None:
+    """Billion laughs as a List: nine aliases of nine aliases … expand to 9**9 items."""
+    lines = ['a0: &a0 {kind: Pod, spec: {containers: [{name: c, image: "x:1"}]}}']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join([*lines, "kind: List", "items: *a9"]) + "\n")
+    with pytest.raises(InputError) as caught:
+        images_in_paths([str(path)], {})
+    assert str(caught.value).startswith(f"{path}: line ")
+    assert str(caught.value).endswith("values once aliases are expanded, refused")
+
+
+def test_deep_nesting_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 500 + "]" * 500)
+    with pytest.raises(InputError, match=r"nested deeper than 100 levels, refused"):
+        images_in_paths([str(path)], {})
 
 
 def test_huge_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("monitor.sources.files.MAX_FILE_BYTES", 1024)
     path = tmp_path / "big.yaml"
     path.write_text("# filler\n" * 200)
-    with pytest.raises(DeploymentFileError, match=r"big.yaml: larger than"):
+    with pytest.raises(InputError, match=r"big.yaml: larger than"):
         images_in_paths([str(path)], {})
 
 

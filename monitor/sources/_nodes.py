@@ -8,34 +8,40 @@ from collections.abc import Iterator
 
 import yaml
 
-from monitor.errors import DeploymentFileError
+from monitor.errors import InputError
+from monitor.yamlsafe import compose_documents
 
 __all__ = ["documents", "line_of", "lookup", "mapping_items", "scalar"]
 
 
 def documents(text: str, file: str, *, is_json: bool = False) -> list[yaml.Node]:
-    """Every non-empty document of a YAML (or JSON) stream, as nodes.
+    """Every non-empty document of a YAML (or JSON) stream, as nodes, through the one
+    bounded loader (size, depth and alias-expansion caps; one-line errors).
 
-    JSON is checked by ``json`` first (its errors name line and column); then tabs,
-    which JSON allows between tokens and YAML does not, become spaces (a tab inside a
-    JSON string is always escaped), and the YAML loader gives the nodes their lines.
+    JSON goes through the same loader for its line marks, with tabs, which JSON allows
+    between tokens and YAML does not, made spaces (a tab inside a JSON string is always
+    escaped); ``json`` then checks it is JSON, and names line and column if not.
     """
-    if is_json:
-        try:
-            json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DeploymentFileError(f"{file}:{exc.lineno}:{exc.colno}: {exc.msg}") from None
-        text = text.replace("\t", " ")
+    if not is_json:
+        return compose_documents(text, file)
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.CSafeLoader))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
-        problem = exc.problem or exc.context or "not valid YAML"
-        raise DeploymentFileError(f"{where}: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise DeploymentFileError(f"{file}: {str(exc).splitlines()[0]}") from None
-    return [node for node in nodes if not _is_null(node)]
+        nodes = compose_documents(text.replace("\t", " "), file)
+    except InputError:
+        _check_json(text, file)  # invalid JSON: say what JSON says
+        raise
+    _check_json(text, file)  # YAML accepts more than JSON (trailing commas, comments)
+    return nodes
+
+
+def _check_json(text: str, file: str) -> None:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{file}: line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}"
+        ) from None
+    except RecursionError:
+        pass  # nested past any limit: the loader's own refusal is the message
 
 
 _MERGE = "tag:yaml.org,2002:merge"

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import yaml
 
-from monitor.errors import DeploymentFileError
+from monitor.errors import InputError
 from monitor.sources._nodes import line_of, lookup, mapping_items, scalar
 from monitor.sources._subst import SubstitutionError, substitute
 from monitor.sources.found import FoundImage
@@ -43,7 +43,7 @@ def images_in_compose(
     if services is None:
         return []
     if not isinstance(services, yaml.MappingNode):
-        raise DeploymentFileError(f"{file}:{line_of(services)}: services is not a mapping")
+        raise InputError(f"{file}: line {line_of(services)}: services is not a mapping")
     found: list[FoundImage] = []
     for name, service in mapping_items(services):
         node = lookup(service, "image")
@@ -51,14 +51,12 @@ def images_in_compose(
             continue  # build-only service: its image is made on the spot
         raw = scalar(node)
         if raw is None or not isinstance(node, yaml.ScalarNode):
-            raise DeploymentFileError(
-                f"{file}:{line_of(node)}: services.{name}.image is not a string"
-            )
+            raise InputError(f"{file}: line {line_of(node)}: services.{name}.image is not a string")
         try:
             image, unset = interpolate(raw, variables)
         except SubstitutionError as exc:
-            raise DeploymentFileError(
-                f"{file}:{line_of(node)}: services.{name}.image: {exc}"
+            raise InputError(
+                f"{file}: line {line_of(node)}: services.{name}.image: {exc}"
             ) from None
         hint = None
         if unset:

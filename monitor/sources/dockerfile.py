@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from monitor.errors import DeploymentFileError
+from monitor.errors import InputError
 from monitor.sources._subst import SubstitutionError, substitute
 from monitor.sources.found import FoundImage
 
@@ -39,7 +39,7 @@ def images_in_dockerfile(text: str, file: str) -> list[FoundImage]:
     try:
         commands = dockerfile.parse_string(text)
     except dockerfile.GoParseError as exc:
-        raise DeploymentFileError(f"{file}: {exc}") from None
+        raise InputError(f"{file}: {exc}") from None
     escape = _escape_character(text)
     global_args: dict[str, str] = {}
     stage_args: dict[str, str] = {}
@@ -49,7 +49,7 @@ def images_in_dockerfile(text: str, file: str) -> list[FoundImage]:
         instruction = command.cmd.upper()
         line = int(command.start_line)
         if instruction not in INSTRUCTIONS:
-            raise DeploymentFileError(f"{file}:{line}: unknown instruction {command.cmd}")
+            raise InputError(f"{file}: line {line}: unknown instruction {command.cmd}")
         if instruction == "ARG":
             target = global_args if not stages else stage_args
             for token in command.value:
@@ -83,19 +83,19 @@ def _from(
     line: int,
 ) -> Iterator[FoundImage]:
     if not value or not value[0]:
-        raise DeploymentFileError(f"{file}:{line}: FROM names no image")
+        raise InputError(f"{file}: line {line}: FROM names no image")
     alias = ""
     if len(value) == 3 and value[1].upper() == "AS":
         alias = value[2].lower()
     elif len(value) != 1:
-        raise DeploymentFileError(f"{file}:{line}: FROM takes an image and an optional AS name")
+        raise InputError(f"{file}: line {line}: FROM takes an image and an optional AS name")
     written = _unquote(value[0])
     image = _expand(written, args, escape, file, line)
     if not image:
         unset = substitute(written, args, dialect="dockerfile", escape=escape).unset
         why = f" (ARG {', '.join(unset)} has no default)" if unset else ""
-        raise DeploymentFileError(
-            f"{file}:{line}: FROM {written}: the base image is empty{why}; "
+        raise InputError(
+            f"{file}: line {line}: FROM {written}: the base image is empty{why}; "
             "pass the image to regmon check as an argument instead"
         )
     is_stage = image.lower() in stages
@@ -126,7 +126,7 @@ def _expand(text: str, args: dict[str, str], escape: str, file: str, line: int) 
     try:
         return substitute(text, args, dialect="dockerfile", escape=escape).value
     except SubstitutionError as exc:
-        raise DeploymentFileError(f"{file}:{line}: {exc}") from None
+        raise InputError(f"{file}: line {line}: {exc}") from None
 
 
 def _unquote(text: str) -> str:

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import BinaryIO
 
-from monitor.errors import DeploymentFileError
+from monitor.errors import InputError
 from monitor.sources.found import FoundImage
 
 __all__ = ["MAX_FILE_BYTES", "STDIN", "file_kind", "images_in_paths", "images_in_text"]
@@ -58,8 +58,8 @@ def images_in_paths(
     for path in paths:
         if path == STDIN:
             if stdin is None:
-                raise DeploymentFileError("-: no standard input to read")
-            text = _decode(_read_capped(stdin, STDIN_NAME), STDIN_NAME)
+                raise InputError("-: no standard input to read")
+            text = _read_stdin(stdin)
             found.extend(images_in_text(text, STDIN_NAME, None, os.getcwd(), environ))
             continue
         if os.path.isdir(path):
@@ -67,7 +67,7 @@ def images_in_paths(
                 found.extend(_images_in_file(file, file_kind(file), environ))
             continue
         if not os.path.exists(path):
-            raise DeploymentFileError(f"{path}: no such file or folder")
+            raise InputError(f"{path}: no such file or folder")
         found.extend(_images_in_file(path, file_kind(path), environ))
     return found
 
@@ -81,12 +81,9 @@ def _walk(folder: str) -> Iterable[str]:
 
 
 def _images_in_file(path: str, kind: str | None, environ: Mapping[str, str]) -> list[FoundImage]:
-    try:
-        with open(path, "rb") as stream:
-            data = _read_capped(stream, path)
-    except OSError as exc:
-        raise DeploymentFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    text = _decode(data, path)
+    from monitor.yamlsafe import read_text
+
+    text = _text_only(read_text(path, max_bytes=MAX_FILE_BYTES), path)
     return images_in_text(text, path, kind, os.path.dirname(path) or ".", environ)
 
 
@@ -135,26 +132,19 @@ def read_dotenv(path: str) -> dict[str, str]:
     try:
         values = dotenv_values(path, interpolate=True, encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DeploymentFileError(f"{path}: cannot read: {exc}") from None
+        raise InputError(f"{path}: cannot read: {exc}") from None
     return {key: value for key, value in values.items() if value is not None}
 
 
-def _read_capped(stream: BinaryIO, name: str) -> bytes:
-    data = stream.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise DeploymentFileError(
-            f"{name}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; refused"
-        )
-    return data
+def _read_stdin(stdin: BinaryIO) -> str:
+    from monitor.yamlsafe import read_stream
+
+    return _text_only(read_stream(stdin, STDIN_NAME, max_bytes=MAX_FILE_BYTES), STDIN_NAME)
 
 
-def _decode(data: bytes, name: str) -> str:
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DeploymentFileError(f"{name}:{line}: not UTF-8 text") from None
+def _text_only(text: str, name: str) -> str:
+    # The YAML loader refuses NUL bytes itself; a Dockerfile parser would not.
     if "\x00" in text:
-        line = text[: text.index("\x00")].count("\n") + 1
-        raise DeploymentFileError(f"{name}:{line}: contains a NUL byte; not a text file")
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise InputError(f"{name}: line {line}: contains a NUL byte; not a text file")
     return text

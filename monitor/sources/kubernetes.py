@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import yaml
 
-from monitor.errors import DeploymentFileError
+from monitor.errors import InputError
 from monitor.sources._nodes import line_of, lookup, scalar
 from monitor.sources.found import FoundImage
 
@@ -66,7 +66,7 @@ def _object_images(
         if items is None:
             return
         if not isinstance(items, yaml.SequenceNode):
-            raise DeploymentFileError(f"{file}:{line_of(items)}: {kind} items is not a list")
+            raise InputError(f"{file}: line {line_of(items)}: {kind} items is not a list")
         # A typed list (DeploymentList) leaves out each item's kind.
         inner = kind[: -len("List")] or None
         for item in items.value:
@@ -82,15 +82,13 @@ def _object_images(
         return
     where = f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
     if not isinstance(spec, yaml.MappingNode):
-        raise DeploymentFileError(f"{file}:{line_of(spec)}: {where}: the pod spec is not a mapping")
+        raise InputError(f"{file}: line {line_of(spec)}: {where}: the pod spec is not a mapping")
     for field in CONTAINER_FIELDS:
         containers = lookup(spec, field)
         if containers is None:
             continue
         if not isinstance(containers, yaml.SequenceNode):
-            raise DeploymentFileError(
-                f"{file}:{line_of(containers)}: {where}: {field} is not a list"
-            )
+            raise InputError(f"{file}: line {line_of(containers)}: {where}: {field} is not a list")
         for container in containers.value:
             cname = scalar(lookup(container, "name"))
             image_node = lookup(container, "image")
@@ -98,8 +96,8 @@ def _object_images(
                 continue  # an ephemeral container being defined, or a kustomize patch base
             image = scalar(image_node)
             if not image or not isinstance(image_node, yaml.ScalarNode):
-                raise DeploymentFileError(
-                    f"{file}:{line_of(image_node)}: {where} container {cname}: "
+                raise InputError(
+                    f"{file}: line {line_of(image_node)}: {where} container {cname}: "
                     "image is empty or not a string"
                 )
             yield FoundImage(
