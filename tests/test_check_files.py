@@ -266,7 +266,7 @@ def test_arguments_and_files_together_each_reference_once(deployment: Deployment
     ("files", "content", "message"),
     [
         (["deploy/nope.yaml"], None, "regmon: deploy/nope.yaml: no such file or folder\n"),
-        (["bad.yaml"], "kind: Pod\nspec: [\n", "regmon: bad.yaml: line 3, column 1: invalid YAML: "),
+        (["bad.yaml"], "kind: Pod\nspec: [\n", "regmon: bad.yaml: line 3, column 1: invalid "),
         (["Dockerfile"], "ARG BASE\nFROM ${BASE}\n", "regmon: Dockerfile: line 2: FROM ${BASE}: "),
         (["compose.yaml"], "services:\n  a:\n    image: Team/App\n",
          "regmon: compose.yaml: line 3: invalid image reference 'Team/App'"),
