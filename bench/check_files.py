@@ -1,6 +1,7 @@
 """`regmon check -f` over a folder of deployment files: is it bound by the registry or by parsing?
 
     .venv/bin/python bench/check_files.py [--manifests 500] [--images 300] [--repeats 3]
+                                          [--latency-ms 0]
 
 Starts /usr/bin/docker-registry (noauth) on loopback in a temp dir and pushes --images
 distinct tags (seeded, one OCI manifest each). Writes a folder of --manifests files as a
@@ -18,6 +19,8 @@ Then, per repeat:
 * check args: the same distinct references given as arguments (no files), wall time.
 
 The difference between the last two is what reading the files costs end to end.
+``--latency-ms`` puts a proxy in front of the registry that answers every request that
+much later, as a registry across a network would.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ if str(ROOT) not in sys.path:
 
 from monitor.report import gather  # noqa: E402
 from monitor.sources.files import images_in_paths  # noqa: E402
+from tests.support.faults import CountingProxy, RecordedRequest, Reply  # noqa: E402
 from tests.support.images import ImagePusher  # noqa: E402
 from tests.support.registry import RegistryServer  # noqa: E402
 
@@ -139,6 +143,18 @@ services:
 """
 
 
+class DelayProxy(CountingProxy):
+    """The registry as if across a network: every answer ``delay`` seconds late."""
+
+    def __init__(self, upstream_host: str, delay: float) -> None:
+        super().__init__(upstream_host)
+        self.delay = delay
+
+    def respond(self, request: RecordedRequest) -> Reply:
+        time.sleep(self.delay)
+        return super().respond(request)
+
+
 def write_folder(folder: Path, host: str, refs: list[str], count: int) -> None:
     rng = random.Random(42)
     queue = list(refs)  # every image used at least once, then random reuse
@@ -191,6 +207,7 @@ def main() -> None:
     parser.add_argument("--manifests", type=int, default=500)
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added per request")
     opts = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="regmon-bench-") as tmp:
@@ -203,8 +220,13 @@ def main() -> None:
                     repo, tag = ref.split(":")
                     pusher.push_image(repo, tag, "oci", seed=ref)
             print(f"pushed {len(refs)} images in {time.perf_counter() - started:.1f} s")
+            host = registry.host
+            proxy = None
+            if opts.latency_ms > 0:
+                proxy = DelayProxy(registry.host, opts.latency_ms / 1000).start()
+                host = proxy.host
             folder = work / "deploy"
-            write_folder(folder, registry.host, refs, opts.manifests)
+            write_folder(folder, host, refs, opts.manifests)
             files = sorted(p for p in folder.rglob("*") if p.is_file())
             size = sum(p.stat().st_size for p in files)
             found = images_in_paths([str(folder)], {})
@@ -226,6 +248,8 @@ def main() -> None:
                 elapsed, proc = run(["check", *arguments])
                 assert proc.returncode == 0, proc.stderr[-2000:]
                 with_args.append(elapsed)
+            if proxy is not None:
+                proxy.close()
 
     def show(label: str, values: list[float]) -> None:
         cells = " ".join(f"{v:6.2f}" for v in values)

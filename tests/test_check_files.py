@@ -305,3 +305,23 @@ def test_no_reference_and_no_file_is_a_usage_error() -> None:
     proc = regmon("check")
     assert proc.returncode == 2
     assert proc.stderr == "regmon: give REFERENCE or -f PATH\n"
+
+
+def test_check_f_imports_nothing_heavy(deployment: Deployment) -> None:
+    import os
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "monitor", "check", "-f", "deploy"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=deployment.root,
+        env={**os.environ, "DOCKER_CONFIG": "/nonexistent-regmon-test"},
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert {"yaml", "dockerfile", "dotenv"} <= imported  # the files were read
+    for heavy in ("sqlalchemy", "apscheduler", "starlette", "uvicorn", "prometheus_client",
+                  "pydantic", "alembic"):  # fmt: skip
+        assert heavy not in imported, f"regmon check -f imports {heavy}"
