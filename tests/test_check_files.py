@@ -29,7 +29,7 @@ PRESENT = [
     "shop/api:2.1.0", "shop/web:1.4", "shop/worker:2.1.0", "library/postgres:16",
     "library/golang:1.22-alpine", "tools/busybox:1.36", "base/distroless-static:nonroot",
     "library/python:3.12-slim", "proxy/envoy:v1.29.1", "library/redis:7.2",
-    "tools/wait-for:1.2", "shop/report:2.1.0", "shop/migrate:2.0.9",
+    "tools/wait-for:1.2", "shop/report:2.1.0", "shop/migrate:2.0.9", "ops/node-agent:0.8",
 ]  # fmt: skip
 # postgres:16 as pushed with its seed: the fixture compose file pins it
 PG_DIGEST = "sha256:3c42b3f0ca16e76a50a84b91fcc9b298f369871ed0ae90103a8cf91913a22360"
@@ -242,6 +242,22 @@ def test_kubectl_get_yaml_on_stdin(deployment: Deployment) -> None:
     ][:-1]  # the last is the Pod's status.containerStatuses, not a template
     assert len(api_lines) == 3
     assert rows[0][3:] == [f"{where}," for where in api_lines[:-1]] + api_lines[-1:]
+
+
+def test_kubectl_get_all_kinds_on_stdin(deployment: Deployment) -> None:
+    """A saved `kubectl get deploy,sts,ds,cj,job,pod -A -o yaml` piped in."""
+    text = (DATA / "kubectl-get-all.yaml").read_text()
+    proc = deployment.check(
+        "check", "-f", "-", stdin=text.replace("localhost:5000", deployment.hosts["localhost:5000"])
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [line.split()[:2] + line.split("  ")[-1:] for line in proc.stdout.splitlines()] == [
+        ["present", "localhost:5000/shop/web:1.4", "<stdin>:31"],
+        ["present", "localhost:5000/library/redis:7.2", "<stdin>:69"],
+        ["present", "localhost:5000/ops/node-agent:0.8", "<stdin>:109, <stdin>:235"],
+        ["present", "localhost:5000/shop/report:2.1.0", "<stdin>:148, <stdin>:200"],
+        ["present", "localhost:5000/tools/wait-for:1.2", "<stdin>:156, <stdin>:208"],
+    ]  # line 250 is the Pod's status.containerStatuses
 
 
 def test_arguments_and_files_together_each_reference_once(deployment: Deployment) -> None:

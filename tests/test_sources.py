@@ -155,6 +155,26 @@ def test_cronjob_and_job_templates_with_init_containers() -> None:
     ]  # fmt: skip
 
 
+def test_kubectl_get_all_kinds_yaml() -> None:
+    assert table(["../kubectl-get-all.yaml"]) == [
+        ("../kubectl-get-all.yaml:31", f"{H}/shop/web:1.4", "Deployment/shop/shop-web", "web"),
+        ("../kubectl-get-all.yaml:69", f"{H}/library/redis:7.2", "StatefulSet/shop/shop-cache",
+         "redis"),
+        ("../kubectl-get-all.yaml:109", f"{H}/ops/node-agent:0.8", "DaemonSet/ops/node-agent",
+         "agent"),
+        ("../kubectl-get-all.yaml:148", f"{H}/shop/report:2.1.0", "CronJob/shop/nightly-report",
+         "report"),
+        ("../kubectl-get-all.yaml:156", f"{H}/tools/wait-for:1.2", "CronJob/shop/nightly-report",
+         "wait-for-db"),
+        ("../kubectl-get-all.yaml:200", f"{H}/shop/report:2.1.0",
+         "Job/shop/nightly-report-29410637", "report"),
+        ("../kubectl-get-all.yaml:208", f"{H}/tools/wait-for:1.2",
+         "Job/shop/nightly-report-29410637", "wait-for-db"),
+        ("../kubectl-get-all.yaml:235", f"{H}/ops/node-agent:0.8", "Pod/ops/node-agent-x8k2d",
+         "agent"),
+    ]  # fmt: skip
+
+
 def test_unknown_kinds_and_documents_without_kind_are_skipped() -> None:
     assert table(["k8s/kustomization.yaml", "k8s/values.yaml"]) == []
 
@@ -253,6 +273,7 @@ def test_dockerfile_errors(text: str, message: str) -> None:
         ("Dockerfile", "dockerfile"),
         ("Dockerfile.prod", "dockerfile"),
         ("api.dockerfile", "dockerfile"),
+        ("Containerfile", "dockerfile"),
         ("Dockerfile.dockerignore", None),
         ("compose.yaml", "compose"),
         ("compose.prod.yml", "compose"),

@@ -1,7 +1,8 @@
 """Deployment files on disk (or stdin) → the images they use.
 
 Which extractor reads a file is decided by its name (``Dockerfile*``, ``*.dockerfile``,
-``compose*.y*ml``, ``docker-compose*.y*ml``), else by its content: other YAML/JSON is
+podman's ``Containerfile*``, ``compose*.y*ml``, ``docker-compose*.y*ml``), else by its
+content: other YAML/JSON is
 compose when it is one mapping with ``services``, else a stream of Kubernetes objects;
 a file named on the command line that is neither YAML nor JSON by name is a
 Dockerfile when its first instruction is ``FROM`` or ``ARG``. A folder is searched
@@ -28,7 +29,9 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 STDIN = "-"
 STDIN_NAME = "<stdin>"
 
-_DOCKERFILE_NAMES = ("Dockerfile*", "dockerfile*", "*.dockerfile", "*.Dockerfile")
+_DOCKERFILE_NAMES = (
+    "Dockerfile*", "dockerfile*", "*.dockerfile", "*.Dockerfile", "Containerfile*",
+)  # fmt: skip
 _COMPOSE_NAMES = ("compose*.yaml", "compose*.yml", "docker-compose*.yaml", "docker-compose*.yml")
 _FIRST_INSTRUCTION = re.compile(r"(FROM|ARG)\s", re.IGNORECASE)
 
