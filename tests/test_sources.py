@@ -294,7 +294,18 @@ def test_folder_walk_skips_hidden_folders_and_other_files(tmp_path: Path) -> Non
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "Dockerfile").write_text("FROM seen:1\n")
     (tmp_path / "stack.yml").write_text("services:\n  a:\n    image: by-content:1\n")
+    chart = tmp_path / "chart"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: shop\nversion: 0.7.2\n")
+    (chart / "values.yaml").write_text("image: {repository: shop/api, tag: 2.1.0}\n")
+    (chart / "templates" / "deployment.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n"
+        '  name: {{ include "shop.fullname" . }}\n'
+        "  {{- with .Values.labels }}\n  labels:\n    {{- toYaml . | nindent 4 }}\n  {{- end }}\n"
+    )  # not YAML until rendered
+    (tmp_path / "stack.json").write_text('{"services": {"b": {"image": "json-compose:1"}}}')
     assert [(f.file, f.image) for f in images_in_paths([str(tmp_path)], {})] == [
+        (str(tmp_path / "stack.json"), "json-compose:1"),
         (str(tmp_path / "stack.yml"), "by-content:1"),
         (str(tmp_path / "sub" / "Dockerfile"), "seen:1"),
     ]

@@ -6,8 +6,9 @@ content: other YAML/JSON is
 compose when it is one mapping with ``services``, else a stream of Kubernetes objects;
 a file named on the command line that is neither YAML nor JSON by name is a
 Dockerfile when its first instruction is ``FROM`` or ``ARG``. A folder is searched
-recursively (hidden files and folders, ``.git`` among them, are skipped) for
-Dockerfiles, compose files and ``*.yaml``/``*.yml``/``*.json``.
+recursively (hidden files and folders, ``.git`` among them, and the ``templates/`` of a
+Helm chart are skipped) for Dockerfiles, compose files and ``*.yaml``/``*.yml``/``*.json``;
+a chart is checked as rendered: ``helm template … | regmon check -f -``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def images_in_paths(
 def _walk(folder: str) -> Iterable[str]:
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if "Chart.yaml" in files and "templates" in dirs:
+            # A Helm chart's templates are Go templates, not YAML, until `helm template`.
+            dirs.remove("templates")
         for name in sorted(files):
             if not name.startswith(".") and file_kind(name) is not None:
                 yield os.path.normpath(os.path.join(root, name))
@@ -106,7 +110,7 @@ def images_in_text(
     from monitor.sources.kubernetes import images_in_objects
 
     docs = documents(text, file, is_json=kind == "json")
-    if kind == "compose" or (kind != "json" and is_compose(docs)):
+    if kind == "compose" or is_compose(docs):
         variables = {**read_dotenv(os.path.join(folder, ".env")), **environ}
         return images_in_compose(docs, file, variables)
     return images_in_objects(docs, file)
