@@ -311,6 +311,13 @@ def test_folder_walk_skips_hidden_folders_and_other_files(tmp_path: Path) -> Non
     ]
 
 
+def test_yaml_flow_mapping_on_stdin_is_yaml_not_json() -> None:
+    stdin = io.BytesIO(b"{apiVersion: v1, kind: Pod, metadata: {name: p},\n"
+                       b" spec: {containers: [{name: c, image: 'flow:1'}]}}\n")  # fmt: skip
+    (found,) = images_in_paths(["-"], {}, stdin)
+    assert (found.where, found.image, found.object) == ("<stdin>:2", "flow:1", "Pod/p")
+
+
 def test_stdin_by_content() -> None:
     stdin = io.BytesIO(b"# a Dockerfile on stdin\nFROM app:1\n")
     (found,) = images_in_paths(["-"], {}, stdin)

@@ -122,11 +122,21 @@ def _kind_by_content(text: str) -> str:
         if not line or line.startswith("#"):
             continue
         if line.startswith(("{", "[")):
-            return "json"
+            return "json" if _is_json(text) else "yaml"  # a YAML flow mapping starts so too
         if _FIRST_INSTRUCTION.match(line):
             return "dockerfile"
         break
     return "yaml"
+
+
+def _is_json(text: str) -> bool:
+    import json
+
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def read_dotenv(path: str) -> dict[str, str]:
