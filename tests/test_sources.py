@@ -177,6 +177,28 @@ def test_kubectl_get_all_kinds_yaml() -> None:
 
 def test_unknown_kinds_and_documents_without_kind_are_skipped() -> None:
     assert table(["k8s/kustomization.yaml", "k8s/values.yaml"]) == []
+    crd = "apiVersion: acme.io/v1\nkind: AccessList\nmetadata: {name: a}\nitems: {allow: all}\n"
+    assert images_in_text(crd, "crd.yaml", None, ".", {}) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("kind: List\nitems: {a: 1}\n", "x.yaml: line 2: List items is not a list"),
+        ("kind: Pod\nmetadata: {name: p}\nspec: [1]\n",
+         "x.yaml: line 3: Pod/p: the pod spec is not a mapping"),
+        ("kind: Job\nmetadata: {name: j, namespace: n}\nspec: {template: {spec:\n"
+         "  {containers: {name: c}}}}\n", "x.yaml: line 4: Job/n/j: containers is not a list"),
+        ("kind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: ''}]}\n",
+         "x.yaml: line 3: Pod/p container c: image is empty or not a string"),
+        ("kind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: [a]}]}\n",
+         "x.yaml: line 3: Pod/p container c: image is empty or not a string"),
+    ],
+)  # fmt: skip
+def test_malformed_pod_templates_name_the_object(text: str, message: str) -> None:
+    with pytest.raises(InputError) as caught:
+        images_in_text(text, "x.yaml", None, ".", {})
+    assert str(caught.value) == message
 
 
 @pytest.mark.parametrize(

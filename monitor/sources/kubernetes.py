@@ -66,7 +66,9 @@ def _object_images(
         if items is None:
             return
         if not isinstance(items, yaml.SequenceNode):
-            raise InputError(f"{file}: line {line_of(items)}: {kind} items is not a list")
+            if kind != "List":
+                return  # some other kind whose name ends so (a CRD's AccessList)
+            raise InputError(f"{file}: line {line_of(items)}: List items is not a list")
         # A typed list (DeploymentList) leaves out each item's kind.
         inner = kind[: -len("List")] or None
         for item in items.value:
