@@ -161,6 +161,7 @@ def main() -> None:
     "--file",
     "files",
     multiple=True,
+    metavar="PATH",
     help="Deployment file or folder (compose, manifests, Dockerfile; - for stdin).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
@@ -217,7 +218,7 @@ def check(
         found = images_in_paths(files, os.environ, stdin)
     items = gather(refs, found)
     if not items:
-        where = ", ".join(files)
+        where = ", ".join("stdin" if name == "-" else name for name in files)
         raise UsageError(f"no image found in {where}" if files else "give REFERENCE or -f PATH")
     config = _load_config(config_path)
     results = asyncio.run(_check_all(config, [item.reference for item in items], wanted, budget))
