@@ -92,42 +92,14 @@ def _parse_platforms(platforms: Sequence[str]) -> list[str]:
 
 
 def exit_code(results: Sequence[CheckResult]) -> int:
-    """SPEC §3: 3 if any error, else 1 if any missing/denied, else 0."""
-    from monitor.domain import Status
+    from monitor.report import exit_code as code
 
-    statuses = {r.status for r in results}
-    if Status.ERROR in statuses:
-        return EXIT_ERROR
-    if statuses & {Status.MISSING, Status.DENIED}:
-        return EXIT_MISSING
-    return EXIT_OK
-
-
-def result_json(result: CheckResult) -> dict[str, Any]:
-    from monitor.domain import Status
-
-    reason: str | None
-    if result.status is Status.ERROR:
-        reason = str(result.reason)
-    elif result.status is Status.PRESENT:
-        reason = None
-    else:
-        reason = result.detail
-    return {
-        "reference": str(result.reference),
-        "status": str(result.status),
-        "digest": result.digest,
-        "media_type": result.media_type,
-        "platforms": dict(result.platforms),
-        "reason": reason,
-        "http_status": result.http_status,
-        "duration_ms": round(result.duration_ms, 1),
-        "detail": result.detail if result.status is Status.ERROR else None,
-    }
+    return code(results)
 
 
 def _print_results(results: Sequence[CheckResult], as_json: bool) -> None:
     from monitor.domain import Status
+    from monitor.report import result_json
 
     for result in results:
         if as_json:
@@ -183,8 +155,21 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("references", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per reference.")
+@click.argument("references", nargs=-1)
+@click.option(
+    "-f",
+    "--file",
+    "files",
+    multiple=True,
+    metavar="PATH",
+    help="Deployment file or folder (compose, manifests, Dockerfile; - for stdin).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option(
+    "--format", "output_format", type=click.Choice(["text", "json", "github", "junit"]),
+    help="text (default), json (one object per reference), github annotations, junit XML.",
+)  # fmt: skip
+@click.option("--require-digest", is_flag=True, help="A reference not pinned by digest fails.")
 @click.option(
     "--config",
     "config_path",
@@ -198,25 +183,50 @@ def main() -> None:
 @_guard
 def check(
     references: tuple[str, ...],
+    files: tuple[str, ...],
     as_json: bool,
+    output_format: str | None,
+    require_digest: bool,
     config_path: str | None,
     platforms: tuple[str, ...],
     timeout: str,
 ) -> None:
     """Does each image exist, and what is its digest?
 
-    Exit 0 when every reference is present, 1 when one is missing or denied,
-    3 when one could not be checked, 2 for a usage error.
+    Exit 0 when every reference is present, 1 when one is missing or denied
+    (or not pinned, with --require-digest), 3 when one could not be checked,
+    2 for a usage error.
     """
     import asyncio
 
+    from monitor.errors import UsageError
+    from monitor.report import exit_code as check_exit_code
+    from monitor.report import gather, render
+    from monitor.sources import FoundImage
+
+    if as_json and output_format not in (None, "json"):
+        raise click.BadParameter("--json is --format json", param_hint="--format")
+    chosen = "json" if as_json else output_format or "text"
     budget = _duration(timeout, "--timeout")
     wanted = _parse_platforms(platforms)
     refs = _parse_refs(references)
+    found: list[FoundImage] = []
+    if files:
+        from monitor.sources.files import images_in_paths
+
+        stdin = sys.stdin.buffer if "-" in files else None
+        found = images_in_paths(files, os.environ, stdin)
+    items = gather(refs, found)
+    if not items:
+        where = ", ".join("stdin" if name == "-" else name for name in files)
+        raise UsageError(f"no image found in {where}" if files else "give REFERENCE or -f PATH")
     config = _load_config(config_path)
-    results = asyncio.run(_check_all(config, refs, wanted, budget))
-    _print_results(results, as_json)
-    sys.exit(exit_code(results))
+    results = asyncio.run(_check_all(config, [item.reference for item in items], wanted, budget))
+    out, errors = render(chosen, items, results, require_digest=require_digest)
+    click.echo(out, nl=False)
+    for line in errors:
+        click.echo(line, err=True)
+    sys.exit(check_exit_code(results, require_digest))
 
 
 @main.command()
