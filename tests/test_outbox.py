@@ -93,7 +93,16 @@ def attempts(engine: Engine) -> list[Any]:
         return list(conn.execute(select(DeliveryAttemptModel).order_by(DeliveryAttemptModel.id)))
 
 
+# "Now" for each test (see fresh_now): deliveries are signed with the dispatcher's
+# clock and receivers refuse timestamps more than five minutes off, so a module-level
+# "now" goes stale in a long suite run.
 T0 = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture(autouse=True)
+def fresh_now() -> None:
+    global T0
+    T0 = datetime.now(UTC).replace(microsecond=0)
 
 
 # --------------------------------------------------------------------------- claiming
