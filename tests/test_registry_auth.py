@@ -265,7 +265,9 @@ def _fetch(
 ) -> Token:
     async def main() -> Token:
         async with httpx.AsyncClient() as http:
-            return await fetch_token(http, challenge, scopes, credential, request_timeout=5.0)
+            return await fetch_token(
+                http, challenge, scopes, credential, request_timeout=5.0, plain_http_ok=True
+            )
 
     return asyncio.run(main())
 

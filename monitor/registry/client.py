@@ -29,6 +29,7 @@ from monitor.registry.classify import (
     manifest_media_type,
     parse_error_body,
 )
+from monitor.registry.bodies import ACCEPT_ENCODING, read_body
 from monitor.registry.credentials import Credential, CredentialStore
 from monitor.registry.manifests import (
     ACCEPT_HEADER,
@@ -252,7 +253,7 @@ class RegistryClient:
                 transport=self._transport_factory(verify),
                 follow_redirects=True,  # httpx drops Authorization on a cross-origin redirect
                 max_redirects=MAX_REDIRECTS,
-                headers={"User-Agent": "regmon"},
+                headers={"User-Agent": "regmon", "Accept-Encoding": ACCEPT_ENCODING},
             )
             self._clients[key] = client
         return client
@@ -397,6 +398,7 @@ class RegistryClient:
             credential.id if credential else "anonymous",
         )
         timeout = host.settings.timeout
+        plain_http_ok = host.settings.insecure or (host.base_url or "").startswith("http://")
 
         async def fetch() -> Any:
             try:
@@ -406,6 +408,7 @@ class RegistryClient:
                     scopes,
                     credential,
                     request_timeout=timeout,
+                    plain_http_ok=plain_http_ok,
                 )
             except AuthError as exc:
                 if credential is None and exc.http_status in (401, 403):
@@ -511,20 +514,7 @@ class RegistryClient:
                 return TagListing(Status.PRESENT, tuple(sorted(tags)), pages, http_status=200)
 
     async def _read_body(self, response: httpx.Response) -> bytes:
-        length = response.headers.get("content-length")
-        if length and length.isascii() and length.isdigit() and int(length) > MAX_MANIFEST_BYTES:
-            raise RegistryError(Reason.PROTOCOL, "manifest is larger than 4 MiB")
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_MANIFEST_BYTES:
-                    raise RegistryError(Reason.PROTOCOL, "manifest is larger than 4 MiB")
-                chunks.append(chunk)
-        except httpx.HTTPError as exc:
-            raise RegistryError(failure_reason(exc), "reading the manifest failed") from exc
-        return b"".join(chunks)
+        return await read_body(response, MAX_MANIFEST_BYTES, "manifest")
 
     async def _get_manifest(
         self, host: _Host, ref: ImageReference, target: str, scopes: tuple[str, ...]
