@@ -1,0 +1,212 @@
+"""Platforms by evidence (SPEC §2): config blobs, attestation entries, exact request costs.
+
+Against the real registry; what each config blob says is cross-checked with skopeo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from support.faults import CountingProxy
+from support.images import ImagePusher
+from support.registry import RegistryServer
+from test_check_cli import lines, no_traceback, regmon
+
+from monitor.checker import check_reference
+from monitor.domain import Status
+from monitor.reference import parse_reference
+from monitor.registry.client import RegistryClient
+
+
+def skopeo_config(ref: str) -> dict[str, object]:
+    """What the image's config blob says, as skopeo reads it."""
+    skopeo = shutil.which("skopeo")
+    assert skopeo, "skopeo is missing: run the test command (it installs skopeo)"
+    raw = subprocess.run(
+        [skopeo, "inspect", "--raw", "--config", "--tls-verify=false", f"docker://{ref}"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    doc = json.loads(raw)
+    assert isinstance(doc, dict)
+    return doc
+
+
+@pytest.mark.parametrize("kind", ["oci", "docker"])
+def test_single_arch_amd64_is_not_arm64(
+    kind: str, registry: RegistryServer, pusher: ImagePusher, unique_repo: Callable[..., str]
+) -> None:
+    repo = unique_repo("amd64only")
+    image = pusher.push_image(repo, "v2", kind, platform="linux/amd64")  # type: ignore[arg-type]
+    ref = f"{registry.host}/{repo}:v2"
+    config = skopeo_config(ref)
+    assert (config["os"], config["architecture"]) == ("linux", "amd64")
+    assert "variant" not in config
+
+    proc = regmon("check", "--platform", "linux/arm64", ref)
+    no_traceback(proc)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert lines(proc) == [["missing", ref, "no", "linux/arm64", "manifest"]]
+
+    proc = regmon("check", "--json", "--platform", "linux/amd64", "--platform", "linux/arm64", ref)
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    assert (doc["status"], doc["reason"]) == ("missing", "no linux/arm64 manifest")
+
+    proc = regmon("check", "--json", "--platform", "linux/amd64", "--platform", "linux/x86_64", ref)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["digest"] == image.digest
+    assert doc["platforms"] == {"linux/amd64": image.digest, "linux/x86_64": image.digest}
+
+
+@pytest.mark.parametrize("kind", ["oci", "docker"])
+def test_single_arch_arm64_v8(
+    kind: str, registry: RegistryServer, pusher: ImagePusher, unique_repo: Callable[..., str]
+) -> None:
+    repo = unique_repo("arm64only")
+    image = pusher.push_image(repo, "v1", kind, platform="linux/arm64/v8")  # type: ignore[arg-type]
+    ref = f"{registry.host}/{repo}:v1"
+    config = skopeo_config(ref)
+    assert (config["os"], config["architecture"], config["variant"]) == ("linux", "arm64", "v8")
+
+    proc = regmon(
+        "check", "--json", "--platform", "linux/arm64", "--platform", "linux/arm64/v8", ref
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["platforms"] == {"linux/arm64": image.digest, "linux/arm64/v8": image.digest}
+
+    proc = regmon("check", "--platform", "linux/amd64", ref)
+    assert proc.returncode == 1
+    assert lines(proc) == [["missing", ref, "no", "linux/amd64", "manifest"]]
+
+
+@pytest.mark.parametrize("stated", [True, False], ids=["buildx-unknown", "annotation-only"])
+def test_index_attestation_entries_are_never_platforms(
+    stated: bool, registry: RegistryServer, pusher: ImagePusher, unique_repo: Callable[..., str]
+) -> None:
+    repo = unique_repo("attest")
+    idx = pusher.push_index(
+        repo, "v1", "oci-index", ["linux/arm64"], attestation=True, attestation_platform=stated
+    )
+    assert idx.attestation is not None
+    ref = f"{registry.host}/{repo}:v1"
+    attestation = skopeo_config(f"{registry.host}/{repo}@{idx.attestation}")
+    assert (attestation["os"], attestation["architecture"]) == ("unknown", "unknown")
+
+    for platform in ("unknown/unknown", "linux/amd64"):
+        proc = regmon("check", "--platform", platform, ref)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert lines(proc) == [["missing", ref, "no", platform, "manifest"]]
+    proc = regmon("check", "--json", "--platform", "linux/arm64", ref)
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["platforms"] == {"linux/arm64": idx.children["linux/arm64"]}
+
+
+def test_index_entry_without_a_platform_is_decided_by_its_config(
+    registry: RegistryServer, pusher: ImagePusher, unique_repo: Callable[..., str]
+) -> None:
+    repo = unique_repo("unstated")
+    idx = pusher.push_index(
+        repo, "v1", "oci-index", ["linux/arm64/v8", "linux/s390x"], unstated=["linux/arm64/v8"]
+    )
+    assert "platform" not in json.loads(idx.body)["manifests"][0]
+    ref = f"{registry.host}/{repo}:v1"
+    proc = regmon("check", "--json", "--platform", "linux/arm64", "--platform", "linux/s390x", ref)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["platforms"] == {
+        "linux/arm64": idx.children["linux/arm64/v8"],
+        "linux/s390x": idx.children["linux/s390x"],
+    }
+    # Not assumed linux/amd64 (what ggcr does for an entry without a platform).
+    proc = regmon("check", "--platform", "linux/amd64", ref)
+    assert lines(proc) == [["missing", ref, "no", "linux/amd64", "manifest"]]
+
+
+def _requests(proxy: CountingProxy) -> list[tuple[str, str]]:
+    return [(r.method, r.path) for r in proxy.requests]
+
+
+def test_cli_request_cost_of_a_single_arch_platform_check(
+    registry: RegistryServer, pusher: ImagePusher, unique_repo: Callable[..., str], tmp_path: Path
+) -> None:
+    repo = unique_repo("cost")
+    image = pusher.push_image(repo, "v1", "oci", platform="linux/amd64")
+    config_digest = json.loads(image.body)["config"]["digest"]
+    manifest = f"/v2/{repo}/manifests/v1"
+    with CountingProxy(registry.host) as proxy:
+        ref = f"{proxy.host}/{repo}:v1"
+        assert regmon("check", ref).returncode == 0
+        assert _requests(proxy) == [("GET", "/v2/"), ("HEAD", manifest)]
+
+        proxy.reset()
+        assert regmon("check", "--platform", "linux/amd64", ref).returncode == 0
+        # HEAD gives only the digest: the manifest by digest, then its config blob.
+        assert _requests(proxy) == [
+            ("GET", "/v2/"),
+            ("HEAD", manifest),
+            ("GET", f"/v2/{repo}/manifests/{image.digest}"),
+            ("GET", f"/v2/{repo}/blobs/{config_digest}"),
+        ]
+
+        config = tmp_path / "regmon.yaml"
+        config.write_text(f'registries:\n  "{proxy.host}":\n    manifest_method: get\n')
+        proxy.reset()
+        proc = regmon("check", "--config", str(config), "--platform", "linux/amd64", ref)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        # With GET the body is at hand: the blob is the one extra request.
+        assert _requests(proxy) == [
+            ("GET", "/v2/"),
+            ("GET", manifest),
+            ("GET", f"/v2/{repo}/blobs/{config_digest}"),
+        ]
+
+        # Two tags of one image, checked at once: one manifest and one blob request.
+        pusher.push_raw_manifest(repo, "v1-copy", image.body, image.media_type)
+        proxy.reset()
+        proc = regmon("check", "--platform", "linux/amd64", ref, f"{proxy.host}/{repo}:v1-copy")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proxy.count("GET", f"/v2/{repo}/blobs/") == 1
+        assert proxy.count("GET", f"/v2/{repo}/manifests/sha256:") == 1
+
+
+def test_repeated_platform_checks_in_one_process_cost_one_head(
+    registry: RegistryServer, pusher: ImagePusher, unique_repo: Callable[..., str]
+) -> None:
+    repo = unique_repo("cached")
+    single = pusher.push_image(repo, "single", "docker", platform="linux/arm64/v8")
+    idx = pusher.push_index(repo, "multi", "oci-index", attestation=True)
+
+    async def main(proxy: CountingProxy) -> list[list[tuple[str, str]]]:
+        seen: list[list[tuple[str, str]]] = []
+        async with RegistryClient() as client:
+            for _ in range(3):
+                proxy.reset()
+                for tag, platform in (("single", "linux/arm64"), ("multi", "linux/arm/v7")):
+                    ref = parse_reference(f"{proxy.host}/{repo}:{tag}")
+                    result = await check_reference(client, ref, platforms=[platform])
+                    assert result.status is Status.PRESENT, result
+                seen.append(_requests(proxy))
+        return seen
+
+    with CountingProxy(registry.host) as proxy:
+        first, second, third = asyncio.run(main(proxy))
+    config_digest = json.loads(single.body)["config"]["digest"]
+    assert first == [
+        ("GET", "/v2/"),
+        ("HEAD", f"/v2/{repo}/manifests/single"),
+        ("GET", f"/v2/{repo}/manifests/{single.digest}"),
+        ("GET", f"/v2/{repo}/blobs/{config_digest}"),
+        ("HEAD", f"/v2/{repo}/manifests/multi"),
+        ("GET", f"/v2/{repo}/manifests/{idx.digest}"),
+    ]
+    heads = [("HEAD", f"/v2/{repo}/manifests/single"), ("HEAD", f"/v2/{repo}/manifests/multi")]
+    assert second == third == heads
