@@ -124,9 +124,9 @@ def _lifetime(doc: dict[str, Any]) -> float:
     if expires_in is None:
         expires_in = MIN_TOKEN_LIFETIME
     elif isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
-        raise AuthError(f"token endpoint answered a non-numeric expires_in ({_kind(expires_in)})")
+        raise AuthError(f"token endpoint answer: expires_in is not a number ({_kind(expires_in)})")
     elif isinstance(expires_in, float) and not math.isfinite(expires_in):
-        raise AuthError("token endpoint answered a non-finite expires_in")
+        raise AuthError("token endpoint answer: expires_in is not finite")
     # Below the minimum is clamped up as docker does; a lifetime of years is clamped
     # down: a token the registry stops accepting is re-fetched on its 401 anyway.
     lifetime = float(min(max(expires_in, MIN_TOKEN_LIFETIME), MAX_TOKEN_LIFETIME))
@@ -144,9 +144,8 @@ def _lifetime(doc: dict[str, Any]) -> float:
 
 
 def _kind(value: object) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
+    kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    return kinds.get(type(value), "a number" if isinstance(value, int | float) else "null")
 
 
 def _token(doc: object) -> str:
@@ -158,13 +157,13 @@ def _token(doc: object) -> str:
         if value is None or value == "":
             continue
         if not isinstance(value, str):
-            raise AuthError(f"token endpoint answered a non-string {key} ({_kind(value)})")
+            raise AuthError(f"token endpoint answer: {key} is not a string ({_kind(value)})")
         if len(value) > MAX_TOKEN_LENGTH:
             raise AuthError(
-                f"token endpoint answered a {key} longer than {MAX_TOKEN_LENGTH // 1024} KiB"
+                f"token endpoint answer: {key} is longer than {MAX_TOKEN_LENGTH // 1024} KiB"
             )
         if not _TOKEN_RE.fullmatch(value):
-            raise AuthError(f"token endpoint answered a {key} a header cannot carry")
+            raise AuthError(f"token endpoint answer: {key} has characters a header cannot carry")
         return value
     raise AuthError("token endpoint answer has no token")
 

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import re
+import ssl
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -194,13 +195,19 @@ class ImagePusher:
     """Push, inspect and delete test images on one registry (sync httpx)."""
 
     def __init__(
-        self, base_url: str, auth: tuple[str, str] | None = None, *, timeout: float = 10.0
+        self,
+        base_url: str,
+        auth: tuple[str, str] | None = None,
+        *,
+        timeout: float = 10.0,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.client = httpx.Client(
             base_url=self.base_url,
             auth=_ChallengeAuth(*auth) if auth else None,
             timeout=timeout,
+            verify=verify,
         )
 
     def close(self) -> None:

@@ -1,0 +1,277 @@
+"""Hostile token endpoints and plain-HTTP realms, through the real `regmon check`.
+
+A realm is any URL a registry names, so its answers are bounded like a registry's:
+the body through the one capped reader (decoded bytes, so a gzip bomb stops at
+1 MiB), the token by length and characters, ``expires_in`` by type. Credentials
+never go in clear text to the realm of an HTTPS registry.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support.faults import RecordedRequest, Reply
+from support.images import ImagePusher
+from support.registry import RegistryServer
+from support.token_issuer import PASSWORD, USERNAME, TokenIssuer
+
+MIB = 1024 * 1024
+RSS_BOUND_KIB = 200 * 1024  # `regmon check` itself is ~60 MiB
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    max_rss_kib: int
+
+
+# The peak RSS of a child counts what it inherited at fork until it execs, so a child
+# of this (large) test process would report the test's size. A small launcher forks
+# the command and reports that grandchild's own peak.
+_LAUNCHER = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as out:
+    out.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
+
+
+def regmon_measured(*args: str, timeout: float = 60) -> Run:
+    """Run `python -m monitor` as a user would; also return its peak RSS in KiB."""
+    env = {**os.environ, "DOCKER_CONFIG": "/nonexistent-regmon-test"}
+    env.pop("DOCKER_AUTH_CONFIG", None)
+    with tempfile.NamedTemporaryFile("r") as rss:
+        proc = subprocess.run(
+            [sys.executable, "-c", _LAUNCHER, rss.name, sys.executable, "-m", "monitor", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+        peak = int(rss.read() or 0)
+    return Run(proc.returncode, proc.stdout, proc.stderr, peak)
+
+
+@functools.cache
+def gzip_bomb(total: int = 1024 * MIB) -> bytes:
+    """About 1 MB of gzip that inflates to ``total`` zero bytes (a valid stream).
+
+    One full-flushed deflate segment is position independent, so it is repeated
+    instead of compressing a GiB on every run.
+    """
+    block = bytes(MIB)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    segment = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+    crc = 0
+    for _ in range(total // MIB):
+        crc = zlib.crc32(block, crc)
+    final = zlib.compressobj(9, zlib.DEFLATED, -15).flush()
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    return header + segment * (total // MIB) + final + struct.pack("<II", crc, total & 0xFFFFFFFF)
+
+
+class HostileIssuer(TokenIssuer):
+    """The suite's token issuer (so pushes work) until ``reply`` is set; then ``reply``
+    builds every answer from a real, registry-accepted token."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reply: Callable[[str], Reply] | None = None
+
+    def respond(self, request: RecordedRequest) -> Reply:
+        if self.reply is None:
+            return super().respond(request)
+        scopes = [v for k, v in _query(request.query) if k == "scope"]
+        return self.reply(self.make_token(None, scopes))
+
+
+def _query(query: str) -> list[tuple[str, str]]:
+    from urllib.parse import parse_qsl
+
+    return parse_qsl(query)
+
+
+def json_reply(doc: object, *headers: tuple[str, str]) -> Reply:
+    return Reply(200, [("Content-Type", "application/json"), *headers], json.dumps(doc).encode())
+
+
+def raw_reply(text: str) -> Reply:
+    return Reply(200, [("Content-Type", "application/json")], text.encode())
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HostileIssuer, str]]:
+    with HostileIssuer() as issuer:
+        workdir = tmp_path_factory.mktemp("registry-hostile-realm")
+        with RegistryServer(workdir, "token", issuer=issuer) as registry:
+            yield issuer, registry.host
+
+
+HUGE = "a" * (50 * MIB)
+SCENARIOS: dict[str, tuple[Callable[[str], Reply], str]] = {
+    "50mb-token": (
+        lambda token: json_reply({"token": HUGE}),
+        "token endpoint answer is larger than 1 MiB",
+    ),
+    "gzip-bomb": (
+        lambda token: Reply(
+            200,
+            [("Content-Type", "application/json"), ("Content-Encoding", "gzip")],
+            gzip_bomb(),
+        ),
+        "token endpoint answer is larger than 1 MiB",
+    ),
+    "100kib-token": (
+        lambda token: json_reply({"access_token": "a" * (100 * 1024)}),
+        "token endpoint answer: access_token is longer than 64 KiB",
+    ),
+    "number-token": (
+        lambda token: json_reply({"token": 12345}),
+        "token endpoint answer: token is not a string (a number)",
+    ),
+    "array-token": (
+        lambda token: json_reply({"access_token": [token]}),
+        "token endpoint answer: access_token is not a string (an array)",
+    ),
+    "crlf-token": (
+        lambda token: json_reply({"token": token + "\r\nX-Injected: 1"}),
+        "token endpoint answer: token has characters a header cannot carry",
+    ),
+    "string-expires-in": (
+        lambda token: json_reply({"token": token, "expires_in": "300"}),
+        "token endpoint answer: expires_in is not a number (a string)",
+    ),
+    "infinite-expires-in": (
+        lambda token: raw_reply(f'{{"token": "{token}", "expires_in": Infinity}}'),
+        "token endpoint answer: expires_in is not finite",
+    ),
+    "not-json": (
+        lambda token: raw_reply("[" * 100_000),
+        "token endpoint answered with something that is not JSON",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_hostile_token_answer_is_auth_failed_with_bounded_memory(
+    name: str, hostile: tuple[HostileIssuer, str]
+) -> None:
+    issuer, host = hostile
+    reply, detail = SCENARIOS[name]
+    issuer.reply = reply
+    ref = f"{host}/public/app:v1"
+    try:
+        run = regmon_measured("check", ref)
+    finally:
+        issuer.reply = None
+    assert "Traceback" not in run.stderr, run.stderr
+    assert run.returncode == 3, run
+    assert run.stdout.split() == ["error", ref, "auth_failed"]
+    assert run.stderr.splitlines() == [f"regmon: {ref}: {detail}"]
+    assert run.max_rss_kib < RSS_BOUND_KIB, f"peak RSS {run.max_rss_kib // 1024} MiB"
+
+
+@pytest.mark.parametrize("expires_in", ["-5", "0", "1" + "0" * 400, "1e300"])
+def test_odd_expires_in_is_clamped_and_the_token_used(
+    expires_in: str, hostile: tuple[HostileIssuer, str]
+) -> None:
+    issuer, host = hostile
+    issuer.reply = lambda token: raw_reply(f'{{"token": "{token}", "expires_in": {expires_in}}}')
+    ref = f"{host}/public/absent:v1"
+    try:
+        run = regmon_measured("check", ref)
+    finally:
+        issuer.reply = None
+    # The registry accepted the token: it answers for the manifest itself.
+    assert (run.returncode, run.stdout.split()) == (1, ["missing", ref, "manifest", "unknown"])
+    assert run.stderr == ""
+
+
+# --- no credentials in clear text to the realm of an HTTPS registry ---------------------
+
+
+@pytest.fixture(scope="module")
+def tls_token_registry(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[RegistryServer, TokenIssuer]]:
+    """An HTTPS registry whose realm is a plain-HTTP issuer on another port."""
+    with TokenIssuer() as issuer:
+        workdir = tmp_path_factory.mktemp("registry-tls-token")
+        with RegistryServer(workdir, "token", issuer=issuer, tls=True) as registry:
+            assert registry.url.startswith("https://") and issuer.realm.startswith("http://")
+            yield registry, issuer
+
+
+def _tls_config(tmp_path: Path, registry: RegistryServer, extra: str = "") -> Path:
+    config = tmp_path / "regmon.yaml"
+    config.write_text(
+        f'registries:\n  "{registry.host}":\n    username: {USERNAME}\n'
+        f"    password: {PASSWORD}\n    ca_file: {registry.ca_file}\n{extra}"
+    )
+    return config
+
+
+def test_credentials_are_not_sent_to_a_plain_http_realm_of_an_https_registry(
+    tls_token_registry: tuple[RegistryServer, TokenIssuer], tmp_path: Path, unique_repo
+) -> None:
+    registry, issuer = tls_token_registry
+    repo = unique_repo("private")
+    with ImagePusher(registry.url, auth=(USERNAME, PASSWORD), verify=registry.verify) as pusher:
+        pusher.push_image(repo, "v1", "oci")
+    issuer.reset()
+    ref = f"{registry.host}/{repo}:v1"
+    run = regmon_measured("check", "--config", str(_tls_config(tmp_path, registry)), ref)
+    assert run.returncode == 3, run
+    assert run.stdout.split() == ["error", ref, "auth_failed"]
+    assert run.stderr.splitlines() == [
+        f"regmon: {ref}: refusing to send credentials to plain-HTTP realm {issuer.realm}"
+        " (the registry is HTTPS; set insecure: true for it to allow this)"
+    ]
+    assert issuer.raw_requests == []  # not even an anonymous try
+
+
+def test_insecure_registry_may_send_credentials_to_a_plain_http_realm(
+    tls_token_registry: tuple[RegistryServer, TokenIssuer], tmp_path: Path, unique_repo
+) -> None:
+    registry, issuer = tls_token_registry
+    repo = unique_repo("private")
+    with ImagePusher(registry.url, auth=(USERNAME, PASSWORD), verify=registry.verify) as pusher:
+        image = pusher.push_image(repo, "v1", "oci")
+    issuer.reset()
+    ref = f"{registry.host}/{repo}:v1"
+    config = _tls_config(tmp_path, registry, "    insecure: true\n")
+    run = regmon_measured("check", "--config", str(config), ref)
+    assert (run.returncode, run.stdout.split()) == (0, ["present", ref, image.digest]), run
+    assert [r.user for r in issuer.requests] == [USERNAME]
+
+
+def test_anonymous_token_from_a_plain_http_realm_is_still_fetched(
+    tls_token_registry: tuple[RegistryServer, TokenIssuer], tmp_path: Path, unique_repo
+) -> None:
+    registry, issuer = tls_token_registry
+    repo = unique_repo("public")
+    with ImagePusher(registry.url, auth=(USERNAME, PASSWORD), verify=registry.verify) as pusher:
+        image = pusher.push_image(repo, "v1", "oci")
+    issuer.reset()
+    config = tmp_path / "regmon.yaml"
+    config.write_text(f'registries:\n  "{registry.host}":\n    ca_file: {registry.ca_file}\n')
+    ref = f"{registry.host}/{repo}:v1"
+    run = regmon_measured("check", "--config", str(config), ref)
+    assert (run.returncode, run.stdout.split()) == (0, ["present", ref, image.digest]), run
+    assert [(r.user, r.status) for r in issuer.requests] == [(None, 200)]
+    assert "authorization" not in issuer.raw_requests[0].headers
