@@ -11,11 +11,14 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.faults import CountingProxy
 from support.images import ImagePusher
 from support.registry import RegistryServer
+from support.service import RegmonProcess
+from support.wait import wait_for
 from test_check_cli import lines, no_traceback, regmon
 
 from monitor.checker import check_reference
@@ -210,3 +213,41 @@ def test_repeated_platform_checks_in_one_process_cost_one_head(
     ]
     heads = [("HEAD", f"/v2/{repo}/manifests/single"), ("HEAD", f"/v2/{repo}/manifests/multi")]
     assert second == third == heads
+
+
+def test_watched_platforms_in_the_service_are_decided_by_the_config_blob(
+    registry: RegistryServer, pusher: ImagePusher, unique_repo: Callable[..., str], tmp_path: Path
+) -> None:
+    repo = unique_repo("svc")
+    pusher.push_image(repo, "amd64", "oci", platform="linux/amd64")
+    arm64 = pusher.push_image(repo, "arm64", "oci", platform="linux/arm64/v8")
+    with CountingProxy(registry.host) as proxy:
+        gone, here = f"{proxy.host}/{repo}:amd64", f"{proxy.host}/{repo}:arm64"
+        config = (
+            "defaults: {interval: 1s, jitter: 0%, missing_after: 1, failing_after: 1}\n"
+            "watch:\n"
+            f"  - {{image: '{gone}', platforms: [linux/arm64]}}\n"
+            f"  - {{image: '{here}', platforms: [linux/arm64]}}\n"
+        )
+        svc = RegmonProcess(config, tmp_path / "svc")
+        try:
+
+            def checked_three_times() -> dict[str, Any] | None:
+                images = svc.images()
+                heads = [
+                    proxy.count("HEAD", f"/v2/{repo}/manifests/{t}") for t in ("amd64", "arm64")
+                ]
+                return images if min(heads) >= 3 else None
+
+            images = wait_for(checked_three_times, timeout=20, message=svc.log_tail())
+            # One manifest and one config blob per image, however often it is checked.
+            assert proxy.count("GET", f"/v2/{repo}/manifests/") == 2, proxy.counts
+            assert proxy.count("GET", f"/v2/{repo}/blobs/") == 2, proxy.counts
+        finally:
+            svc.close()
+    assert (images[gone]["status"], images[gone]["detail"]) == (
+        "missing",
+        "no linux/arm64 manifest",
+    )
+    assert (images[here]["status"], images[here]["digest"]) == ("present", arm64.digest)
+    assert images[here]["platforms"] == {"linux/arm64": arm64.digest}
