@@ -233,7 +233,8 @@ async def fetch_token(
             # Keep any query the realm already has: params= would replace it.
             url = realm_url.copy_merge_params(params)
             request = http.build_request("GET", url, headers=headers, timeout=request_timeout)
-        response = await http.send(request, stream=True)
+        # A 307/308 re-sends a POST body, the identity token in it, to wherever it points.
+        response = await http.send(request, stream=True, follow_redirects=request.method != "POST")
     except httpx.TimeoutException as exc:
         raise AuthError("token endpoint timed out") from exc
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
