@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 from support.faults import LoopbackHTTPServer, RecordedRequest, Reply
-from test_hostile_realm import gzip_bomb
+from support.hostile import MIB, gzip_bomb
 
 from monitor.checker import check_reference
 from monitor.domain import CheckResult, Reason, Status
@@ -22,7 +22,6 @@ from monitor.reference import parse_reference
 from monitor.registry.bodies import read_body
 from monitor.registry.client import RegistryClient
 
-MIB = 1024 * 1024
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 
