@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
-from support.faults import LoopbackHTTPServer, RecordedRequest, Reply
+from support.faults import LoopbackHTTPServer, RecordedRequest, Reply, status_server
 from support.hostile import MIB, gzip_bomb
 
 from monitor.checker import check_reference
@@ -206,3 +206,33 @@ def test_a_manifest_gzip_bomb_stops_at_4_mib() -> None:
     assert (result.status, result.reason) == (Status.ERROR, Reason.PROTOCOL), result
     assert result.detail == "manifest is larger than 4 MiB"
     assert peak < 16 * MIB, peak
+
+
+def test_a_tags_list_page_goes_through_the_same_cap() -> None:
+    bomb = gzip_bomb(64 * MIB)
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    with status_server(200, headers, bomb) as server:
+
+        async def main() -> None:
+            async with RegistryClient() as client:
+                await client.list_tags(parse_reference(f"{server.host}/team/app"))
+
+        with pytest.raises(RegistryError) as caught:
+            asyncio.run(main())
+    assert (caught.value.reason, str(caught.value)) == (
+        Reason.PROTOCOL,
+        "tags/list page is larger than 4 MiB",
+    )
+
+
+def test_a_deeply_nested_tags_list_page_is_not_json() -> None:
+    with status_server(200, {"Content-Type": "application/json"}, b"[" * 100_000) as server:
+        host = server.host
+
+        async def main() -> None:
+            async with RegistryClient() as client:
+                await client.list_tags(parse_reference(f"{host}/team/app"))
+
+        with pytest.raises(RegistryError) as caught:
+            asyncio.run(main())
+    assert str(caught.value) == f"{host}: tags/list answer is not JSON"

@@ -503,7 +503,7 @@ class RegistryClient:
             try:
                 if response.status_code != 200:
                     await self._classify_failure(host, response, ref, body_read=False)
-                body = await self._read_body(response)
+                body = await self._read_body(response, "tags/list page")
                 link = response.links.get("next", {}).get("url")
             finally:
                 await response.aclose()
@@ -520,8 +520,8 @@ class RegistryClient:
             else:
                 return TagListing(Status.PRESENT, tuple(sorted(tags)), pages, http_status=200)
 
-    async def _read_body(self, response: httpx.Response) -> bytes:
-        return await read_body(response, MAX_MANIFEST_BYTES, "manifest")
+    async def _read_body(self, response: httpx.Response, what: str = "manifest") -> bytes:
+        return await read_body(response, MAX_MANIFEST_BYTES, what)
 
     async def _get_manifest(
         self, host: _Host, ref: ImageReference, target: str, scopes: tuple[str, ...]
@@ -751,7 +751,7 @@ def _tag_page(host: str, body: bytes) -> list[str]:
     """The valid tags of one ``tags/list`` page (``"tags": null`` is an empty repository)."""
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RegistryError(Reason.PROTOCOL, f"{host}: tags/list answer is not JSON") from None
     tags = doc.get("tags") if isinstance(doc, dict) else []
     if tags is None:
