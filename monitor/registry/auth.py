@@ -252,9 +252,7 @@ async def fetch_token(
             )
         try:
             body = await read_body(response, MAX_TOKEN_BODY_BYTES, "token endpoint answer")
-        except AuthError:
-            raise
-        except RegistryError as exc:
+        except RegistryError as exc:  # everything about the realm's answer is auth_failed
             if exc.reason is Reason.TIMEOUT:
                 raise AuthError("token endpoint timed out") from exc
             raise AuthError(str(exc)) from exc
