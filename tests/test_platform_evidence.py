@@ -22,7 +22,7 @@ from support.wait import wait_for
 from test_check_cli import lines, no_traceback, regmon
 
 from monitor.checker import check_reference
-from monitor.domain import Status
+from monitor.domain import CheckResult, Status
 from monitor.reference import parse_reference
 from monitor.registry.client import RegistryClient
 
@@ -150,35 +150,26 @@ def test_cli_request_cost_of_a_single_arch_platform_check(
         assert regmon("check", ref).returncode == 0
         assert _requests(proxy) == [("GET", "/v2/"), ("HEAD", manifest)]
 
-        proxy.reset()
-        assert regmon("check", "--platform", "linux/amd64", ref).returncode == 0
-        # HEAD gives only the digest: the manifest by digest, then its config blob.
-        assert _requests(proxy) == [
-            ("GET", "/v2/"),
-            ("HEAD", manifest),
-            ("GET", f"/v2/{repo}/manifests/{image.digest}"),
-            ("GET", f"/v2/{repo}/blobs/{config_digest}"),
-        ]
-
+        # Platforms need the manifest body: GET instead of HEAD, and the config blob is
+        # the one extra request, whatever manifest_method says.
         config = tmp_path / "regmon.yaml"
         config.write_text(f'registries:\n  "{proxy.host}":\n    manifest_method: get\n')
-        proxy.reset()
-        proc = regmon("check", "--config", str(config), "--platform", "linux/amd64", ref)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        # With GET the body is at hand: the blob is the one extra request.
-        assert _requests(proxy) == [
-            ("GET", "/v2/"),
-            ("GET", manifest),
-            ("GET", f"/v2/{repo}/blobs/{config_digest}"),
-        ]
+        for args in ((), ("--config", str(config))):
+            proxy.reset()
+            proc = regmon("check", *args, "--platform", "linux/amd64", ref)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert _requests(proxy) == [
+                ("GET", "/v2/"),
+                ("GET", manifest),
+                ("GET", f"/v2/{repo}/blobs/{config_digest}"),
+            ]
 
-        # Two tags of one image, checked at once: one manifest and one blob request.
+        # Two tags of one image, checked at once: one config blob request.
         pusher.push_raw_manifest(repo, "v1-copy", image.body, image.media_type)
         proxy.reset()
         proc = regmon("check", "--platform", "linux/amd64", ref, f"{proxy.host}/{repo}:v1-copy")
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert proxy.count("GET", f"/v2/{repo}/blobs/") == 1
-        assert proxy.count("GET", f"/v2/{repo}/manifests/sha256:") == 1
 
 
 def test_repeated_platform_checks_in_one_process_cost_one_head(
@@ -193,10 +184,14 @@ def test_repeated_platform_checks_in_one_process_cost_one_head(
         async with RegistryClient() as client:
             for _ in range(3):
                 proxy.reset()
-                for tag, platform in (("single", "linux/arm64"), ("multi", "linux/arm/v7")):
+                wanted = (
+                    ("single", "linux/arm64", single.digest),
+                    ("multi", "linux/arm/v7", idx.children["linux/arm/v7"]),
+                )
+                for tag, platform, digest in wanted:
                     ref = parse_reference(f"{proxy.host}/{repo}:{tag}")
                     result = await check_reference(client, ref, platforms=[platform])
-                    assert result.status is Status.PRESENT, result
+                    assert result.platforms == {platform: digest}, result
                 seen.append(_requests(proxy))
         return seen
 
@@ -205,14 +200,42 @@ def test_repeated_platform_checks_in_one_process_cost_one_head(
     config_digest = json.loads(single.body)["config"]["digest"]
     assert first == [
         ("GET", "/v2/"),
-        ("HEAD", f"/v2/{repo}/manifests/single"),
-        ("GET", f"/v2/{repo}/manifests/{single.digest}"),
+        ("GET", f"/v2/{repo}/manifests/single"),
         ("GET", f"/v2/{repo}/blobs/{config_digest}"),
-        ("HEAD", f"/v2/{repo}/manifests/multi"),
-        ("GET", f"/v2/{repo}/manifests/{idx.digest}"),
+        ("GET", f"/v2/{repo}/manifests/multi"),
     ]
     heads = [("HEAD", f"/v2/{repo}/manifests/single"), ("HEAD", f"/v2/{repo}/manifests/multi")]
     assert second == third == heads
+
+
+def test_a_changed_tag_costs_its_new_manifest_and_config_once(
+    registry: RegistryServer, pusher: ImagePusher, unique_repo: Callable[..., str]
+) -> None:
+    repo = unique_repo("changed")
+    pusher.push_image(repo, "v1", "oci", platform="linux/amd64")
+
+    async def main(proxy: CountingProxy) -> tuple[list[tuple[str, str]], CheckResult]:
+        ref = parse_reference(f"{proxy.host}/{repo}:v1")
+        async with RegistryClient() as client:
+            first = await check_reference(client, ref, platforms=["linux/arm64"])
+            assert first.detail == "no linux/arm64 manifest"
+            moved = pusher.push_image(repo, "v1", "oci", platform="linux/arm64")
+            proxy.reset()
+            result = await check_reference(client, ref, platforms=["linux/arm64"])
+            assert result.platforms == {"linux/arm64": moved.digest}
+            after_change = _requests(proxy)
+            proxy.reset()
+            return after_change, await check_reference(client, ref, platforms=["linux/arm64"])
+
+    with CountingProxy(registry.host) as proxy:
+        after_change, again = asyncio.run(main(proxy))
+        last = _requests(proxy)
+    # HEAD says "another digest": that manifest by digest and its config, once.
+    assert [m for m, _ in after_change] == ["HEAD", "GET", "GET"]
+    assert after_change[1][1].startswith(f"/v2/{repo}/manifests/sha256:")
+    assert after_change[2][1].startswith(f"/v2/{repo}/blobs/sha256:")
+    assert again.status is Status.PRESENT
+    assert last == [("HEAD", f"/v2/{repo}/manifests/v1")]
 
 
 def test_watched_platforms_in_the_service_are_decided_by_the_config_blob(

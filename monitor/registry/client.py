@@ -551,7 +551,12 @@ class RegistryClient:
     ) -> ManifestAnswer:
         scopes = (f"repository:{ref.path}:pull",)
         body: bytes | None = None
-        if host.settings.manifest_method == "get":
+        seen_as = f"{host.name.lower()}/{ref.path}:{ref.target}"
+        # Platforms need the body: while this tag's last digest is not known to serve
+        # them, one GET (one pull either way) replaces HEAD + GET by digest.
+        if host.settings.manifest_method == "get" or (
+            platforms and not self.evidence.expects(seen_as)
+        ):
             digest, media_type, body, status = await self._get_manifest(
                 host, ref, ref.target, scopes
             )
@@ -600,6 +605,7 @@ class RegistryClient:
         resolved: dict[str, str] = {}
         if platforms:
             chosen = await self._platforms(host, ref, digest, media_type, body, scopes, platforms)
+            self.evidence.remember(seen_as, digest)
             absent = [p for p, d in chosen.items() if d is None]
             if absent:
                 return ManifestAnswer(

@@ -53,6 +53,18 @@ class _OnceCache(Generic[K, V]):
         self._locks: dict[K, asyncio.Lock] = {}
         self.fetches = 0
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._values
+
+    def peek(self, key: K) -> V | None:
+        return self._values.get(key)
+
+    def put(self, key: K, value: V) -> None:
+        self._values[key] = value
+        self._values.move_to_end(key)
+        while len(self._values) > self._size:
+            self._values.popitem(last=False)
+
     async def get(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
         if key in self._values:
             self._values.move_to_end(key)
@@ -64,9 +76,7 @@ class _OnceCache(Generic[K, V]):
                     return self._values[key]
                 self.fetches += 1
                 value = await fetch()
-                self._values[key] = value
-                while len(self._values) > self._size:
-                    self._values.popitem(last=False)
+                self.put(key, value)
                 return value
         finally:
             if not lock.locked() and self._locks.get(key) is lock:
@@ -79,6 +89,16 @@ class PlatformEvidence:
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self.manifests: _OnceCache[str, Served] = _OnceCache(size)
         self.configs: _OnceCache[str, Platform | None] = _OnceCache(size)
+        self._last_digest: _OnceCache[str, str] = _OnceCache(size)
+
+    def expects(self, reference: str) -> bool:
+        """Whether ``reference`` last pointed at a digest whose platforms are known,
+        so that a HEAD (its digest) is enough to decide its platforms again."""
+        digest = self._last_digest.peek(reference)
+        return digest is not None and digest in self.manifests
+
+    def remember(self, reference: str, digest: str) -> None:
+        self._last_digest.put(reference, digest)
 
     async def resolve(
         self,
