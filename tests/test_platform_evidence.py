@@ -25,6 +25,7 @@ from monitor.checker import check_reference
 from monitor.domain import CheckResult, Status
 from monitor.reference import parse_reference
 from monitor.registry.client import RegistryClient
+from monitor.registry.manifests import Platform
 
 
 def skopeo_config(ref: str) -> dict[str, object]:
@@ -274,3 +275,31 @@ def test_watched_platforms_in_the_service_are_decided_by_the_config_blob(
     )
     assert (images[here]["status"], images[here]["digest"]) == ("present", arm64.digest)
     assert images[here]["platforms"] == {"linux/arm64": arm64.digest}
+
+
+def test_evidence_cache_is_bounded_and_single_flight() -> None:
+    from monitor.registry.evidence import PlatformEvidence
+
+    evidence = PlatformEvidence(size=2)
+    fetched: list[str] = []
+
+    async def main() -> None:
+        async def served(digest: str) -> tuple[tuple[Platform, str], ...]:
+            fetched.append(digest)
+            await asyncio.sleep(0.01)
+            return ((Platform("linux", "amd64"), digest),)
+
+        def fetch(digest: str) -> Callable[[], Any]:
+            return lambda: served(digest)
+
+        # Ten concurrent asks for one digest: one fetch.
+        await asyncio.gather(*(evidence.manifests.get("a", fetch("a")) for _ in range(10)))
+        await evidence.manifests.get("b", fetch("b"))
+        await evidence.manifests.get("c", fetch("c"))  # evicts "a", the least recently used
+        await evidence.manifests.get("a", fetch("a"))
+
+    asyncio.run(main())
+    assert fetched == ["a", "b", "c", "a"]
+    assert "b" not in evidence.manifests and "c" in evidence.manifests
+    evidence.remember("host/repo:v1", "c")
+    assert evidence.expects("host/repo:v1") and not evidence.expects("host/repo:v2")
