@@ -236,3 +236,33 @@ def test_a_deeply_nested_tags_list_page_is_not_json() -> None:
         with pytest.raises(RegistryError) as caught:
             asyncio.run(main())
     assert str(caught.value) == f"{host}: tags/list answer is not JSON"
+
+
+def test_schema1_states_its_architecture_without_a_blob_request() -> None:
+    compat = json.dumps({"os": "linux", "architecture": "arm", "variant": "v6"})
+    body = json.dumps(
+        {
+            "schemaVersion": 1,
+            "name": "team/app",
+            "tag": "v1",
+            "architecture": "arm",
+            "fsLayers": [],
+            "history": [{"v1Compatibility": compat}],
+        }
+    ).encode()
+    media_type = "application/vnd.docker.distribution.manifest.v1+json"
+
+    class Schema1(LoopbackHTTPServer):
+        def respond(self, request: RecordedRequest) -> Reply:
+            if request.path == "/v2/":
+                return Reply(200, [], b"{}")
+            headers = [("Content-Type", media_type), ("Docker-Content-Digest", sha256(body))]
+            return Reply(200, headers, body)
+
+    with Schema1() as server:
+        v6 = check(server.host, "linux/arm/v6")
+        v7 = check(server.host, "linux/arm/v7")
+        blobs = server.count("GET", "/v2/team/app/blobs/")
+    assert (v6.status, v6.platforms) == (Status.PRESENT, {"linux/arm/v6": sha256(body)})
+    assert (v7.status, v7.detail) == (Status.MISSING, "no linux/arm/v7 manifest")
+    assert blobs == 0
