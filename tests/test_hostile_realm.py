@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from support.faults import RecordedRequest, Reply
-from support.hostile import MIB, gzip_bomb, regmon_measured
+from support.hostile import MIB, StreamingRealm, gzip_bomb, regmon_measured
 from support.images import ImagePusher
 from support.registry import RegistryServer
 from support.token_issuer import PASSWORD, USERNAME, TokenIssuer
@@ -59,12 +59,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HostileI
             yield issuer, registry.host
 
 
-HUGE = "a" * (50 * MIB)
 SCENARIOS: dict[str, tuple[Callable[[str], Reply], str]] = {
-    "50mb-token": (
-        lambda token: json_reply({"token": HUGE}),
-        "token endpoint answer is larger than 1 MiB",
-    ),
     "gzip-bomb": (
         lambda token: Reply(
             200,
@@ -120,6 +115,15 @@ def test_hostile_token_answer_is_auth_failed_with_bounded_memory(
     assert run.returncode == 3, run
     assert run.stdout.split() == ["error", ref, "auth_failed"]
     assert run.stderr.splitlines() == [f"regmon: {ref}: {detail}"]
+    assert run.max_rss_kib < RSS_BOUND_KIB, f"peak RSS {run.max_rss_kib // 1024} MiB"
+
+
+def test_a_50_mb_token_is_auth_failed_with_bounded_memory() -> None:
+    with StreamingRealm(50 * MIB) as realm:
+        ref = f"{realm.host}/team/app:v1"
+        run = regmon_measured("check", ref)
+    assert (run.returncode, run.stdout.split()) == (3, ["error", ref, "auth_failed"]), run
+    assert run.stderr.splitlines() == [f"regmon: {ref}: token endpoint answer is larger than 1 MiB"]
     assert run.max_rss_kib < RSS_BOUND_KIB, f"peak RSS {run.max_rss_kib // 1024} MiB"
 
 

@@ -15,7 +15,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["MIB", "Run", "gzip_bomb", "regmon_measured"]
+__all__ = ["MIB", "Run", "StreamingRealm", "gzip_bomb", "regmon_measured"]
 
 MIB = 1024 * 1024
 
@@ -73,3 +73,69 @@ def gzip_bomb(total: int = 1024 * MIB) -> bytes:
     final = zlib.compressobj(9, zlib.DEFLATED, -15).flush()
     header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
     return header + segment * (total // MIB) + final + struct.pack("<II", crc, total & 0xFFFFFFFF)
+
+
+# A registry and realm in one child process, so that a huge answer is never held in
+# the test process (whose peak RSS every later child would inherit until it execs).
+_STREAMING_REALM = """
+import http.server, sys
+size = int(sys.argv[1])
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args):
+        pass
+    def do_GET(self):
+        port = self.server.server_address[1]
+        if self.path.startswith("/token"):
+            head, tail = b'{"token": "', b'"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(head) + size + len(tail)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                self.wfile.write(head)
+                for _ in range(size // 65536):
+                    self.wfile.write(b"a" * 65536)
+                self.wfile.write(b"a" * (size % 65536) + tail)
+            except OSError:
+                pass  # the client stopped reading: that is the point
+            return
+        challenge = f'Bearer realm="http://127.0.0.1:{port}/token",service="hostile"'
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", challenge)
+        self.send_header("Content-Length", "0")
+        self.send_header("Connection", "close")
+        self.end_headers()
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+class StreamingRealm:
+    """A registry whose realm answers a token of ``token_bytes`` bytes, streamed from a
+    child process: ``with StreamingRealm(50 * MIB) as realm: realm.host``."""
+
+    def __init__(self, token_bytes: int) -> None:
+        self.token_bytes = token_bytes
+        self._proc: subprocess.Popen[str] | None = None
+        self.host = ""
+
+    def __enter__(self) -> StreamingRealm:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _STREAMING_REALM, str(self.token_bytes)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        self.host = f"127.0.0.1:{self._proc.stdout.readline().strip()}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            if self._proc.stdout is not None:
+                self._proc.stdout.close()
+            self._proc = None
