@@ -169,10 +169,8 @@ def _token(doc: object) -> str:
 
 
 def _realm_shown(url: httpx.URL) -> str:
-    """The realm for a message: no query (it may carry anything), bounded, printable."""
-    text = f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}{url.path}"
-    text = text.encode("ascii", "backslashreplace").decode("ascii")
-    return "".join(c if c.isprintable() else "?" for c in text)[:200]
+    """The realm for a message, without its query (it may carry anything)."""
+    return clean(f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}{url.path}", limit=100)
 
 
 async def fetch_token(
