@@ -19,7 +19,6 @@ from monitor.registry.transport import failure_reason
 __all__ = [
     "ACCEPT_ENCODING",
     "MAX_CONFIG_BYTES",
-    "MAX_ERROR_BYTES",
     "MAX_TOKEN_BODY_BYTES",
     "read_body",
     "size_text",
@@ -30,7 +29,6 @@ __all__ = [
 ACCEPT_ENCODING = "gzip, deflate"
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_TOKEN_BODY_BYTES = 1024 * 1024
-MAX_ERROR_BYTES = 64 * 1024
 
 
 def size_text(limit: int) -> str:
