@@ -262,10 +262,19 @@ def _fetch(
     challenge: Challenge,
     scopes: tuple[str, ...],
     credential: Credential | None,
+    *,
+    plain_http_ok: bool = True,
 ) -> Token:
     async def main() -> Token:
-        async with httpx.AsyncClient() as http:
-            return await fetch_token(http, challenge, scopes, credential, request_timeout=5.0)
+        async with httpx.AsyncClient(follow_redirects=True) as http:
+            return await fetch_token(
+                http,
+                challenge,
+                scopes,
+                credential,
+                request_timeout=5.0,
+                plain_http_ok=plain_http_ok,
+            )
 
     return asyncio.run(main())
 
@@ -384,3 +393,45 @@ def test_challenge_without_realm_is_a_protocol_error() -> None:
     with pytest.raises(RegistryError) as info:
         _fetch(Challenge("bearer", {"service": "svc"}), (), None)
     assert info.value.reason is Reason.PROTOCOL
+
+
+@pytest.mark.parametrize(
+    "credential",
+    [Credential(username="ci", password="s3cret"), Credential(identity_token="refresh-me")],
+    ids=["basic", "identity-token"],
+)
+def test_no_credentials_to_a_plain_http_realm_unless_allowed(credential: Credential) -> None:
+    with TokenServer() as server:
+        shown = f"{server.url}/token"
+        realm = f"{shown}?secret=not-shown"
+        with pytest.raises(AuthError) as info:
+            _fetch(Challenge("bearer", {"realm": realm}), (), credential, plain_http_ok=False)
+        assert server.requests == []
+        anonymous = _fetch(Challenge("bearer", {"realm": realm}), (), None, plain_http_ok=False)
+        assert anonymous.value == "t"
+    assert str(info.value) == (
+        f"refusing to send credentials to plain-HTTP realm {shown}"
+        " (the registry is HTTPS; set insecure: true for it to allow this)"
+    )
+
+
+class RedirectServer(LoopbackHTTPServer):
+    def __init__(self, location: str, status: int = 307) -> None:
+        super().__init__()
+        self.location = location
+        self.status = status
+
+    def respond(self, request: RecordedRequest) -> Reply:
+        return Reply(self.status, [("Location", self.location)])
+
+
+def test_an_identity_token_post_does_not_follow_a_redirect() -> None:
+    with TokenServer() as elsewhere, RedirectServer(f"{elsewhere.url}/token") as realm:
+        with pytest.raises(AuthError) as info:
+            _fetch(
+                Challenge("bearer", {"realm": f"{realm.url}/token"}),
+                (),
+                Credential(identity_token="refresh-me"),
+            )
+        assert elsewhere.requests == []  # a 307 would have re-sent the token in the body
+    assert (str(info.value), info.value.http_status) == ("token endpoint answered HTTP 307", 307)

@@ -14,10 +14,16 @@ from monitor.registry.manifests import (
     DOCKER_MANIFEST,
     OCI_MANIFEST,
     SCHEMA1_SIGNED,
+    ConfigRef,
+    IndexEntry,
     ManifestFormatError,
     Platform,
     compute_digest,
+    config_platform,
+    image_config,
+    index_entries,
     parse_manifest,
+    schema1_platform,
     select_platforms,
 )
 
@@ -303,12 +309,17 @@ def test_select_normalises_index_entries() -> None:
     }
 
 
-def test_select_entry_without_platform_is_linux_amd64() -> None:
+def test_select_entry_without_platform_is_not_assumed_linux_amd64() -> None:
+    # SPEC §2: decided by evidence; such an entry is looked up by its config (evidence.py).
     idx = index(entry(D["e"], None), entry(D["f"], {"os": "linux", "architecture": "amd64"}))
     assert select_platforms(idx, ["linux/amd64", "linux/arm64"]) == {
-        "linux/amd64": D["e"],
+        "linux/amd64": D["f"],
         "linux/arm64": None,
     }
+    assert index_entries(idx) == [
+        IndexEntry(D["e"], None, OCI_MANIFEST),
+        IndexEntry(D["f"], Platform("linux", "amd64"), OCI_MANIFEST),
+    ]
 
 
 def test_select_missing_platform_is_none() -> None:
@@ -339,3 +350,83 @@ def test_select_ignores_unknown_media_types() -> None:
 def test_select_rejects_malformed_index(doc: dict[str, Any]) -> None:
     with pytest.raises(ManifestFormatError):
         select_platforms(doc, ["linux/amd64"])
+
+
+def test_select_skips_entries_annotated_as_references_whatever_their_platform() -> None:
+    idx = index(
+        entry(
+            D["a"],
+            {"os": "linux", "architecture": "amd64"},
+            annotations={"vnd.docker.reference.type": "attestation-manifest"},
+        ),
+        entry(D["b"], None, annotations={"vnd.docker.reference.type": "sbom"}),
+        entry(D["c"], {"os": "linux", "architecture": "amd64"}),
+    )
+    assert select_platforms(idx, ["linux/amd64"]) == {"linux/amd64": D["c"]}
+    assert index_entries(idx) == [IndexEntry(D["c"], Platform("linux", "amd64"), OCI_MANIFEST)]
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"os": "linux", "architecture": "amd64"}, Platform("linux", "amd64")),
+        ({"os": "linux", "architecture": "arm64", "variant": "v8"}, Platform("linux", "arm64")),
+        ({"os": "linux", "architecture": "arm"}, Platform("linux", "arm", "v7")),
+        (
+            {"os": "windows", "architecture": "amd64", "os.version": "10.0.17763.5329"},
+            Platform("windows", "amd64", "", "10.0.17763.5329"),
+        ),
+        ({"os": "unknown", "architecture": "unknown"}, None),
+        ({"architecture": "amd64"}, None),
+        ({"os": "linux", "architecture": 64}, None),
+    ],
+    ids=["amd64", "arm64-v8", "arm", "windows", "attestation", "no-os", "non-string"],
+)
+def test_config_platform(config: dict[str, Any], expected: Platform | None) -> None:
+    assert config_platform(json.dumps(config).encode()) == expected
+
+
+@pytest.mark.parametrize("body", [b"nope", b"[1]", b"[" * 100_000], ids=["text", "array", "deep"])
+def test_config_platform_rejects_what_is_not_a_config(body: bytes) -> None:
+    with pytest.raises(ManifestFormatError, match="image config"):
+        config_platform(body)
+
+
+def test_image_config_of_images_and_artifacts() -> None:
+    digest = "sha256:" + "a" * 64
+    image = {"config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                        "digest": digest, "size": 7}}  # fmt: skip
+    helm = {"config": {"mediaType": "application/vnd.cncf.helm.config.v1+json",
+                       "digest": digest, "size": 7}}  # fmt: skip
+    assert image_config(image) == ConfigRef(digest, 7)
+    assert image_config(helm) is None  # an artifact has no platform
+    with pytest.raises(ManifestFormatError):
+        image_config({"config": {**image["config"], "digest": "md5:x"}})
+
+
+def test_schema1_platform_from_the_manifest_and_v1_compatibility() -> None:
+    compat = json.dumps({"os": "linux", "architecture": "arm", "variant": "v6"})
+    assert schema1_platform(
+        {"schemaVersion": 1, "architecture": "arm", "history": [{"v1Compatibility": compat}]}
+    ) == Platform("linux", "arm", "v6")
+    assert schema1_platform({"schemaVersion": 1, "architecture": "amd64"}) == Platform(
+        "linux", "amd64"
+    )
+    assert schema1_platform({"schemaVersion": 1}) is None
+
+
+def test_windows_os_version_is_a_build_prefix() -> None:
+    want = Platform.parse("windows/amd64/10.0.17763")
+    assert want == Platform("windows", "amd64", "", "10.0.17763")
+    assert str(want) == "windows/amd64/10.0.17763"
+    idx = index(
+        entry(D["a"], {"os": "windows", "architecture": "amd64", "os.version": "10.0.20348.2227"}),
+        entry(D["b"], {"os": "windows", "architecture": "amd64", "os.version": "10.0.17763.5329"}),
+    )
+    assert select_platforms(
+        idx, ["windows/amd64/10.0.17763", "windows/amd64", "windows/amd64/10.0.1776"]
+    ) == {
+        "windows/amd64/10.0.17763": D["b"],
+        "windows/amd64": D["a"],
+        "windows/amd64/10.0.1776": None,
+    }

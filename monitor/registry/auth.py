@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -19,10 +21,12 @@ import httpx
 
 from monitor.domain import Reason
 from monitor.errors import AuthError, RegistryError
+from monitor.registry.bodies import MAX_TOKEN_BODY_BYTES, read_body
 from monitor.registry.credentials import Credential
 from monitor.text import clean
 
 __all__ = [
+    "MAX_TOKEN_LENGTH",
     "Challenge",
     "Token",
     "TokenCache",
@@ -32,7 +36,14 @@ __all__ = [
 ]
 
 MIN_TOKEN_LIFETIME = 60.0
+MAX_TOKEN_LIFETIME = 86400.0
 RENEW_EARLY = 5.0
+# Real tokens are a few KiB (ECR, GCR, ACR, GitLab); a realm answering more is hostile
+# or broken, and whatever we accept is sent back on every request as a header.
+MAX_TOKEN_LENGTH = 64 * 1024
+# RFC 6750 b64token is narrower; any visible ASCII keeps opaque real-world tokens
+# working while refusing spaces, controls and CR/LF (header injection).
+_TOKEN_RE = re.compile(r"[\x21-\x7e]+", re.ASCII)
 
 _TCHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _SCHEME_RE = re.compile(rf"\s*({_TCHARS})(?:\s+|$)")
@@ -109,11 +120,16 @@ class Token:
 
 
 def _lifetime(doc: dict[str, Any]) -> float:
-    try:
-        expires_in = float(doc.get("expires_in") or MIN_TOKEN_LIFETIME)
-    except (TypeError, ValueError):
+    expires_in = doc.get("expires_in")
+    if expires_in is None:
         expires_in = MIN_TOKEN_LIFETIME
-    lifetime = max(expires_in, MIN_TOKEN_LIFETIME)
+    elif isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
+        raise AuthError(f"token endpoint answer: expires_in is not a number ({_kind(expires_in)})")
+    elif isinstance(expires_in, float) and not math.isfinite(expires_in):
+        raise AuthError("token endpoint answer: expires_in is not finite")
+    # Below the minimum is clamped up as docker does; a lifetime of years is clamped
+    # down: a token the registry stops accepting is re-fetched on its 401 anyway.
+    lifetime = float(min(max(expires_in, MIN_TOKEN_LIFETIME), MAX_TOKEN_LIFETIME))
     issued = doc.get("issued_at")
     if isinstance(issued, str):
         try:
@@ -122,9 +138,39 @@ def _lifetime(doc: dict[str, Any]) -> float:
             # A clock ahead of ours (age < 0) is ignored, as regclient does.
             if 0 < age < lifetime:
                 lifetime -= age
-        except ValueError:
+        except (ValueError, OverflowError, OSError):
             pass
     return max(lifetime, MIN_TOKEN_LIFETIME)
+
+
+def _kind(value: object) -> str:
+    kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    return kinds.get(type(value), "a number" if isinstance(value, int | float) else "null")
+
+
+def _token(doc: object) -> str:
+    """The token of a realm's answer, checked to be fit for an Authorization header."""
+    if not isinstance(doc, dict):
+        raise AuthError(f"token endpoint answered {_kind(doc)}, not a JSON object")
+    for key in ("access_token", "token"):  # dist28 prefers access_token
+        value = doc.get(key)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise AuthError(f"token endpoint answer: {key} is not a string ({_kind(value)})")
+        if len(value) > MAX_TOKEN_LENGTH:
+            raise AuthError(
+                f"token endpoint answer: {key} is longer than {MAX_TOKEN_LENGTH // 1024} KiB"
+            )
+        if not _TOKEN_RE.fullmatch(value):
+            raise AuthError(f"token endpoint answer: {key} has characters a header cannot carry")
+        return value
+    raise AuthError("token endpoint answer has no token")
+
+
+def _realm_shown(url: httpx.URL) -> str:
+    """The realm for a message, without its query (it may carry anything)."""
+    return clean(f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}{url.path}", limit=100)
 
 
 async def fetch_token(
@@ -134,11 +180,14 @@ async def fetch_token(
     credential: Credential | None,
     *,
     request_timeout: float,
+    plain_http_ok: bool = False,
 ) -> Token:
     """Ask the challenge's realm for a token covering ``scopes``.
 
     GET with one ``scope`` parameter per scope (Basic auth to the token
     server only); POST with the OAuth2 refresh_token grant for identity tokens.
+    Credentials go to a plain-HTTP realm only when ``plain_http_ok`` (the registry
+    itself is plain HTTP or ``insecure``); else the fetch fails before any request.
     """
     realm = challenge.realm
     if not realm or not realm.startswith(("https://", "http://")):
@@ -148,6 +197,17 @@ async def fetch_token(
     if credential is not None and credential.registry_token:
         return Token(credential.registry_token, time.monotonic() + 3600)
     try:
+        realm_url = httpx.URL(realm)
+    except httpx.InvalidURL as exc:
+        raise RegistryError(Reason.PROTOCOL, "bearer challenge realm is not a URL") from exc
+    sends_secret = credential is not None and bool(credential.identity_token or credential.username)
+    if sends_secret and realm_url.scheme == "http" and not plain_http_ok:
+        raise AuthError(
+            f"refusing to send credentials to plain-HTTP realm {_realm_shown(realm_url)}"
+            " (the registry is HTTPS; set insecure: true for it to allow this)"
+        )
+    request: httpx.Request
+    try:
         if credential is not None and credential.identity_token:
             form = {
                 "grant_type": "refresh_token",
@@ -156,7 +216,7 @@ async def fetch_token(
                 "client_id": "regmon",
                 "scope": " ".join(scopes),
             }
-            response = await http.post(realm, data=form, timeout=request_timeout)
+            request = http.build_request("POST", realm_url, data=form, timeout=request_timeout)
         else:
             params: list[tuple[str, str | int | float | bool | None]] = (
                 [("service", service)] if service else []
@@ -169,29 +229,38 @@ async def fetch_token(
                     credential.username, credential.password or ""
                 )
             # Keep any query the realm already has: params= would replace it.
-            url = httpx.URL(realm).copy_merge_params(params)
-            response = await http.get(url, headers=headers, timeout=request_timeout)
+            url = realm_url.copy_merge_params(params)
+            request = http.build_request("GET", url, headers=headers, timeout=request_timeout)
+        # A 307/308 re-sends a POST body, the identity token in it, to wherever it points.
+        response = await http.send(request, stream=True, follow_redirects=request.method != "POST")
     except httpx.TimeoutException as exc:
         raise AuthError("token endpoint timed out") from exc
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise AuthError(f"token endpoint unreachable: {type(exc).__name__}") from exc
-    if response.status_code in (401, 403):
-        raise AuthError(
-            f"token endpoint refused the credentials (HTTP {response.status_code})",
-            http_status=response.status_code,
-        )
-    if response.status_code != 200:
-        raise AuthError(
-            f"token endpoint answered HTTP {response.status_code}",
-            http_status=response.status_code,
-        )
     try:
-        doc = response.json()
-    except ValueError as exc:
+        if response.status_code in (401, 403):
+            raise AuthError(
+                f"token endpoint refused the credentials (HTTP {response.status_code})",
+                http_status=response.status_code,
+            )
+        if response.status_code != 200:
+            raise AuthError(
+                f"token endpoint answered HTTP {response.status_code}",
+                http_status=response.status_code,
+            )
+        try:
+            body = await read_body(response, MAX_TOKEN_BODY_BYTES, "token endpoint answer")
+        except RegistryError as exc:  # everything about the realm's answer is auth_failed
+            if exc.reason is Reason.TIMEOUT:
+                raise AuthError("token endpoint timed out") from exc
+            raise AuthError(str(exc)) from exc
+    finally:
+        await response.aclose()
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as exc:
         raise AuthError("token endpoint answered with something that is not JSON") from exc
-    value = doc.get("access_token") or doc.get("token") if isinstance(doc, dict) else None
-    if not isinstance(value, str) or not value:
-        raise AuthError("token endpoint answer has no token")
+    value = _token(doc)
     return Token(value, time.monotonic() + _lifetime(doc))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import re
 import ssl
@@ -24,20 +25,26 @@ from monitor.domain import Reason, Status
 from monitor.errors import AuthError, RegistryError
 from monitor.reference import ImageReference, is_valid_digest
 from monitor.registry.auth import Challenge, TokenCache, basic_header, fetch_token, parse_challenges
+from monitor.registry.bodies import (
+    ACCEPT_ENCODING,
+    MAX_CONFIG_BYTES,
+    read_body,
+    size_text,
+)
 from monitor.registry.classify import (
     body_media_type,
     manifest_media_type,
     parse_error_body,
 )
 from monitor.registry.credentials import Credential, CredentialStore
+from monitor.registry.evidence import PlatformEvidence
 from monitor.registry.manifests import (
     ACCEPT_HEADER,
-    INDEX_MEDIA_TYPES,
     MAX_MANIFEST_BYTES,
+    ConfigRef,
     ManifestFormatError,
     compute_digest,
     parse_manifest,
-    select_platforms,
 )
 from monitor.registry.transport import (
     MAX_REDIRECTS,
@@ -175,6 +182,7 @@ class RegistryClient:
         self._hosts: dict[str, _Host] = {}
         self._clients: dict[tuple[bool, str | None], httpx.AsyncClient] = {}
         self.tokens = TokenCache()
+        self.evidence = PlatformEvidence()
 
     async def aclose(self) -> None:
         for client in self._clients.values():
@@ -252,7 +260,7 @@ class RegistryClient:
                 transport=self._transport_factory(verify),
                 follow_redirects=True,  # httpx drops Authorization on a cross-origin redirect
                 max_redirects=MAX_REDIRECTS,
-                headers={"User-Agent": "regmon"},
+                headers={"User-Agent": "regmon", "Accept-Encoding": ACCEPT_ENCODING},
             )
             self._clients[key] = client
         return client
@@ -397,6 +405,7 @@ class RegistryClient:
             credential.id if credential else "anonymous",
         )
         timeout = host.settings.timeout
+        plain_http_ok = host.settings.insecure or (host.base_url or "").startswith("http://")
 
         async def fetch() -> Any:
             try:
@@ -406,6 +415,7 @@ class RegistryClient:
                     scopes,
                     credential,
                     request_timeout=timeout,
+                    plain_http_ok=plain_http_ok,
                 )
             except AuthError as exc:
                 if credential is None and exc.http_status in (401, 403):
@@ -493,7 +503,7 @@ class RegistryClient:
             try:
                 if response.status_code != 200:
                     await self._classify_failure(host, response, ref, body_read=False)
-                body = await self._read_body(response)
+                body = await self._read_body(response, "tags/list page")
                 link = response.links.get("next", {}).get("url")
             finally:
                 await response.aclose()
@@ -510,21 +520,8 @@ class RegistryClient:
             else:
                 return TagListing(Status.PRESENT, tuple(sorted(tags)), pages, http_status=200)
 
-    async def _read_body(self, response: httpx.Response) -> bytes:
-        length = response.headers.get("content-length")
-        if length and length.isascii() and length.isdigit() and int(length) > MAX_MANIFEST_BYTES:
-            raise RegistryError(Reason.PROTOCOL, "manifest is larger than 4 MiB")
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_MANIFEST_BYTES:
-                    raise RegistryError(Reason.PROTOCOL, "manifest is larger than 4 MiB")
-                chunks.append(chunk)
-        except httpx.HTTPError as exc:
-            raise RegistryError(failure_reason(exc), "reading the manifest failed") from exc
-        return b"".join(chunks)
+    async def _read_body(self, response: httpx.Response, what: str = "manifest") -> bytes:
+        return await read_body(response, MAX_MANIFEST_BYTES, what)
 
     async def _get_manifest(
         self, host: _Host, ref: ImageReference, target: str, scopes: tuple[str, ...]
@@ -554,7 +551,12 @@ class RegistryClient:
     ) -> ManifestAnswer:
         scopes = (f"repository:{ref.path}:pull",)
         body: bytes | None = None
-        if host.settings.manifest_method == "get":
+        seen_as = f"{host.name.lower()}/{ref.path}:{ref.target}"
+        # Platforms need the body: while this tag's last digest is not known to serve
+        # them, one GET (one pull either way) replaces HEAD + GET by digest.
+        if host.settings.manifest_method == "get" or (
+            platforms and not self.evidence.expects(seen_as)
+        ):
             digest, media_type, body, status = await self._get_manifest(
                 host, ref, ref.target, scopes
             )
@@ -602,33 +604,18 @@ class RegistryClient:
             )
         resolved: dict[str, str] = {}
         if platforms:
-            if media_type in INDEX_MEDIA_TYPES:
-                if body is None:
-                    index_digest, _, body, _ = await self._get_manifest(host, ref, digest, scopes)
-                    if index_digest != digest:
-                        raise RegistryError(
-                            Reason.PROTOCOL,
-                            f"index body does not hash to {digest}",
-                            http_status=200,
-                        )
-                try:
-                    chosen = select_platforms(parse_manifest(body), platforms)
-                except ManifestFormatError as exc:
-                    raise RegistryError(Reason.PROTOCOL, f"bad index: {exc}") from exc
-                absent = [p for p, d in chosen.items() if d is None]
-                if absent:
-                    return ManifestAnswer(
-                        Status.MISSING,
-                        digest=digest,
-                        media_type=media_type,
-                        detail=f"no {', '.join(absent)} manifest",
-                        http_status=status,
-                    )
-                resolved = {p: d for p, d in chosen.items() if d is not None}
-            else:
-                # A single manifest: its digest is the platform digest (its config
-                # says which platform, and a check does not pull the config blob).
-                resolved = dict.fromkeys(platforms, digest)
+            chosen = await self._platforms(host, ref, digest, media_type, body, scopes, platforms)
+            self.evidence.remember(seen_as, digest)
+            absent = [p for p, d in chosen.items() if d is None]
+            if absent:
+                return ManifestAnswer(
+                    Status.MISSING,
+                    digest=digest,
+                    media_type=media_type,
+                    detail=f"no {', '.join(absent)} manifest",
+                    http_status=status,
+                )
+            resolved = {p: d for p, d in chosen.items() if d is not None}
         return ManifestAnswer(
             Status.PRESENT,
             digest=digest,
@@ -636,6 +623,65 @@ class RegistryClient:
             platforms=resolved,
             http_status=status,
         )
+
+    async def _platforms(
+        self,
+        host: _Host,
+        ref: ImageReference,
+        digest: str,
+        media_type: str | None,
+        body: bytes | None,
+        scopes: tuple[str, ...],
+        platforms: Sequence[str],
+    ) -> dict[str, str | None]:
+        """Which manifest serves each platform, by the index or the config blob (SPEC §2)."""
+
+        async def get_manifest(target: str) -> tuple[bytes, str | None]:
+            got, got_type, got_body, _ = await self._get_manifest(host, ref, target, scopes)
+            if got != target:
+                raise RegistryError(
+                    Reason.PROTOCOL, f"manifest body does not hash to {target}", http_status=200
+                )
+            return got_body, got_type
+
+        async def get_blob(config: ConfigRef) -> bytes:
+            return await self._get_blob(host, ref, config, scopes)
+
+        known = (body, media_type) if body is not None else None
+        try:
+            return await self.evidence.resolve(
+                digest, platforms, get_manifest, get_blob, known=known
+            )
+        except ManifestFormatError as exc:
+            raise RegistryError(Reason.PROTOCOL, f"{host.name}: {exc}", http_status=200) from exc
+
+    async def _get_blob(
+        self, host: _Host, ref: ImageReference, config: ConfigRef, scopes: tuple[str, ...]
+    ) -> bytes:
+        """GET a config blob (capped, digest verified); same scope as the manifest."""
+        if config.size > MAX_CONFIG_BYTES:
+            raise RegistryError(
+                Reason.PROTOCOL,
+                f"config blob {config.digest} is larger than {size_text(MAX_CONFIG_BYTES)}",
+            )
+        path = f"/v2/{ref.path}/blobs/{config.digest}"
+        response = await self._request(host, "GET", path, scopes, "*/*")
+        try:
+            status = response.status_code
+            if status != 200:
+                raise RegistryError(
+                    Reason.SERVER_ERROR if status >= 500 else Reason.PROTOCOL,
+                    f"{host.name} answered HTTP {status} for config blob {config.digest}",
+                    http_status=status,
+                )
+            blob = await read_body(response, MAX_CONFIG_BYTES, "config blob")
+        finally:
+            await response.aclose()
+        if "sha256:" + hashlib.sha256(blob).hexdigest() != config.digest:
+            raise RegistryError(
+                Reason.PROTOCOL, f"config blob does not hash to {config.digest}", http_status=200
+            )
+        return blob
 
     async def _classify_failure(
         self, host: _Host, response: httpx.Response, ref: ImageReference, *, body_read: bool
@@ -711,7 +757,7 @@ def _tag_page(host: str, body: bytes) -> list[str]:
     """The valid tags of one ``tags/list`` page (``"tags": null`` is an empty repository)."""
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RegistryError(Reason.PROTOCOL, f"{host}: tags/list answer is not JSON") from None
     tags = doc.get("tags") if isinstance(doc, dict) else []
     if tags is None:

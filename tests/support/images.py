@@ -19,6 +19,7 @@ import json
 import os
 import random
 import re
+import ssl
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -194,13 +195,19 @@ class ImagePusher:
     """Push, inspect and delete test images on one registry (sync httpx)."""
 
     def __init__(
-        self, base_url: str, auth: tuple[str, str] | None = None, *, timeout: float = 10.0
+        self,
+        base_url: str,
+        auth: tuple[str, str] | None = None,
+        *,
+        timeout: float = 10.0,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.client = httpx.Client(
             base_url=self.base_url,
             auth=_ChallengeAuth(*auth) if auth else None,
             timeout=timeout,
+            verify=verify,
         )
 
     def close(self) -> None:
@@ -323,11 +330,17 @@ class ImagePusher:
         *,
         attestation: bool = False,
         seed: object = None,
+        unstated: Sequence[str] = (),
+        attestation_platform: bool = True,
     ) -> PushedIndex:
         """Push one child image per platform by digest, then the index/list under ``tag``.
 
         ``attestation=True`` (OCI index only) adds a BuildKit-style entry with
-        platform unknown/unknown pointing at an in-toto manifest for the first child.
+        platform unknown/unknown pointing at an in-toto manifest for the first child,
+        annotated as buildx writes it. Entries of ``unstated`` platforms carry no
+        ``platform`` (only their config blob says which platform they are);
+        ``attestation_platform=False`` leaves it out of the attestation entry too,
+        which is then known only by its ``vnd.docker.reference.type`` annotation.
         """
         index_type, child_kind = _INDEX_TYPES[kind]
         if attestation and kind != "oci-index":
@@ -337,30 +350,30 @@ class ImagePusher:
         for platform in platforms:
             child = self.push_image(repo, None, child_kind, seed=seed, platform=platform)  # type: ignore[arg-type]
             children[platform] = child
-            entries.append(
-                {
-                    "mediaType": child.media_type,
-                    "digest": child.digest,
-                    "size": len(child.body),
-                    "platform": _platform_dict(platform),
-                }
-            )
+            described: dict[str, Any] = {
+                "mediaType": child.media_type,
+                "digest": child.digest,
+                "size": len(child.body),
+            }
+            if platform not in unstated:
+                described["platform"] = _platform_dict(platform)
+            entries.append(described)
         attestation_digest = None
         if attestation:
             subject = next(iter(children.values())).digest
             attestation_digest, size = self._push_attestation(repo, subject, seed)
-            entries.append(
-                {
-                    "mediaType": OCI_MANIFEST,
-                    "digest": attestation_digest,
-                    "size": size,
-                    "annotations": {
-                        "vnd.docker.reference.digest": subject,
-                        "vnd.docker.reference.type": "attestation-manifest",
-                    },
-                    "platform": {"architecture": "unknown", "os": "unknown"},
-                }
-            )
+            described = {
+                "mediaType": OCI_MANIFEST,
+                "digest": attestation_digest,
+                "size": size,
+                "annotations": {
+                    "vnd.docker.reference.digest": subject,
+                    "vnd.docker.reference.type": "attestation-manifest",
+                },
+            }
+            if attestation_platform:
+                described["platform"] = {"architecture": "unknown", "os": "unknown"}
+            entries.append(described)
         body = _dumps({"schemaVersion": 2, "mediaType": index_type, "manifests": entries})
         digest = self.push_raw_manifest(repo, tag, body, index_type)
         return PushedIndex(

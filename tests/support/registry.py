@@ -4,6 +4,9 @@
     server.host   # "127.0.0.1:PORT"
     server.stop(); server.start()   # same port, same storage: an outage and a recovery
 
+``tls=True`` serves HTTPS with a fresh self-signed certificate (``.ca_file``;
+``.verify`` for httpx).
+
 Modes: ``noauth``; ``htpasswd`` (bcrypt, user ci / s3cret, realm "regmon-test");
 ``token`` (realm = the TokenIssuer's /token, service "regmon-test-registry",
 issuer "regmon-test-issuer", rootcertbundle = the issuer's certificate).
@@ -11,6 +14,9 @@ issuer "regmon-test-issuer", rootcertbundle = the issuer's certificate).
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
+import ssl
 import subprocess
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +25,10 @@ from typing import IO, Literal, Self
 import bcrypt
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from .faults import free_port
 from .token_issuer import PASSWORD, USERNAME, TokenIssuer
@@ -35,6 +45,38 @@ _INSTALL_HINT = (
     "Install it with the project's test setup command, `apt-get install -y docker-registry "
     "skopeo` (what .ci/run runs before pytest), then rerun the tests."
 )
+
+
+def _write_self_signed(cert_path: Path, key_path: Path) -> None:
+    """A certificate for 127.0.0.1 and localhost, its own CA (the file to trust)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "regmon-test-registry")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
 
 
 def require_registry_binary() -> None:
@@ -54,6 +96,7 @@ class RegistryServer:
         issuer: TokenIssuer | None = None,
         port: int | None = None,
         log_level: str = "error",
+        tls: bool = False,
     ) -> None:
         if mode not in ("noauth", "htpasswd", "token"):
             raise ValueError(f"unknown registry mode {mode!r}")
@@ -68,6 +111,10 @@ class RegistryServer:
         self.log_path = self.workdir / "registry.log"
         self.port = port or free_port()
         self.log_level = log_level
+        self.tls = tls
+        self.ca_file = self.workdir / "tls-cert.pem"  # with tls: the certificate to trust
+        if tls:
+            _write_self_signed(self.ca_file, self.workdir / "tls-key.pem")
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._write_config()
@@ -79,7 +126,12 @@ class RegistryServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an httpx client needs to trust this registry."""
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.tls else True
 
     @property
     def credentials(self) -> tuple[str, str] | None:
@@ -105,6 +157,9 @@ class RegistryServer:
             # A fixed secret keeps upload state valid across stop()/start().
             "  secret: regmon-test-http-secret",
         ]
+        if self.tls:
+            key = self.workdir / "tls-key.pem"
+            lines += ["  tls:", f"    certificate: {self.ca_file}", f"    key: {key}"]
         if self.mode == "htpasswd":
             htpasswd = self.workdir / "htpasswd"
             # Cost 4 (the minimum): the registry checks the hash on every request.
@@ -155,7 +210,7 @@ class RegistryServer:
                 f"docker-registry exited with {self._proc.returncode}:\n{self.read_log()}"
             )
         try:
-            response = httpx.get(f"{self.url}/v2/", timeout=0.5)
+            response = httpx.get(f"{self.url}/v2/", timeout=0.5, verify=self.verify)
         except httpx.TransportError:
             return False
         return response.status_code in (200, 401)
