@@ -147,7 +147,7 @@ class Service:
     def is_ready(self) -> bool:
         if self._engine is None or self._scheduler is None or not self._scheduler.running:
             return False
-        if self._recorder is not None and self._recorder.failure is not None:
+        if self._recorder is not None and not self._recorder.healthy():
             return False  # reads may still work (full disk, lock): writes do not
         from monitor.store.engine import check_schema
 

@@ -11,8 +11,10 @@ disk, a corrupt file, a server that is down) nothing is lost at first:
   retries with exponential backoff (``interval`` doubled per failure, capped
   at ``backoff_cap``), logging one line per attempt, never a traceback with
   the SQL and its parameters;
-* ``failure`` holds the one-line reason (``/readyz`` is false while it is
-  set) and ``regmon_database_up`` is 0;
+* ``failure`` holds the one-line reason and ``regmon_database_up`` is 0;
+  ``healthy()`` (``/readyz``) is false while it is set, and already while a
+  write has waited more than ``STALL`` seconds (a lock, before the busy
+  timeout gives up);
 * the queue stays bounded: a result that only moves ``last_checked``
   (no event, no history row) replaces the one before it for the same watch,
   so a steady outage costs one entry per watch; beyond ``max_pending`` the
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     from monitor.domain import Evaluation
     from monitor.metrics import Metrics
 
-__all__ = ["BACKOFF_CAP", "MAX_PENDING", "Pending", "Recorder"]
+__all__ = ["BACKOFF_CAP", "MAX_PENDING", "STALL", "Pending", "Recorder"]
 
 log = logging.getLogger("regmon")
 
@@ -48,6 +50,7 @@ BATCH: Final = 1000  # results that wake the writer before its interval is up
 INTERVAL: Final = 0.2  # seconds a result may wait to be batched with others
 BACKOFF_CAP: Final = 30.0  # seconds between retries at most while the database fails
 MAX_PENDING: Final = 100_000  # results kept in memory while the database cannot be written
+STALL: Final = 3.0  # seconds a write may take before the database counts as not ready
 ATTEMPT_GRACE: Final = 6.0  # seconds an attempt still running at close may take (busy timeout 5 s)
 
 
@@ -94,6 +97,7 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._writing: dict[int, Pending] = {}  # the batch a worker thread is writing now
+        self._write_began: float | None = None  # when the transaction in progress began
         self._failure: str | None = None
         self._failed_since: float | None = None
         self._attempts = 0
@@ -110,6 +114,13 @@ class Recorder:
     def failure(self) -> str | None:
         """Why the last write failed (one line), or None while writes succeed."""
         return self._failure
+
+    def healthy(self, stall: float = STALL) -> bool:
+        """False while writes fail, or while one has taken over ``stall`` seconds (a lock)."""
+        began = self._write_began
+        if self._failure is not None:
+            return False
+        return began is None or time.monotonic() - began <= stall
 
     @property
     def pending(self) -> int:
@@ -192,6 +203,7 @@ class Recorder:
             try:
                 for start in range(0, len(items), self._batch):
                     self._writing = dict(items[start:])
+                    self._write_began = time.monotonic()
                     chunk = [pending for _, pending in items[start : start + self._batch]]
                     # Shielded: a cancelled flush must not re-queue a chunk that the
                     # thread goes on to commit (its events would then be written twice).
@@ -203,6 +215,7 @@ class Recorder:
                 raise DatabaseUnavailable(self._describe()) from None
             finally:
                 self._writing = {}
+                self._write_began = None
                 if written and self._on_written is not None:
                     self._on_written()
             self._succeeded(written)
