@@ -114,8 +114,10 @@ def test_a_locked_database_is_503_not_ready_and_written_once_unlocked(
     try:
         holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
         changed = pusher.push_image(repo, "v1", seed="two")  # an event waits to be written
+        # Not ready once a write has waited 3 s; down once it gave up (busy timeout, 5 s).
         wait_for(lambda: not ready(svc), timeout=20, message=f"/readyz 503\n{svc.log_tail()}")
-        assert database_up(svc) == 0
+        wait_for(lambda: database_up(svc) == 0, timeout=20, message=f"down\n{svc.log_tail()}")
+        assert not ready(svc)
         check_now_unavailable(svc, ref, "database is locked")
         # Reads still work: the API serves the state in memory.
         assert svc.images()[ref]["digest"] == changed.digest

@@ -54,7 +54,11 @@ def test_sigterm_with_10000_queued_checks_is_bounded_and_quiet(
     # Every other check was queued: at most a few rounds of 8 (3 s each) ended before SIGTERM.
     assert WATCHES - 8 * 10 <= inflight + queued <= WATCHES, stopping
     lines = log.splitlines()
-    assert len(lines) < 20, svc.log_tail()
+    # Besides one line per check that ended (its first error, at most the ~100 that ran
+    # before and during the stop), a handful: nothing per dropped or cancelled check.
+    other = [line for line in lines if " regmon.checks: " not in line]
+    assert len(other) < 10, svc.log_tail()
+    assert len(lines) < 150, svc.log_tail()
     assert lines[-1].endswith("regmon stopped"), svc.log_tail()
 
 
