@@ -113,10 +113,14 @@ def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starle
                 raise _HTTPError(405, "only POST /api/v1/images/{ref}/check", {"Allow": "GET"})
             _authorize(request, view.config.api_token)
             watch = _find_watch(view, raw_ref)
+            from monitor.store.engine import StoreError
+
             try:
                 state = await view.check_now(watch.key)
             except KeyError:
                 raise _HTTPError(404, f"not watched: {watch.key}") from None
+            except StoreError as exc:  # checked, but not recorded: the database fails
+                raise _HTTPError(503, _one_line(str(exc)), {"Retry-After": "30"}) from None
             return JSONResponse(image_object(watch, state))
         if action == "check":
             whole = _whole_or_none(view, rest)  # docker.io/acme/check is a name too

@@ -90,6 +90,9 @@ METRIC_NAMES: Final[frozenset[str]] = frozenset(
         "regmon_webhook_pending",
         "regmon_webhook_oldest_pending_age_seconds",
         "regmon_build_info",
+        "regmon_database_up",
+        "regmon_pending_results",
+        "regmon_pending_results_dropped_total",
     }
 )
 
@@ -153,6 +156,21 @@ class Metrics:
             registry=registry,
         )
         self.build_info.labels(monitor.__version__).set(1)
+        self.database_up = Gauge(
+            "regmon_database_up",
+            "1 if the last write to the database succeeded, else 0.",
+            registry=registry,
+        )
+        self.pending_results = Gauge(
+            "regmon_pending_results",
+            "Check results waiting in memory to be written to the database.",
+            registry=registry,
+        )
+        self.pending_dropped = Counter(
+            "regmon_pending_results_dropped_total",
+            "Check results dropped unwritten because too many waited for the database.",
+            registry=registry,
+        )
         self.collector = _StateCollector(view)
         registry.register(self.collector)
 
@@ -174,6 +192,10 @@ class Metrics:
             self.ratelimit_limit.labels(registry).set(limit)
         if remaining is not None:
             self.ratelimit_remaining.labels(registry).set(remaining)
+
+    def observe_database(self, *, up: bool) -> None:
+        """Record whether the last write to the database succeeded."""
+        self.database_up.set(1 if up else 0)
 
     def observe_delivery(self, webhook: str, outcome: str) -> None:
         """Count one delivery attempt: ``delivered``, ``failed``, ``retry`` or ``dead``."""
@@ -271,6 +293,7 @@ class _StateCollector(Collector):
 
     def __init__(self, view: ServiceView) -> None:
         self._view = view
+        self._backlog_failing = False
         self._cron_lock = threading.Lock()
         # cron string -> (interval seconds, valid until): an irregular schedule
         # ("0 9 * * mon-fri") has a different gap after each fire time.
@@ -319,12 +342,20 @@ class _StateCollector(Collector):
         return out.all()
 
     def _add_backlog(self, out: _Families, now: datetime) -> None:
+        from monitor.store.engine import error_line, is_database_error
+
         try:
             backlog = _read_backlog(self._view.engine)
-        except Exception:
-            # A scrape must never fail: drop these series, keep the rest.
-            log.warning("cannot read the webhook backlog for /metrics", exc_info=True)
+        except Exception as exc:
+            # A scrape must never fail: drop these series, keep the rest. A database
+            # outage is said once (regmon_database_up tells the rest), a bug every time.
+            if not is_database_error(exc):
+                log.warning("cannot read the webhook backlog for /metrics", exc_info=True)
+            elif not self._backlog_failing:
+                log.warning("cannot read the webhook backlog for /metrics: %s", error_line(exc))
+            self._backlog_failing = True
             return
+        self._backlog_failing = False
         names = [webhook.name for webhook in self._view.config.webhooks]
         # A removed webhook whose deliveries are still waiting stays visible.
         names.extend(name for name in sorted(backlog) if name not in names)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
 
     from monitor.config import Watch
 
-__all__ = ["WatchScheduler", "cron_gap", "cron_period"]
+__all__ = ["SchedulePlan", "WatchScheduler", "cron_gap", "cron_period"]
 
 FIRST_RUN_SPREAD = 10.0  # seconds: the first cycle starts within this, not all at once
 
@@ -34,6 +35,18 @@ def cron_period(cron: str) -> float:
     """Seconds between the next two fire times of a crontab expression (0 if none)."""
     gap = cron_gap(cron, datetime.now(UTC))
     return gap[0] if gap else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePlan:
+    """Jobs to add or reschedule (watch, its built trigger, is new) and keys to remove."""
+
+    changes: tuple[tuple[Watch, Any, bool], ...]
+    removed: tuple[str, ...]
+
+
+def _schedule(watch: Watch) -> tuple[float | None, str | None, float]:
+    return (watch.interval, watch.cron, watch.jitter)
 
 
 class WatchScheduler:
@@ -61,22 +74,48 @@ class WatchScheduler:
     def apply(
         self, watches: Sequence[Watch], *, first_run_now: bool = True
     ) -> tuple[int, int, int]:
-        """Add, remove and reschedule jobs; return (added, removed, rescheduled)."""
+        """Add, remove and reschedule jobs; return (added, removed, rescheduled).
+
+        ``ConfigError`` (and no job changed) when a watch's schedule cannot be held.
+        """
+        return self.commit(self.plan(watches), first_run_now=first_run_now)
+
+    def plan(self, watches: Sequence[Watch]) -> SchedulePlan:
+        """What ``commit`` will change, with every trigger built and tried; changes nothing.
+
+        A schedule APScheduler cannot hold (an interval past ``datetime``'s range, a
+        cron that never fires) is a ``ConfigError`` naming the watch, here, before
+        anything is changed, so a reload can be refused as a whole.
+        """
+        from monitor.errors import ConfigError
+
         wanted = {w.key: w for w in watches}
-        removed = 0
-        for key in list(self._schedules):
-            if key not in wanted:
-                self._scheduler.remove_job(key)
-                del self._schedules[key]
-                removed += 1
-        added = rescheduled = 0
+        now = datetime.now(UTC)
+        changes: list[tuple[Watch, Any, bool]] = []
         for key, watch in wanted.items():
-            schedule = (watch.interval, watch.cron, watch.jitter)
             old = self._schedules.get(key)
-            if old == schedule:
+            if old == _schedule(watch):
                 continue
-            trigger = self._trigger(watch)
-            if old is None:
+            try:
+                trigger = self._trigger(watch)
+                fires = trigger.get_next_fire_time(None, now)
+            except (OverflowError, ValueError) as exc:
+                raise ConfigError(f"watch {key}: cannot be scheduled: {exc}") from None
+            if fires is None:
+                raise ConfigError(f"watch {key}: its schedule never fires")
+            changes.append((watch, trigger, old is None))
+        gone = [key for key in self._schedules if key not in wanted]
+        return SchedulePlan(tuple(changes), tuple(gone))
+
+    def commit(self, plan: SchedulePlan, *, first_run_now: bool = True) -> tuple[int, int, int]:
+        """Apply a ``plan``; return (added, removed, rescheduled)."""
+        for key in plan.removed:
+            self._scheduler.remove_job(key)
+            del self._schedules[key]
+        added = rescheduled = 0
+        for watch, trigger, new in plan.changes:
+            key = watch.key
+            if new:
                 spread = min(FIRST_RUN_SPREAD, (watch.interval or 60.0) * watch.jitter)
                 start = datetime.now(UTC) + timedelta(seconds=random.uniform(0, spread))  # noqa: S311
                 self._scheduler.add_job(
@@ -95,8 +134,8 @@ class WatchScheduler:
             else:
                 self._scheduler.reschedule_job(key, trigger=trigger)
                 rescheduled += 1
-            self._schedules[key] = schedule
-        return added, removed, rescheduled
+            self._schedules[key] = _schedule(watch)
+        return added, len(plan.removed), rescheduled
 
     @staticmethod
     def _trigger(watch: Watch) -> Any:

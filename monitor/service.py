@@ -13,14 +13,14 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from monitor.checker import RegistrySlots, check_reference, client_from_config
 from monitor.config import Config, Watch, load_config
-from monitor.domain import Evaluation, Event, TagState
+from monitor.domain import Event, TagState
 from monitor.errors import RegmonError
 from monitor.events import evaluate, event_to_payload
 from monitor.logs import CheckLog
@@ -36,16 +36,25 @@ if TYPE_CHECKING:
     from monitor.notify.dispatcher import Dispatcher
     from monitor.registry.client import RegistryClient
     from monitor.registry.transport import TransportFactory
+    from monitor.runtime.recorder import Pending, Recorder
     from monitor.scheduler import WatchScheduler
 
 __all__ = ["Service", "run_service"]
 
 log = logging.getLogger("regmon")
 
-WRITE_BATCH = 1000
-WRITE_INTERVAL = 0.2  # seconds a result may wait to be batched with others
 CONFIG_POLL = 1.0
 PRUNE_INTERVAL = 3600.0
+# Stop: checks that hold a registry slot get this long to finish (their own budget
+# usually ends them first); queued ones are dropped at once.
+STOP_CHECK_GRACE = 10.0
+# Stop: how long pending results may keep trying to reach the database.
+STOP_WRITE_GRACE = 10.0
+# Stop: a webhook send in flight gets its whole timeout plus this, so an answered
+# delivery is recorded as delivered and never sent again after the restart.
+STOP_SEND_MARGIN = 2.0
+# POST …/check waits this long for its result to be written before answering 503.
+CHECK_NOW_WRITE_WAIT = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +104,12 @@ class Service:
         self._states: dict[str, TagState] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._slots = RegistrySlots()
-        self._inflight: set[asyncio.Task[Any]] = set()
-        self._pending: list[Evaluation] = []
-        self._pending_watches: dict[str, Watch] = {}
-        self._write_wakeup = asyncio.Event()
-        self._write_lock = asyncio.Lock()
+        self._inflight: set[asyncio.Task[Any]] = set()  # scheduled checks holding a slot
+        # Scheduled checks waiting for a slot, in the order they began to wait: stop()
+        # cancels them in that order, so each leaves the semaphore's FIFO of waiters
+        # from its front (in any other order, 100,000 of them take a minute).
+        self._queued: dict[asyncio.Task[Any], None] = {}
+        self._recorder: Recorder | None = None
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._reloads: set[asyncio.Task[Any]] = set()
@@ -137,6 +147,8 @@ class Service:
     def is_ready(self) -> bool:
         if self._engine is None or self._scheduler is None or not self._scheduler.running:
             return False
+        if self._recorder is not None and not self._recorder.healthy():
+            return False  # reads may still work (full disk, lock): writes do not
         from monitor.store.engine import check_schema
 
         try:
@@ -149,7 +161,8 @@ class Service:
         if key not in self._watches:
             raise KeyError(key)
         await self._check(key)
-        await self.flush()
+        if self._recorder is not None:
+            await self._recorder.flush_now(CHECK_NOW_WRITE_WAIT)
         return self._states[key]
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -157,8 +170,14 @@ class Service:
     async def start(self, *, serve_http: bool = True) -> None:
         from monitor.api import create_app
         from monitor.metrics import Metrics
+        from monitor.runtime.recorder import Recorder
         from monitor.scheduler import WatchScheduler
-        from monitor.store.engine import make_engine, redact_url, upgrade
+        from monitor.store.engine import (
+            make_engine,
+            redact_url,
+            refuse_empty_sqlite_file,
+            upgrade,
+        )
         from monitor.store.repository import load_states, sync_watches
 
         # Bind first: a taken port (say, a second regmon started by mistake) is a
@@ -167,6 +186,11 @@ class Service:
         with contextlib.ExitStack() as on_failure:
             if sock is not None:
                 on_failure.callback(sock.close)
+            # Every trigger built before the database is touched: a schedule the
+            # scheduler cannot hold is a one-line error, the watches table unchanged.
+            scheduler = WatchScheduler(self._scheduled_check)
+            plan = scheduler.plan(self.watches())
+            refuse_empty_sqlite_file(self._config.database)
             self._engine = make_engine(self._config.database)
             on_failure.callback(self._engine.dispose)
             await asyncio.to_thread(upgrade, self._engine)
@@ -177,11 +201,14 @@ class Service:
             on_failure.pop_all()
         self._states = {k: v for k, v in stored.items() if k in self._watches}
         self._metrics = Metrics(self.metrics_registry, self)
+        self._recorder = Recorder(
+            self._write_batch, on_written=self._written, metrics=self._metrics
+        )
         self._client = self._make_client(self._config)
-        self._scheduler = WatchScheduler(self._scheduled_check)
-        self._scheduler.apply(self.watches())
+        self._scheduler = scheduler
+        self._scheduler.commit(plan)
         self._scheduler.start()
-        self._tasks.append(asyncio.create_task(self._writer(), name="regmon-writer"))
+        self._recorder.start()
         self._tasks.append(asyncio.create_task(self._pruner(), name="regmon-pruner"))
         self._start_dispatcher()
         if self._config_path:
@@ -207,16 +234,46 @@ class Service:
         )
 
     async def stop(self) -> None:
-        """Stop scheduling, drain in-flight checks, flush writes, close everything."""
-        log.info("regmon stopping: draining %d in-flight checks", len(self._inflight))
+        """Stop scheduling, drain in-flight checks, flush writes, close everything.
+
+        Bounded: queued checks are dropped at once, checks in flight get
+        ``STOP_CHECK_GRACE``, pending writes ``STOP_WRITE_GRACE``, webhook sends
+        in flight their timeout (concurrently with the rest).
+        """
+        self._stopping.set()
+        sends = self._stop_dispatcher()
+        queued = [task for task in self._queued if not task.done()]
+        log.info(
+            "regmon stopping: draining %d in-flight checks, dropping %d queued",
+            len(self._inflight),
+            len(queued),
+        )
+        for task in queued:
+            task.cancel()  # _scheduled_check ends quietly: nothing was sent yet
         # Order matters: APScheduler's AsyncIOExecutor.shutdown() cancels running jobs,
         # so wait for the in-flight checks first; jobs firing meanwhile see _stopping.
-        self._stopping.set()
         if self._inflight:
-            await asyncio.wait(set(self._inflight), timeout=30)
+            _, late = await asyncio.wait(set(self._inflight), timeout=STOP_CHECK_GRACE)
+            if late:
+                log.warning(
+                    "regmon stopping: %d checks still running after %.0fs were cancelled",
+                    len(late),
+                    STOP_CHECK_GRACE,
+                )
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late, timeout=1.0)
+        if queued:
+            await asyncio.wait(queued, timeout=1.0)
         if self._scheduler is not None:
             self._scheduler.shutdown()
-        await self.flush()
+        if self._recorder is not None:
+            await self._recorder.close(STOP_WRITE_GRACE)
+        if sends is not None:
+            try:
+                await sends
+            except Exception as exc:  # keep stopping: everything below must still be closed
+                log.error("stopping the webhook dispatcher failed: %s", _reason(exc))
         if self._server is not None:
             self._server.should_exit = True
         for task in self._tasks:
@@ -232,8 +289,6 @@ class Service:
         for client in [self._client, *self._retired]:
             if client is not None:
                 await client.aclose()  # idempotent
-        if self._dispatcher is not None:
-            await self._dispatcher.stop()
         if self._webhook_http is not None:
             await self._webhook_http.aclose()
         if self._engine is not None:
@@ -263,6 +318,16 @@ class Service:
         )
         self._dispatcher.start()
 
+    def _stop_dispatcher(self) -> asyncio.Task[None] | None:
+        """Stop claiming deliveries; sends in flight may finish within their timeout."""
+        if self._dispatcher is None:
+            return None
+        from monitor.notify.dispatcher import STOP_GRACE
+
+        timeouts = [hook.timeout for hook in self._config.webhooks]
+        grace = max([STOP_GRACE, *(t + STOP_SEND_MARGIN for t in timeouts)])
+        return asyncio.create_task(self._dispatcher.stop(grace), name="regmon-webhooks-stop")
+
     # -- reload ------------------------------------------------------------------------
 
     def _reload_soon(self) -> None:
@@ -273,14 +338,16 @@ class Service:
     async def reload(self) -> bool:
         """Re-read the config file; a broken one is refused and the old one stays.
 
-        One reload at a time (SIGHUP and the file watcher may both ask); any failure
-        is logged and leaves the running config, watches and jobs as they were.
+        One reload at a time (SIGHUP and the file watcher may both ask). All or
+        nothing: the new config, its scheduler triggers and its registry client are
+        built first; the store, the scheduler and the in-memory view are changed only
+        when all of that worked, so a refused reload leaves all of them as they were.
         """
         async with self._reload_lock:
             try:
                 return await self._reload()
-            except Exception:
-                log.exception("config reload failed, keeping the running config")
+            except Exception as exc:
+                log.error("config reload failed, keeping the running config: %s", _reason(exc))
                 return False
 
     async def _reload(self) -> bool:
@@ -297,20 +364,34 @@ class Service:
         if new.database != self._config.database or new.listen != self._config.listen:
             log.warning("config reload: database and listen changes need a restart")
         watches = {w.key: w for w in new.watches()}
-        # The store first: if it fails, nothing in memory has changed yet.
-        await asyncio.to_thread(
-            sync_watches, self.engine, _watch_rows(list(watches.values())), datetime.now(UTC)
-        )
+        try:
+            plan = scheduler.plan(list(watches.values()))
+        except RegmonError as exc:
+            log.error("config reload refused, keeping the running config: %s", exc)
+            return False
+        client = None
         if (new.registries, new.docker_config) != (
             self._config.registries,
             self._config.docker_config,
         ):
-            old, self._client = self._client, self._make_client(new)
+            client = self._make_client(new)
+        # The store next: if it fails, nothing in memory or in the scheduler has changed.
+        try:
+            await asyncio.to_thread(
+                sync_watches, self.engine, _watch_rows(list(watches.values())), datetime.now(UTC)
+            )
+        except BaseException:
+            if client is not None:
+                await client.aclose()
+            raise
+        # Commit: nothing below waits, so no check sees half of the new config.
+        if client is not None:
+            old, self._client = self._client, client
             if old is not None:
                 self._retire(old)
         self._config = new
         self._watches = watches
-        added, removed, rescheduled = scheduler.apply(self.watches())
+        added, removed, rescheduled = scheduler.commit(plan)
         log.info(
             "config reloaded: %d watches (%d added, %d removed, %d rescheduled)",
             len(self._watches),
@@ -355,17 +436,27 @@ class Service:
         if self._stopping.is_set():
             return
         task = asyncio.current_task()
-        if task is not None:
+        if task is None:  # pragma: no cover - APScheduler runs jobs as tasks
+            return
+        self._queued[task] = None
+
+        def started() -> None:
+            self._queued.pop(task, None)
             self._inflight.add(task)
+
         try:
-            await self._check(key)
+            await self._check(key, on_started=started)
+        except asyncio.CancelledError:
+            if not self._stopping.is_set():
+                raise
+            # Cancelled by stop(): one summary line there, not a traceback per job here.
         except Exception:
             log.exception("check of %s failed unexpectedly", key)
         finally:
-            if task is not None:
-                self._inflight.discard(task)
+            self._queued.pop(task, None)
+            self._inflight.discard(task)
 
-    async def _check(self, key: str) -> None:
+    async def _check(self, key: str, on_started: Callable[[], None] | None = None) -> None:
         watch = self._watches.get(key)
         if watch is None or self._client is None:
             return
@@ -373,6 +464,8 @@ class Service:
         async with lock:
             settings = self._config.registry_for(watch.image.host_key)
             async with self._slots.get(watch.image, settings.max_concurrency):
+                if on_started is not None:
+                    on_started()
                 result = await check_reference(
                     self._client, watch.image, platforms=watch.platforms, budget=settings.timeout
                 )
@@ -390,10 +483,8 @@ class Service:
             self._check_log.record(
                 key, previous, result, evaluation, failing_after=watch.failing_after
             )
-            self._pending.append(evaluation)
-            self._pending_watches[key] = watch
-            if len(self._pending) >= WRITE_BATCH:
-                self._write_wakeup.set()
+            if self._recorder is not None:
+                self._recorder.add(evaluation, watch)
 
     # -- batched writes ----------------------------------------------------------------
 
@@ -407,49 +498,30 @@ class Service:
                 deleted = await asyncio.to_thread(prune, self.engine, cutoff)
                 if deleted:
                     log.info("pruned %d rows older than %s", deleted, cutoff.date())
-            except Exception:
-                log.exception("pruning old rows failed; will retry")
+            except Exception as exc:
+                log.warning("pruning old rows failed: %s; will retry in an hour", _reason(exc))
             await asyncio.sleep(PRUNE_INTERVAL)
 
-    async def _writer(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(WRITE_INTERVAL):
-                    await self._write_wakeup.wait()
-            self._write_wakeup.clear()
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("writing check results failed; will retry")
-
     async def flush(self) -> None:
-        """Write every pending evaluation in one transaction (state, history, events, outbox)."""
+        """Write every pending evaluation now; ``DatabaseUnavailable`` if the database fails."""
+        if self._recorder is not None:
+            await self._recorder.flush()
+
+    def _write_batch(self, batch: Sequence[Pending]) -> None:
+        """One transaction for a batch (state, history, events, outbox); in a worker thread."""
         from monitor.store.repository import record_evaluations
 
-        async with self._write_lock:
-            if not self._pending:
-                return
-            batch, self._pending = self._pending, []
-            watches, self._pending_watches = self._pending_watches, {}
-            try:
-                # Shielded: a cancelled writer must not re-queue a batch that the
-                # thread goes on to commit (its events would then be written twice).
-                await asyncio.shield(
-                    asyncio.to_thread(
-                        record_evaluations,
-                        self.engine,
-                        batch,
-                        lambda event: self._payload(event, watches),
-                        lambda event: self._webhooks_for(event, watches),
-                    )
-                )
-                if self._dispatcher is not None:
-                    self._dispatcher.wakeup()
-            except Exception:
-                self._pending[:0] = batch  # keep them for the next attempt, in order
-                for key, watch in watches.items():
-                    self._pending_watches.setdefault(key, watch)
-                raise
+        watches = {p.evaluation.state.image: p.watch for p in batch}
+        record_evaluations(
+            self.engine,
+            [p.evaluation for p in batch],
+            lambda event: self._payload(event, watches),
+            lambda event: self._webhooks_for(event, watches),
+        )
+
+    def _written(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.wakeup()
 
     def _payload(self, event: Event, watches: Mapping[str, Watch]) -> dict[str, Any]:
         watch = watches.get(event.image) or self._watches.get(event.image)
@@ -465,6 +537,14 @@ class Service:
             for hook in self._config.webhooks
             if hook.name in allowed and str(event.type) in hook.events
         ]
+
+
+def _reason(exc: BaseException) -> str:
+    from monitor.store.engine import error_line, is_database_error
+
+    if isinstance(exc, RegmonError) and not is_database_error(exc):
+        return str(exc)
+    return error_line(exc) if is_database_error(exc) else repr(exc)
 
 
 def _mtime(path: str) -> float | None:

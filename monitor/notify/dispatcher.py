@@ -175,6 +175,7 @@ class Dispatcher:
         from monitor.store.outbox import reset_sending
 
         recovered = False
+        failures = 0  # dispatch rounds failed in a row (a database outage, say)
         while True:
             self._wakeup.clear()
             try:
@@ -190,8 +191,11 @@ class Dispatcher:
                             count,
                         )
                 await self._dispatch()
-            except Exception:
-                log.exception("webhook dispatch failed; will retry")
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                if failures & (failures - 1) == 0:  # 1st, 2nd, 4th, 8th …: a backoff, not a flood
+                    _log_dispatch_failure(exc, failures)
             try:
                 async with asyncio.timeout(self._sleep_seconds()):
                     await self._wakeup.wait()
@@ -259,13 +263,9 @@ class Dispatcher:
                     break
                 try:
                     await self._deliver(delivery)
-                except Exception:
+                except Exception as exc:
                     # A bug or a database outage: the claim's lease brings the row back.
-                    log.exception(
-                        "webhook %s: delivering event %s failed unexpectedly",
-                        name,
-                        delivery.event_id,
-                    )
+                    _log_delivery_failure(exc, name, delivery.event_id)
                     continue
                 self._inflight.pop(delivery.id, None)
                 handled += 1
@@ -431,6 +431,33 @@ def _secrets(hook: WebhookConfig, secret: str | None = None) -> tuple[str, ...]:
         except ConfigError:
             secret = None  # unreadable: then it cannot have been sent either
     return webhook_secrets(hook.url, secret=secret, headers=hook.headers)
+
+
+def _log_dispatch_failure(exc: Exception, failures: int) -> None:
+    from monitor.store.engine import error_line, is_database_error
+
+    if is_database_error(exc):
+        # One line: the driver's message, not the SQL with its parameters.
+        log.warning(
+            "webhook dispatch failed (%d in a row): %s; will retry", failures, error_line(exc)
+        )
+    else:
+        log.exception("webhook dispatch failed (%d in a row); will retry", failures)
+
+
+def _log_delivery_failure(exc: Exception, webhook: str, event_id: str) -> None:
+    from monitor.store.engine import error_line, is_database_error
+
+    if is_database_error(exc):
+        log.warning(
+            "webhook %s: recording the delivery of event %s failed: %s; "
+            "it is retried when its claim expires",
+            webhook,
+            event_id,
+            error_line(exc),
+        )
+    else:
+        log.exception("webhook %s: delivering event %s failed unexpectedly", webhook, event_id)
 
 
 # -- regmon webhook test -------------------------------------------------------------------

@@ -29,18 +29,25 @@ from monitor.errors import ConfigError, RegmonError
 
 __all__ = [
     "SQLITE_BEGIN",
+    "DatabaseUnavailable",
     "StoreError",
     "alembic_config",
     "check_schema",
     "downgrade",
+    "error_line",
+    "is_database_error",
     "make_engine",
     "migrations_dir",
     "redact_url",
+    "refuse_empty_sqlite_file",
     "upgrade",
 ]
 
 # Connection execution option read by the ``begin`` hook: "IMMEDIATE" for writers.
 SQLITE_BEGIN = "regmon_sqlite_begin"
+
+WAL_AUTOCHECKPOINT_PAGES = 256  # 1 MiB of 4 KiB pages (SQLite's default: 1,000)
+WAL_SIZE_LIMIT = 1024 * 1024  # bytes
 
 _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 
@@ -68,6 +75,31 @@ def migrations_dir() -> Path:
     raise StoreError(
         f"the database migrations are missing from this installation ({shipped}); reinstall regmon"
     )
+
+
+class DatabaseUnavailable(StoreError):
+    """Writes fail right now (locked, full, corrupt, unreachable); what was not written is kept.
+
+    The message is one line, safe for a log line and an HTTP 503 body.
+    """
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for a database error: the driver's message, without SQL or parameters.
+
+    ``exc`` may be a SQLAlchemy error or a ``StoreError`` raised from one.
+    """
+    cause = exc.__cause__
+    if not isinstance(exc, sqlalchemy.exc.SQLAlchemyError) and isinstance(
+        cause, sqlalchemy.exc.SQLAlchemyError
+    ):
+        exc = cause
+    return _first_line(exc)
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from the database (not a bug of ours): no traceback needed."""
+    return isinstance(exc, sqlalchemy.exc.SQLAlchemyError | StoreError)
 
 
 def redact_url(url: str | URL) -> str:
@@ -119,8 +151,47 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA busy_timeout=5000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # A small WAL, checkpointed often and truncated back to this size when a
+        # checkpoint restarts it: the space a burst took goes back to the filesystem
+        # instead of being kept by the WAL (on a small volume, the space a checkpoint
+        # needs to grow the database file). Not a checkpoint on "disk full": the few
+        # blocks it frees let one write through, and a full disk would then flap
+        # between failing and working (and log both) instead of just failing.
+        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+        cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     finally:
         cursor.close()
+
+
+def refuse_empty_sqlite_file(url: str) -> None:
+    """Raise ``StoreError`` if ``url`` names an existing SQLite file of 0 bytes.
+
+    SQLite opens such a file as a new, empty database, and the service would
+    then start from nothing without a word. But the service writes its schema
+    in the same moment it creates the file, so an existing 0-byte file was
+    made by someone else: a ``touch``, a truncation, a copy onto a full disk,
+    a restore that failed. Starting on it would hide the loss of every state
+    and event; ``regmon db upgrade`` makes it a new database on purpose.
+    """
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return  # make_engine says what is wrong with it
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return
+    if database.startswith("file:"):
+        return
+    path = Path(database)
+    try:
+        empty = path.is_file() and path.stat().st_size == 0
+    except OSError:
+        return
+    if empty:
+        raise StoreError(
+            f"database {redact_url(url)} is an empty (0-byte) file, not a regmon database; "
+            "restore it from a backup, or run `regmon db upgrade` to start a new database in it"
+        )
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
