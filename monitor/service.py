@@ -371,7 +371,7 @@ class Service:
             return
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            settings = self._config.registry_for(watch.image.host_key)
+            settings = self._config.registry_settings(watch.image.host_key)
             async with self._slots.get(watch.image, settings.max_concurrency):
                 result = await check_reference(
                     self._client, watch.image, platforms=watch.platforms, budget=settings.timeout
