@@ -1,6 +1,6 @@
 """One word for each thing, config side: the platform syntax of ``--platform`` and
-``platforms:``, the registry defaults, the webhook lookup by name, and the
-``${ENV}`` interpolation (the config's forms, and docker compose's)."""
+``platforms:``, the registry settings, the webhook lookup by name, and the config's
+``${ENV}`` dialect of the one interpolation module (compose's: tests/test_sources.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from click.testing import CliRunner
 
 from monitor.checker import registry_settings
 from monitor.cli import main
-from monitor.config import interpolate, parse_config
+from monitor.config import parse_config
 from monitor.errors import ConfigError
+from monitor.interpolation import Substitution, SubstitutionError, substitute
 from monitor.registry.client import RegistrySettings
 
 # --------------------------------------------------------------------------- platforms
@@ -106,64 +107,36 @@ def test_webhook_lookup_with_a_default() -> None:
 NOT_SET = "environment variable A is not set (write ${A:-default} to give a default)"
 INVALID = "invalid interpolation, expected ${NAME} or ${NAME:-default}"
 
-CONFIG_FORMS = [
-    ("${A}", {"A": "1"}, "1", []),
-    ("x${A}y${B}", {"A": "1", "B": "2"}, "x1y2", []),
-    ("${A}", {"A": ""}, "", []),
-    ("${A:-d}", {}, "d", []),
-    ("${A:-d}", {"A": ""}, "d", []),
-    ("${A:-}", {}, "", []),
-    ("${A:-a b:c}", {}, "a b:c", []),
-    ("$${A}", {"A": "1"}, "${A}", []),
-    ("$A $$ $", {"A": "1"}, "$A $$ $", []),  # only ${...} is interpolated
-    ("${A}", {}, "", [NOT_SET]),
-    ("${A}${A}", {}, "", [NOT_SET, NOT_SET]),
-    ("${A-d}", {}, "", [INVALID]),
-    ("${A:?e}", {"A": "1"}, "", [INVALID]),
-    ("${not-a-name}", {}, "", [INVALID]),
+REGMON_FORMS = [
+    ("${A}", {"A": "1"}, "1"),
+    ("x${A}y${B}", {"A": "1", "B": "2"}, "x1y2"),
+    ("${A}", {"A": ""}, ""),
+    ("${A:-d}", {}, "d"),
+    ("${A:-d}", {"A": ""}, "d"),
+    ("${A:-}", {}, ""),
+    ("${A:-a b:c}", {}, "a b:c"),
+    ("$${A}", {"A": "1"}, "${A}"),
+    ("$A $$ $", {"A": "1"}, "$A $$ $"),  # only ${...} is interpolated
 ]
 
 
-@pytest.mark.parametrize(("text", "variables", "expected", "problems"), CONFIG_FORMS)
-def test_config_interpolation(
-    text: str, variables: dict[str, str], expected: str, problems: list[str]
-) -> None:
-    assert interpolate(text, variables) == (expected, problems)
+@pytest.mark.parametrize(("text", "variables", "expected"), REGMON_FORMS)
+def test_config_interpolation(text: str, variables: dict[str, str], expected: str) -> None:
+    assert substitute(text, variables, dialect="regmon") == Substitution(expected)
 
 
-COMPOSE_FORMS = [
-    ("$A-${B}", {"A": "1", "B": "2"}, "1-2", []),
-    ("${A}", {}, "", []),  # compose: unset is empty
-    ("$A", {}, "", []),
-    ("${A-d}", {}, "d", []),
-    ("${A-d}", {"A": ""}, "", []),
-    ("${A:-d}", {"A": ""}, "d", []),
-    ("${A:-d}", {"A": "1"}, "1", []),
-    ("${A:-${B:-x}}", {}, "x", []),
-    ("${A:-${B}}", {"B": "2"}, "2", []),
-    ("${A:+yes}", {"A": "1"}, "yes", []),
-    ("${A:+yes}", {"A": ""}, "", []),
-    ("${A+yes}", {"A": ""}, "yes", []),
-    ("${A+yes}", {}, "", []),
-    ("$$A $${A} $$$$", {"A": "1"}, "$A ${A} $$", []),
-    ("cost: $5 and $", {}, "cost: $5 and $", []),
-    ("${A?}", {"A": ""}, "", []),
-    ("${A:?}", {"A": "1"}, "1", []),
-    ("${A?}", {}, "", ["required variable A is missing a value"]),
-    (
-        "${A:?need ${B}}",
-        {"A": "", "B": "b"},
-        "",
-        ["required variable A is missing a value: need b"],
-    ),
-    ("x${A", {}, "x", ["invalid interpolation: '${' without its '}'"]),
-    ("${1A}", {}, "", ["invalid interpolation '${1A}'"]),
-    ("${A*}", {}, "", ["invalid interpolation '${A*}'"]),
-]
-
-
-@pytest.mark.parametrize(("text", "variables", "expected", "problems"), COMPOSE_FORMS)
-def test_compose_interpolation(
-    text: str, variables: dict[str, str], expected: str, problems: list[str]
-) -> None:
-    assert interpolate(text, variables, compose=True) == (expected, problems)
+@pytest.mark.parametrize(
+    ("text", "problems"),
+    [
+        ("${A}", (NOT_SET,)),
+        ("${A}${A}", (NOT_SET, NOT_SET)),  # every problem, not only the first
+        ("${A-d}", (INVALID,)),  # compose forms are not the config's
+        ("${A:?e}", (INVALID,)),
+        ("${not-a-name}", (INVALID,)),
+    ],
+)
+def test_config_interpolation_problems(text: str, problems: tuple[str, ...]) -> None:
+    with pytest.raises(SubstitutionError) as caught:
+        substitute(text, {"B": "1"}, dialect="regmon")
+    assert caught.value.problems == problems
+    assert str(caught.value) == "; ".join(problems)

@@ -1,6 +1,7 @@
 """Load and validate the YAML configuration (SPEC §4).
 
-    loader    read the file (monitor.yamlsafe), ${ENV} interpolation, one validation pass
+    loader    read the file (monitor.yamlsafe), ${ENV} interpolation (monitor.interpolation),
+              one validation pass
     schema    the frozen models and their cross-field rules
     fields    value types: durations and bounds, cron, platforms, names, paths
     secrets   *_file secrets and CA bundles: bounded reads, read again when needed
@@ -14,7 +15,7 @@ and each failing key path.
 """
 
 from monitor.config.fields import EVENT_TYPES
-from monitor.config.loader import default_config, interpolate, load_config, parse_config
+from monitor.config.loader import default_config, load_config, parse_config
 from monitor.config.resolve import Watch, normalize_registry_key
 from monitor.config.schema import (
     Config,
@@ -37,7 +38,6 @@ __all__ = [
     "WatchConfig",
     "WebhookConfig",
     "default_config",
-    "interpolate",
     "load_config",
     "normalize_registry_key",
     "parse_config",

@@ -22,18 +22,14 @@ from monitor.config.messages import joined, one_line, shown
 from monitor.config.resolve import warn_if_database_moved
 from monitor.config.schema import Config
 from monitor.errors import ConfigError
+from monitor.interpolation import SubstitutionError, substitute
 from monitor.yamlsafe import load_document, read_text
 
-__all__ = ["CONFIG_LIMIT", "default_config", "interpolate", "load_config", "parse_config"]
+__all__ = ["CONFIG_LIMIT", "default_config", "load_config", "parse_config"]
 
 # 50,000 watches written one a line are about 3 MiB.
 CONFIG_LIMIT: Final = 8 * 1024 * 1024
 
-_INTERPOLATION = re.compile(r"\$(\$)?\{([^}]*)\}")
-_VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?\Z", re.DOTALL)
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Longest first: ":-" must not be read as "-" after a name ending in ":".
-_COMPOSE_OPERATORS: Final = (":-", ":?", ":+", "-", "?", "+")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 
 
@@ -86,134 +82,20 @@ def parse_config(text: str, source: str = "<string>", *, folder: str | None = No
 # --------------------------------------------------------------------------- interpolation
 
 
-def interpolate(
-    text: str, variables: Mapping[str, str], *, compose: bool = False
-) -> tuple[str, list[str]]:
-    """``text`` with variables from ``variables`` substituted, and what was wrong.
-
-    The config's syntax (default): ``${NAME}`` (an error when unset) and
-    ``${NAME:-default}`` (the default when unset or empty); ``$${`` is a literal
-    ``${``; any other ``$`` stays as written.
-
-    ``compose=True`` is the docker compose syntax: ``$NAME`` and ``${NAME}`` (empty
-    when unset), ``${NAME:-default}`` / ``${NAME-default}`` (when unset or empty /
-    unset), ``${NAME:?error}`` / ``${NAME?error}`` (an error), ``${NAME:+other}`` /
-    ``${NAME+other}`` (``other`` when set), defaults themselves interpolated, and
-    ``$$`` a literal ``$``.
-
-    Problems are one-line messages without a location; a part in error is
-    replaced by nothing.
-    """
-    problems: list[str] = []
-    if compose:
-        return _compose(text, variables, problems), problems
-
-    def replace(match: re.Match[str]) -> str:
-        if match.group(1):
-            return match.group(0)[1:]
-        variable = _VARIABLE.match(match.group(2))
-        if variable is None:
-            problems.append("invalid interpolation, expected ${NAME} or ${NAME:-default}")
-            return ""
-        name, default = variable.group(1), variable.group(2)
-        found = variables.get(name)
-        if found is None or (found == "" and default is not None):
-            if default is None:
-                problems.append(
-                    f"environment variable {name} is not set "
-                    f"(write ${{{name}:-default}} to give a default)"
-                )
-                return ""
-            return default
-        return found
-
-    return _INTERPOLATION.sub(replace, text), problems
-
-
-def _compose(text: str, variables: Mapping[str, str], problems: list[str]) -> str:
-    out: list[str] = []
-    index = 0
-    while index < len(text):
-        dollar = text.find("$", index)
-        if dollar < 0:
-            out.append(text[index:])
-            break
-        out.append(text[index:dollar])
-        following = text[dollar + 1 : dollar + 2]
-        if following == "$":
-            out.append("$")
-            index = dollar + 2
-        elif following == "{":
-            end = _closing_brace(text, dollar + 2)
-            if end is None:
-                problems.append("invalid interpolation: '${' without its '}'")
-                break
-            out.append(_braced(text[dollar + 2 : end], variables, problems))
-            index = end + 1
-        elif (name := _NAME.match(text, dollar + 1)) is not None:
-            out.append(variables.get(name.group(0), ""))
-            index = name.end()
-        else:
-            out.append("$")
-            index = dollar + 1
-    return "".join(out)
-
-
-def _closing_brace(text: str, start: int) -> int | None:
-    """Where the ``}`` closing a ``${`` opened just before ``start`` is (nesting counted)."""
-    depth, index = 0, start
-    while index < len(text):
-        if text.startswith("$$", index):
-            index += 2
-            continue
-        if text.startswith("${", index):
-            depth += 1
-            index += 2
-            continue
-        if text[index] == "}":
-            if depth == 0:
-                return index
-            depth -= 1
-        index += 1
-    return None
-
-
-def _braced(body: str, variables: Mapping[str, str], problems: list[str]) -> str:
-    name_match = _NAME.match(body)
-    rest = body[name_match.end() :] if name_match else body
-    operator = next((op for op in _COMPOSE_OPERATORS if rest.startswith(op)), None)
-    if name_match is None or (rest and operator is None):
-        problems.append(f"invalid interpolation {shown('${' + body + '}')}")
-        return ""
-    name, found = name_match.group(0), variables.get(name_match.group(0))
-    if operator is None:
-        return found or ""
-    argument = rest[len(operator) :]
-    present = found is not None and (found != "" or ":" not in operator)
-    if operator.endswith("-"):
-        return found if present and found is not None else _compose(argument, variables, problems)
-    if operator.endswith("+"):
-        return _compose(argument, variables, problems) if present else ""
-    if not present:  # "?" and ":?"
-        detail = _compose(argument, variables, problems)
-        problems.append(
-            f"required variable {name} is missing a value" + (f": {detail}" if detail else "")
-        )
-        return ""
-    return found or ""
-
-
 def _interpolate_values(
     value: object,
     loc: tuple[str | int, ...],
     problems: list[str],
     variables: Mapping[str, str],
 ) -> object:
-    """Interpolate every string value (never a key) of a YAML document."""
+    """Interpolate every string value (never a key) of a YAML document (``${ENV}``,
+    ``${ENV:-default}``), collecting every problem with its key path."""
     if isinstance(value, str):
-        text, found = interpolate(value, variables)
-        problems.extend(f"{_format_loc(loc)}: {problem}" for problem in found)
-        return text
+        try:
+            return substitute(value, variables, dialect="regmon").value
+        except SubstitutionError as exc:
+            problems.extend(f"{_format_loc(loc)}: {problem}" for problem in exc.problems)
+            return ""
     if isinstance(value, dict):
         return {
             key: _interpolate_values(item, (*loc, key), problems, variables)
