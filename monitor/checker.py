@@ -12,13 +12,19 @@ from typing import TYPE_CHECKING
 from monitor.domain import CheckResult, Reason, Status
 from monitor.errors import AuthError, RegistryError, RegmonError
 from monitor.reference import ImageReference, canonical_registry
-from monitor.registry.client import RegistryClient, RequestObserver
+from monitor.registry.client import RegistryClient, RegistrySettings, RequestObserver
 from monitor.registry.transport import TransportFactory
 
 if TYPE_CHECKING:
     from monitor.config import Config
 
-__all__ = ["RETRYABLE", "RegistrySlots", "check_reference", "client_from_config"]
+__all__ = [
+    "RETRYABLE",
+    "RegistrySlots",
+    "check_reference",
+    "client_from_config",
+    "registry_settings",
+]
 
 log = logging.getLogger("regmon.checker")
 
@@ -49,7 +55,7 @@ async def check_reference(
     ref: ImageReference,
     *,
     platforms: Sequence[str] = (),
-    budget: float = 10.0,
+    budget: float = RegistrySettings().timeout,
 ) -> CheckResult:
     """Check one reference within ``budget`` seconds, retries included.
 
@@ -115,6 +121,11 @@ async def check_reference(
     )
 
 
+def registry_settings(config: Config | None, host: str) -> RegistrySettings:
+    """The settings of registry ``host``: from ``config``, else the registry's defaults."""
+    return RegistrySettings() if config is None else config.registry_settings(host)
+
+
 def client_from_config(
     config: Config | None,
     *,
@@ -126,7 +137,6 @@ def client_from_config(
     ``None`` means no config file: default settings, credentials from docker's
     config.json only, and no pydantic import on the ``regmon check`` path.
     """
-    from monitor.registry.client import RegistrySettings
     from monitor.registry.credentials import (
         Credential,
         CredentialStore,
@@ -138,16 +148,6 @@ def client_from_config(
             credentials=CredentialStore(docker_config=docker_config_path()),
             observer=observer,
             transport_factory=transport_factory,
-        )
-
-    def settings_for(host: str) -> RegistrySettings:
-        reg = config.registry_for(canonical_registry(host))
-        return RegistrySettings(
-            insecure=reg.insecure,
-            ca_file=reg.ca_file,
-            max_concurrency=reg.max_concurrency,
-            timeout=reg.timeout,
-            manifest_method=reg.manifest_method,
         )
 
     def configured(host: str) -> Credential | None:
@@ -162,7 +162,7 @@ def client_from_config(
 
     store = CredentialStore(configured, docker_config_path(config.docker_config))
     return RegistryClient(
-        settings_for=settings_for,
+        settings_for=config.registry_settings,
         credentials=store,
         observer=observer,
         transport_factory=transport_factory,

@@ -85,10 +85,10 @@ def _parse_platforms(platforms: Sequence[str]) -> list[str]:
 
     for text in platforms:
         try:
-            Platform.parse(text)
+            Platform.parse(text)  # the config's platforms: use it too
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--platform") from None
-    return list(platforms)
+    return [text.strip() for text in platforms]
 
 
 def exit_code(results: Sequence[CheckResult]) -> int:
@@ -134,13 +134,18 @@ async def _check_all(
 ) -> list[CheckResult]:
     import asyncio
 
-    from monitor.checker import RegistrySlots, check_reference, client_from_config
+    from monitor.checker import (
+        RegistrySlots,
+        check_reference,
+        client_from_config,
+        registry_settings,
+    )
 
     slots = RegistrySlots()
 
     async def one(ref: ImageReference) -> CheckResult:
         # --timeout bounds each check from when it gets one of the registry's slots.
-        limit = config.registry_for(ref.host_key).max_concurrency if config else 8
+        limit = registry_settings(config, ref.host_key).max_concurrency
         async with slots.get(ref, limit):
             return await check_reference(client, ref, platforms=platforms, budget=budget)
 
@@ -305,14 +310,14 @@ async def _wait(
     import math
     import time
 
-    from monitor.checker import check_reference, client_from_config
+    from monitor.checker import check_reference, client_from_config, registry_settings
     from monitor.domain import Status
 
     deadline = time.monotonic() + total
     async with client_from_config(config) as client:
         while True:
             remaining = deadline - time.monotonic()
-            per_check = config.registry_for(ref.host_key).timeout if config else 10.0
+            per_check = registry_settings(config, ref.host_key).timeout
             budget = max(min(per_check, remaining), 0.1)
             result = await check_reference(client, ref, platforms=platforms, budget=budget)
             remaining = deadline - time.monotonic()

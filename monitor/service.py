@@ -462,7 +462,7 @@ class Service:
             return
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            settings = self._config.registry_for(watch.image.host_key)
+            settings = self._config.registry_settings(watch.image.host_key)
             async with self._slots.get(watch.image, settings.max_concurrency):
                 if on_started is not None:
                     on_started()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from monitor.errors import InputError
+from monitor.interpolation import SubstitutionError, substitute
 from monitor.report import gather
-from monitor.sources._subst import SubstitutionError, substitute
 from monitor.sources.files import file_kind, images_in_paths, images_in_text
 
 DEPLOY = Path(__file__).parent / "data" / "deploy"

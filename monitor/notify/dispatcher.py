@@ -276,10 +276,7 @@ class Dispatcher:
     # -- one delivery ------------------------------------------------------------------
 
     def _hook(self, name: str) -> WebhookConfig | None:
-        for hook in self._config_provider().webhooks:
-            if hook.name == name:
-                return hook
-        return None
+        return self._config_provider().webhook(name, default=None)
 
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
         from monitor.store.outbox import finish_delivery
@@ -491,7 +488,7 @@ async def send_test(config: Config, name: str, http: httpx.AsyncClient) -> tuple
     Raises ``UsageError`` for an unknown name, ``ConfigError`` for an unusable
     secret and ``DeliveryError`` when no answer came.
     """
-    hook = next((h for h in config.webhooks if h.name == name), None)
+    hook = config.webhook(name, default=None)
     if hook is None:
         known = ", ".join(h.name for h in config.webhooks) or "none"
         raise UsageError(f"no webhook named {name!r} in the config (configured: {known})")

@@ -16,7 +16,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
@@ -58,6 +58,7 @@ from monitor.text import clean
 
 __all__ = [
     "ManifestAnswer",
+    "ManifestMethod",
     "RegistryClient",
     "RegistrySettings",
     "RequestObserver",
@@ -72,15 +73,18 @@ TAGS_PAGE_SIZE = 1000  # what go-containerregistry asks for; Docker Hub answers 
 MAX_TAG_PAGES = 1000  # a registry whose listing never ends is answering nonsense
 
 
+ManifestMethod = Literal["head", "get"]
+
+
 @dataclass(frozen=True, slots=True)
 class RegistrySettings:
-    """Per-registry knobs (SPEC §4 ``registries:``)."""
+    """Per-registry knobs (SPEC §4 ``registries:``); the defaults here are the config's too."""
 
     insecure: bool = False
     ca_file: str | None = None
     max_concurrency: int = 8
     timeout: float = 10.0
-    manifest_method: str = "head"
+    manifest_method: ManifestMethod = "head"
 
 
 @dataclass(frozen=True, slots=True)

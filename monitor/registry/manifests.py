@@ -150,9 +150,14 @@ class Platform:
 
     @classmethod
     def parse(cls, text: str) -> Platform:
-        """Parse ``linux/arm64`` or ``linux/arm/v7``; raise ValueError naming the input."""
-        if not _PLATFORM_RE.fullmatch(text.lower()):
-            raise ValueError(f"platform {text!r} must look like os/arch or os/arch/variant")
+        """Parse ``linux/arm64`` or ``linux/arm/v7`` (any case, blanks around ignored);
+        raise ValueError naming the input. The one platform syntax: ``--platform`` and
+        the config's ``platforms:`` both use it."""
+        if not _PLATFORM_RE.fullmatch(text.strip().lower()):
+            got = repr(text)
+            got = got if len(got) <= 60 else got[:57] + "..."
+            raise ValueError(f"expected a platform like linux/amd64 or linux/arm/v7 (got {got})")
+        text = text.strip()
         parts = text.lower().split("/")
         third = parts[2] if len(parts) > 2 else ""
         if parts[0] == "windows" and _OS_VERSION_RE.fullmatch(third):

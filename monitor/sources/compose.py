@@ -13,8 +13,8 @@ from collections.abc import Mapping
 import yaml
 
 from monitor.errors import InputError
+from monitor.interpolation import SubstitutionError, substitute
 from monitor.sources._nodes import line_of, lookup, mapping_items, scalar
-from monitor.sources._subst import SubstitutionError, substitute
 from monitor.sources.found import FoundImage
 
 __all__ = ["images_in_compose", "interpolate", "is_compose"]

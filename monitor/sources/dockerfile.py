@@ -14,7 +14,7 @@ import re
 from typing import TYPE_CHECKING
 
 from monitor.errors import InputError
-from monitor.sources._subst import SubstitutionError, substitute
+from monitor.interpolation import SubstitutionError, substitute
 from monitor.sources.found import FoundImage
 
 if TYPE_CHECKING:

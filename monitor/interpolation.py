@@ -1,11 +1,16 @@
-"""``$VAR`` / ``${VAR...}`` substitution as compose (compose-go ``template``) and
-Dockerfiles (BuildKit's shell lexer) do it, for the few strings that name images.
+"""``$VAR`` / ``${VAR...}`` substitution in the three dialects regmon reads (pure).
 
-Both know ``${VAR}``, ``${VAR:-default}`` / ``${VAR-default}`` (unset or empty / unset),
-``${VAR:+alt}`` / ``${VAR+alt}`` and ``${VAR:?error}`` / ``${VAR?error}``; the word after
-the operator is itself substituted, only when it is used. Compose escapes ``$`` as ``$$``
-and refuses any other ``$`` that starts no variable; a Dockerfile escapes with its escape
-character (``\\$``) and keeps a lone ``$``.
+``regmon``: its own config file. Only ``${VAR}`` (an error when unset) and
+``${VAR:-default}`` (the default when unset or empty); ``$${`` is a literal ``${``
+and any other ``$`` stays as written. Every problem in a string is reported.
+
+``compose`` (compose-go ``template``) and ``dockerfile`` (BuildKit's shell lexer), for
+the few strings that name images. Both know ``${VAR}``, ``${VAR:-default}`` /
+``${VAR-default}`` (unset or empty / unset), ``${VAR:+alt}`` / ``${VAR+alt}`` and
+``${VAR:?error}`` / ``${VAR?error}``; the word after the operator is itself
+substituted, only when it is used. Compose escapes ``$`` as ``$$`` and refuses any
+other ``$`` that starts no variable; a Dockerfile escapes with its escape character
+(``\\$``) and keeps a lone ``$``.
 """
 
 from __future__ import annotations
@@ -13,15 +18,24 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
-__all__ = ["Substitution", "SubstitutionError", "substitute"]
+__all__ = ["Dialect", "Substitution", "SubstitutionError", "substitute"]
 
+Dialect = Literal["regmon", "compose", "dockerfile"]
+_REGMON = re.compile(r"\$(\$)?\{([^}]*)\}")
+_REGMON_VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?\Z", re.DOTALL)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OPERATORS = (":-", ":+", ":?", "-", "+", "?")
 
 
 class SubstitutionError(ValueError):
-    """A malformed or failing substitution; the message is for users."""
+    """A malformed or failing substitution; the message is for users, one line per
+    problem in ``problems`` (``regmon`` reports them all, the others the first)."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 @dataclass
@@ -34,13 +48,16 @@ def substitute(
     text: str,
     variables: Mapping[str, str],
     *,
-    dialect: str,
+    dialect: Dialect,
     escape: str = "\\",
 ) -> Substitution:
-    """``text`` with its variables replaced; ``unset`` lists variables used but not set.
+    """``text`` with its variables replaced; ``unset`` lists variables used but not set
+    (``regmon``: none, an unset variable without a default is an error).
 
-    ``dialect`` is ``compose`` or ``dockerfile``.
+    ``escape`` is a Dockerfile's escape character.
     """
+    if dialect == "regmon":
+        return Substitution(_regmon(text, variables))
     result = Substitution("")
     result.value = _expand(text, variables, dialect, escape, result)
     return result
@@ -86,6 +103,34 @@ def _expand(
         parts.append("$")
         i += 1
     return "".join(parts)
+
+
+def _regmon(text: str, variables: Mapping[str, str]) -> str:
+    problems: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(1):
+            return match.group(0)[1:]
+        variable = _REGMON_VARIABLE.match(match.group(2))
+        if variable is None:
+            problems.append("invalid interpolation, expected ${NAME} or ${NAME:-default}")
+            return ""
+        name, default = variable.group(1), variable.group(2)
+        found = variables.get(name)
+        if found is None or (found == "" and default is not None):
+            if default is None:
+                problems.append(
+                    f"environment variable {name} is not set "
+                    f"(write ${{{name}:-default}} to give a default)"
+                )
+                return ""
+            return default
+        return found
+
+    value = _REGMON.sub(replace, text)
+    if problems:
+        raise SubstitutionError(*problems)
+    return value
 
 
 def _closing_brace(text: str, start: int) -> int:

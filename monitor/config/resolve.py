@@ -1,0 +1,193 @@
+"""From a validated config to the values other modules use.
+
+Relative paths resolve against the config file's folder (as Prometheus does),
+registry hosts are folded to the key they are configured and looked up under,
+a watch gets every default applied, and a registry's entry becomes the
+``RegistrySettings`` of the registry client. Pure: nothing here reads files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+from monitor.config.messages import shown
+from monitor.reference import ImageReference, canonical_registry
+from monitor.registry.client import RegistrySettings
+
+if TYPE_CHECKING:
+    from monitor.config.schema import Config, RegistryConfig, WatchConfig
+
+__all__ = [
+    "REGISTRY_DEFAULTS",
+    "Watch",
+    "normalize_registries",
+    "normalize_registry_key",
+    "registry_settings",
+    "resolve_path",
+    "resolve_watches",
+    "sqlite_url",
+    "warn_if_database_moved",
+]
+
+# What a registry without a ``registries:`` entry gets; the registry client states them.
+REGISTRY_DEFAULTS = RegistrySettings()
+
+_REGISTRY_KEY = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
+    r"|\[[a-f0-9:]+\])(?::[0-9]{1,5})?\Z",
+    re.ASCII,
+)
+_SQLITE_URL = re.compile(r"(sqlite(?:\+[A-Za-z0-9_]+)?:///)([^?]*)(\?.*)?\Z", re.DOTALL)
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def resolve_path(value: str, folder: str | None) -> str:
+    """``~`` expanded; relative to ``folder`` (when given) rather than the cwd."""
+    path = os.path.expanduser(value)
+    if folder is not None and not os.path.isabs(path):
+        path = os.path.normpath(os.path.join(folder, path))  # Go's filepath.Join cleans too
+    return path
+
+
+def sqlite_url(url: str, folder: str | None) -> str:
+    """``sqlite:///regmon.db`` → ``sqlite:////srv/regmon/regmon.db`` for a config in
+    /srv/regmon; absolute (four slashes), in-memory and ``file:`` URIs stay as written."""
+    match = _SQLITE_URL.match(url)
+    if match is None:
+        return url
+    prefix, database, query = match.group(1), match.group(2), match.group(3) or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return url
+    path = unquote(database)
+    expanded = os.path.expanduser(path)
+    if expanded == path and (folder is None or os.path.isabs(path)):
+        return url
+    if not os.path.isabs(expanded) and folder is not None:
+        expanded = os.path.normpath(os.path.join(folder, expanded))
+    # SQLAlchemy percent-decodes the database part and ends it at '?'.
+    return prefix + expanded.replace("%", "%25").replace("?", "%3F") + query
+
+
+def warn_if_database_moved(config: Config, folder: str) -> None:
+    """Relative SQLite paths once followed the working directory: say where the
+    database of an older layout is, rather than silently starting an empty one."""
+    match = _SQLITE_URL.match(config.database)
+    if match is None or not match.group(2).startswith("/"):
+        return
+    database = unquote(match.group(2))
+    relative = os.path.relpath(database, folder)
+    cwd = os.getcwd()
+    if relative.startswith("..") or cwd == folder or os.path.exists(database):
+        return
+    before = os.path.join(cwd, relative)
+    if os.path.isfile(before):
+        logging.getLogger("monitor.config").warning(
+            "%s: database %s does not exist, but %s does: relative paths now resolve "
+            "against the config file's folder; move the database, or write "
+            "database: sqlite:///%s",
+            config.source,
+            database,
+            before,
+            before,
+        )
+
+
+# --------------------------------------------------------------------------- registries
+
+
+def normalize_registry_key(host: str) -> str:
+    """The key a registry is configured and looked up under: lowercase, Hub aliases folded."""
+    return canonical_registry(host)
+
+
+def normalize_registries(value: object) -> object:
+    """The ``registries:`` mapping keyed by normalized host; ValueError for a key that
+    is not a host or names a registry twice."""
+    if not isinstance(value, Mapping):
+        return value
+    normalized: dict[object, object] = {}
+    for key, entry in value.items():
+        if not isinstance(key, str):
+            raise ValueError(
+                f"expected a registry host like registry.example.com:5000 (got {shown(key)})"
+            )
+        host = normalize_registry_key(key)
+        if not _REGISTRY_KEY.match(host):
+            raise ValueError(
+                f"expected a registry host like registry.example.com:5000, "
+                f"without scheme or path (got {shown(key)})"
+            )
+        if host in normalized:
+            raise ValueError(f"registry {key!r} is configured twice (as {host!r})")
+        normalized[host] = {} if entry is None else entry
+    return normalized
+
+
+def registry_settings(registry: RegistryConfig) -> RegistrySettings:
+    """What the registry client needs of a ``registries:`` entry."""
+    return RegistrySettings(
+        insecure=registry.insecure,
+        ca_file=registry.ca_file,
+        max_concurrency=registry.max_concurrency,
+        timeout=registry.timeout,
+        manifest_method=registry.manifest_method,
+    )
+
+
+# --------------------------------------------------------------------------- watches
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """A watch with every default applied: what the scheduler and checker use.
+
+    Exactly one of ``interval`` (seconds) and ``cron`` (5 fields, day of week
+    written as names so APScheduler 3 reads it as cron does) is set.
+    ``webhooks`` names the receivers of this watch's events.
+    """
+
+    image: ImageReference
+    key: str
+    interval: float | None
+    cron: str | None
+    jitter: float
+    platforms: tuple[str, ...]
+    webhooks: tuple[str, ...]
+    missing_after: int
+    failing_after: int
+
+
+def resolve_watches(config: Config) -> tuple[Watch, ...]:
+    """Every watch of ``config`` with ``defaults`` applied, in file order."""
+    every_webhook = tuple(webhook.name for webhook in config.webhooks)
+    return tuple(_resolve(config, watch, every_webhook) for watch in config.watch)
+
+
+def _resolve(config: Config, watch: WatchConfig, every_webhook: tuple[str, ...]) -> Watch:
+    defaults = config.defaults
+    if watch.cron is not None or watch.interval is not None:
+        interval, cron = watch.interval, watch.cron
+    elif defaults.cron is not None:
+        interval, cron = None, defaults.cron
+    else:
+        interval, cron = defaults.interval, None
+    webhooks = every_webhook if watch.webhooks is None else tuple(dict.fromkeys(watch.webhooks))
+    return Watch(
+        image=watch.image,
+        key=str(watch.image),
+        interval=interval,
+        cron=cron,
+        jitter=defaults.jitter if watch.jitter is None else watch.jitter,
+        platforms=watch.platforms,
+        webhooks=webhooks,
+        missing_after=watch.missing_after or defaults.missing_after,
+        failing_after=watch.failing_after or defaults.failing_after,
+    )
