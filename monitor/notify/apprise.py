@@ -55,6 +55,7 @@ __all__ = ["AppriseNotifier", "classify_result", "redact_apprise_url", "validate
 _DETAIL: Final = 200  # characters of Apprise's own words kept in an error text
 _MASK: Final = "***"
 _MIN_SECRET: Final = 3  # shorter URL parts are not masked in quoted text ("to", "id")
+_SOCKET_MARGIN: Final = 1.0  # seconds past Apprise's deadline a plugin's socket may wait
 _OUTER_MARGIN: Final = 5.0  # seconds past Apprise's deadline before we stop waiting
 _RETRYABLE_4XX: Final = frozenset({408, 429})
 _STATUS = re.compile(r"\berror=(\d{3})\b")
@@ -276,12 +277,13 @@ class AppriseNotifier:
             plugin = apprise.Apprise.instantiate(self._url, asset=_asset())
             if plugin is None:
                 return Outcome.failed(f"Apprise cannot use the URL {self._target}")
-            # Bound every socket wait by the webhook's timeout, so a thread Apprise stopped
-            # waiting for does not linger.
+            # Bound every socket wait, so a thread Apprise stopped waiting for does not
+            # linger; a little past the call deadline, which then names the timeout.
+            bound = self._timeout + _SOCKET_MARGIN
             for name in ("socket_connect_timeout", "socket_read_timeout"):
                 current = getattr(plugin, name, None)
-                if isinstance(current, int | float) and current > self._timeout:
-                    setattr(plugin, name, self._timeout)
+                if isinstance(current, int | float) and current > bound:
+                    setattr(plugin, name, bound)
             sender = apprise.Apprise(asset=plugin.asset)
             sender.add(plugin)
             result = sender.notify(
