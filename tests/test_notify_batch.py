@@ -255,3 +255,58 @@ def test_a_single_delivery_is_what_build_request_makes(fmt: str) -> None:
     body = mixed_batch()[2]
     wire = build_delivery_request(Delivery.of([body], T0), format=fmt, secret=SECRET)
     assert wire == build_request(body, format=fmt, secret=SECRET, timestamp=T0)
+
+
+# --------------------------------------------------------------------------- the HTTP webhook
+
+
+def _webhook_send(url: str, redacted: str, events: list[dict[str, Any]], fmt: str = "json") -> Any:
+    import asyncio
+
+    import httpx
+
+    from monitor.notify.webhook import WebhookNotifier
+    from monitor.registry.transport import default_transport_factory
+
+    async def go() -> Any:
+        async with httpx.AsyncClient(transport=default_transport_factory(True)) as http:
+            notifier = WebhookNotifier(
+                url, http=http, redacted_url=redacted, format=fmt, secret=SECRET, timeout=2
+            )
+            return await notifier.send(Delivery.of(events, datetime.now(UTC)))
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATTERS))
+def test_the_webhook_notifier_delivers_a_signed_batch_the_receiver_verifies(fmt: str) -> None:
+    from support.receiver import WebhookReceiver
+
+    from monitor.notify.notifier import Verdict
+
+    with WebhookReceiver(SECRET) as rx:
+        outcome = _webhook_send(rx.url, f"http://{rx.host}/***", mixed_batch(), fmt)
+        assert outcome.verdict is Verdict.DELIVERED and outcome.status_code == 200
+        (received,) = rx.delivered()
+        assert rx.invalid == []
+    expected_id = batch_id([e["id"] for e in mixed_batch()])
+    assert received.id == expected_id
+    assert received.body == formatter_for(fmt).render_batch(expected_id, mixed_batch())
+
+
+@pytest.mark.parametrize(
+    ("status", "verdict", "retry_after"),
+    [(503, "retry", 4.0), (429, "retry", 4.0), (500, "retry", None), (404, "failed", None)],
+)
+def test_the_webhook_notifier_reports_what_the_sender_decided(
+    status: int, verdict: str, retry_after: float | None
+) -> None:
+    from support.faults import status_server
+
+    with status_server(status, {"Retry-After": "4"}) as server:
+        host = server.host
+        outcome = _webhook_send(f"http://{host}/hook", f"http://{host}/***", mixed_batch()[:1])
+    assert (outcome.verdict, outcome.retry_after, outcome.status_code) == (
+        verdict, retry_after, status
+    )
+    assert outcome.error == f"HTTP {status} from http://{host}/***"
