@@ -80,7 +80,8 @@ def smtp() -> Iterator[Mailbox]:
 
     def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
         box.logins.append((data.login, data.password))
-        return AuthResult(success=data.password == SMTP_PASSWORD.encode())
+        # handled=False: aiosmtpd answers a refusal with 535 (handled=True would leave it to us)
+        return AuthResult(success=data.password == SMTP_PASSWORD.encode(), handled=False)
 
     # Plain SMTP with AUTH, as a relay inside a private network offers it (no TLS on loopback).
     controller = Controller(
@@ -138,6 +139,20 @@ def test_mailto_to_a_server_that_is_down_is_retried_without_its_password() -> No
         'Connection error while submitting email to "127.0.0.1"'
     )
     assert SMTP_PASSWORD not in repr(outcome) and SMTP_USER not in repr(outcome)
+
+
+def test_a_refused_smtp_login_is_retried_as_apprise_cannot_tell_it_apart(smtp: Mailbox) -> None:
+    # Apprise words a 535 like a dropped connection ("Connection error while submitting
+    # email"), so it is a retry: a password fixed in the config then delivers it.
+    outcome = send(AppriseNotifier(mailto(smtp.port, "Wr0ngPassw0rd"), timeout=5), mixed_batch())
+    # smtplib tries AUTH PLAIN, then LOGIN: both refused, nothing sent
+    assert smtp.logins == [(SMTP_USER.encode(), b"Wr0ngPassw0rd")] * 2 and smtp.messages == []
+    assert outcome.verdict is Verdict.RETRY
+    assert outcome.error == (
+        f"unreachable: mailto://***@127.0.0.1:{smtp.port}/***: "
+        'Connection error while submitting email to "127.0.0.1"'
+    )
+    assert "Wr0ngPassw0rd" not in repr(outcome)
 
 
 # --------------------------------------------------------------------------- json:// to a receiver
@@ -390,6 +405,43 @@ def test_validate_url_says_why_without_the_secrets(url: str, error: str) -> None
     import apprise
 
     assert validate_url(url) == error.format(version=apprise.__version__)
+
+
+LOGGED_SEND = """
+import asyncio, sys
+from datetime import UTC, datetime
+from monitor.logs import setup_logging
+from monitor.notify.apprise import AppriseNotifier
+from monitor.notify.notifier import Delivery
+setup_logging("debug")
+event = {"id": "01JD9Z6K3M2Y8T0QX4V5R7N1AB", "type": "tag.missing"}
+notifier = AppriseNotifier(sys.argv[1], timeout=5)
+outcome = asyncio.run(notifier.send(Delivery.of([event], datetime.now(UTC))))
+print(outcome.verdict, outcome.error)
+"""
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_apprises_own_log_lines_never_reach_regmons_log(status: int) -> None:
+    # Apprise logs an ntfy topic ("Failed to send ntfy notification to topic '…'") even in
+    # its privacy mode; regmon's log (debug level included) carries only the redacted error.
+    with status_server(status, {}, b"{}") as server:
+        host = server.host
+        url = f"ntfy://hook:{URL_PASSWORD}@{host}/{PATH_SECRET}"
+        answer = subprocess.run(
+            [sys.executable, "-c", LOGGED_SEND, url], capture_output=True, text=True, check=True
+        )
+        assert server.count("POST") == 1
+    if status == 200:
+        assert answer.stdout == "delivered None\n"
+    else:
+        assert answer.stdout == (
+            f"retry HTTP 500 from ntfy://***@{host}/***: Failed to send ntfy notification to "
+            "topic '***': Internal server error., error=500.\n"
+        )
+    for secret in (PATH_SECRET, URL_PASSWORD):
+        assert secret not in answer.stdout + answer.stderr
+    assert "apprise" not in answer.stderr.lower()
 
 
 def test_apprise_is_not_imported_until_a_channel_needs_it() -> None:
