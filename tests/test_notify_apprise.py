@@ -393,12 +393,15 @@ def test_validate_url_accepts_what_apprise_can_use(url: str) -> None:
          "(see https://github.com/caronc/apprise/wiki)"),
         ("no scheme at all", "not an Apprise URL (expected scheme://…): ***"),
         ("slack://TokenA0001/TokenBSecret", "Apprise cannot use this slack:// URL "
-         "slack://***/***: An invalid Slack (third) Token (None) was specified.; "
-         "Could not load Slack URL: slack://***"),
-        ("tgram://AAHsecretBotToken", "Apprise cannot use this tgram:// URL tgram://***: "
-         "Unparseable Telegram URL tgram://***"),
+         "slack://***/***: An invalid Slack (third) Token (None) was specified."),
+        ("tgram://AAHsecretBotToken", "Apprise cannot parse this tgram:// URL tgram://***"),
         ("mailto://", "Apprise cannot use this mailto:// URL mailto://: Invalid ~From~ email "
-         "specified:; Could not load E-Mail URL: mailto://***"),
+         "specified:"),
+        # Apprise's own message quotes the bot token
+        ("tgram://123456789:AAH!BotSecret/987654321", "Apprise cannot use this tgram:// URL "
+         "tgram://***/***: The Telegram Bot Token specified (***) is invalid."),
+        ("mailto://user:Passw0rdSecret@127.0.0.1?mode=bogus", "Apprise cannot use this mailto:// "
+         "URL mailto://***@127.0.0.1/***: The secure mode specified (***) is invalid."),
     ],
 )
 def test_validate_url_says_why_without_the_secrets(url: str, error: str) -> None:

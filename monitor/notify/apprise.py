@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, unquote
@@ -140,11 +139,6 @@ def _scrub(text: str, url: str) -> str:
 # -- validation -----------------------------------------------------------------------------
 
 
-def _warnings_text(lines: Iterable[str], url: str) -> str:
-    kept = [re.sub(r"^\S+ \S+ - [A-Z]+ - ", "", line) for line in lines if line.strip()]
-    return "; ".join(_scrub(line, url) for line in kept)
-
-
 def validate_url(url: str) -> str | None:
     """Why Apprise cannot use ``url`` (one line, no secret), or ``None`` if it can.
 
@@ -163,14 +157,16 @@ def validate_url(url: str) -> str | None:
             f"{scheme}:// is not a service Apprise {apprise.__version__} supports "
             "(see https://github.com/caronc/apprise/wiki)"
         )
-    with apprise.LogCapture(level=apprise.logging.WARNING) as captured:  # type: ignore[no-untyped-call]
-        plugin = apprise.Apprise.instantiate(url, asset=_asset())
-    if plugin is not None:
-        return None
-    why = _warnings_text(str(captured.getvalue()).splitlines(), url)
-    return f"Apprise cannot use this {scheme}:// URL {redact_apprise_url(url)}" + (
-        f": {why}" if why else ""
-    )
+    try:
+        # Raising, Apprise says why in the exception; logged lines would be shared with
+        # sends running on other threads.
+        plugin = apprise.Apprise.instantiate(url, asset=_asset(), suppress_exceptions=False)
+    except Exception as exc:
+        why = _scrub(str(exc), url) or type(exc).__name__
+        return f"Apprise cannot use this {scheme}:// URL {redact_apprise_url(url)}: {why}"
+    if plugin is None:
+        return f"Apprise cannot parse this {scheme}:// URL {redact_apprise_url(url)}"
+    return None
 
 
 def _asset() -> Any:
