@@ -333,7 +333,18 @@ def test_an_apprise_timeout_is_a_retry() -> None:
         (f"json://hook:{URL_PASSWORD}@127.0.0.1:9000/hook/{PATH_SECRET}?+X-Key={HEADER_SECRET}",
          "json://***@127.0.0.1:9000/***"),
         ("json://[::1]:9000/hook", "json://[::1]:9000/***"),
-        ("JSON://LocalHost", "json://localhost"),
+        ("JSON://LocalHost", "json://LocalHost"),
+        # a dotted token: Apprise's privacy form hides it, so it is not taken for a host
+        ("pbul://o.gRu5tReFvkSecret", "pbul://***"),
+        ("pbul://o.gRu5tReFvkSecret/device", "pbul://***/***"),
+        # single-label hosts (a compose service name) that Apprise shows as they are
+        ("ntfy://ntfy/topicSecret", "ntfy://ntfy/***"),
+        ("json://receiver:8080/hook", "json://receiver:8080/***"),
+        ("ifttt://WebhookIDSecret@EventName", "ifttt://***@EventName"),
+        ("lametric://ApiKeySecret@192.168.1.5", "lametric://***@192.168.1.5"),
+        # a URL Apprise cannot use shows no more than an address
+        ("mailto://user:pw@smtp.example.com?mode=bogus", "mailto://***@***/***"),
+        ("mailto://user:pw@127.0.0.1?mode=bogus", "mailto://***@127.0.0.1/***"),
         ("json://localhost:notaport/x", "json://***/***"),
         ("no scheme at all", "***"),
     ],

@@ -27,16 +27,18 @@ timeouts, and an outer ``asyncio`` deadline.
 Secrets: Apprise URLs carry tokens in the host and path (``tgram://TOKEN/CHAT``,
 ``slack://A/B/C``), credentials in the userinfo and keys in the query.
 ``redact_apprise_url`` keeps the scheme, and the host only when it is a
-host name or address; Apprise's own ``url(privacy=True)`` is not used for
-that, because it keeps the first and last character of tokens, whole paths
-(``json://host/PATHSECRET``, ntfy topics), header arguments and e-mail
-recipients. Text quoted from Apprise's log lines has every part of the URL
+host name or address that Apprise's own privacy form (``url(privacy=True)``,
+which knows per service which parts are private) keeps too. That form is
+not shown as such: it keeps the first and last character of tokens, whole
+paths (``json://host/PATHSECRET``, ntfy topics), header arguments and
+e-mail recipients. Text quoted from Apprise's log lines has every part of the URL
 that may be secret replaced by ``***``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -62,9 +64,10 @@ _CONNECTION = re.compile(r"connection error|socket|timed? ?out|unreachable|refus
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$", re.I)
 _URL_IN_TEXT = re.compile(r"\b([a-z][a-z0-9+.-]*)://\S+", re.I)
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-_HOSTNAME = re.compile(rf"^(?:{_LABEL}\.)+[a-z][a-z0-9-]*$|^localhost$", re.I)
-_IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
-_IPV6 = re.compile(r"^\[[0-9a-f:.]+\]$", re.I)
+_HOST = re.compile(
+    rf"^(?:{_LABEL}\.)*{_LABEL}$|^\d{{1,3}}(?:\.\d{{1,3}}){{3}}$|^\[[0-9a-f:.]+\]$", re.I
+)
+_IP_OR_LOCAL = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$|^\[[0-9a-f:.]+\]$|^localhost$", re.I)
 
 
 # -- redaction ------------------------------------------------------------------------------
@@ -81,14 +84,41 @@ def _split(url: str) -> tuple[str, str, str, str] | None:
     return scheme.lower(), userinfo if at else "", hostport, rest
 
 
-def _shown_host(hostport: str) -> str:
-    """``hostport`` if it is a host name or address with an optional numeric port, else a mask:
-    in ``tgram://``, ``slack://``, ``discord://`` and others the "host" is a token."""
+def _host_and_port(hostport: str) -> tuple[str, str]:
     host, colon, port = hostport.rpartition(":") if not hostport.endswith("]") else ("", "", "")
     if not colon or not port.isdigit() or not port.isascii():
-        host, port = hostport, ""
-    if host and (_HOSTNAME.match(host) or _IPV4.match(host) or _IPV6.match(host)):
-        return host.lower() + (f":{port}" if port else "")
+        return hostport, ""
+    return host, port
+
+
+@functools.lru_cache(maxsize=256)
+def _apprise_shows_host(url: str, host: str) -> bool:
+    """Whether Apprise's privacy form of ``url`` keeps ``host`` as it is.
+
+    Apprise knows, per service, which URL parts are private: in ``pbul://o.abc…``
+    or ``pover://USER@TOKEN`` the "host" is a token, and its privacy form masks it
+    (``o...c``). A URL Apprise cannot use keeps only an address (``_IP_OR_LOCAL``).
+    """
+    import apprise
+
+    try:
+        plugin = apprise.Apprise.instantiate(url, asset=_asset(), suppress_exceptions=False)
+        private = plugin.url(privacy=True) if plugin is not None else None  # type: ignore[no-untyped-call]
+    except Exception:
+        private = None
+    if not isinstance(private, str):
+        return bool(_IP_OR_LOCAL.match(host))
+    parts = _split(private)
+    return parts is not None and _host_and_port(parts[2])[0].lower() == host.lower()
+
+
+def _shown_host(hostport: str, url: str) -> str:
+    """``hostport`` if it is a host name or address that Apprise does not hide, else a mask:
+    in ``tgram://``, ``slack://``, ``discord://``, ``pbul://`` and others the "host" is a
+    token."""
+    host, port = _host_and_port(hostport)
+    if host and _HOST.match(host) and _apprise_shows_host(url, host):
+        return host + (f":{port}" if port else "")
     return _MASK
 
 
@@ -102,7 +132,7 @@ def redact_apprise_url(url: str) -> str:
     shown = f"{scheme}://"
     if userinfo:
         shown += f"{_MASK}@"
-    shown += _shown_host(hostport) if hostport else ""
+    shown += _shown_host(hostport, url) if hostport else ""
     if rest.strip("/?#"):
         shown += f"/{_MASK}"
     return shown
@@ -115,7 +145,7 @@ def _secrets_of(url: str) -> list[str]:
         return [url] if len(url) >= _MIN_SECRET else []
     _, userinfo, hostport, rest = parts
     found = [userinfo, *userinfo.split(":")]
-    if _shown_host(hostport) == _MASK:
+    if _shown_host(hostport, url) == _MASK:
         found += [hostport, *hostport.split(":")]
     path, _, query = rest.partition("?")
     found += [segment for segment in re.split(r"[/#]", path)]
