@@ -74,10 +74,7 @@ class _Handler:
         return "250 OK"
 
 
-@pytest.fixture
-def smtp() -> Iterator[Mailbox]:
-    box = Mailbox(free_port())
-
+def start_smtp(box: Mailbox) -> Controller:
     def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
         box.logins.append((data.login, data.password))
         # handled=False: aiosmtpd answers a refusal with 535 (handled=True would leave it to us)
@@ -92,6 +89,13 @@ def smtp() -> Iterator[Mailbox]:
         authenticator=authenticate,
     )
     controller.start()
+    return controller
+
+
+@pytest.fixture
+def smtp() -> Iterator[Mailbox]:
+    box = Mailbox(free_port())
+    controller = start_smtp(box)
     try:
         yield box
     finally:
@@ -139,6 +143,21 @@ def test_mailto_to_a_server_that_is_down_is_retried_without_its_password() -> No
         'Connection error while submitting email to "127.0.0.1"'
     )
     assert SMTP_PASSWORD not in repr(outcome) and SMTP_USER not in repr(outcome)
+
+
+def test_a_mail_server_that_is_down_gets_the_mail_when_it_is_back() -> None:
+    box = Mailbox(free_port())
+    down = send(AppriseNotifier(mailto(box.port), timeout=5), mixed_batch())
+    assert down.verdict is Verdict.RETRY and down.error is not None
+    assert down.error.startswith(f"unreachable: mailto://***@127.0.0.1:{box.port}/***")
+    controller = start_smtp(box)
+    try:
+        back = send(AppriseNotifier(mailto(box.port), timeout=5), mixed_batch())
+    finally:
+        controller.stop()
+    assert back.verdict is Verdict.DELIVERED
+    assert box.logins == [(SMTP_USER.encode(), SMTP_PASSWORD.encode())]
+    assert [mail["Subject"] for mail in box.messages] == [text_message(mixed_batch()).title]
 
 
 def test_a_refused_smtp_login_is_retried_as_apprise_cannot_tell_it_apart(smtp: Mailbox) -> None:
