@@ -64,6 +64,14 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
         logging.getLogger(name).setLevel(max(wanted, logging.WARNING))
     logging.getLogger("uvicorn.error").setLevel(max(wanted, logging.ERROR))
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # Apprise's plugins log the topics, chat ids and addresses of their URLs; the
+    # Apprise notifier reports each failure itself, redacted, from what Apprise
+    # captured. Never propagate, at any level (a NullHandler keeps Python's
+    # last-resort handler from printing them either).
+    apprise_log = logging.getLogger("apprise")
+    apprise_log.propagate = False
+    if not any(isinstance(h, logging.NullHandler) for h in apprise_log.handlers):
+        apprise_log.addHandler(logging.NullHandler())
 
 
 # -- checks and events -----------------------------------------------------------------------

@@ -1,24 +1,33 @@
 """Webhook notifications (SPEC §6): payload and signing, sender, dispatcher.
 
+notifier.py    the Notifier seam: Delivery (one event or a batch) → Outcome   pure
 payload.py     body bytes per format + Standard Webhooks headers       pure
-formats/       the Formatter plugins: json, slack, discord             pure
+formats/       the Formatter plugins: json, slack, discord; text       pure
 sender.py      one POST, and what its answer means for retrying
+webhook.py     the HTTP webhook as a Notifier (payload + sender)
+apprise.py     Apprise URLs as a Notifier (imports apprise lazily: not re-exported here)
 dispatcher.py  claim from the outbox → send → record; ``send_test``
 """
 
 from monitor.notify.dispatcher import Dispatcher, backoff_delay, send_test
 from monitor.notify.formats import FORMATTERS, Formatter, formatter_for
+from monitor.notify.notifier import Delivery, Notifier, Outcome, Verdict, batch_id
 from monitor.notify.payload import SigningError, WireRequest, build_request, render_body
 from monitor.notify.sender import DeliveryError
 
 __all__ = [
     "FORMATTERS",
+    "Delivery",
     "DeliveryError",
     "Dispatcher",
     "Formatter",
+    "Notifier",
+    "Outcome",
     "SigningError",
+    "Verdict",
     "WireRequest",
     "backoff_delay",
+    "batch_id",
     "build_request",
     "formatter_for",
     "render_body",

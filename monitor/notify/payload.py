@@ -7,6 +7,9 @@ timestamps, so a retry is signed afresh); ``webhook-signature`` is
 ``v1,<base64 HMAC-SHA256 of "id.timestamp.body">`` made by the
 ``standardwebhooks`` package.
 
+A batch (several events in one delivery) is signed the same way, with the
+batch id (``notifier.batch_id``) as ``webhook-id``.
+
 A webhook without a secret is sent with ``webhook-id`` and
 ``webhook-timestamp`` but no signature (the dispatcher warns once per webhook);
 SPEC §6 expects signed deliveries, so every example config sets a secret.
@@ -16,20 +19,25 @@ from __future__ import annotations
 
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from math import floor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import monitor
 from monitor.notify.formats import formatter_for
+
+if TYPE_CHECKING:
+    from monitor.notify.notifier import Delivery
 
 __all__ = [
     "USER_AGENT",
     "SigningError",
     "WireRequest",
+    "build_delivery_request",
     "build_request",
+    "render_batch_body",
     "render_body",
     "sign",
 ]
@@ -52,6 +60,12 @@ class WireRequest:
 def render_body(payload: Mapping[str, Any], format: str) -> bytes:
     """The body for ``format`` from the stored SPEC §6 event body, as compact UTF-8 JSON."""
     document = formatter_for(format).render(payload)
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def render_batch_body(batch_id: str, payloads: Sequence[Mapping[str, Any]], format: str) -> bytes:
+    """The one body for a batch of event bodies (oldest first), as compact UTF-8 JSON."""
+    document = formatter_for(format).render_batch(batch_id, payloads)
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
@@ -89,7 +103,32 @@ def build_request(
     if timestamp.tzinfo is None:
         raise ValueError("timestamp must be timezone-aware")
     body = render_body(payload, format)
-    msg_id = str(payload["id"])
+    return _signed(body, str(payload["id"]), secret, timestamp, extra_headers)
+
+
+def build_delivery_request(
+    delivery: Delivery,
+    *,
+    format: str,
+    secret: str | None,
+    extra_headers: Mapping[str, str] | None = None,
+) -> WireRequest:
+    """Body and headers of one attempt of ``delivery``: one event as ``build_request``
+    makes it, several as one batch body, signed with the delivery id at its attempt time."""
+    if delivery.is_batch:
+        body = render_batch_body(delivery.id, delivery.events, format)
+    else:
+        body = render_body(delivery.events[0], format)
+    return _signed(body, delivery.id, secret, delivery.attempted_at, extra_headers)
+
+
+def _signed(
+    body: bytes,
+    msg_id: str,
+    secret: str | None,
+    timestamp: datetime,
+    extra_headers: Mapping[str, str] | None,
+) -> WireRequest:
     headers = {"content-type": "application/json", "user-agent": USER_AGENT}
     for name, value in (extra_headers or {}).items():
         headers[name.lower()] = value

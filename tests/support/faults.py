@@ -171,7 +171,8 @@ class _OwnedHTTPServer(ThreadingHTTPServer):
 class LoopbackHTTPServer:
     """A threaded HTTP server on 127.0.0.1:<free port>; subclasses implement ``respond``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, port: int = 0) -> None:
+        self._bind_port = port  # 0: a free one; a fixed one to come back on a port after close()
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._server: _OwnedHTTPServer | None = None
@@ -184,7 +185,7 @@ class LoopbackHTTPServer:
     def start(self) -> Self:
         if self._server is not None:
             return self
-        server = _OwnedHTTPServer(("127.0.0.1", 0), _Handler)
+        server = _OwnedHTTPServer(("127.0.0.1", self._bind_port), _Handler)
         server.owner = self
         self._server = server
         self._thread = threading.Thread(

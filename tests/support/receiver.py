@@ -52,8 +52,8 @@ class Received:
 
 
 class WebhookReceiver(LoopbackHTTPServer):
-    def __init__(self, secret: str | None, *, path: str = "/hook") -> None:
-        super().__init__()
+    def __init__(self, secret: str | None, *, path: str = "/hook", port: int = 0) -> None:
+        super().__init__(port=port)
         self.secret = secret
         self.path = path
         self._state = threading.Condition()

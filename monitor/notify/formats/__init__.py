@@ -1,6 +1,6 @@
 """Webhook body formats: a registry of ``Formatter`` plugins by ``format:`` name.
 
-Adding a format is one file with a class that has ``name`` and ``render``,
+Adding a format is one file with a class that has ``name``, ``render`` and ``render_batch``,
 one line in ``FORMATTERS`` below, and its name in ``WebhookConfig.format``.
 """
 

@@ -1,30 +1,49 @@
 """The formatter plugin family: one small Protocol and the text helpers they share.
 
 A formatter turns the stored SPEC §6 event body into the JSON document one
-kind of receiver expects. It is pure (no I/O, no clock) and must not add
-anything that is not in the event body: no URL, no secret.
+kind of receiver expects, and a batch of them (``batch:``, SPEC §6) into one
+document. It is pure (no I/O, no clock) and must not add anything that is not
+in the event bodies: no URL, no secret.
+
+``PRESENTATION`` is the one place where an event type's title, emoji, colour
+and severity live; every format and the Apprise text take them from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from monitor.domain import EventType
 
 __all__ = [
+    "BATCH_LINES",
     "PRESENTATION",
     "Formatter",
+    "Level",
     "Presentation",
+    "batch_counts",
+    "batch_lead",
+    "clip",
+    "counts_text",
     "digest_change",
     "platform_lines",
     "presentation_of",
     "reference_of",
     "short_digest",
     "status_line",
+    "summary_details",
+    "summary_line",
+    "take_lines",
     "title_of",
 ]
+
+# Apprise's notify types, least to most severe (a batch takes its most severe member's).
+Level = Literal["info", "success", "warning", "failure"]
+_LEVELS: Final[tuple[Level, ...]] = ("info", "success", "warning", "failure")
+
+BATCH_LINES: Final = 20  # event lines a chat message shows before "and N more"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,18 +53,28 @@ class Presentation:
     title: str
     emoji: str  # Slack
     colour: int  # Discord embed
+    level: Level = "info"  # Apprise notify type; the colour of a batch
+
+    @property
+    def severity(self) -> int:
+        return _LEVELS.index(self.level)
 
 
 PRESENTATION: Final[Mapping[EventType, Presentation]] = {
-    EventType.TAG_CHANGED: Presentation("Tag overwritten", ":warning:", 0xF2A900),  # amber
-    EventType.TAG_MISSING: Presentation("Tag missing", ":red_circle:", 0xE01E5A),  # red
-    EventType.TAG_RESTORED: Presentation("Tag restored", ":large_green_circle:", 0x2EB67D),
-    EventType.TAG_CREATED: Presentation("Tag created", ":new:", 0x3AA3E3),  # blue
-    EventType.CHECK_FAILING: Presentation("Checks failing", ":x:", 0x992D22),  # cannot tell
-    EventType.CHECK_RECOVERED: Presentation("Checks recovered", ":white_check_mark:", 0x2EB67D),
-    EventType.TEST: Presentation("Test event", ":wave:", 0x5865F2),  # blurple
+    EventType.TAG_CHANGED: Presentation("Tag overwritten", ":warning:", 0xF2A900, "warning"),
+    EventType.TAG_MISSING: Presentation("Tag missing", ":red_circle:", 0xE01E5A, "failure"),
+    EventType.TAG_RESTORED: Presentation(
+        "Tag restored", ":large_green_circle:", 0x2EB67D, "success"
+    ),
+    EventType.TAG_CREATED: Presentation("Tag created", ":new:", 0x3AA3E3, "info"),  # blue
+    # dark red: the registry cannot tell, which is not the same as "missing"
+    EventType.CHECK_FAILING: Presentation("Checks failing", ":x:", 0x992D22, "failure"),
+    EventType.CHECK_RECOVERED: Presentation(
+        "Checks recovered", ":white_check_mark:", 0x2EB67D, "success"
+    ),
+    EventType.TEST: Presentation("Test event", ":wave:", 0x5865F2, "info"),  # blurple
 }
-_UNKNOWN = Presentation("Event", ":bell:", 0x99AAB5)
+_UNKNOWN = Presentation("Event", ":bell:", 0x99AAB5, "info")
 
 _SHORT_HEX: Final = 12
 
@@ -62,6 +91,10 @@ class Formatter(Protocol):
         """The JSON document to POST; must be JSON-serializable."""
         ...
 
+    def render_batch(self, batch_id: str, payloads: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """One document for several events (oldest first), within the receiver's size limits."""
+        ...
+
 
 def presentation_of(payload: Mapping[str, Any]) -> Presentation:
     """The event type's presentation; a type this version does not know keeps its name."""
@@ -69,7 +102,7 @@ def presentation_of(payload: Mapping[str, Any]) -> Presentation:
     try:
         return PRESENTATION[EventType(kind)]
     except ValueError:
-        return Presentation(kind or _UNKNOWN.title, _UNKNOWN.emoji, _UNKNOWN.colour)
+        return Presentation(kind or _UNKNOWN.title, _UNKNOWN.emoji, _UNKNOWN.colour, "info")
 
 
 def title_of(payload: Mapping[str, Any]) -> str:
@@ -127,3 +160,66 @@ def platform_lines(payload: Mapping[str, Any]) -> list[str]:
             old, new = change.get("previous"), change.get("current")
             lines.append(f"{name}: {short_digest(old)} → {short_digest(new)}")
     return lines
+
+
+def summary_details(payload: Mapping[str, Any]) -> list[str]:
+    """``[digests, status …, reason …]``: what the one-line summary puts in parentheses."""
+    details = [f"status {status_line(payload)}"]
+    digests = digest_change(payload)
+    if digests:
+        details.insert(0, digests)
+    reason = payload.get("reason")
+    if reason:
+        details.append(f"reason {reason}")
+    return details
+
+
+def summary_line(payload: Mapping[str, Any]) -> str:
+    """``Tag overwritten: REF (old → new, status present)``: one event as one line of text."""
+    shown = presentation_of(payload)
+    return f"{shown.title}: {reference_of(payload)} ({', '.join(summary_details(payload))})"
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, the cut marked with an ellipsis."""
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
+
+
+def take_lines(
+    lines: Sequence[str], *, max_lines: int, max_chars: int, line_chars: int
+) -> tuple[list[str], int]:
+    """The leading ``lines`` that fit (each clipped to ``line_chars``, joined by newlines in
+    ``max_chars``, at most ``max_lines``), and how many did not."""
+    kept: list[str] = []
+    used = 0
+    for line in lines:
+        line = clip(line, line_chars)
+        cost = len(line) + (1 if kept else 0)
+        if len(kept) == max_lines or used + cost > max_chars:
+            break
+        kept.append(line)
+        used += cost
+    return kept, len(lines) - len(kept)
+
+
+def batch_counts(payloads: Sequence[Mapping[str, Any]]) -> list[tuple[Presentation, int]]:
+    """How many events of each type, in ``EventType`` order; types this version does not
+    know follow, in order of first appearance."""
+    counts: dict[str, int] = {}
+    for payload in payloads:
+        kind = str(payload.get("type", ""))
+        counts[kind] = counts.get(kind, 0) + 1
+    order = {str(kind): index for index, kind in enumerate(EventType)}
+    ranked = sorted(counts, key=lambda kind: order.get(kind, len(order)))
+    return [(presentation_of({"type": kind}), counts[kind]) for kind in ranked]
+
+
+def counts_text(payloads: Sequence[Mapping[str, Any]]) -> str:
+    """``Checks failing: 3 · Checks recovered: 2``."""
+    return " · ".join(f"{shown.title}: {count}" for shown, count in batch_counts(payloads))
+
+
+def batch_lead(payloads: Sequence[Mapping[str, Any]]) -> Presentation:
+    """The presentation of the batch's most severe event (the earliest of equals)."""
+    shown = [presentation_of(payload) for payload in payloads] or [_UNKNOWN]
+    return max(shown, key=lambda item: item.severity)
