@@ -61,12 +61,20 @@ class Row:
 # --------------------------------------------------------------------------- processes
 
 
-def _limit(cap_mib: int) -> Callable[[], None]:
-    def apply() -> None:
-        cap = cap_mib * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-
-    return apply
+# A child's peak RSS starts as its parent's (Linux keeps the pre-exec high-water
+# mark), and this process holds 50 MB tokens and gzip bombs. So regmon runs as the
+# child of a small launcher, which caps its address space and reports its wait4()
+# peak on a pipe.
+_LAUNCHER = """
+import os, resource, subprocess, sys
+report, cap = int(sys.argv[1]), int(sys.argv[2]) * 1024 * 1024
+def limit():
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+child = subprocess.Popen(sys.argv[3:], preexec_fn=limit)
+_, status, usage = os.wait4(child.pid, 0)
+os.write(report, str(usage.ru_maxrss).encode())
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
 
 
 @dataclass
@@ -79,40 +87,46 @@ class Ran:
 
 
 def run_regmon(*args: str, cap_mib: int, timeout: float = 60, cwd: Path | None = None) -> Ran:
-    """``python -m monitor ARGS`` under the memory cap; peak RSS from wait4()."""
+    """``python -m monitor ARGS`` under the memory cap, with its own peak RSS."""
     began = time.monotonic()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            env={**cli_env(), "PYTHONPATH": str(ROOT)},
-            cwd=cwd,
-            preexec_fn=_limit(cap_mib),
-        )
-        deadline = began + timeout
-        code: int | None = None
-        usage = None
-        while time.monotonic() < deadline:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                code = os.waitstatus_to_exitcode(status)
-                break
-            time.sleep(0.05)
-        else:
-            proc.kill()
-            _, _, usage = os.wait4(proc.pid, 0)
-        proc.returncode = code if code is not None else -9
-        out.seek(0)
-        err.seek(0)
-        return Ran(
-            code,
-            out.read().decode(errors="replace"),
-            err.read().decode(errors="replace"),
-            usage.ru_maxrss / 1024 if usage else 0.0,
-            time.monotonic() - began,
-        )
+    read_end, write_end = os.pipe()
+    command = [sys.executable, "-c", _LAUNCHER, str(write_end), str(cap_mib)]
+    command += [sys.executable, "-m", "monitor"]
+    try:
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(
+                [*command, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env={**cli_env(), "PYTHONPATH": str(ROOT)},
+                cwd=cwd,
+                pass_fds=(write_end,),
+                start_new_session=True,
+            )
+            os.close(write_end)
+            write_end = -1
+            code: int | None
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)  # the launcher and regmon under it
+                proc.wait()
+                code = None
+            peak = os.read(read_end, 64).decode() or "0"
+            out.seek(0)
+            err.seek(0)
+            return Ran(
+                code,
+                out.read().decode(errors="replace"),
+                err.read().decode(errors="replace"),
+                int(peak) / 1024,
+                time.monotonic() - began,
+            )
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
 
 
 def peak_of(pid: int) -> float:
