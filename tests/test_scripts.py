@@ -155,7 +155,7 @@ def test_fresh_machine_says_what_it_does_and_nothing_that_looks_like_a_failure(
     assert first.stderr.splitlines() == [
         f"regmon: installing {venv_package} (needed to create a virtualenv)",
         f"regmon: creating the virtualenv {venv} with {fake / 'bin' / 'python3'}",
-        f"regmon: installing regmon into {venv} (the first time takes about 20 s)",
+        f"regmon: installing regmon into {venv} (the first time takes about a minute)",
     ]
     # Extra arguments reach `regmon run`, not the bootstrap.
     assert first.stdout == "regmon run --config config/regmon.yaml --log-level debug\n"
