@@ -19,10 +19,10 @@ from sqlalchemy.engine import Engine
 
 from monitor.cli import main
 from monitor.domain import Evaluation, Event, EventType, Reason, Status, TagState
-from monitor.events import event_to_payload
 from monitor.store import repository
 from monitor.store.engine import make_engine, upgrade
 from monitor.store.models import Base
+from monitor.wire import event_to_payload
 
 ALPINE = "docker.io/library/alpine:3.20"
 NGINX = "docker.io/library/nginx:1.27"
@@ -205,3 +205,45 @@ def test_history_text(config: Path) -> None:
     assert cli("history", NEVER, "--config", str(config)) == (
         f"{NEVER}: no history (not watched yet, or never checked)\n"
     )
+
+
+@pytest.mark.parametrize("ref", ["alpine:3.20", "nginx:1.27", APP, NEVER])
+def test_history_json_is_the_api_history_body(config: Path, ref: str) -> None:
+    import asyncio
+
+    import httpx
+    from prometheus_client import CollectorRegistry
+    from support.fakes import FakeView
+
+    from monitor.config import load_config
+    from monitor.web.app import create_app
+
+    shown = json.loads(cli("history", ref, "--json", "--config", str(config)))
+    cfg = load_config(config)
+    engine = make_engine(cfg.database)
+    try:
+        app = create_app(FakeView(config=cfg, engine=engine), CollectorRegistry())
+
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://regmon") as client:
+                return await client.get(f"/api/v1/images/{ref}/history")
+
+        response = asyncio.run(go())
+    finally:
+        engine.dispose()
+    assert response.status_code == 200
+    assert shown == response.json()
+    if ref == "alpine:3.20":
+        assert shown["history"][1] == {
+            "image": ALPINE,
+            "recorded_at": "2026-11-27T05:40:20Z",
+            "status": "present",
+            "digest": DIGEST_B,
+            "platforms": {},
+            "event_id": ID_1,
+        }
+        (delivered,) = shown["events"]
+        assert delivered["deliveries"] == [
+            {"webhook": "ops", "status": "delivered", "attempts": 1, "last_status_code": 204}
+        ]

@@ -1,6 +1,8 @@
 """The HTTP API (SPEC §8): /metrics, /healthz, /readyz, /api/v1 and the status page.
 
-A Starlette app over a ``ServiceView``; the service runs it with uvicorn.
+A Starlette app over a ``ServiceView``; the service runs it with uvicorn. The
+shapes are ``monitor.web.views``, the page ``monitor.web.page``; here are the
+routes, their parameters, the token check and the security headers.
 Every database read runs in ``asyncio.to_thread`` (the store is synchronous).
 
 Image routes take the reference raw or percent-encoded
@@ -13,15 +15,10 @@ and a trailing ``/history`` or ``/check`` is split off here.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import hmac
-import html
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import fields, is_dataclass
-from datetime import UTC, datetime, timedelta
-from enum import Enum
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry
@@ -34,11 +31,14 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from monitor.domain import EventType, Status, TagState
+from monitor.domain import EventType
 from monitor.errors import InvalidReference
-from monitor.events import format_timestamp, parse_timestamp
 from monitor.ids import is_event_id
 from monitor.reference import parse_reference
+from monitor.web.page import PAGE_CSS_HASH, render_status_page
+from monitor.web.reads import read_events, read_history
+from monitor.web.views import image_object
+from monitor.wire import parse_timestamp
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -46,13 +46,23 @@ if TYPE_CHECKING:
     from monitor.config import Watch
     from monitor.view import ServiceView
 
-__all__ = ["MAX_EVENTS", "SECURITY_HEADERS", "create_app", "image_object", "render_status_page"]
+__all__ = ["MAX_EVENTS", "SECURITY_HEADERS", "create_app"]
 
 log = logging.getLogger(__name__)
 
 MAX_EVENTS: Final = 1000
 _IMAGES_PREFIX: Final = "/api/v1/images/"
 _EVENT_TYPES: Final = frozenset(str(kind) for kind in EventType)
+
+SECURITY_HEADERS: Final = {
+    "content-security-policy": (
+        f"default-src 'none'; style-src 'sha256-{PAGE_CSS_HASH}'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
 
 
 class _HTTPError(Exception):
@@ -136,8 +146,8 @@ def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starle
                 if whole is None:
                     raise
                 return JSONResponse(image_object(whole, view.states().get(whole.key)))
-            history, events = await asyncio.to_thread(_read_history, view.engine, watch.key)
-            return JSONResponse({"reference": watch.key, "history": history, "events": events})
+            body = await asyncio.to_thread(read_history, view.engine, watch.key)
+            return JSONResponse(body)
         watch = _find_watch(view, raw_ref)
         return JSONResponse(image_object(watch, view.states().get(watch.key)))
 
@@ -208,46 +218,6 @@ class _SecurityHeaders:
             await send(message)
 
         await self._app(scope, receive, with_headers)
-
-
-# --------------------------------------------------------------------------- image objects
-
-
-def image_object(watch: Watch, state: TagState | None) -> dict[str, Any]:
-    """The JSON object of one watched tag; ``None`` for what is not known yet."""
-    ref = watch.image
-    state = state if state is not None else TagState(image=watch.key)
-    return {
-        "reference": watch.key,
-        "registry": ref.registry,
-        "repository": ref.repository,
-        "tag": ref.tag,
-        "status": _text(state.status),
-        "decided_status": _text(state.decided_status),
-        "digest": state.digest,
-        "media_type": state.media_type,
-        "platforms": dict(state.platforms),
-        "watched_platforms": list(watch.platforms),
-        "reason": _text(state.reason),
-        "detail": state.detail,
-        "first_seen": _time(state.first_seen),
-        "last_checked": _time(state.last_checked),
-        "last_decided": _time(state.last_decided),
-        "last_changed": _time(state.last_changed),
-        "consecutive_misses": state.consecutive_misses,
-        "consecutive_errors": state.consecutive_errors,
-        "digest_changes": state.digest_changes,
-        "interval_seconds": watch.interval,
-        "cron": watch.cron,
-    }
-
-
-def _text(value: Enum | None) -> str | None:
-    return None if value is None else str(value.value)
-
-
-def _time(moment: datetime | None) -> str | None:
-    return None if moment is None else format_timestamp(moment)
 
 
 # --------------------------------------------------------------------------- references
@@ -380,191 +350,13 @@ def _parse_limit(text: str | None) -> int:
 
 
 def _read_events(engine: Engine, query: _EventQuery) -> list[dict[str, Any]]:
-    from monitor.store import repository
+    from monitor.store.repository import UnknownEventError
 
     try:
-        payloads = repository.list_events(
+        return read_events(
             engine, since=query.since, types=query.types, image=query.image, limit=query.limit
         )
-    except repository.UnknownEventError as exc:
+    except UnknownEventError as exc:
         raise _HTTPError(
             404, f"since: unknown event id {exc.event_id} (never written, or pruned)"
         ) from None
-    return _with_deliveries(engine, payloads)
-
-
-def _with_deliveries(engine: Engine, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Add ``deliveries`` to each payload that has some, in ONE query for the page."""
-    from monitor.store.outbox import delivery_states
-
-    ids = [payload["id"] for payload in payloads if isinstance(payload.get("id"), str)]
-    states = delivery_states(engine, ids)
-    out: list[dict[str, Any]] = []
-    for payload in payloads:
-        found = states.get(payload.get("id", ""))
-        if not found:
-            out.append(payload)
-            continue
-        deliveries = [
-            {
-                "webhook": d.webhook,
-                "status": d.status,
-                "attempts": d.attempts,
-                "last_status_code": d.last_status_code,
-            }
-            for d in found
-        ]
-        out.append({**payload, "deliveries": deliveries})
-    return out
-
-
-def _read_history(engine: Engine, key: str) -> tuple[list[Any], list[dict[str, Any]]]:
-    from monitor.store import repository
-
-    history = [_jsonable(row) for row in repository.history_for(engine, key)]
-    events = _with_deliveries(engine, repository.list_events(engine, image=key, newest=True))
-    return history, events
-
-
-def _jsonable(value: Any) -> Any:
-    """Store rows (dataclasses of datetimes, enums, mappings) as JSON values."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return {item.name: _jsonable(getattr(value, item.name)) for item in fields(value)}
-    if isinstance(value, datetime):
-        return format_timestamp(value)
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, Mapping):
-        return {str(name): _jsonable(item) for name, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
-    return value
-
-
-# --------------------------------------------------------------------------- status page
-
-_STATUS_ORDER: Final = (*(str(status) for status in Status), "unknown")
-_PAGE_CSS: Final = """
-:root { color-scheme: light dark; --muted: #6e7781; --line: rgba(127, 127, 127, .25); }
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5rem; }
-h1 { font-size: 1.25rem; margin: 0 0 .5rem; }
-.counts { display: flex; flex-wrap: wrap; gap: .5rem; margin: 0 0 1rem; padding: 0; }
-.counts li { list-style: none; }
-table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid var(--line);
-         vertical-align: top; }
-th { font-weight: 600; }
-code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; }
-.muted, small { color: var(--muted); }
-.badge { display: inline-block; padding: 0 .5rem; border-radius: 1rem; color: #fff;
-         font-weight: 600; font-size: 12px; background: #6e7781; }
-.present { background: #1a7f37; } .missing { background: #cf222e; }
-.denied { background: #bc4c00; } .error { background: #8250df; }
-.unknown { background: #6e7781; }
-"""
-
-# The status page's one inline <style>, allowed by its hash: no script, no other source.
-_PAGE_CSS_HASH: Final = base64.b64encode(hashlib.sha256(_PAGE_CSS.encode()).digest()).decode()
-SECURITY_HEADERS: Final = {
-    "content-security-policy": (
-        f"default-src 'none'; style-src 'sha256-{_PAGE_CSS_HASH}'; base-uri 'none'; "
-        "form-action 'none'; frame-ancestors 'none'"
-    ),
-    "x-content-type-options": "nosniff",
-    "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
-}
-
-
-def render_status_page(
-    watches: Sequence[Watch], states: Mapping[str, TagState], *, now: datetime
-) -> str:
-    """The HTML status page: one row per watched tag; every value escaped, no script."""
-    counts = dict.fromkeys(_STATUS_ORDER, 0)
-    rows: list[str] = []
-    for watch in watches:
-        state = states.get(watch.key)
-        status = str(state.status) if state is not None and state.status is not None else "unknown"
-        counts[status] = counts.get(status, 0) + 1
-        rows.append(_status_row(watch, state, status, now))
-    summary = "".join(
-        f'<li><span class="badge {_e(name)}">{_e(name)}</span> {count}</li>'
-        for name, count in counts.items()
-    )
-    body = "\n".join(rows) or '<tr><td colspan="6" class="muted">No watched tags.</td></tr>'
-    return (
-        "<!doctype html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<meta http-equiv="refresh" content="30">'
-        f"<title>regmon: {len(watches)} watched tags</title>"
-        f"<style>{_PAGE_CSS}</style></head><body>"
-        "<h1>regmon</h1>"
-        f'<ul class="counts">{summary}</ul>'
-        "<table><thead><tr><th>Reference</th><th>Status</th><th>Digest</th>"
-        "<th>Last change</th><th>Last check</th><th>Reason</th></tr></thead>"
-        f"<tbody>\n{body}\n</tbody></table>"
-        f"<p><small>Rendered {_e(format_timestamp(now))}. "
-        '<a href="/api/v1/images">JSON</a> · <a href="/metrics">metrics</a></small></p>'
-        "</body></html>\n"
-    )
-
-
-def _status_row(watch: Watch, state: TagState | None, status: str, now: datetime) -> str:
-    digest = state.digest if state is not None else None
-    if digest:
-        short = digest.split(":", 1)[-1][:12]
-        digest_cell = f'<code title="{_e(digest)}">{_e(short)}</code>'
-    else:
-        digest_cell = '<span class="muted">-</span>'
-    reason = ""
-    if state is not None and state.status is not None and state.status is not Status.PRESENT:
-        parts = [str(state.reason.value) if state.reason is not None else "", state.detail or ""]
-        reason = ": ".join(part for part in parts if part)
-    decided = ""
-    if state is not None and state.status is Status.ERROR and state.decided_status is not None:
-        decided = f"<br><small>last decided: {_e(str(state.decided_status))}</small>"
-    schedule = f"every {_duration(watch.interval)}" if watch.interval else f"cron {watch.cron}"
-    return (
-        f"<tr><td><code>{_e(watch.key)}</code><br><small>{_e(schedule)}</small></td>"
-        f'<td><span class="badge {_e(status)}">{_e(status)}</span>{decided}</td>'
-        f"<td>{digest_cell}</td>"
-        f"<td>{_moment(state.last_changed if state else None, now)}</td>"
-        f"<td>{_moment(state.last_checked if state else None, now)}</td>"
-        f"<td>{_e(reason)}</td></tr>"
-    )
-
-
-def _moment(moment: datetime | None, now: datetime) -> str:
-    if moment is None:
-        return '<span class="muted">never</span>'
-    stamp = format_timestamp(moment)
-    return (
-        f'<time datetime="{_e(stamp)}">{_e(_ago(moment, now))}</time><br><small>{_e(stamp)}</small>'
-    )
-
-
-def _ago(moment: datetime, now: datetime) -> str:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    seconds = (now - moment).total_seconds()
-    if seconds < 0:
-        return "in the future"
-    if seconds < 60:
-        return "just now"
-    return f"{_duration(seconds)} ago"
-
-
-def _duration(seconds: float) -> str:
-    span = timedelta(seconds=seconds)
-    if span < timedelta(minutes=1):
-        return f"{int(seconds)} s"
-    if span < timedelta(hours=1):
-        return f"{max(int(seconds // 60), 1)} min"
-    if span < timedelta(days=2):
-        return f"{int(seconds // 3600)} h"
-    return f"{int(seconds // 86400)} d"
-
-
-def _e(text: str) -> str:
-    return html.escape(text, quote=True)
