@@ -18,8 +18,10 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlencode
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -37,7 +39,12 @@ from monitor.ids import is_event_id
 from monitor.reference import parse_reference
 from monitor.web.page import PAGE_CSS_HASH, render_status_page
 from monitor.web.reads import read_events, read_history
-from monitor.web.views import image_object
+from monitor.web.views import (
+    STATUS_NAMES,
+    ImageIndex,
+    image_object,
+    images_body,
+)
 from monitor.wire import parse_timestamp
 
 if TYPE_CHECKING:
@@ -46,11 +53,14 @@ if TYPE_CHECKING:
     from monitor.config import Watch
     from monitor.view import ServiceView
 
-__all__ = ["MAX_EVENTS", "SECURITY_HEADERS", "create_app"]
+__all__ = ["DEFAULT_PAGE", "MAX_EVENTS", "MAX_PAGE", "SECURITY_HEADERS", "create_app"]
 
 log = logging.getLogger(__name__)
 
 MAX_EVENTS: Final = 1000
+# A page of the image listing: 500 rows of the status page are ~350 kB of HTML.
+DEFAULT_PAGE: Final = 500
+MAX_PAGE: Final = 5000
 _IMAGES_PREFIX: Final = "/api/v1/images/"
 _EVENT_TYPES: Final = frozenset(str(kind) for kind in EventType)
 
@@ -103,10 +113,29 @@ def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starle
         images = [image_object(watch, states.get(watch.key)) for watch in view.watches()]
         return bytes(JSONResponse({"images": images}).body)
 
-    async def images(_: Request) -> Response:
-        # Built in a worker thread: with 10,000 watches it takes ~200 ms, which
+    index = _IndexCache()
+
+    def _page_body(query: _ImageQuery) -> bytes:
+        states = view.states()
+        page = index.get(view.watches()).page(
+            states, limit=query.limit, after=query.after, statuses=query.statuses
+        )
+        next_link = None
+        if page.next_after is not None:
+            next_link = query.link("/api/v1/images", page.next_after)
+        return bytes(JSONResponse(images_body(page.rows, next_link)).body)
+
+    async def images(request: Request) -> Response:
+        try:
+            query = _ImageQuery.from_request(request)
+        except _HTTPError as exc:
+            return _error(exc)
+        # Built in a worker thread: all 10,000 watches take ~200 ms, which
         # would otherwise stall every check in flight on the event loop.
-        body = await asyncio.to_thread(_images_body)
+        if query.paged:
+            body = await asyncio.to_thread(_page_body, query)
+        else:
+            body = await asyncio.to_thread(_images_body)
         return Response(body, media_type="application/json")
 
     async def image_route(request: Request) -> Response:
@@ -159,10 +188,28 @@ def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starle
             return _error(exc)
         return JSONResponse({"events": payloads})
 
-    async def status_page(_: Request) -> Response:
-        body = await asyncio.to_thread(
-            render_status_page, view.watches(), view.states(), now=datetime.now(UTC)
+    def _status_page(query: _ImageQuery) -> str:
+        states = view.states()
+        listing = index.get(view.watches())
+        found = listing.statuses(states)  # once for the counts and the filter
+        page = listing.page(
+            states, limit=query.limit, after=query.after, statuses=query.statuses, found=found
         )
+        return render_status_page(
+            page,
+            counts=listing.counts(states, found),
+            now=datetime.now(UTC),
+            statuses=query.statuses,
+            after=query.after,
+            limit=query.given_limit,
+        )
+
+    async def status_page(request: Request) -> Response:
+        try:
+            query = _ImageQuery.from_request(request)
+        except _HTTPError as exc:
+            return PlainTextResponse(exc.message, exc.status)
+        body = await asyncio.to_thread(_status_page, query)
         return HTMLResponse(body, headers={"Cache-Control": "no-store"})
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -239,11 +286,13 @@ def _split_action(request: Request, rest: str) -> tuple[str | None, str]:
     return None, rest
 
 
-def _normalize(text: str) -> str:
+def _normalize(text: str, name: str | None = None) -> str:
+    """The normalized reference; ``name`` prefixes the 400 of a query parameter."""
     try:
         return str(parse_reference(text.strip()))
     except InvalidReference as exc:
-        raise _HTTPError(400, _one_line(str(exc))) from None
+        prefix = f"{name}: " if name else ""
+        raise _HTTPError(400, _one_line(f"{prefix}{exc}")) from None
 
 
 def _find_watch(view: ServiceView, text: str) -> Watch:
@@ -278,6 +327,66 @@ def _one_line(text: str) -> str:
 
 def _error(exc: _HTTPError) -> Response:
     return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+
+# --------------------------------------------------------------------------- image listing
+
+
+class _IndexCache:
+    """The ``ImageIndex`` of the watches in force, rebuilt when they are other objects
+    (a reload), so a page sorts nothing."""
+
+    def __init__(self) -> None:
+        self._index: ImageIndex | None = None
+
+    def get(self, watches: Sequence[Watch]) -> ImageIndex:
+        index = self._index
+        if index is None or not index.is_for(watches):
+            # Two threads may both rebuild after a reload: the same index, built twice.
+            index = self._index = ImageIndex(watches)
+        return index
+
+
+@dataclass(frozen=True, slots=True)
+class _ImageQuery:
+    """The validated query of ``GET /api/v1/images`` and the status page."""
+
+    paged: bool
+    limit: int
+    given_limit: int | None
+    after: str | None
+    statuses: tuple[str, ...]
+
+    @classmethod
+    def from_request(cls, request: Request) -> _ImageQuery:
+        params = request.query_params
+        given = params.get("limit")
+        limit = _parse_limit(given, maximum=MAX_PAGE, default=DEFAULT_PAGE)
+        after = params.get("after")
+        return cls(
+            # Without any of these, today's answer: every watch in config order.
+            paged=any(name in params for name in ("limit", "after", "status")),
+            limit=limit,
+            given_limit=limit if given else None,
+            after=_normalize(after, "after") if after else None,
+            statuses=_parse_statuses(params.getlist("status")),
+        )
+
+    def link(self, path: str, after: str) -> str:
+        """``path`` with this query, resuming after ``after``."""
+        query = {"limit": str(self.limit), "after": after}
+        if self.statuses:
+            query["status"] = ",".join(self.statuses)
+        return f"{path}?{urlencode(query)}"
+
+
+def _parse_statuses(values: Sequence[str]) -> tuple[str, ...]:
+    names = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    unknown = [name for name in names if name not in STATUS_NAMES]
+    if unknown:
+        known = ", ".join(sorted(STATUS_NAMES))
+        raise _HTTPError(400, _one_line(f"status: unknown status {unknown[0]!r} ({known})"))
+    return tuple(dict.fromkeys(names))
 
 
 # --------------------------------------------------------------------------- events and history
@@ -334,18 +443,18 @@ def _parse_types(values: Sequence[str]) -> list[str] | None:
     return list(dict.fromkeys(types)) or None
 
 
-def _parse_limit(text: str | None) -> int:
+def _parse_limit(text: str | None, *, maximum: int = MAX_EVENTS, default: int = MAX_EVENTS) -> int:
     if text is None or text == "":
-        return MAX_EVENTS
+        return default
     text = text.strip()
     # Length first: int() of a 5,000-digit string raises (Python's 4,300-digit guard).
     digits = text.lstrip("0")
     if (
         not (text.isascii() and text.isdigit())
-        or len(digits) > len(str(MAX_EVENTS))
-        or not 1 <= int(digits or "0") <= MAX_EVENTS
+        or len(digits) > len(str(maximum))
+        or not 1 <= int(digits or "0") <= maximum
     ):
-        raise _HTTPError(400, f"limit: expected a whole number from 1 to {MAX_EVENTS}")
+        raise _HTTPError(400, f"limit: expected a whole number from 1 to {maximum}")
     return int(digits)
 
 

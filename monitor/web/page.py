@@ -1,16 +1,19 @@
-"""The HTML status page (SPEC §8): one row per watched tag; every value escaped, no
-script, one inline style that the Content-Security-Policy allows by ``PAGE_CSS_HASH``."""
+"""The HTML status page (SPEC §8): one row per watched tag, a page at a time, with
+filter links by status; every value escaped, no script, no form (the policy has
+``form-action 'none'``), one inline style that the policy allows by ``PAGE_CSS_HASH``."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
+from urllib.parse import urlencode
 
 from monitor.domain import Status, TagState
+from monitor.web.views import ImagePage, status_name
 from monitor.wire import format_timestamp
 
 if TYPE_CHECKING:
@@ -18,7 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PAGE_CSS_HASH", "render_status_page"]
 
-_STATUS_ORDER: Final = (*(str(status) for status in Status), "unknown")
 _PAGE_CSS: Final = """
 :root { color-scheme: light dark; --muted: #6e7781; --line: rgba(127, 127, 127, .25); }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5rem; }
@@ -36,6 +38,8 @@ code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; }
 .present { background: #1a7f37; } .missing { background: #cf222e; }
 .denied { background: #bc4c00; } .error { background: #8250df; }
 .unknown { background: #6e7781; }
+a.badge { text-decoration: none; } a.badge.on { outline: 2px solid currentColor; }
+.nav { margin: .5rem 0; }
 """
 
 # The status page's one inline <style>, allowed by its hash: no script, no other source.
@@ -43,37 +47,68 @@ PAGE_CSS_HASH: Final = base64.b64encode(hashlib.sha256(_PAGE_CSS.encode()).diges
 
 
 def render_status_page(
-    watches: Sequence[Watch], states: Mapping[str, TagState], *, now: datetime
+    page: ImagePage,
+    *,
+    counts: Mapping[str, int],
+    now: datetime,
+    statuses: Collection[str] = (),
+    after: str | None = None,
+    limit: int | None = None,
 ) -> str:
-    """The HTML status page: one row per watched tag; every value escaped, no script."""
-    counts = dict.fromkeys(_STATUS_ORDER, 0)
-    rows: list[str] = []
-    for watch in watches:
-        state = states.get(watch.key)
-        status = str(state.status) if state is not None and state.status is not None else "unknown"
-        counts[status] = counts.get(status, 0) + 1
-        rows.append(_status_row(watch, state, status, now))
+    """The HTML status page: one page of watched tags (``page``), the count of every
+    status as filter links, and links to the first and the next page."""
+    total = sum(counts.values())
+    rows = [_status_row(watch, state, status_name(state), now) for watch, state in page.rows]
+    chosen = set(statuses)
     summary = "".join(
-        f'<li><span class="badge {_e(name)}">{_e(name)}</span> {count}</li>'
+        f'<li><a class="badge {_e(name)}{" on" if name in chosen else ""}" '
+        f'href="{_e(_href(limit=limit, statuses=[name]))}">{_e(name)}</a> {count}</li>'
         for name, count in counts.items()
     )
-    body = "\n".join(rows) or '<tr><td colspan="6" class="muted">No watched tags.</td></tr>'
+    summary += f'<li><a href="{_e(_href(limit=limit))}">all</a> {total}</li>'
+    if rows:
+        body = "\n".join(rows)
+    else:
+        empty = "No watched tags." if total == 0 else "No watched tags on this page."
+        body = f'<tr><td colspan="6" class="muted">{empty}</td></tr>'
+    matching = sum(counts.get(name, 0) for name in chosen) if chosen else total
+    where = f" after <code>{_e(after)}</code>" if after is not None else ""
+    links = []
+    if after is not None:
+        links.append(f'<a href="{_e(_href(limit=limit, statuses=statuses))}">First page</a>')
+    if page.next_after is not None:
+        href = _href(limit=limit, statuses=statuses, after=page.next_after)
+        links.append(f'<a href="{_e(href)}" rel="next">Next page</a>')
+    nav = f"{len(rows)} of {matching} shown{where}." + "".join(f" {link}" for link in links)
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta http-equiv="refresh" content="30">'
-        f"<title>regmon: {len(watches)} watched tags</title>"
+        f"<title>regmon: {total} watched tags</title>"
         f"<style>{_PAGE_CSS}</style></head><body>"
         "<h1>regmon</h1>"
         f'<ul class="counts">{summary}</ul>'
+        f'<p class="nav">{nav}</p>'
         "<table><thead><tr><th>Reference</th><th>Status</th><th>Digest</th>"
         "<th>Last change</th><th>Last check</th><th>Reason</th></tr></thead>"
         f"<tbody>\n{body}\n</tbody></table>"
+        f'<p class="nav">{nav}</p>'
         f"<p><small>Rendered {_e(format_timestamp(now))}. "
         '<a href="/api/v1/images">JSON</a> · <a href="/metrics">metrics</a></small></p>'
         "</body></html>\n"
     )
+
+
+def _href(*, limit: int | None, statuses: Collection[str] = (), after: str | None = None) -> str:
+    query: dict[str, str] = {}
+    if statuses:
+        query["status"] = ",".join(statuses)
+    if limit is not None:
+        query["limit"] = str(limit)
+    if after is not None:
+        query["after"] = after
+    return "/?" + urlencode(query) if query else "/"
 
 
 def _status_row(watch: Watch, state: TagState | None, status: str, now: datetime) -> str:
