@@ -1,8 +1,9 @@
 """The HTTP API (SPEC §8): /metrics, /healthz, /readyz, /api/v1 and the status page.
 
 A Starlette app over a ``ServiceView``; the service runs it with uvicorn. The
-shapes are ``monitor.web.views``, the page ``monitor.web.page``; here are the
-routes, their parameters, the token check and the security headers.
+shapes are ``monitor.web.views``, the page ``monitor.web.page``, the query
+parameters ``monitor.web.queries``; here are the routes, the token check and
+the security headers.
 Every database read runs in ``asyncio.to_thread`` (the store is synchronous).
 
 Image routes take the reference raw or percent-encoded
@@ -17,11 +18,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlencode
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -33,19 +32,16 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from monitor.domain import EventType
-from monitor.errors import InvalidReference
-from monitor.ids import is_event_id
-from monitor.reference import parse_reference
 from monitor.web.page import PAGE_CSS_HASH, render_status_page
-from monitor.web.reads import read_events, read_history
-from monitor.web.views import (
-    STATUS_NAMES,
-    ImageIndex,
-    image_object,
-    images_body,
+from monitor.web.queries import (
+    EventQuery,
+    HTTPError,
+    ImageQuery,
+    normalize_reference,
+    one_line,
 )
-from monitor.wire import parse_timestamp
+from monitor.web.reads import read_events, read_history
+from monitor.web.views import ImageIndex, image_object, images_body
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -53,16 +49,9 @@ if TYPE_CHECKING:
     from monitor.config import Watch
     from monitor.view import ServiceView
 
-__all__ = ["DEFAULT_PAGE", "MAX_EVENTS", "MAX_PAGE", "SECURITY_HEADERS", "create_app"]
+__all__ = ["SECURITY_HEADERS", "create_app"]
 
 log = logging.getLogger(__name__)
-
-MAX_EVENTS: Final = 1000
-# A page of the image listing: 500 rows of the status page are ~350 kB of HTML.
-DEFAULT_PAGE: Final = 500
-MAX_PAGE: Final = 5000
-_IMAGES_PREFIX: Final = "/api/v1/images/"
-_EVENT_TYPES: Final = frozenset(str(kind) for kind in EventType)
 
 SECURITY_HEADERS: Final = {
     "content-security-policy": (
@@ -73,16 +62,6 @@ SECURITY_HEADERS: Final = {
     "x-frame-options": "DENY",
     "referrer-policy": "no-referrer",
 }
-
-
-class _HTTPError(Exception):
-    """An error answer: ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = dict(headers or {})
 
 
 def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starlette:
@@ -115,7 +94,7 @@ def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starle
 
     index = _IndexCache()
 
-    def _page_body(query: _ImageQuery) -> bytes:
+    def _page_body(query: ImageQuery) -> bytes:
         states = view.states()
         page = index.get(view.watches()).page(
             states, limit=query.limit, after=query.after, statuses=query.statuses
@@ -127,8 +106,8 @@ def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starle
 
     async def images(request: Request) -> Response:
         try:
-            query = _ImageQuery.from_request(request)
-        except _HTTPError as exc:
+            query = ImageQuery.parse(request.query_params)
+        except HTTPError as exc:
             return _error(exc)
         # Built in a worker thread: all 10,000 watches take ~200 ms, which
         # would otherwise stall every check in flight on the event loop.
@@ -141,7 +120,7 @@ def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starle
     async def image_route(request: Request) -> Response:
         try:
             return await _image_route(request)
-        except _HTTPError as exc:
+        except HTTPError as exc:
             return _error(exc)
 
     async def _image_route(request: Request) -> Response:
@@ -149,7 +128,7 @@ def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starle
         action, raw_ref = _split_action(request, rest)
         if request.method == "POST":
             if action != "check":
-                raise _HTTPError(405, "only POST /api/v1/images/{ref}/check", {"Allow": "GET"})
+                raise HTTPError(405, "only POST /api/v1/images/{ref}/check", {"Allow": "GET"})
             _authorize(request, view.config.api_token)
             watch = _find_watch(view, raw_ref)
             from monitor.store.engine import StoreError
@@ -157,19 +136,19 @@ def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starle
             try:
                 state = await view.check_now(watch.key)
             except KeyError:
-                raise _HTTPError(404, f"not watched: {watch.key}") from None
+                raise HTTPError(404, f"not watched: {watch.key}") from None
             except StoreError as exc:  # checked, but not recorded: the database fails
-                raise _HTTPError(503, _one_line(str(exc)), {"Retry-After": "30"}) from None
+                raise HTTPError(503, one_line(str(exc)), {"Retry-After": "30"}) from None
             return JSONResponse(image_object(watch, state))
         if action == "check":
             whole = _whole_or_none(view, rest)  # docker.io/acme/check is a name too
             if whole is None:
-                raise _HTTPError(405, "use POST to check now", {"Allow": "POST"})
+                raise HTTPError(405, "use POST to check now", {"Allow": "POST"})
             return JSONResponse(image_object(whole, view.states().get(whole.key)))
         if action == "history":
             try:
                 watch = _find_watch(view, raw_ref)
-            except _HTTPError:
+            except HTTPError:
                 # ``/api/v1/images/acme/history`` may also name docker.io/acme/history.
                 whole = _whole_or_none(view, rest)
                 if whole is None:
@@ -182,13 +161,13 @@ def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starle
 
     async def events(request: Request) -> Response:
         try:
-            query = _EventQuery.from_request(request)
+            query = EventQuery.parse(request.query_params)
             payloads = await asyncio.to_thread(_read_events, view.engine, query)
-        except _HTTPError as exc:
+        except HTTPError as exc:
             return _error(exc)
         return JSONResponse({"events": payloads})
 
-    def _status_page(query: _ImageQuery) -> str:
+    def _status_page(query: ImageQuery) -> str:
         states = view.states()
         listing = index.get(view.watches())
         found = listing.statuses(states)  # once for the counts and the filter
@@ -206,8 +185,8 @@ def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starle
 
     async def status_page(request: Request) -> Response:
         try:
-            query = _ImageQuery.from_request(request)
-        except _HTTPError as exc:
+            query = ImageQuery.parse(request.query_params)
+        except HTTPError as exc:
             return PlainTextResponse(exc.message, exc.status)
         body = await asyncio.to_thread(_status_page, query)
         return HTMLResponse(body, headers={"Cache-Control": "no-store"})
@@ -286,46 +265,33 @@ def _split_action(request: Request, rest: str) -> tuple[str | None, str]:
     return None, rest
 
 
-def _normalize(text: str, name: str | None = None) -> str:
-    """The normalized reference; ``name`` prefixes the 400 of a query parameter."""
-    try:
-        return str(parse_reference(text.strip()))
-    except InvalidReference as exc:
-        prefix = f"{name}: " if name else ""
-        raise _HTTPError(400, _one_line(f"{prefix}{exc}")) from None
-
-
 def _find_watch(view: ServiceView, text: str) -> Watch:
-    key = _normalize(text)
+    key = normalize_reference(text)
     for watch in view.watches():
         if watch.key == key:
             return watch
-    raise _HTTPError(404, f"not watched: {key}")
+    raise HTTPError(404, f"not watched: {key}")
 
 
 def _whole_or_none(view: ServiceView, text: str) -> Watch | None:
     try:
         return _find_watch(view, text)
-    except _HTTPError:
+    except HTTPError:
         return None
 
 
 def _authorize(request: Request, token: str | None) -> None:
     if not token:
-        raise _HTTPError(403, "POST endpoints are disabled: set api_token")
+        raise HTTPError(403, "POST endpoints are disabled: set api_token")
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     given = credentials.strip().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(given, token.encode()):
-        raise _HTTPError(
+        raise HTTPError(
             401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="regmon"'}
         )
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _error(exc: _HTTPError) -> Response:
+def _error(exc: HTTPError) -> Response:
     return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
 
@@ -347,118 +313,10 @@ class _IndexCache:
         return index
 
 
-@dataclass(frozen=True, slots=True)
-class _ImageQuery:
-    """The validated query of ``GET /api/v1/images`` and the status page."""
-
-    paged: bool
-    limit: int
-    given_limit: int | None
-    after: str | None
-    statuses: tuple[str, ...]
-
-    @classmethod
-    def from_request(cls, request: Request) -> _ImageQuery:
-        params = request.query_params
-        given = params.get("limit")
-        limit = _parse_limit(given, maximum=MAX_PAGE, default=DEFAULT_PAGE)
-        after = params.get("after")
-        return cls(
-            # Without any of these, today's answer: every watch in config order.
-            paged=any(name in params for name in ("limit", "after", "status")),
-            limit=limit,
-            given_limit=limit if given else None,
-            after=_normalize(after, "after") if after else None,
-            statuses=_parse_statuses(params.getlist("status")),
-        )
-
-    def link(self, path: str, after: str) -> str:
-        """``path`` with this query, resuming after ``after``."""
-        query = {"limit": str(self.limit), "after": after}
-        if self.statuses:
-            query["status"] = ",".join(self.statuses)
-        return f"{path}?{urlencode(query)}"
-
-
-def _parse_statuses(values: Sequence[str]) -> tuple[str, ...]:
-    names = [part.strip() for value in values for part in value.split(",") if part.strip()]
-    unknown = [name for name in names if name not in STATUS_NAMES]
-    if unknown:
-        known = ", ".join(sorted(STATUS_NAMES))
-        raise _HTTPError(400, _one_line(f"status: unknown status {unknown[0]!r} ({known})"))
-    return tuple(dict.fromkeys(names))
-
-
 # --------------------------------------------------------------------------- events and history
 
 
-class _EventQuery:
-    """The validated query of ``GET /api/v1/events``."""
-
-    def __init__(
-        self,
-        since: str | datetime | None,
-        types: Sequence[str] | None,
-        image: str | None,
-        limit: int,
-    ) -> None:
-        self.since = since
-        self.types = types
-        self.image = image
-        self.limit = limit
-
-    @classmethod
-    def from_request(cls, request: Request) -> _EventQuery:
-        params = request.query_params
-        return cls(
-            since=_parse_since(params.get("since")),
-            types=_parse_types(params.getlist("type")),
-            image=_normalize(params["image"]) if params.get("image") else None,
-            limit=_parse_limit(params.get("limit")),
-        )
-
-
-def _parse_since(text: str | None) -> str | datetime | None:
-    if text is None or text == "":
-        return None
-    text = text.strip()
-    if is_event_id(text):
-        return text.upper()
-    if "T" in text.upper():
-        try:
-            return parse_timestamp(text)
-        except ValueError:
-            pass
-    raise _HTTPError(
-        400, "since: expected an event id or an RFC 3339 time like 2026-11-27T05:40:20Z"
-    )
-
-
-def _parse_types(values: Sequence[str]) -> list[str] | None:
-    types = [part.strip() for value in values for part in value.split(",") if part.strip()]
-    unknown = [kind for kind in types if kind not in _EVENT_TYPES]
-    if unknown:
-        known = ", ".join(sorted(_EVENT_TYPES))
-        raise _HTTPError(400, _one_line(f"type: unknown event type {unknown[0]!r} ({known})"))
-    return list(dict.fromkeys(types)) or None
-
-
-def _parse_limit(text: str | None, *, maximum: int = MAX_EVENTS, default: int = MAX_EVENTS) -> int:
-    if text is None or text == "":
-        return default
-    text = text.strip()
-    # Length first: int() of a 5,000-digit string raises (Python's 4,300-digit guard).
-    digits = text.lstrip("0")
-    if (
-        not (text.isascii() and text.isdigit())
-        or len(digits) > len(str(maximum))
-        or not 1 <= int(digits or "0") <= maximum
-    ):
-        raise _HTTPError(400, f"limit: expected a whole number from 1 to {maximum}")
-    return int(digits)
-
-
-def _read_events(engine: Engine, query: _EventQuery) -> list[dict[str, Any]]:
+def _read_events(engine: Engine, query: EventQuery) -> list[dict[str, Any]]:
     from monitor.store.repository import UnknownEventError
 
     try:
@@ -466,6 +324,6 @@ def _read_events(engine: Engine, query: _EventQuery) -> list[dict[str, Any]]:
             engine, since=query.since, types=query.types, image=query.image, limit=query.limit
         )
     except UnknownEventError as exc:
-        raise _HTTPError(
+        raise HTTPError(
             404, f"since: unknown event id {exc.event_id} (never written, or pruned)"
         ) from None
