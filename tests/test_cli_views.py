@@ -247,3 +247,19 @@ def test_history_json_is_the_api_history_body(config: Path, ref: str) -> None:
         assert delivered["deliveries"] == [
             {"webhook": "ops", "status": "delivered", "attempts": 1, "last_status_code": 204}
         ]
+
+
+def test_the_views_import_no_web_framework() -> None:
+    """``regmon status``/``history`` read the views without Starlette or prometheus_client."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, monitor.web.views, monitor.web.reads, monitor.web.queries, monitor.wire\n"
+        "print(sorted(m for m in ('starlette', 'uvicorn', 'prometheus_client', 'sqlalchemy')"
+        " if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "[]\n", "")
