@@ -6,7 +6,7 @@ Builds a fake ``ServiceView`` of N watches (states: 1 in 40 never checked,
 1 in 50 missing, 1 in 500 error, the rest present) and calls the real Starlette
 app through ``httpx.ASGITransport``; each figure is the median of ``--repeats``
 requests (the first request of a row, which builds the sorted index, is
-reported apart as ``build``). Run it on a tree with ``monitor/api.py`` (before
+reported apart as ``first``). Run it on a tree with ``monitor/api.py`` (before
 the web split) to get the old numbers of the unpaged answers: paged rows are
 then skipped.
 """
