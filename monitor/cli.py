@@ -394,12 +394,6 @@ def _engine_for(config_path: str, *, migrate: bool = False) -> Any:
     return cfg, engine
 
 
-def _ts(value: Any) -> str | None:
-    from monitor.events import format_timestamp
-
-    return format_timestamp(value) if value is not None else None
-
-
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--config", "config_path", **CONFIG_OPTION)
@@ -407,25 +401,14 @@ def _ts(value: Any) -> str | None:
 def status(as_json: bool, config_path: str) -> None:
     """Current state of every watched tag, from the database."""
     from monitor.store.repository import load_states
+    from monitor.web.views import image_summary
 
     cfg, engine = _engine_for(config_path)
     try:
         states = load_states(engine)
     finally:
         engine.dispose()
-    rows = []
-    for watch in cfg.watches():
-        state = states.get(watch.key)
-        rows.append(
-            {
-                "reference": watch.key,
-                "status": str(state.status) if state and state.status else None,
-                "digest": state.digest if state else None,
-                "reason": (str(state.reason) if state.reason else state.detail) if state else None,
-                "last_checked": _ts(state.last_checked) if state else None,
-                "last_changed": _ts(state.last_changed) if state else None,
-            }
-        )
+    rows = [image_summary(watch, states.get(watch.key)) for watch in cfg.watches()]
     if as_json:
         click.echo(json.dumps({"images": rows}, indent=2))
         return
@@ -442,29 +425,21 @@ def status(as_json: bool, config_path: str) -> None:
 def history(reference: str, as_json: bool, config_path: str) -> None:
     """Digest timeline and events of one tag."""
     from monitor.domain import Reason, Status
-    from monitor.store.repository import get_state, history_for, list_events
+    from monitor.store.repository import get_state
+    from monitor.web.reads import read_history
 
     (ref,) = _parse_refs([reference])
     key = str(ref)
     _, engine = _engine_for(config_path)
     try:
-        timeline = history_for(engine, key)
-        events = list_events(engine, image=key, newest=True)
+        body = read_history(engine, key)
         state = get_state(engine, key)
     finally:
         engine.dispose()
-    changes = [
-        {
-            "recorded_at": _ts(h.recorded_at),
-            "status": h.status,
-            "digest": h.digest,
-            "platforms": h.platforms,
-        }
-        for h in timeline
-    ]
     if as_json:
-        click.echo(json.dumps({"reference": key, "history": changes, "events": events}, indent=2))
+        click.echo(json.dumps(body, indent=2))
         return
+    changes, events = body["history"], body["events"]
     # History rows record decided checks only: none yet may mean every check failed.
     if not changes and state is not None and state.status is Status.ERROR:
         failure = state.reason or Reason.PROTOCOL

@@ -22,9 +22,10 @@ from monitor.checker import RegistrySlots, check_reference, client_from_config
 from monitor.config import Config, Watch, load_config
 from monitor.domain import Event, TagState
 from monitor.errors import RegmonError
-from monitor.events import evaluate, event_to_payload
+from monitor.events import evaluate
 from monitor.logs import CheckLog
 from monitor.reference import canonical_registry
+from monitor.wire import event_to_payload
 
 if TYPE_CHECKING:
     import httpx
@@ -168,7 +169,6 @@ class Service:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self, *, serve_http: bool = True) -> None:
-        from monitor.api import create_app
         from monitor.metrics import Metrics
         from monitor.runtime.recorder import Recorder
         from monitor.scheduler import WatchScheduler
@@ -179,6 +179,7 @@ class Service:
             upgrade,
         )
         from monitor.store.repository import load_states, sync_watches
+        from monitor.web.app import create_app
 
         # Bind first: a taken port (say, a second regmon started by mistake) is a
         # one-line error before the database is touched.
@@ -574,7 +575,7 @@ def _bind(config: Config) -> socket.socket:
 
 def _make_server(app: Any, config: Config) -> uvicorn.Server:
     from monitor import httpserver
-    from monitor.api import SECURITY_HEADERS
+    from monitor.web.app import SECURITY_HEADERS
 
     # Slow or idle clients must not take the descriptors that checks and the database need.
     limit = httpserver.raise_fd_limit()

@@ -1,4 +1,4 @@
-"""monitor.api: every endpoint, over a FakeView with a real SQLite store."""
+"""monitor.web: every endpoint, over a FakeView with a real SQLite store."""
 
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from support.fakes import FakeView, migrated_engine
 
-from monitor.api import create_app
 from monitor.config import parse_config
 from monitor.domain import Evaluation, Event, EventType, Reason, Status, TagState
-from monitor.events import event_to_payload
 from monitor.ids import new_event_id
 from monitor.metrics import Metrics
 from monitor.store import repository
 from monitor.store.engine import make_engine
 from monitor.store.models import Base
+from monitor.web.app import create_app
+from monitor.wire import event_to_payload
 
 ALPINE = "docker.io/library/alpine:3.20"
 NGINX = "docker.io/library/nginx:1.27"

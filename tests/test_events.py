@@ -19,16 +19,10 @@ from monitor.domain import (
     Status,
     TagState,
 )
-from monitor.events import (
-    diff_platforms,
-    evaluate,
-    event_to_payload,
-    format_timestamp,
-    parse_timestamp,
-    payload_to_event,
-)
+from monitor.events import diff_platforms, evaluate
 from monitor.ids import is_event_id
 from monitor.reference import parse_reference
+from monitor.wire import event_to_payload, format_timestamp, parse_timestamp, payload_to_event
 
 REF = parse_reference("nginx:1.27")
 IMAGE = "docker.io/library/nginx:1.27"

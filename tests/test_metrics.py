@@ -20,13 +20,13 @@ from support.fakes import FakeView, migrated_engine
 from monitor import __version__
 from monitor.config import parse_config
 from monitor.domain import CheckResult, Evaluation, Event, EventType, Reason, Status, TagState
-from monitor.events import event_to_payload
 from monitor.ids import new_event_id
 from monitor.metrics import METRIC_NAMES, Metrics
 from monitor.reference import parse_reference
 from monitor.store import repository
 from monitor.store.engine import make_engine
 from monitor.store.models import Base
+from monitor.wire import event_to_payload
 
 ALPINE = "docker.io/library/alpine:3.20"
 NGINX = "docker.io/library/nginx:1.27"

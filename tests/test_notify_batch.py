@@ -14,11 +14,11 @@ import pytest
 from standardwebhooks import Webhook
 
 from monitor.domain import Event, EventType, PlatformChange, Status
-from monitor.events import event_to_payload
 from monitor.notify.formats import FORMATTERS, formatter_for
 from monitor.notify.formats.text import TEXT_LINES, text_message
 from monitor.notify.notifier import Delivery, batch_id
 from monitor.notify.payload import build_delivery_request, build_request, render_batch_body
+from monitor.wire import event_to_payload
 
 SECRET = "whsec_QmF0Y2gtc2VjcmV0LWZvci1yZWdtb24tdGVzdHM="
 T0 = datetime(2026, 11, 27, 5, 40, 0, tzinfo=UTC)

@@ -17,7 +17,6 @@ from standardwebhooks import Webhook
 from support.faults import free_port, hung_server, status_server
 
 from monitor.domain import Event, EventType, PlatformChange, Status
-from monitor.events import event_to_payload
 from monitor.notify import FORMATTERS, DeliveryError, SigningError, build_request, render_body
 from monitor.notify.dispatcher import backoff_delay
 from monitor.notify.formats import formatter_for, short_digest
@@ -25,6 +24,7 @@ from monitor.notify.formats.base import PRESENTATION
 from monitor.notify.payload import USER_AGENT
 from monitor.notify.sender import parse_retry_after, send
 from monitor.registry.transport import default_transport_factory
+from monitor.wire import event_to_payload
 
 SECRET = "whsec_" + base64.b64encode(b"regmon-test-secret-0123456789").decode()
 OLD = "sha256:" + "a1" * 32

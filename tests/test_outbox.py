@@ -24,7 +24,6 @@ from support.receiver import WebhookReceiver
 
 from monitor.config import Config, parse_config
 from monitor.domain import Evaluation, Event, EventType, Status, TagState
-from monitor.events import event_to_payload
 from monitor.metrics import Metrics
 from monitor.notify import Dispatcher
 from monitor.store import make_engine, record_evaluations, upgrade
@@ -37,6 +36,7 @@ from monitor.store.outbox import (
     release_claims,
     reset_sending,
 )
+from monitor.wire import event_to_payload
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 LEASE = timedelta(seconds=60)

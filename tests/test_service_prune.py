@@ -10,10 +10,10 @@ from support.wait import wait_for
 
 from monitor.config import parse_config
 from monitor.domain import Evaluation, Event, EventType, Status, TagState
-from monitor.events import event_to_payload
 from monitor.ids import new_event_id
 from monitor.service import Service
 from monitor.store.repository import list_events, record_evaluations
+from monitor.wire import event_to_payload
 
 IMAGE = "127.0.0.1:5000/team/app:v1"
 

@@ -41,6 +41,7 @@ from monitor.store.models import (
     HistoryModel,
     WatchModel,
 )
+from monitor.wire import parse_timestamp
 
 __all__ = [
     "HistoryRow",
@@ -490,10 +491,9 @@ def list_events(
 def _parse_time(value: str) -> datetime | None:
     """An RFC 3339 time with an offset, else None (the string is an event id)."""
     try:
-        parsed = datetime.fromisoformat(value)
+        return parse_timestamp(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo is not None else None
 
 
 # --- retention -----------------------------------------------------------------------
