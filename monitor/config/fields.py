@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from monitor.config.messages import one_line, shown
-from monitor.config.resolve import resolve_path
+from monitor.config.paths import resolve_path
 from monitor.config.secrets import check_ca_file, check_secret_file
 from monitor.domain import EventType
 from monitor.durations import DURATION_HINT, format_duration, parse_duration

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from monitor.config.messages import shown
+from monitor.config.paths import SQLITE_URL
 from monitor.reference import ImageReference, canonical_registry
 from monitor.registry.client import RegistrySettings
 
@@ -29,9 +30,7 @@ __all__ = [
     "normalize_registries",
     "normalize_registry_key",
     "registry_settings",
-    "resolve_path",
     "resolve_watches",
-    "sqlite_url",
     "warn_if_database_moved",
 ]
 
@@ -43,43 +42,15 @@ _REGISTRY_KEY = re.compile(
     r"|\[[a-f0-9:]+\])(?::[0-9]{1,5})?\Z",
     re.ASCII,
 )
-_SQLITE_URL = re.compile(r"(sqlite(?:\+[A-Za-z0-9_]+)?:///)([^?]*)(\?.*)?\Z", re.DOTALL)
 
 
 # --------------------------------------------------------------------------- paths
 
 
-def resolve_path(value: str, folder: str | None) -> str:
-    """``~`` expanded; relative to ``folder`` (when given) rather than the cwd."""
-    path = os.path.expanduser(value)
-    if folder is not None and not os.path.isabs(path):
-        path = os.path.normpath(os.path.join(folder, path))  # Go's filepath.Join cleans too
-    return path
-
-
-def sqlite_url(url: str, folder: str | None) -> str:
-    """``sqlite:///regmon.db`` → ``sqlite:////srv/regmon/regmon.db`` for a config in
-    /srv/regmon; absolute (four slashes), in-memory and ``file:`` URIs stay as written."""
-    match = _SQLITE_URL.match(url)
-    if match is None:
-        return url
-    prefix, database, query = match.group(1), match.group(2), match.group(3) or ""
-    if database in ("", ":memory:") or database.startswith("file:"):
-        return url
-    path = unquote(database)
-    expanded = os.path.expanduser(path)
-    if expanded == path and (folder is None or os.path.isabs(path)):
-        return url
-    if not os.path.isabs(expanded) and folder is not None:
-        expanded = os.path.normpath(os.path.join(folder, expanded))
-    # SQLAlchemy percent-decodes the database part and ends it at '?'.
-    return prefix + expanded.replace("%", "%25").replace("?", "%3F") + query
-
-
 def warn_if_database_moved(config: Config, folder: str) -> None:
     """Relative SQLite paths once followed the working directory: say where the
     database of an older layout is, rather than silently starting an empty one."""
-    match = _SQLITE_URL.match(config.database)
+    match = SQLITE_URL.match(config.database)
     if match is None or not match.group(2).startswith("/"):
         return
     database = unquote(match.group(2))

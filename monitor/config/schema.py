@@ -50,6 +50,7 @@ from monitor.config.fields import (
     folder_of,
 )
 from monitor.config.messages import joined, shown
+from monitor.config.paths import sqlite_url
 from monitor.config.resolve import (
     REGISTRY_DEFAULTS,
     Watch,
@@ -57,7 +58,6 @@ from monitor.config.resolve import (
     normalize_registry_key,
     registry_settings,
     resolve_watches,
-    sqlite_url,
 )
 from monitor.config.secrets import read_secret
 from monitor.errors import ConfigError
