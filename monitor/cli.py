@@ -497,13 +497,16 @@ def webhook_test(name: str, config_path: str) -> None:
 
     cfg = load_config(config_path)
     status_code, body = asyncio.run(_webhook_test(cfg, name))
+    if status_code is None:  # an apprise: target; a failed send raised
+        click.echo(body)
+        sys.exit(EXIT_OK)
     click.echo(f"HTTP {status_code}")
     if body:
         click.echo(body)
     sys.exit(EXIT_OK if 200 <= status_code < 300 else EXIT_ERROR)
 
 
-async def _webhook_test(cfg: Config, name: str) -> tuple[int, str]:
+async def _webhook_test(cfg: Config, name: str) -> tuple[int | None, str]:
     import httpx
 
     from monitor.notify.dispatcher import send_test
