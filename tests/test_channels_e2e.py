@@ -18,7 +18,7 @@ from support.faults import free_port
 from support.images import ImagePusher
 from support.receiver import HUNG, WebhookReceiver
 from support.registry import RegistryServer
-from support.service import RegmonProcess
+from support.service import RegmonProcess, run_cli
 from support.smtp import SMTP_PASSWORD, Mailbox, mailto
 from support.wait import wait_for
 
@@ -198,3 +198,20 @@ def test_apprise_json_and_mailto_targets_get_events_and_a_receiver_down_then_up(
         for secret in (JSON_PASSWORD, SMTP_PASSWORD):
             assert secret not in text
         svc.stop()
+
+
+def test_webhook_test_command_sends_to_an_apprise_target(tmp_path: Path) -> None:
+    path = tmp_path / "regmon.yaml"
+    with WebhookReceiver(None) as rx:
+        host = rx.host
+        url = f"json://hook:{JSON_PASSWORD}@{host}/hook"
+        path.write_text(f"webhooks:\n  - {{name: chat, apprise: '{url}'}}\n")
+        sent = run_cli("webhook", "test", "chat", "--config", str(path))
+        assert (sent.returncode, sent.stdout) == (0, f"sent to json://***@{host}/***\n")
+        (got,) = rx.attempts
+        assert got.body["title"] == "regmon: Test event: docker.io/regmon/webhook-test:latest"
+    refused = run_cli("webhook", "test", "chat", "--config", str(path))  # nobody listens now
+    assert refused.returncode == 3, refused.stderr
+    assert f"unreachable: json://***@{host}/***" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert JSON_PASSWORD not in sent.stdout + sent.stderr + refused.stdout + refused.stderr
