@@ -66,12 +66,15 @@ def _duration(text: str, option: str) -> float:
 
 
 def _load_config(path: str | None) -> Config | None:
-    """The config for credentials; None without ``--config`` (keeps pydantic out of ``check``)."""
+    """The config for credentials; None without ``--config`` (keeps pydantic out of ``check``).
+
+    Nothing is sent from here: ``apprise:`` URLs are checked for their form only.
+    """
     if path is None:
         return None
     from monitor.config import load_config
 
-    return load_config(path)
+    return load_config(path, channels=False)
 
 
 def _parse_refs(texts: Sequence[str]) -> list[ImageReference]:

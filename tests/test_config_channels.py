@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from support.images import ImagePusher
+from support.registry import RegistryServer
 
-from monitor.config import parse_config
+from monitor.config import load_config, parse_config
 from monitor.errors import ConfigError
 
 MAIL = (
@@ -97,3 +102,33 @@ def test_apprise_is_imported_only_for_an_apprise_target() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_check_with_a_config_naming_an_apprise_target_does_not_import_apprise(
+    registry: RegistryServer, pusher: ImagePusher, unique_repo: Callable[..., str], tmp_path: Path
+) -> None:
+    repo = unique_repo("lean")
+    pusher.push_image(repo, "v1", "oci")
+    path = tmp_path / "regmon.yaml"
+    path.write_text(f"webhooks:\n  - {{name: mail, apprise: '{MAIL}'}}\n")
+    command = ["-X", "importtime", "-m", "monitor", "check", "--config", str(path)]
+    proc = subprocess.run(
+        [sys.executable, *command, f"{registry.host}/{repo}:v1"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "DOCKER_CONFIG": "/nonexistent-regmon-test"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "apprise" not in imported
+    # The form is still checked; the full check is for the commands that send.
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(tmp_path, "webhooks:\n  - {name: mail, apprise: 'no-scheme'}\n")
+    assert str(caught.value).endswith("webhooks[0].apprise: expected an Apprise URL (scheme://…)")
+
+
+def load_config_text(folder: Path, text: str) -> object:
+    path = folder / "other.yaml"
+    path.write_text(text)
+    return load_config(path, channels=False)

@@ -192,6 +192,9 @@ class RegistryConfig(_Model):
         return self.password
 
 
+_APPRISE_FORM = re.compile(r"[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
 class WebhookConfig(_Model):
     """One notification target (SPEC §6): an HTTP webhook (``url:``) or an Apprise URL
     (``apprise:``), exactly one of them."""
@@ -230,9 +233,13 @@ class WebhookConfig(_Model):
 
     @field_validator("apprise")
     @classmethod
-    def _apprise_url(cls, value: str | None) -> str | None:
+    def _apprise_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
+        if isinstance(info.context, dict) and info.context.get("channels") is False:
+            if not _APPRISE_FORM.match(value.strip()):
+                raise ValueError("expected an Apprise URL (scheme://…)")
+            return value.strip()
         # Only here is Apprise imported: a config without an apprise: target never loads it.
         from monitor.notify.apprise import validate_url
 
