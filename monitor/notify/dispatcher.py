@@ -1,6 +1,18 @@
 """The dispatcher: claim due deliveries from the outbox, send them, record the outcome.
 
-One loop claims; one task per webhook sends that webhook's claimed batch one
+Every channel is a ``Notifier`` (``notify/channels.py`` builds one per
+configured target: ``WebhookNotifier`` for ``url:``, ``AppriseNotifier`` for
+``apprise:``); the dispatcher maps its ``Outcome`` to the outbox the same way
+for all of them: delivered → ``delivered``; retry → ``pending`` with backoff
+(a ``retry_after`` is the least wait), or ``dead`` once ``max_retry_age`` has
+passed; failed → ``failed``.
+
+A webhook with ``batch:`` sends windows, not events: once its oldest unsent
+delivery is ``batch`` old, the deliveries created within that window become
+one batch in the outbox (``form_batch``, one transaction, a stable id), which
+is claimed, sent as one ``Delivery`` and finished as a whole.
+
+One loop claims; one task per webhook sends what that webhook claimed one
 delivery at a time. So:
 
 * a slow or hung receiver holds up only its own webhook (checks run in other
@@ -15,7 +27,7 @@ regmon runs per database** (the service is a single scheduler; running two
 against one database would double checks and events anyway). Were that to
 change, the lease alone still recovers such rows once it expires. The
 receiver may see a delivery twice after a crash (at-least-once); it
-de-duplicates on ``webhook-id``, the event id.
+de-duplicates on ``webhook-id``, the event id or the batch id.
 
 Retries: exponential backoff with full jitter, ``uniform(0, min(cap, base *
 2**attempts))``, base ``BACKOFF_BASE``, cap ``BACKOFF_CAP``; a Retry-After is
@@ -290,7 +302,7 @@ class Dispatcher:
             )
             if self._metrics is not None:
                 for _ in range(count):
-                    self._metrics.observe_delivery(name, "dead")
+                    self._metrics.observe_delivery(name, DeliveryStatus.DEAD)
 
     async def _work(self, name: str, claimed: Sequence[_Unit]) -> int:
         handled = 0
@@ -334,7 +346,7 @@ class Dispatcher:
                 error="webhook removed from config",
                 attempted=False,
             )
-            self._observe(unit.webhook, "dead")
+            self._observe(unit.webhook, DeliveryStatus.DEAD)
             return
         members = _members(unit)
         delivery = Delivery(
@@ -357,7 +369,7 @@ class Dispatcher:
             status_code=outcome.status_code,
             latency_ms=outcome.latency_ms,
         )
-        self._observe(hook.name, "delivered")
+        self._observe(hook.name, Verdict.DELIVERED)
         log.info(
             "webhook %s: delivered %s (%s%.0f ms)",
             hook.name,
@@ -375,11 +387,11 @@ class Dispatcher:
         deadline = created_at + timedelta(seconds=hook.max_retry_age)
         next_attempt: datetime | None = None
         if outcome.verdict is Verdict.FAILED:
-            status, observed = DeliveryStatus.FAILED, "failed"
+            status, observed = DeliveryStatus.FAILED, str(Verdict.FAILED)
         elif now >= deadline:
-            status, observed = DeliveryStatus.DEAD, "dead"
+            status, observed = DeliveryStatus.DEAD, str(DeliveryStatus.DEAD)
         else:
-            status, observed = DeliveryStatus.PENDING, "retry"
+            status, observed = DeliveryStatus.PENDING, str(Verdict.RETRY)
             delay = backoff_delay(attempts, base=self._base, cap=self._cap, rng=self._rng)
             next_attempt = min(now + timedelta(seconds=delay), deadline)
             if outcome.retry_after is not None:
