@@ -66,12 +66,15 @@ def _duration(text: str, option: str) -> float:
 
 
 def _load_config(path: str | None) -> Config | None:
-    """The config for credentials; None without ``--config`` (keeps pydantic out of ``check``)."""
+    """The config for credentials; None without ``--config`` (keeps pydantic out of ``check``).
+
+    Nothing is sent from here: ``apprise:`` URLs are checked for their form only.
+    """
     if path is None:
         return None
     from monitor.config import load_config
 
-    return load_config(path)
+    return load_config(path, channels=False)
 
 
 def _parse_refs(texts: Sequence[str]) -> list[ImageReference]:
@@ -497,13 +500,16 @@ def webhook_test(name: str, config_path: str) -> None:
 
     cfg = load_config(config_path)
     status_code, body = asyncio.run(_webhook_test(cfg, name))
+    if status_code is None:  # an apprise: target; a failed send raised
+        click.echo(body)
+        sys.exit(EXIT_OK)
     click.echo(f"HTTP {status_code}")
     if body:
         click.echo(body)
     sys.exit(EXIT_OK if 200 <= status_code < 300 else EXIT_ERROR)
 
 
-async def _webhook_test(cfg: Config, name: str) -> tuple[int, str]:
+async def _webhook_test(cfg: Config, name: str) -> tuple[int | None, str]:
     import httpx
 
     from monitor.notify.dispatcher import send_test

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CheckResult",
+    "DeliveryStatus",
     "Evaluation",
     "Event",
     "EventType",
@@ -70,6 +71,24 @@ class CheckResult:
         if self.status is Status.ERROR:
             return str(self.reason or Reason.PROTOCOL)
         return self.detail or str(self.status)
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Where one outbox delivery stands (SPEC §6); the outbox, the API and metrics use it.
+
+    ``pending`` and ``sending`` are *waiting*: they hold later events of the same
+    tag back. The other three are final.
+    """
+
+    PENDING = "pending"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+    FAILED = "failed"
+
+    @classmethod
+    def waiting(cls) -> tuple[DeliveryStatus, ...]:
+        return (cls.PENDING, cls.SENDING)
 
 
 class EventType(enum.StrEnum):

@@ -36,7 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 import monitor
-from monitor.domain import CheckResult, Status
+from monitor.domain import CheckResult, DeliveryStatus, Status
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -64,7 +64,7 @@ CHECK_DURATION_BUCKETS: Final = (
     30.0,
 )
 DELIVERY_OUTCOMES: Final = ("delivered", "failed", "retry", "dead")
-_PENDING_STATUSES: Final = ("pending", "sending")
+_PENDING_STATUSES: Final = tuple(status.value for status in DeliveryStatus.waiting())
 _AVAILABLE: Final = {Status.PRESENT: 1.0, Status.MISSING: 0.0, Status.DENIED: 0.0}
 
 # Names as they appear in the exposition and in PromQL (histograms by their

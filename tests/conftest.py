@@ -31,6 +31,7 @@ if _TESTS_DIR not in sys.path:
 from support.images import ImagePusher  # noqa: E402
 from support.postgres import PostgresServer  # noqa: E402
 from support.registry import Mode, RegistryServer  # noqa: E402
+from support.smtp import Mailbox, smtp_server  # noqa: E402
 from support.token_issuer import PASSWORD, USERNAME, TokenIssuer  # noqa: E402
 
 CI_USER = (USERNAME, PASSWORD)
@@ -135,3 +136,9 @@ def registry_factory(
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[Mailbox]:
+    """A real SMTP server on loopback that keeps every mail (tests/support/smtp.py)."""
+    yield from smtp_server()

@@ -5,23 +5,18 @@ failures map to retry/final; the URL's secrets never show in an error, a repr or
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
 from apprise.logger import NotifyLogEntry
 from apprise.result import AppriseResult, AppriseResultStatus, NotifyAttempt, NotifyResult
 from support.faults import free_port, hung_server, status_server
 from support.receiver import WebhookReceiver
+from support.smtp import SMTP_PASSWORD, SMTP_USER, Mailbox, mailto, start_smtp
 from support.wait import wait_for
 from test_notify_batch import mixed_batch
 
@@ -34,8 +29,6 @@ from monitor.notify.apprise import (
 from monitor.notify.formats.text import text_message
 from monitor.notify.notifier import Delivery, Outcome, Verdict
 
-SMTP_USER = "regmon-mailer"
-SMTP_PASSWORD = "Smtp-Pa55word-7Q"
 PATH_SECRET = "PathT0kenSecret9"
 URL_PASSWORD = "UrlPassw0rdSecret"
 HEADER_SECRET = "HeaderK3ySecret"
@@ -51,62 +44,8 @@ def send(notifier: AppriseNotifier, events: list[dict[str, Any]]) -> Outcome:
     return asyncio.run(go())
 
 
-# --------------------------------------------------------------------------- a real SMTP server
+# The SMTP server (aiosmtpd) and the `smtp` fixture: tests/support/smtp.py, tests/conftest.py.
 
-
-@dataclass
-class Mailbox:
-    port: int
-    messages: list[email.message.EmailMessage] = field(default_factory=list)
-    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
-    logins: list[tuple[bytes, bytes]] = field(default_factory=list)
-
-
-class _Handler:
-    def __init__(self, box: Mailbox) -> None:
-        self.box = box
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(message, email.message.EmailMessage)
-        self.box.messages.append(message)
-        self.box.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
-        return "250 OK"
-
-
-def start_smtp(box: Mailbox) -> Controller:
-    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
-        box.logins.append((data.login, data.password))
-        # handled=False: aiosmtpd answers a refusal with 535 (handled=True would leave it to us)
-        return AuthResult(success=data.password == SMTP_PASSWORD.encode(), handled=False)
-
-    # Plain SMTP with AUTH, as a relay inside a private network offers it (no TLS on loopback).
-    controller = Controller(
-        _Handler(box),
-        hostname="127.0.0.1",
-        port=box.port,
-        auth_require_tls=False,
-        authenticator=authenticate,
-    )
-    controller.start()
-    return controller
-
-
-@pytest.fixture
-def smtp() -> Iterator[Mailbox]:
-    box = Mailbox(free_port())
-    controller = start_smtp(box)
-    try:
-        yield box
-    finally:
-        controller.stop()
-
-
-def mailto(port: int, password: str = SMTP_PASSWORD) -> str:
-    return (
-        f"mailto://{SMTP_USER}:{password}@127.0.0.1:{port}"
-        "?mode=insecure&from=regmon@example.com&to=ops@example.com"
-    )
 
 
 def test_mailto_sends_one_event_as_a_mail(smtp: Mailbox) -> None:

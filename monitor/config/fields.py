@@ -34,9 +34,11 @@ from monitor.registry.manifests import Platform as _Platform
 __all__ = [
     "EVENT_TYPES",
     "LONGEST",
+    "LONGEST_BATCH",
     "LONGEST_INTERVAL",
     "LONGEST_TIMEOUT",
     "SHORTEST_INTERVAL",
+    "BatchWindow",
     "CaFile",
     "Cron",
     "Duration",
@@ -62,6 +64,7 @@ SHORTEST_INTERVAL: Final = 1.0
 LONGEST_INTERVAL: Final = 365 * 86400.0
 LONGEST_TIMEOUT: Final = 300.0
 LONGEST: Final = 36500 * 86400.0
+LONGEST_BATCH: Final = 3600.0  # a digest held longer than an hour is a late page
 
 _WEBHOOK_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z", re.ASCII)
 _TOKEN = re.compile(r"[\x21-\x7e]+", re.ASCII)
@@ -293,6 +296,8 @@ Interval = Annotated[PositiveDuration, _bounded(SHORTEST_INTERVAL, LONGEST_INTER
 Timeout = Annotated[PositiveDuration, _bounded(None, LONGEST_TIMEOUT)]
 # Subtracted from (retention) or added to (max_retry_age) now: datetime ends at year 9999.
 LongDuration = Annotated[PositiveDuration, _bounded(None, LONGEST)]
+# How long a webhook collects events into one delivery (``batch:``, SPEC §6).
+BatchWindow = Annotated[PositiveDuration, _bounded(SHORTEST_INTERVAL, LONGEST_BATCH)]
 Jitter = Annotated[float, BeforeValidator(_jitter)]
 Cron = Annotated[str, AfterValidator(_cron)]
 Platform = Annotated[str, AfterValidator(_platform)]

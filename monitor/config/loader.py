@@ -38,8 +38,11 @@ def default_config() -> Config:
     return Config()
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
+def load_config(path: str | os.PathLike[str], *, channels: bool = True) -> Config:
     """Read, interpolate and validate the config file at ``path``.
+
+    ``channels=False`` (``regmon check``/``wait``, which send nothing) checks an
+    ``apprise:`` URL's form only, so the heavy ``apprise`` is not imported.
 
     Relative paths in it (the SQLite database, ``*_file``, ``ca_file``,
     ``docker_config``) resolve against the file's folder, and a ``password_file``,
@@ -48,12 +51,14 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     source = os.fspath(path)
     text = read_text(source, max_bytes=CONFIG_LIMIT, error=ConfigError)
     folder = os.path.dirname(os.path.abspath(source))
-    config = parse_config(text, source=source, folder=folder)
+    config = parse_config(text, source=source, folder=folder, channels=channels)
     warn_if_database_moved(config, folder)
     return config
 
 
-def parse_config(text: str, source: str = "<string>", *, folder: str | None = None) -> Config:
+def parse_config(
+    text: str, source: str = "<string>", *, folder: str | None = None, channels: bool = True
+) -> Config:
     """Validate the YAML document ``text``; ``source`` names it in error messages.
 
     ``folder`` is where the document lives on this machine: relative paths in it
@@ -71,7 +76,7 @@ def parse_config(text: str, source: str = "<string>", *, folder: str | None = No
     if problems:
         raise ConfigError(one_line(f"{source}: " + joined(problems)))
     try:
-        config = Config.model_validate(data, context={"folder": folder})
+        config = Config.model_validate(data, context={"folder": folder, "channels": channels})
     except ValidationError as exc:
         details = joined([_describe(error) for error in exc.errors(include_url=False)])
         raise ConfigError(one_line(f"{source}: {details}")) from None

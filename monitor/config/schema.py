@@ -32,6 +32,7 @@ from pydantic_core.core_schema import SerializerFunctionWrapHandler
 
 from monitor.config.fields import (
     EVENT_TYPES,
+    BatchWindow,
     CaFile,
     Cron,
     EventName,
@@ -191,24 +192,32 @@ class RegistryConfig(_Model):
         return self.password
 
 
+_APPRISE_FORM = re.compile(r"[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
 class WebhookConfig(_Model):
-    """One webhook receiver (SPEC §6)."""
+    """One notification target (SPEC §6): an HTTP webhook (``url:``) or an Apprise URL
+    (``apprise:``), exactly one of them."""
 
     name: WebhookName
-    url: str = Field(repr=False)
+    url: str | None = Field(default=None, repr=False)
+    apprise: str | None = Field(default=None, repr=False)
     secret: OptionalText = Field(default=None, repr=False)
     secret_file: SecretFile = None
     events: tuple[EventName, ...] = EVENT_TYPES
     format: Literal["json", "slack", "discord"] = "json"
     timeout: Timeout = 10.0
     max_retry_age: Annotated[LongDuration, AfterValidator(at_least_a_minute)] = 86400.0
+    batch: BatchWindow | None = None
     headers: Annotated[Mapping[str, str], WrapSerializer(_thaw)] = Field(
         default_factory=lambda: MappingProxyType({}), repr=False
     )
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         # The URL may carry credentials (userinfo, or a Slack/Discord token in
         # the path): describe what is wrong without echoing it.
         try:
@@ -220,6 +229,23 @@ class WebhookConfig(_Model):
             raise ValueError("expected an http:// or https:// URL")
         if not parts.hostname:
             raise ValueError("expected an http:// or https:// URL with a host")
+        return value.strip()
+
+    @field_validator("apprise")
+    @classmethod
+    def _apprise_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if isinstance(info.context, dict) and info.context.get("channels") is False:
+            if not _APPRISE_FORM.match(value.strip()):
+                raise ValueError("expected an Apprise URL (scheme://…)")
+            return value.strip()
+        # Only here is Apprise imported: a config without an apprise: target never loads it.
+        from monitor.notify.apprise import validate_url
+
+        problem = validate_url(value.strip())
+        if problem is not None:
+            raise ValueError(problem)
         return value.strip()
 
     @field_validator("events")
@@ -248,12 +274,28 @@ class WebhookConfig(_Model):
     def _one_secret(self) -> Self:
         if self.secret is not None and self.secret_file is not None:
             raise ValueError("secret and secret_file are mutually exclusive")
+        if (self.url is None) == (self.apprise is None):
+            raise ValueError("expected exactly one of url (an HTTP webhook) or apprise (a URL)")
+        if self.apprise is not None:
+            # Apprise renders its own messages and signs nothing: these would be ignored.
+            given = sorted({"format", "secret", "secret_file", "headers"} & self.model_fields_set)
+            if given:
+                raise ValueError(f"{', '.join(given)}: only for url: targets, not apprise:")
         return self
+
+    @property
+    def target(self) -> str:
+        """The configured URL (``url:`` or ``apprise:``); may hold credentials."""
+        return self.url if self.url is not None else str(self.apprise)
 
     @property
     def redacted_url(self) -> str:
         """The URL safe for logs: scheme and host only, credentials and path hidden."""
-        parts = urlsplit(self.url)
+        if self.apprise is not None:
+            from monitor.notify.apprise import redact_apprise_url
+
+            return redact_apprise_url(self.apprise)
+        parts = urlsplit(self.url or "")
         host = parts.hostname or ""
         if ":" in host:
             host = f"[{host}]"

@@ -6,7 +6,9 @@ formats/       the Formatter plugins: json, slack, discord; text       pure
 sender.py      one POST, and what its answer means for retrying
 webhook.py     the HTTP webhook as a Notifier (payload + sender)
 apprise.py     Apprise URLs as a Notifier (imports apprise lazily: not re-exported here)
-dispatcher.py  claim from the outbox → send → record; ``send_test``
+channels.py    one Notifier per configured target (url: or apprise:), rebuilt on change
+dispatcher.py  claim from the outbox (single deliveries, or a batch: window) → send → record;
+               ``send_test``
 """
 
 from monitor.notify.dispatcher import Dispatcher, backoff_delay, send_test

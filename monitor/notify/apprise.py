@@ -51,7 +51,13 @@ from monitor.notify.notifier import Delivery, Outcome
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
-__all__ = ["AppriseNotifier", "classify_result", "redact_apprise_url", "validate_url"]
+__all__ = [
+    "AppriseNotifier",
+    "apprise_secrets",
+    "classify_result",
+    "redact_apprise_url",
+    "validate_url",
+]
 
 _DETAIL: Final = 200  # characters of Apprise's own words kept in an error text
 _MASK: Final = "***"
@@ -155,6 +161,9 @@ def _secrets_of(url: str) -> list[str]:
             found.append(key[1:])
     found += [unquote(text) for text in list(found)]
     return sorted({t for t in found if len(t) >= _MIN_SECRET}, key=len, reverse=True)
+
+
+apprise_secrets = _secrets_of  # for masking text that may quote an Apprise URL
 
 
 def _scrub(text: str, url: str) -> str:

@@ -1,6 +1,18 @@
 """The dispatcher: claim due deliveries from the outbox, send them, record the outcome.
 
-One loop claims; one task per webhook sends that webhook's claimed batch one
+Every channel is a ``Notifier`` (``notify/channels.py`` builds one per
+configured target: ``WebhookNotifier`` for ``url:``, ``AppriseNotifier`` for
+``apprise:``); the dispatcher maps its ``Outcome`` to the outbox the same way
+for all of them: delivered → ``delivered``; retry → ``pending`` with backoff
+(a ``retry_after`` is the least wait), or ``dead`` once ``max_retry_age`` has
+passed; failed → ``failed``.
+
+A webhook with ``batch:`` sends windows, not events: once its oldest unsent
+delivery is ``batch`` old, the deliveries created within that window become
+one batch in the outbox (``form_batch``, one transaction, a stable id), which
+is claimed, sent as one ``Delivery`` and finished as a whole.
+
+One loop claims; one task per webhook sends what that webhook claimed one
 delivery at a time. So:
 
 * a slow or hung receiver holds up only its own webhook (checks run in other
@@ -15,7 +27,7 @@ regmon runs per database** (the service is a single scheduler; running two
 against one database would double checks and events anyway). Were that to
 change, the lease alone still recovers such rows once it expires. The
 receiver may see a delivery twice after a crash (at-least-once); it
-de-duplicates on ``webhook-id``, the event id.
+de-duplicates on ``webhook-id``, the event id or the batch id.
 
 Retries: exponential backoff with full jitter, ``uniform(0, min(cap, base *
 2**attempts))``, base ``BACKOFF_BASE``, cap ``BACKOFF_CAP``; a Retry-After is
@@ -34,10 +46,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from monitor.domain import DeliveryStatus
 from monitor.errors import ConfigError, UsageError
-from monitor.notify.masking import mask, webhook_secrets
-from monitor.notify.payload import SigningError, WireRequest, build_request
-from monitor.notify.sender import DeliveryError, post, send
+from monitor.notify.channels import Channels, target_secrets
+from monitor.notify.masking import mask
+from monitor.notify.notifier import Delivery, Outcome, Verdict, batch_id
+from monitor.notify.payload import SigningError, build_request
+from monitor.notify.sender import post
 
 if TYPE_CHECKING:
     import httpx
@@ -45,7 +60,9 @@ if TYPE_CHECKING:
 
     from monitor.config import Config, WebhookConfig
     from monitor.metrics import Metrics
-    from monitor.store.outbox import ClaimedDelivery
+    from monitor.store.outbox import ClaimedBatch, ClaimedDelivery
+
+    _Unit = ClaimedDelivery | ClaimedBatch
 
 __all__ = [
     "BACKOFF_BASE",
@@ -63,6 +80,7 @@ BACKOFF_BASE: Final = 0.5  # seconds; doubled per attempt
 BACKOFF_CAP: Final = 600.0
 LEASE: Final = 60.0  # seconds a claim lasts at least; longer for slow webhooks
 BATCH: Final = 20  # deliveries claimed per webhook at a time
+MAX_BATCH_EVENTS: Final = 100  # events in one batch delivery; more wait for the next one
 POLL_INTERVAL: Final = 1.0  # seconds between claims when nothing wakes the dispatcher
 SWEEP_INTERVAL: Final = 60.0  # seconds between sweeps for removed webhooks
 STOP_GRACE: Final = 5.0
@@ -100,10 +118,12 @@ class Dispatcher:
         backoff_cap: float = BACKOFF_CAP,
         batch: int = BATCH,
         poll_interval: float = POLL_INTERVAL,
+        channels: Channels | None = None,
     ) -> None:
         self._engine = engine
         self._config_provider = config_provider
         self._http = http
+        self._channels = channels or Channels(http)
         self._metrics = metrics
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter
@@ -118,7 +138,6 @@ class Dispatcher:
         self._next_retry: datetime | None = None
         self._known_webhooks: frozenset[str] | None = None
         self._last_sweep: datetime | None = None
-        self._warned_unsigned: set[str] = set()
         self._stopping = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -158,6 +177,7 @@ class Dispatcher:
                 await asyncio.to_thread(release_claims, self._engine, left, self._clock())
             except Exception:
                 log.warning("could not release %d webhook deliveries on stop", len(left))
+        await self._channels.aclose()
 
     def wakeup(self) -> None:
         """New deliveries may be due (the service calls this after writing events)."""
@@ -210,7 +230,6 @@ class Dispatcher:
 
     async def _dispatch(self) -> list[asyncio.Task[int]]:
         """Claim for every idle webhook and start its sender task; the tasks started."""
-        from monitor.store.outbox import claim_due_deliveries
 
         config = self._config_provider()
         hooks = {hook.name: hook for hook in config.webhooks}
@@ -224,19 +243,49 @@ class Dispatcher:
             busy = self._workers.get(name)
             if busy is not None and not busy.done():
                 continue
-            # The lease must outlast the whole batch, each send bounded by the timeout.
-            lease = timedelta(seconds=max(LEASE, self._batch * hook.timeout + 30.0))
-            claimed = await asyncio.to_thread(
-                claim_due_deliveries, self._engine, now, self._batch, lease, webhooks=[name]
-            )
-            if not claimed:
+            units = await self._claim(hook, now)
+            if not units:
                 continue
-            for delivery in claimed:
-                self._inflight[delivery.id] = delivery
-            task = asyncio.create_task(self._work(name, claimed), name=f"regmon-webhook-{name}")
+            for unit in units:
+                for delivery in _members(unit):
+                    self._inflight[delivery.id] = delivery
+            task = asyncio.create_task(self._work(name, units), name=f"regmon-webhook-{name}")
             self._workers[name] = task
             started.append(task)
         return started
+
+    async def _claim(self, hook: WebhookConfig, now: datetime) -> Sequence[_Unit]:
+        """What ``hook`` sends next: a batch (formed first when its window has closed), or
+        up to ``batch`` single deliveries."""
+        from monitor.store.outbox import claim_due_batches, claim_due_deliveries, form_batch
+
+        # A batch from before a config change (batch: removed) is still sent as one.
+        batch_lease = timedelta(seconds=max(LEASE, hook.timeout + 30.0))
+        batches = await asyncio.to_thread(
+            claim_due_batches, self._engine, now, batch_lease, webhooks=[hook.name]
+        )
+        if batches or hook.batch is None:
+            if batches:
+                return batches
+            # The lease must outlast the whole batch, each send bounded by the timeout.
+            lease = timedelta(seconds=max(LEASE, self._batch * hook.timeout + 30.0))
+            return await asyncio.to_thread(
+                claim_due_deliveries, self._engine, now, self._batch, lease, webhooks=[hook.name]
+            )
+        formed = await asyncio.to_thread(
+            form_batch,
+            self._engine,
+            hook.name,
+            now,
+            timedelta(seconds=hook.batch),
+            MAX_BATCH_EVENTS,
+            delivery_id,
+        )
+        if formed is None:
+            return []
+        return await asyncio.to_thread(
+            claim_due_batches, self._engine, now, batch_lease, webhooks=[hook.name]
+        )
 
     async def _sweep_removed(self, names: frozenset[str], now: datetime) -> None:
         """Mark deliveries of webhooks that left the config dead (on change, and now and then)."""
@@ -253,22 +302,23 @@ class Dispatcher:
             )
             if self._metrics is not None:
                 for _ in range(count):
-                    self._metrics.observe_delivery(name, "dead")
+                    self._metrics.observe_delivery(name, DeliveryStatus.DEAD)
 
-    async def _work(self, name: str, claimed: Sequence[ClaimedDelivery]) -> int:
+    async def _work(self, name: str, claimed: Sequence[_Unit]) -> int:
         handled = 0
         try:
-            for delivery in claimed:
+            for unit in claimed:
                 if self._stopping:
                     break
                 try:
-                    await self._deliver(delivery)
+                    await self._deliver(unit)
                 except Exception as exc:
-                    # A bug or a database outage: the claim's lease brings the row back.
-                    _log_delivery_failure(exc, name, delivery.event_id)
+                    # A bug or a database outage: the claim's lease brings the rows back.
+                    _log_delivery_failure(exc, name, _label(unit))
                     continue
-                self._inflight.pop(delivery.id, None)
-                handled += 1
+                for delivery in _members(unit):
+                    self._inflight.pop(delivery.id, None)
+                handled += len(_members(unit))
         finally:
             self.wakeup()  # this webhook is idle again: its next deliveries may be due
         return handled
@@ -278,140 +328,104 @@ class Dispatcher:
     def _hook(self, name: str) -> WebhookConfig | None:
         return self._config_provider().webhook(name, default=None)
 
-    async def _deliver(self, delivery: ClaimedDelivery) -> None:
-        from monitor.store.outbox import finish_delivery
+    async def _finish(self, unit: _Unit, **values: Any) -> bool:
+        from monitor.store.outbox import ClaimedBatch, finish_batch, finish_delivery
 
-        hook = self._hook(delivery.webhook)
+        if isinstance(unit, ClaimedBatch):
+            return await asyncio.to_thread(finish_batch, self._engine, unit, **values)
+        return await asyncio.to_thread(finish_delivery, self._engine, unit, **values)
+
+    async def _deliver(self, unit: _Unit) -> None:
+        hook = self._hook(unit.webhook)
         now = self._clock()
         if hook is None:
-            await asyncio.to_thread(
-                finish_delivery,
-                self._engine,
-                delivery,
+            await self._finish(
+                unit,
                 attempted_at=now,
-                status="dead",
+                status=DeliveryStatus.DEAD,
                 error="webhook removed from config",
                 attempted=False,
             )
-            self._observe(delivery.webhook, "dead")
+            self._observe(unit.webhook, DeliveryStatus.DEAD)
             return
+        members = _members(unit)
+        delivery = Delivery(
+            id=_label(unit), events=tuple(m.payload for m in members), attempted_at=now
+        )
         try:
-            request = self._request(hook, delivery, now)
-            response = await send(
-                self._http,
-                hook.url,
-                request.body,
-                request.headers,
-                timeout_seconds=hook.timeout,
-                redacted_url=hook.redacted_url,
-                secrets=_secrets(hook),
-            )
-        except DeliveryError as exc:
-            await self._record_failure(hook, delivery, now, exc)
-            return
+            outcome = await self._channels.notifier(hook).send(delivery)
         except Exception as exc:
             # Something we did not foresee: a retry with backoff (and, after
             # max_retry_age, dead), never a row stuck in 'sending' holding up the tag.
             log.warning("webhook %s: unexpected %r", hook.name, exc, exc_info=True)
-            failure = DeliveryError(f"internal error: {type(exc).__name__}", permanent=False)
-            await self._record_failure(hook, delivery, now, failure)
+            outcome = Outcome.retry(f"internal error: {type(exc).__name__}")
+        if outcome.verdict is not Verdict.DELIVERED:
+            await self._record_failure(hook, unit, now, outcome)
             return
-        await asyncio.to_thread(
-            finish_delivery,
-            self._engine,
-            delivery,
+        await self._finish(
+            unit,
             attempted_at=now,
-            status="delivered",
-            status_code=response.status_code,
-            latency_ms=response.latency_ms,
+            status=DeliveryStatus.DELIVERED,
+            status_code=outcome.status_code,
+            latency_ms=outcome.latency_ms,
         )
-        self._observe(hook.name, "delivered")
+        self._observe(hook.name, Verdict.DELIVERED)
         log.info(
-            "webhook %s: delivered %s %s (event %s, HTTP %d, %.0f ms)",
+            "webhook %s: delivered %s (%s%.0f ms)",
             hook.name,
-            delivery.event_type,
-            delivery.image,
-            delivery.event_id,
-            response.status_code,
-            response.latency_ms,
+            _what(unit),
+            f"HTTP {outcome.status_code}, " if outcome.status_code is not None else "",
+            outcome.latency_ms or 0.0,
         )
-
-    def _request(
-        self, hook: WebhookConfig, delivery: ClaimedDelivery, now: datetime
-    ) -> WireRequest:
-        try:
-            secret = hook.resolved_secret()
-            if not secret and hook.name not in self._warned_unsigned:
-                self._warned_unsigned.add(hook.name)
-                log.warning(
-                    "webhook %s has no secret: its deliveries are not signed "
-                    "(set secret_file or secret)",
-                    hook.name,
-                )
-            return build_request(
-                delivery.payload,
-                format=hook.format,
-                secret=secret,
-                timestamp=now,
-                extra_headers=hook.headers,
-            )
-        except (ConfigError, SigningError) as exc:
-            # Fixable by the operator (mount the file, fix the secret): retry, don't drop.
-            raise DeliveryError(f"cannot sign: {exc}", permanent=False) from None
 
     async def _record_failure(
-        self, hook: WebhookConfig, delivery: ClaimedDelivery, now: datetime, exc: DeliveryError
+        self, hook: WebhookConfig, unit: _Unit, now: datetime, outcome: Outcome
     ) -> None:
-        from monitor.store.outbox import finish_delivery
-
         # Masked again here: last_error and the log are the last stop before storage.
-        error = mask(str(exc), _secrets(hook))
-        deadline = delivery.created_at + timedelta(seconds=hook.max_retry_age)
+        error = mask(outcome.error or "failed (no detail)", target_secrets(hook))
+        created_at, attempts = unit.created_at, unit.attempts
+        deadline = created_at + timedelta(seconds=hook.max_retry_age)
         next_attempt: datetime | None = None
-        if exc.permanent:
-            status, outcome = "failed", "failed"
+        if outcome.verdict is Verdict.FAILED:
+            status, observed = DeliveryStatus.FAILED, str(Verdict.FAILED)
         elif now >= deadline:
-            status, outcome = "dead", "dead"
+            status, observed = DeliveryStatus.DEAD, str(DeliveryStatus.DEAD)
         else:
-            status, outcome = "pending", "retry"
-            delay = backoff_delay(delivery.attempts, base=self._base, cap=self._cap, rng=self._rng)
+            status, observed = DeliveryStatus.PENDING, str(Verdict.RETRY)
+            delay = backoff_delay(attempts, base=self._base, cap=self._cap, rng=self._rng)
             next_attempt = min(now + timedelta(seconds=delay), deadline)
-            if exc.retry_after is not None:
-                next_attempt = max(next_attempt, now + timedelta(seconds=exc.retry_after))
-        await asyncio.to_thread(
-            finish_delivery,
-            self._engine,
-            delivery,
+            if outcome.retry_after is not None:
+                next_attempt = max(next_attempt, now + timedelta(seconds=outcome.retry_after))
+        await self._finish(
+            unit,
             attempted_at=now,
             status=status,
-            status_code=exc.status_code,
+            status_code=outcome.status_code,
             error=error,
-            latency_ms=exc.latency_ms,
+            latency_ms=outcome.latency_ms,
             next_attempt_at=next_attempt,
         )
-        self._observe(hook.name, outcome)
+        self._observe(hook.name, observed)
         if next_attempt is not None:
             if self._next_retry is None or next_attempt < self._next_retry:
                 self._next_retry = next_attempt
             log.warning(
-                "webhook %s: %s %s (event %s) attempt %d failed: %s; retrying in %.1fs",
+                "webhook %s: %s attempt %d failed: %s; retrying in %.1fs",
                 hook.name,
-                delivery.event_type,
-                delivery.image,
-                delivery.event_id,
-                delivery.attempts + 1,
+                _what(unit),
+                attempts + 1,
                 error,
                 (next_attempt - now).total_seconds(),
             )
         else:
             log.error(
-                "webhook %s: %s %s (event %s) %s after %d attempts: %s",
+                "webhook %s: %s %s after %d attempts: %s",
                 hook.name,
-                delivery.event_type,
-                delivery.image,
-                delivery.event_id,
-                "given up (failed)" if status == "failed" else "dead (max_retry_age passed)",
-                delivery.attempts + 1,
+                _what(unit),
+                "given up (failed)"
+                if status is DeliveryStatus.FAILED
+                else "dead (max_retry_age passed)",
+                attempts + 1,
                 error,
             )
 
@@ -420,14 +434,31 @@ class Dispatcher:
             self._metrics.observe_delivery(webhook, outcome)
 
 
-def _secrets(hook: WebhookConfig, secret: str | None = None) -> tuple[str, ...]:
-    """What must never be shown of ``hook``: its URL's credentials, its secret, its headers."""
-    if secret is None:
-        try:
-            secret = hook.resolved_secret()
-        except ConfigError:
-            secret = None  # unreadable: then it cannot have been sent either
-    return webhook_secrets(hook.url, secret=secret, headers=hook.headers)
+def delivery_id(event_ids: Sequence[str]) -> str:
+    """The ``webhook-id`` of a delivery of ``event_ids``: the event's own id for one,
+    ``batch_id`` for several (as ``Delivery.of`` names them)."""
+    return event_ids[0] if len(event_ids) == 1 else batch_id(event_ids)
+
+
+def _members(unit: _Unit) -> tuple[ClaimedDelivery, ...]:
+    from monitor.store.outbox import ClaimedBatch
+
+    return unit.members if isinstance(unit, ClaimedBatch) else (unit,)
+
+
+def _label(unit: _Unit) -> str:
+    """The delivery's id: the batch id, or the event id."""
+    from monitor.store.outbox import ClaimedBatch
+
+    return unit.batch_id if isinstance(unit, ClaimedBatch) else unit.event_id
+
+
+def _what(unit: _Unit) -> str:
+    from monitor.store.outbox import ClaimedBatch
+
+    if isinstance(unit, ClaimedBatch):
+        return f"batch {unit.batch_id} ({len(unit.members)} events)"
+    return f"{unit.event_type} {unit.image} (event {unit.event_id})"
 
 
 def _log_dispatch_failure(exc: Exception, failures: int) -> None:
@@ -442,19 +473,19 @@ def _log_dispatch_failure(exc: Exception, failures: int) -> None:
         log.exception("webhook dispatch failed (%d in a row); will retry", failures)
 
 
-def _log_delivery_failure(exc: Exception, webhook: str, event_id: str) -> None:
+def _log_delivery_failure(exc: Exception, webhook: str, delivery: str) -> None:
     from monitor.store.engine import error_line, is_database_error
 
     if is_database_error(exc):
         log.warning(
-            "webhook %s: recording the delivery of event %s failed: %s; "
+            "webhook %s: recording the delivery of %s failed: %s; "
             "it is retried when its claim expires",
             webhook,
-            event_id,
+            delivery,
             error_line(exc),
         )
     else:
-        log.exception("webhook %s: delivering event %s failed unexpectedly", webhook, event_id)
+        log.exception("webhook %s: delivering %s failed unexpectedly", webhook, delivery)
 
 
 # -- regmon webhook test -------------------------------------------------------------------
@@ -482,17 +513,20 @@ def test_payload(config: Config, webhook: str, now: datetime) -> dict[str, Any]:
     return event_to_payload(event, reference=reference)
 
 
-async def send_test(config: Config, name: str, http: httpx.AsyncClient) -> tuple[int, str]:
+async def send_test(config: Config, name: str, http: httpx.AsyncClient) -> tuple[int | None, str]:
     """Send a signed ``test`` event to webhook ``name`` (not stored); the answer's status and body.
 
+    An ``apprise:`` target has no HTTP answer to show: ``(None, "sent to <redacted URL>")``.
     Raises ``UsageError`` for an unknown name, ``ConfigError`` for an unusable
-    secret and ``DeliveryError`` when no answer came.
+    secret and ``DeliveryError`` when no answer came (or Apprise's send failed).
     """
     hook = config.webhook(name, default=None)
     if hook is None:
         known = ", ".join(h.name for h in config.webhooks) or "none"
         raise UsageError(f"no webhook named {name!r} in the config (configured: {known})")
     now = _utcnow()
+    if hook.apprise is not None:
+        return None, await _send_apprise_test(config, hook, now)
     secret = hook.resolved_secret()
     if not secret:
         log.warning("webhook %s has no secret: the test event is not signed", name)
@@ -508,10 +542,28 @@ async def send_test(config: Config, name: str, http: httpx.AsyncClient) -> tuple
         raise ConfigError(f"webhooks: {name}: {exc}") from None
     response = await post(
         http,
-        hook.url,
+        hook.target,
         request.body,
         request.headers,
         timeout_seconds=hook.timeout,
         redacted_url=hook.redacted_url,
     )
-    return response.status_code, mask(response.text, _secrets(hook, secret))
+    return response.status_code, mask(response.text, target_secrets(hook, secret))
+
+
+async def _send_apprise_test(config: Config, hook: WebhookConfig, now: datetime) -> str:
+    from monitor.notify.apprise import AppriseNotifier
+    from monitor.notify.sender import DeliveryError
+
+    notifier = AppriseNotifier(str(hook.apprise), timeout=hook.timeout, workers=1)
+    try:
+        outcome = await notifier.send(Delivery.of([test_payload(config, hook.name, now)], now))
+    finally:
+        await notifier.aclose()
+    if outcome.verdict is not Verdict.DELIVERED:
+        raise DeliveryError(
+            mask(outcome.error or "failed", target_secrets(hook)),
+            permanent=outcome.permanent,
+            status_code=outcome.status_code,
+        )
+    return f"sent to {notifier.target}"

@@ -26,6 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from monitor.domain import DeliveryStatus
+
 __all__ = [
     "DELIVERY_STATUSES",
     "NAMING_CONVENTION",
@@ -50,7 +52,7 @@ NAMING_CONVENTION: dict[str, str] = {
     "pk": "pk_%(table_name)s",
 }
 
-DELIVERY_STATUSES = ("pending", "sending", "delivered", "dead", "failed")
+DELIVERY_STATUSES = tuple(status.value for status in DeliveryStatus)
 
 # BIGINT on PostgreSQL; plain INTEGER on SQLite, where only ``INTEGER PRIMARY KEY``
 # is an alias of the rowid and autoincrements.
@@ -174,7 +176,8 @@ class DeliveryModel(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('pending', 'sending', 'delivered', 'dead', 'failed')", name="status"
+            "status IN ({})".format(", ".join(f"'{s}'" for s in DELIVERY_STATUSES)),
+            name="status",
         ),
     )
 
@@ -193,6 +196,9 @@ class DeliveryModel(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None]
+    # Set when the webhook's ``batch:`` window closed: the members are sent as one
+    # delivery under this id (its ``webhook-id``), claimed and finished together.
+    batch_id: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class DeliveryAttemptModel(Base):

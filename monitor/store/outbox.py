@@ -25,7 +25,7 @@ ended ``failed`` or ``dead`` no longer hold the queue.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,24 +33,30 @@ from typing import Any
 from sqlalchemy import Engine, and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
+from monitor.domain import DeliveryStatus
 from monitor.store.models import DeliveryAttemptModel, DeliveryModel, EventModel
 from monitor.store.repository import _translated, _write
 
 __all__ = [
     "ERROR_LIMIT",
     "WAITING",
+    "ClaimedBatch",
     "ClaimedDelivery",
     "DeliveryState",
+    "claim_due_batches",
     "claim_due_deliveries",
     "delivery_states",
+    "finish_batch",
     "finish_delivery",
+    "form_batch",
     "kill_removed_webhooks",
     "release_claims",
     "reset_sending",
 ]
 
-WAITING = ("pending", "sending")  # statuses that hold later events of the same tag back
+WAITING = DeliveryStatus.waiting()  # statuses that hold later events of the same tag back
 ERROR_LIMIT = 500  # the error columns' size
+_FINAL_OR_RETRY = frozenset(s.value for s in DeliveryStatus if s is not DeliveryStatus.SENDING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +80,7 @@ class DeliveryState:
     """Where one delivery of one event stands (for the API's event history)."""
 
     webhook: str
-    status: str
+    status: DeliveryStatus
     attempts: int
     last_status_code: int | None
     last_error: str | None
@@ -84,8 +90,8 @@ class DeliveryState:
 
 def _claimable(now: datetime) -> Any:
     return or_(
-        DeliveryModel.status == "pending",
-        and_(DeliveryModel.status == "sending", DeliveryModel.claimed_until < now),
+        DeliveryModel.status == DeliveryStatus.PENDING,
+        and_(DeliveryModel.status == DeliveryStatus.SENDING, DeliveryModel.claimed_until < now),
     )
 
 
@@ -122,7 +128,12 @@ def claim_due_deliveries(
     query = (
         select(DeliveryModel.id)
         .join(EventModel, EventModel.seq == DeliveryModel.event_seq)
-        .where(DeliveryModel.next_attempt_at <= now, _claimable(now), ~held_back)
+        .where(
+            DeliveryModel.next_attempt_at <= now,
+            DeliveryModel.batch_id.is_(None),
+            _claimable(now),
+            ~held_back,
+        )
         .order_by(DeliveryModel.event_seq, DeliveryModel.id)
         .limit(limit)
     )
@@ -146,9 +157,10 @@ def claim_due_deliveries(
                 .where(
                     DeliveryModel.id == delivery_id,
                     DeliveryModel.next_attempt_at <= now,
+                    DeliveryModel.batch_id.is_(None),
                     _claimable(now),
                 )
-                .values(status="sending", claimed_until=until, updated_at=now)
+                .values(status=DeliveryStatus.SENDING, claimed_until=until, updated_at=now)
             )
             if result.rowcount == 1:
                 claimed.append(delivery_id)
@@ -193,7 +205,7 @@ def finish_delivery(
     delivery: ClaimedDelivery,
     *,
     attempted_at: datetime,
-    status: str,
+    status: DeliveryStatus | str,
     status_code: int | None = None,
     error: str | None = None,
     latency_ms: float | None = None,
@@ -208,9 +220,10 @@ def finish_delivery(
     ``attempted=False`` (a delivery given up without sending, e.g. its webhook
     was removed) records no attempt row and leaves the attempt count alone.
     """
-    if status not in ("delivered", "pending", "failed", "dead"):
+    if status not in _FINAL_OR_RETRY:
         raise ValueError(f"cannot finish a delivery as {status!r}")
-    if status == "pending" and next_attempt_at is None:
+    status = DeliveryStatus(status)
+    if status is DeliveryStatus.PENDING and next_attempt_at is None:
         raise ValueError("a retry needs next_attempt_at")
     error = None if error is None else error[:ERROR_LIMIT]
     values: dict[str, Any] = {
@@ -222,16 +235,16 @@ def finish_delivery(
         "last_latency_ms": latency_ms,
         "updated_at": attempted_at,
     }
-    if status == "pending":
+    if status is DeliveryStatus.PENDING:
         values["next_attempt_at"] = next_attempt_at
-    if status == "delivered":
+    if status is DeliveryStatus.DELIVERED:
         values["delivered_at"] = attempted_at
     with _write(engine) as conn:
         result = conn.execute(
             update(DeliveryModel)
             .where(
                 DeliveryModel.id == delivery.id,
-                DeliveryModel.status == "sending",
+                DeliveryModel.status == DeliveryStatus.SENDING,
                 DeliveryModel.claimed_until == delivery.claimed_until,
             )
             .values(values)
@@ -262,10 +275,10 @@ def release_claims(engine: Engine, deliveries: Sequence[ClaimedDelivery], now: d
                 update(DeliveryModel)
                 .where(
                     DeliveryModel.id == delivery.id,
-                    DeliveryModel.status == "sending",
+                    DeliveryModel.status == DeliveryStatus.SENDING,
                     DeliveryModel.claimed_until == delivery.claimed_until,
                 )
-                .values(status="pending", claimed_until=None, updated_at=now)
+                .values(status=DeliveryStatus.PENDING, claimed_until=None, updated_at=now)
             )
             released += result.rowcount
     return released
@@ -279,14 +292,14 @@ def reset_sending(engine: Engine, now: datetime, *, all_leases: bool = False) ->
     the start of the one regmon that runs against a database: every
     ``sending`` row is then a leftover of a process that died mid-send.
     """
-    condition = DeliveryModel.status == "sending"
+    condition = DeliveryModel.status == DeliveryStatus.SENDING
     if not all_leases:
         condition = and_(condition, DeliveryModel.claimed_until < now)
     with _write(engine) as conn:
         result = conn.execute(
             update(DeliveryModel)
             .where(condition)
-            .values(status="pending", claimed_until=None, updated_at=now)
+            .values(status=DeliveryStatus.PENDING, claimed_until=None, updated_at=now)
         )
         return int(result.rowcount)
 
@@ -300,8 +313,8 @@ def kill_removed_webhooks(
     A ``sending`` row with a live lease is left to its owner.
     """
     waiting = or_(
-        DeliveryModel.status == "pending",
-        and_(DeliveryModel.status == "sending", DeliveryModel.claimed_until < now),
+        DeliveryModel.status == DeliveryStatus.PENDING,
+        and_(DeliveryModel.status == DeliveryStatus.SENDING, DeliveryModel.claimed_until < now),
     )
     orphaned = and_(waiting, DeliveryModel.webhook.not_in(sorted(configured)))
     with _write(engine) as conn:
@@ -318,7 +331,7 @@ def kill_removed_webhooks(
                 update(DeliveryModel)
                 .where(orphaned)
                 .values(
-                    status="dead",
+                    status=DeliveryStatus.DEAD,
                     claimed_until=None,
                     last_error="webhook removed from config",
                     updated_at=now,
@@ -353,12 +366,287 @@ def delivery_states(engine: Engine, event_ids: Collection[str]) -> dict[str, lis
             out.setdefault(row.event_id, []).append(
                 DeliveryState(
                     webhook=row.webhook,
-                    status=row.status,
+                    status=DeliveryStatus(row.status),
                     attempts=row.attempts,
                     last_status_code=row.last_status_code,
                     last_error=row.last_error,
-                    next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
+                    next_attempt_at=(
+                        row.next_attempt_at if row.status == DeliveryStatus.PENDING else None
+                    ),
                     delivered_at=row.delivered_at,
                 )
             )
     return out
+
+
+# -- batches (a webhook's ``batch:`` window) -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedBatch:
+    """The deliveries of one batch (oldest event first), owned until ``claimed_until``.
+
+    Sent as one delivery under ``batch_id``; every member moves together, so
+    they share their attempts, their next try and their outcome.
+    """
+
+    webhook: str
+    batch_id: str
+    members: tuple[ClaimedDelivery, ...]
+    claimed_until: datetime
+
+    @property
+    def attempts(self) -> int:
+        return max(member.attempts for member in self.members)
+
+    @property
+    def created_at(self) -> datetime:
+        return min(member.created_at for member in self.members)
+
+
+class _Lost(Exception):
+    """Rolls a write back: another claimer changed a row first."""
+
+
+@_translated
+def form_batch(
+    engine: Engine,
+    webhook: str,
+    now: datetime,
+    window: timedelta,
+    limit: int,
+    name: Callable[[Sequence[str]], str],
+) -> str | None:
+    """Close the oldest open window of ``webhook`` if it has passed; the batch id, or None.
+
+    The open window holds the webhook's ``pending`` deliveries not yet in a
+    batch; it started at the oldest one's ``created_at``. Once ``window`` has
+    passed since then, the deliveries created within it (at most ``limit``,
+    oldest event first) get one ``batch_id`` (``name`` of their event ids) in
+    one transaction, so a restart finds the same batch under the same id.
+    """
+    query = (
+        select(DeliveryModel.id, DeliveryModel.created_at, EventModel.id.label("event_id"))
+        .join(EventModel, EventModel.seq == DeliveryModel.event_seq)
+        .where(
+            DeliveryModel.webhook == webhook,
+            DeliveryModel.status == DeliveryStatus.PENDING,
+            DeliveryModel.batch_id.is_(None),
+        )
+        .order_by(DeliveryModel.event_seq, DeliveryModel.id)
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    if not rows or rows[0].created_at + window > now:
+        return None
+    closes = rows[0].created_at + window
+    members = []
+    for row in rows:
+        if row.created_at >= closes:
+            break
+        members.append(row)
+    key = name([row.event_id for row in members])
+    try:
+        with _write(engine) as conn:
+            result = conn.execute(
+                update(DeliveryModel)
+                .where(
+                    DeliveryModel.id.in_([row.id for row in members]),
+                    DeliveryModel.status == DeliveryStatus.PENDING,
+                    DeliveryModel.batch_id.is_(None),
+                )
+                .values(batch_id=key, next_attempt_at=now, updated_at=now)
+            )
+            if result.rowcount != len(members):
+                raise _Lost
+    except _Lost:
+        return None
+    return key
+
+
+@_translated
+def claim_due_batches(
+    engine: Engine,
+    now: datetime,
+    lease: timedelta,
+    *,
+    webhooks: Collection[str],
+    limit: int = 1,
+) -> list[ClaimedBatch]:
+    """Claim up to ``limit`` due batches of ``webhooks``, oldest first, for ``lease``.
+
+    Due: every member ``pending`` (or ``sending`` with an expired lease) with
+    ``next_attempt_at <= now``, and no delivery of the same webhook outside the
+    batch with an earlier event still waiting: a batching webhook keeps the
+    order of all its events, so per-tag order holds too. A batch is claimed
+    whole (one conditional UPDATE whose row count must match) or not at all.
+    """
+    if not webhooks:
+        return []
+    earlier = aliased(DeliveryModel)
+    held_back = exists(
+        select(1)
+        .select_from(earlier)
+        .where(
+            earlier.webhook == DeliveryModel.webhook,
+            earlier.event_seq < DeliveryModel.event_seq,
+            earlier.status.in_(WAITING),
+            or_(earlier.batch_id.is_(None), earlier.batch_id != DeliveryModel.batch_id),
+        )
+    )
+    candidates_query = (
+        select(DeliveryModel.webhook, DeliveryModel.batch_id, func.min(DeliveryModel.event_seq))
+        .where(
+            DeliveryModel.webhook.in_(sorted(webhooks)),
+            DeliveryModel.batch_id.is_not(None),
+            DeliveryModel.status.in_(WAITING),
+        )
+        .group_by(DeliveryModel.webhook, DeliveryModel.batch_id)
+        .order_by(func.min(DeliveryModel.event_seq))
+    )
+    held_query = (
+        select(DeliveryModel.webhook, DeliveryModel.batch_id)
+        .where(
+            DeliveryModel.webhook.in_(sorted(webhooks)),
+            DeliveryModel.batch_id.is_not(None),
+            DeliveryModel.status.in_(WAITING),
+            or_(DeliveryModel.next_attempt_at > now, ~_claimable(now), held_back),
+        )
+        .distinct()
+    )
+    with engine.connect() as conn:
+        held = {(row.webhook, row.batch_id) for row in conn.execute(held_query)}
+        candidates = [
+            (row.webhook, row.batch_id)
+            for row in conn.execute(candidates_query)
+            if (row.webhook, row.batch_id) not in held
+        ]
+    until = now + lease
+    claimed: list[ClaimedBatch] = []
+    for webhook, key in candidates:
+        if len(claimed) >= limit:
+            break
+        batch = _claim_batch(engine, webhook, key, now, until)
+        if batch is not None:
+            claimed.append(batch)
+    return claimed
+
+
+def _claim_batch(
+    engine: Engine, webhook: str, key: str, now: datetime, until: datetime
+) -> ClaimedBatch | None:
+    of_batch = and_(DeliveryModel.webhook == webhook, DeliveryModel.batch_id == key)
+    try:
+        with _write(engine) as conn:
+            waiting = conn.scalar(
+                select(func.count()).where(of_batch, DeliveryModel.status.in_(WAITING))
+            )
+            result = conn.execute(
+                update(DeliveryModel)
+                .where(of_batch, DeliveryModel.next_attempt_at <= now, _claimable(now))
+                .values(status=DeliveryStatus.SENDING, claimed_until=until, updated_at=now)
+            )
+            if not waiting or result.rowcount != waiting:
+                raise _Lost
+            rows = conn.execute(
+                select(
+                    DeliveryModel.id,
+                    DeliveryModel.event_seq,
+                    DeliveryModel.webhook,
+                    DeliveryModel.attempts,
+                    DeliveryModel.created_at,
+                    EventModel.id.label("event_id"),
+                    EventModel.type,
+                    EventModel.image,
+                    EventModel.payload,
+                )
+                .join(EventModel, EventModel.seq == DeliveryModel.event_seq)
+                .where(of_batch, DeliveryModel.status == DeliveryStatus.SENDING)
+                .order_by(DeliveryModel.event_seq, DeliveryModel.id)
+            ).all()
+    except _Lost:
+        return None
+    members = tuple(
+        ClaimedDelivery(
+            id=row.id,
+            event_seq=row.event_seq,
+            event_id=row.event_id,
+            event_type=row.type,
+            image=row.image,
+            webhook=row.webhook,
+            payload=dict(row.payload),
+            attempts=row.attempts,
+            created_at=row.created_at,
+            claimed_until=until,
+        )
+        for row in rows
+    )
+    return ClaimedBatch(webhook=webhook, batch_id=key, members=members, claimed_until=until)
+
+
+@_translated
+def finish_batch(
+    engine: Engine,
+    batch: ClaimedBatch,
+    *,
+    attempted_at: datetime,
+    status: DeliveryStatus | str,
+    status_code: int | None = None,
+    error: str | None = None,
+    latency_ms: float | None = None,
+    next_attempt_at: datetime | None = None,
+    attempted: bool = True,
+) -> bool:
+    """``finish_delivery`` for every member of ``batch`` at once: all or none (False when
+    the claim was lost); one attempt row per member, so each event's history shows it."""
+    if status not in _FINAL_OR_RETRY:
+        raise ValueError(f"cannot finish a batch as {status!r}")
+    status = DeliveryStatus(status)
+    if status is DeliveryStatus.PENDING and next_attempt_at is None:
+        raise ValueError("a retry needs next_attempt_at")
+    error = None if error is None else error[:ERROR_LIMIT]
+    values: dict[str, Any] = {
+        "status": status,
+        "attempts": DeliveryModel.attempts + (1 if attempted else 0),
+        "claimed_until": None,
+        "last_status_code": status_code,
+        "last_error": error,
+        "last_latency_ms": latency_ms,
+        "updated_at": attempted_at,
+    }
+    if status is DeliveryStatus.PENDING:
+        values["next_attempt_at"] = next_attempt_at
+    if status is DeliveryStatus.DELIVERED:
+        values["delivered_at"] = attempted_at
+    ids = [member.id for member in batch.members]
+    try:
+        with _write(engine) as conn:
+            result = conn.execute(
+                update(DeliveryModel)
+                .where(
+                    DeliveryModel.id.in_(ids),
+                    DeliveryModel.status == DeliveryStatus.SENDING,
+                    DeliveryModel.claimed_until == batch.claimed_until,
+                )
+                .values(values)
+            )
+            if result.rowcount != len(ids):
+                raise _Lost
+            if attempted:
+                conn.execute(
+                    insert(DeliveryAttemptModel),
+                    [
+                        {
+                            "delivery_id": delivery_id,
+                            "attempted_at": attempted_at,
+                            "status_code": status_code,
+                            "error": error,
+                            "latency_ms": latency_ms,
+                        }
+                        for delivery_id in ids
+                    ],
+                )
+    except _Lost:
+        return False
+    return True
