@@ -241,7 +241,7 @@ class WebhookConfig(_Model):
                 raise ValueError("expected an Apprise URL (scheme://…)")
             return value.strip()
         # Only here is Apprise imported: a config without an apprise: target never loads it.
-        from monitor.notify.apprise import validate_url
+        from monitor.apprise_urls import validate_url
 
         problem = validate_url(value.strip())
         if problem is not None:
@@ -292,7 +292,7 @@ class WebhookConfig(_Model):
     def redacted_url(self) -> str:
         """The URL safe for logs: scheme and host only, credentials and path hidden."""
         if self.apprise is not None:
-            from monitor.notify.apprise import redact_apprise_url
+            from monitor.apprise_urls import redact_apprise_url
 
             return redact_apprise_url(self.apprise)
         parts = urlsplit(self.url or "")
