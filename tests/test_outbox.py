@@ -11,6 +11,8 @@ import asyncio
 import itertools
 import random
 import threading
+import tracemalloc
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -435,3 +437,24 @@ def test_a_receiver_echoing_the_authorization_header_leaks_nothing(
     for secret in echoed_secrets():
         assert secret not in row.last_error
         assert secret not in record.getMessage()
+
+
+def test_a_compressed_answer_is_read_only_up_to_its_cap(
+    engine: Engine, receiver: WebhookReceiver
+) -> None:
+    # 256 MiB of zeros in about 256 KiB of gzip: httpx would inflate a whole network
+    # chunk at once; the sender counts decoded bytes and stops at its cap.
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = b"".join(squeeze.compress(b"\0" * (1 << 20)) for _ in range(256)) + squeeze.flush()
+    receiver.answer(500, {"Content-Encoding": "gzip", "Content-Type": "text/plain"}, body=bomb)
+    write_events(engine, [image("a")], at=T0)
+    tracemalloc.start()
+    try:
+        run_dispatcher(engine, config_for(ops=receiver.url), Clock(T0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    (row,) = rows(engine).values()
+    assert (row.status, row.last_status_code) == ("pending", 500)
+    assert row.last_error.startswith("HTTP 500 from http://127.0.0.1:")
+    assert peak < 16 * 1024 * 1024

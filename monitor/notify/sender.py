@@ -29,9 +29,11 @@ from urllib.parse import unquote
 
 import httpx
 
-from monitor.errors import RegmonError
+from monitor.errors import RegistryError, RegmonError
 from monitor.notify.masking import mask, webhook_secrets
+from monitor.registry.bodies import read_body
 from monitor.registry.transport import failure_reason
+from monitor.text import clean
 
 __all__ = [
     "MAX_BODY",
@@ -104,8 +106,10 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 def _snippet(text: str, secrets: Sequence[str]) -> str:
-    # Masked before it is cut: a secret cut in two would no longer match.
-    return " ".join(mask(text, secrets).split())[:_SNIPPET]
+    # Masked before it is cut: a secret cut in two would no longer match. Then one
+    # printable line: a receiver's NUL bytes or escapes reach logs and the database
+    # (PostgreSQL refuses NUL in text).
+    return clean(mask(text, secrets), _SNIPPET)
 
 
 def _split_userinfo(url: str) -> tuple[httpx.URL, httpx.BasicAuth | None]:
@@ -149,15 +153,12 @@ async def post(
                 timeout=httpx.Timeout(timeout_seconds),
                 follow_redirects=False,
             ) as answer:
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in answer.aiter_bytes():
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size >= MAX_BODY:
-                        break
-                raw = b"".join(chunks)[:MAX_BODY]
                 status, answer_headers = answer.status_code, answer.headers
+                try:
+                    # Decoded bytes counted as they stream: a gzip answer stops at the cap.
+                    raw = await read_body(answer, MAX_BODY, "the answer", truncate=True)
+                except RegistryError:
+                    raw = b""  # the status is the answer; an unreadable body is only not shown
     except Exception as exc:
         # httpx and OS errors, and whatever else a transport lets through (aiohttp raises
         # ValueError for some requests): all mean "no answer", all worth a retry.

@@ -36,6 +36,7 @@ from sqlalchemy.orm import aliased
 from monitor.domain import DeliveryStatus
 from monitor.store.models import DeliveryAttemptModel, DeliveryModel, EventModel
 from monitor.store.repository import _translated, _write
+from monitor.text import clean
 
 __all__ = [
     "ERROR_LIMIT",
@@ -225,7 +226,8 @@ def finish_delivery(
     status = DeliveryStatus(status)
     if status is DeliveryStatus.PENDING and next_attempt_at is None:
         raise ValueError("a retry needs next_attempt_at")
-    error = None if error is None else error[:ERROR_LIMIT]
+    # One printable line whatever a receiver or channel said (PostgreSQL refuses NUL).
+    error = None if error is None else clean(error, ERROR_LIMIT)
     values: dict[str, Any] = {
         "status": status,
         "attempts": DeliveryModel.attempts + (1 if attempted else 0),
@@ -605,7 +607,8 @@ def finish_batch(
     status = DeliveryStatus(status)
     if status is DeliveryStatus.PENDING and next_attempt_at is None:
         raise ValueError("a retry needs next_attempt_at")
-    error = None if error is None else error[:ERROR_LIMIT]
+    # One printable line whatever a receiver or channel said (PostgreSQL refuses NUL).
+    error = None if error is None else clean(error, ERROR_LIMIT)
     values: dict[str, Any] = {
         "status": status,
         "attempts": DeliveryModel.attempts + (1 if attempted else 0),

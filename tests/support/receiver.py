@@ -80,13 +80,15 @@ class WebhookReceiver(LoopbackHTTPServer):
         *,
         times: int | None = None,
         echo: bool = False,
+        body: bytes | None = None,
     ) -> None:
         """Answer ``status`` (with ``headers``) from now on, or for the next ``times`` requests.
 
         ``echo``: the body quotes the request target and every request header,
-        Authorization first.
+        Authorization first. ``body``: exactly these bytes instead of the usual text.
         """
         with self._state:
+            self._body = body
             self._status = status
             self._headers = list((headers or {}).items())
             self._times = times
@@ -154,6 +156,7 @@ class WebhookReceiver(LoopbackHTTPServer):
             while self._hang and not self._closing:
                 self._state.wait(0.1)
             status, reply_headers, echo = self._status, list(self._headers), self._echo
+            fixed_body = getattr(self, "_body", None)
             if hung:
                 # The sender has long given up on this request: answer, but it was not delivered.
                 self._hanging -= 1
@@ -162,6 +165,7 @@ class WebhookReceiver(LoopbackHTTPServer):
                 self._times -= 1
                 if self._times <= 0:
                     self._status, self._headers, self._times, self._echo = 200, [], None, False
+                    self._body = None
             event_id = request.headers.get("webhook-id", "")
             kind = body.get("type", "") if isinstance(body, dict) else ""
             self._attempts.append(
@@ -171,6 +175,8 @@ class WebhookReceiver(LoopbackHTTPServer):
             return Reply(status, [("Content-Type", "text/plain")], b"too late")
         if status in (204, 304):
             return Reply(status, reply_headers)  # no body allowed
+        if fixed_body is not None:
+            return Reply(status, reply_headers, fixed_body)
         text = b"ok" if 200 <= status < 300 else f"receiver says {status}".encode()
         if echo:
             # Authorization first, as a "bad credentials" page would quote it.
