@@ -16,13 +16,16 @@ replaced by newer ones (a check cycle in progress), so a cache that only works f
 unchanged state would not hide the cost.
 
 Printed per N and format: series (sample lines), per-watch series, bytes, scrape time
-(median and min of the scrapes; the first, cold one separately), and VmRSS before the
-first scrape, after all of them, and the peak (VmHWM) -- each N runs in its own
-subprocess so the figures of one N do not carry into the next.
+(median and min of the warm scrapes; the first, cold one separately), the median CPU
+time of a warm scrape (``process_time``: steadier than wall time on a shared machine),
+and VmRSS before the first scrape, after it, after the last one, and the peak (VmHWM)
+-- each N runs in its own subprocess so the figures of one N do not carry into the next.
 
 ``--service N`` additionally runs the real service (``python -m monitor run``) with N
 watches of an unreachable loopback registry whose states are written into its database
-before it starts, and times ``GET /metrics`` over HTTP (median of ``--scrapes``).
+before it starts, waits until every watch has been checked once (all end in error, so
+the state keeps its digests and decided status), and times ``GET /metrics`` over HTTP
+(median of ``--scrapes``); RSS is the service's after the scrapes.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,6 +177,8 @@ def run_one(count: int, scrapes: int, fmt: str, path: str) -> dict[str, Any]:
         encode = encoder_for(path, fmt)
         rss_before = rss_mib()
         times: list[float] = []
+        cpu: list[float] = []
+        rss_first = 0.0
         body = b""
         keys = list(view.state_map)
         for scrape in range(scrapes):
@@ -184,10 +190,14 @@ def run_one(count: int, scrapes: int, fmt: str, path: str) -> dict[str, Any]:
                         view.state_map[key], last_checked=later, last_decided=later
                     )
             body = b""  # drop the previous body first, as a server does
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             body = encode(registry)
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+            if not scrape:
+                rss_first = rss_mib()
         rss_after = rss_mib()
+        peak = rss_mib("VmHWM")  # before the counting below, which is not a scrape's cost
         engine.dispose()
     lines = body.decode().splitlines()
     series = sum(1 for line in lines if line and not line.startswith("#"))
@@ -203,9 +213,11 @@ def run_one(count: int, scrapes: int, fmt: str, path: str) -> dict[str, Any]:
         "first_s": times[0],
         "median_s": statistics.median(warm),
         "min_s": min(warm),
+        "cpu_s": statistics.median(cpu[1:] or cpu),
         "rss_before_mib": rss_before,
+        "rss_first_mib": rss_first,
         "rss_after_mib": rss_after,
-        "peak_mib": rss_mib("VmHWM"),
+        "peak_mib": peak,
     }
 
 
@@ -237,7 +249,21 @@ def run_service(count: int, scrapes: int) -> dict[str, Any]:
         engine = make_engine(f"sqlite:///{root / 'regmon.db'}")
         upgrade(engine)
         watches = config.watches()
-        sync_watches(engine, watches)
+        sync_watches(
+            engine,
+            [
+                SimpleNamespace(
+                    image=w.key,
+                    registry=w.image.registry,
+                    repository=w.image.repository,
+                    tag=w.image.tag or "",
+                    interval_seconds=w.interval,
+                    cron=w.cron,
+                )
+                for w in watches
+            ],
+            NOW,
+        )
         evaluations = []
         for i, watch in enumerate(watches):
             state = fake_state(watch, i % 99, rng, NOW)
@@ -262,6 +288,19 @@ def run_service(count: int, scrapes: int) -> dict[str, Any]:
                         return False
 
                 wait_for(ready, timeout=300, interval=0.25, message="service ready")
+
+                def checked() -> bool:
+                    # Every watch checked once (they all end in error: nothing
+                    # listens), so no check cycle competes with the scrapes below.
+                    text = http.get("/metrics").text
+                    done = sum(
+                        float(line.rpartition(" ")[2])
+                        for line in text.splitlines()
+                        if line.startswith("regmon_checks_total{")
+                    )
+                    return done >= count
+
+                wait_for(checked, timeout=900, interval=5, message="first cycle done")
                 times = []
                 body = b""
                 for _ in range(scrapes):
@@ -284,7 +323,9 @@ def run_service(count: int, scrapes: int) -> dict[str, Any]:
         "first_s": times[0],
         "median_s": statistics.median(times[1:] or times),
         "min_s": min(times),
+        "cpu_s": float("nan"),
         "rss_before_mib": float("nan"),
+        "rss_first_mib": float("nan"),
         "rss_after_mib": rss[0],
         "peak_mib": rss[1],
     }
@@ -358,14 +399,14 @@ def print_row(r: dict[str, Any], *, header: bool) -> None:
     if header:
         print(
             "| watches | format | path | series | per watch | bytes | first s | median s "
-            "| min s | RSS before / after / peak MiB |"
+            "| min s | CPU s | RSS before / 1st / last / peak MiB |"
         )
-        print("|---:|---|---|---:|---:|---:|---:|---:|---:|---|")
+        print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     print(
         f"| {r['watches']:,} | {r['format']} | {r['path']} | {r['series']:,} | "
         f"{r['per_watch']:.2f} | {r['bytes']:,} | {r['first_s']:.3f} | {r['median_s']:.3f} | "
-        f"{r['min_s']:.3f} | {r['rss_before_mib']:.0f} / {r['rss_after_mib']:.0f} / "
-        f"{r['peak_mib']:.0f} |",
+        f"{r['min_s']:.3f} | {r['cpu_s']:.3f} | {r['rss_before_mib']:.0f} / "
+        f"{r['rss_first_mib']:.0f} / {r['rss_after_mib']:.0f} / {r['peak_mib']:.0f} |",
         flush=True,
     )
 

@@ -18,6 +18,7 @@ Labels follow SPEC §7: ``image`` is the watch key; no label is named
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -229,15 +230,17 @@ def exposition(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
     """
     encoder, content_type = choose_encoder(accept)
     openmetrics = content_type.startswith("application/openmetrics-text")
-    parts: list[bytes] = []
+    # One growing buffer rather than parts joined at the end: at 50,000
+    # watches the body is ~40 MB, and a join would hold it twice.
+    body = io.BytesIO()
     others: list[Metric] = []
     for family in registry.collect():
         if isinstance(family, _RenderedFamily):
-            parts.extend(family.render(openmetrics))
+            family.write(body, openmetrics)
         else:
             others.append(family)
-    parts.append(encoder(_Families(others)))
-    return b"".join(parts), content_type
+    body.write(encoder(_Families(others)))
+    return body.getvalue(), content_type
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,8 +338,9 @@ class _RenderedFamily(Metric):
         if value:
             self._parsed = list(value)
 
-    def render(self, openmetrics: bool) -> tuple[bytes, bytes]:
-        return self.spec.header(openmetrics).encode(), self.lines.encode()
+    def write(self, out: io.BytesIO, openmetrics: bool) -> None:
+        out.write(self.spec.header(openmetrics).encode())
+        out.write(self.lines.encode())
 
 
 @dataclass(frozen=True, slots=True)
