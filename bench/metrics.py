@@ -241,6 +241,9 @@ def run_service(count: int, scrapes: int) -> dict[str, Any]:
             "database: sqlite:///" + str(root / "regmon.db") + "\n"
             f"listen: {{host: 127.0.0.1, port: {port}}}\n"
             "defaults: {interval: 1h, jitter: 0%}\n"
+            # Refused connections are retried after a delay: many at once keep
+            # the first cycle short.
+            f"registries: {{'{dead}': {{max_concurrency: 1000, timeout: 2s}}}}\n"
             "watch:\n" + "".join(f"  - image: {ref}\n" for ref in refs)
         )
         from monitor.config import load_config
