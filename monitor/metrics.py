@@ -24,7 +24,6 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import (
@@ -366,6 +365,8 @@ class _StateCollector(Collector):
         # Watch.key -> its label text; rebuilt each scrape from the watches in
         # force (a reload replaces the Watch objects), so it never outgrows them.
         self._labels: dict[str, _WatchLabels] = {}
+        # Watch.key -> (state, its three timestamps as exposition text).
+        self._times: dict[str, tuple[TagState, str | None, str | None, str | None]] = {}
 
     def describe(self) -> Iterable[Metric]:
         # Names only, so the registry can refuse a clash without reading state.
@@ -445,20 +446,18 @@ class _StateCollector(Collector):
                 ]
             ),
         )
-        for spec, attribute in (
-            (_LAST_CHECK_FAMILY, "last_checked"),
-            (_LAST_DECIDED_FAMILY, "last_decided"),
-            (_LAST_CHANGE_FAMILY, "last_changed"),
+        times = self._timestamps(entries, found)
+        for index, spec in enumerate(
+            (_LAST_CHECK_FAMILY, _LAST_DECIDED_FAMILY, _LAST_CHANGE_FAMILY), start=1
         ):
             name = spec.name
             yield _RenderedFamily(
                 spec,
                 "".join(
                     [
-                        f"{name}{{{e.image}}} "
-                        f"{(m.timestamp() if m.tzinfo is not None else _epoch(m))!r}\n"
-                        for e, m in zip(entries, map(attrgetter(attribute), found), strict=True)
-                        if m is not None
+                        f"{name}{{{e.image}}} {value}\n"
+                        for e, t in zip(entries, times, strict=True)
+                        if (value := t[index]) is not None
                     ]
                 ),
             )
@@ -481,6 +480,29 @@ class _StateCollector(Collector):
                 ]
             ),
         )
+
+    def _timestamps(
+        self, entries: list[_WatchLabels], found: list[TagState]
+    ) -> list[tuple[TagState, str | None, str | None, str | None]]:
+        # Formatting a datetime as epoch seconds is half the cost of a scrape;
+        # between two scrapes most states are the same objects, so their text is kept.
+        known = self._times
+        fresh: dict[str, tuple[TagState, str | None, str | None, str | None]] = {}
+        out = []
+        for entry, state in zip(entries, found, strict=True):
+            key = entry.watch.key
+            cached = known.get(key)
+            if cached is None or cached[0] is not state:
+                cached = (
+                    state,
+                    _epoch_text(state.last_checked),
+                    _epoch_text(state.last_decided),
+                    _epoch_text(state.last_changed),
+                )
+            fresh[key] = cached
+            out.append(cached)
+        self._times = fresh
+        return out
 
     def _cron_text(self, cron: str | None, now: datetime) -> str | None:
         seconds = self._interval_seconds(None, cron, now)
@@ -604,6 +626,10 @@ def _aware(moment: Any) -> datetime | None:
     if not isinstance(moment, datetime):
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _epoch_text(moment: datetime | None) -> str | None:
+    return None if moment is None else repr(_epoch(moment))
 
 
 def _epoch(moment: datetime) -> float:

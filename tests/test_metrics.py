@@ -622,3 +622,22 @@ def _sample_set(families: Iterable[Metric]) -> set[tuple[str, frozenset[tuple[st
         for family in families
         for sample in family.samples
     }
+
+
+def test_every_scrape_exports_the_state_of_that_moment(
+    registry: CollectorRegistry, metrics: Metrics, view: FakeView
+) -> None:
+    """Text kept between scrapes (labels, timestamps) never outlives its state or watch."""
+    name = "regmon_image_last_check_timestamp_seconds"
+    view.state_map[ALPINE] = present(ALPINE)
+    assert registry.get_sample_value(name, {"image": ALPINE}) == T0.timestamp() + 300
+    view.state_map[ALPINE] = present(ALPINE, last_checked=T0 + timedelta(minutes=10))
+    assert registry.get_sample_value(name, {"image": ALPINE}) == T0.timestamp() + 600
+    # An equal state in a new object, as the service stores after each check.
+    view.state_map[ALPINE] = present(ALPINE, last_checked=T0 + timedelta(minutes=10))
+    assert registry.get_sample_value(name, {"image": ALPINE}) == T0.timestamp() + 600
+    view.config = parse_config("watch:\n  - image: alpine:3.21\n")
+    assert registry.get_sample_value(name, {"image": ALPINE}) is None
+    assert registry.get_sample_value(
+        "regmon_image_check_interval_seconds", {"image": "docker.io/library/alpine:3.21"}
+    ) == (300)
