@@ -9,6 +9,10 @@ Two halves:
   the webhook backlog from one grouped query on the ``deliveries`` table. The
   state is read on every scrape, so nothing can drift and a restart resets
   nothing that is persisted (``digest_changes`` lives in ``TagState``).
+  The per-image families (8 series per watch, ~400,000 at 50,000 watches)
+  are rendered straight to exposition lines, and ``exposition()`` (what
+  ``GET /metrics`` serves) writes those lines as they are; everything else
+  goes through the library's encoders.
 
 Labels follow SPEC §7: ``image`` is the watch key; no label is named
 ``namespace``/``pod``/``job``/``instance``; a digest only ever appears in
