@@ -9,6 +9,10 @@ Two halves:
   the webhook backlog from one grouped query on the ``deliveries`` table. The
   state is read on every scrape, so nothing can drift and a restart resets
   nothing that is persisted (``digest_changes`` lives in ``TagState``).
+  The per-image families (8 series per watch, ~400,000 at 50,000 watches)
+  are rendered straight to exposition lines, and ``exposition()`` (what
+  ``GET /metrics`` serves) writes those lines as they are; everything else
+  goes through the library's encoders.
 
 Labels follow SPEC §7: ``image`` is the watch key; no label is named
 ``namespace``/``pod``/``job``/``instance``; a digest only ever appears in
@@ -18,10 +22,11 @@ Labels follow SPEC §7: ``image`` is the watch key; no label is named
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
@@ -32,18 +37,22 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 import monitor
-from monitor.domain import CheckResult, DeliveryStatus, Status
+from monitor.domain import CheckResult, DeliveryStatus, Status, TagState
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from monitor.config import Watch
     from monitor.view import ServiceView
 
-__all__ = ["CHECK_DURATION_BUCKETS", "DELIVERY_OUTCOMES", "METRIC_NAMES", "Metrics"]
+__all__ = ["CHECK_DURATION_BUCKETS", "DELIVERY_OUTCOMES", "METRIC_NAMES", "Metrics", "exposition"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +74,7 @@ CHECK_DURATION_BUCKETS: Final = (
 )
 DELIVERY_OUTCOMES: Final = ("delivered", "failed", "retry", "dead")
 _PENDING_STATUSES: Final = tuple(status.value for status in DeliveryStatus.waiting())
-_AVAILABLE: Final = {Status.PRESENT: 1.0, Status.MISSING: 0.0, Status.DENIED: 0.0}
+_AVAILABLE_TEXT: Final = {Status.PRESENT: "1", Status.MISSING: "0", Status.DENIED: "0"}
 
 # Names as they appear in the exposition and in PromQL (histograms by their
 # base name: ``_bucket``, ``_sum`` and ``_count`` are derived).
@@ -204,88 +213,147 @@ class Metrics:
         self.deliveries.labels(webhook, outcome).inc()
 
 
-@dataclass(slots=True)
-class _Families:
-    """The families one scrape fills; a fresh set per scrape."""
+class _Families(Collector):
+    """Already collected families, handed to the library's encoders."""
 
-    available: GaugeMetricFamily = field(
-        default_factory=lambda: GaugeMetricFamily(
-            "regmon_image_available",
-            "1 if the tag was present at the last decided check, 0 if missing or denied.",
-            labels=["image", "registry", "repository", "tag"],
-        )
-    )
-    status: GaugeMetricFamily = field(
-        default_factory=lambda: GaugeMetricFamily(
-            "regmon_image_status",
-            "Status of the last check as a state set: 1 for the current status.",
-            labels=["image", "status"],
-        )
-    )
-    digest_info: GaugeMetricFamily = field(
-        default_factory=lambda: GaugeMetricFamily(
-            "regmon_image_digest_info",
-            "Always 1; the last digest seen while present in the label.",
-            labels=["image", "digest"],
-        )
-    )
-    last_check: GaugeMetricFamily = field(
-        default_factory=lambda: GaugeMetricFamily(
-            "regmon_image_last_check_timestamp_seconds",
-            "Unix time of the last check.",
-            labels=["image"],
-        )
-    )
-    last_decided: GaugeMetricFamily = field(
-        default_factory=lambda: GaugeMetricFamily(
-            "regmon_image_last_decided_timestamp_seconds",
-            "Unix time of the last check that was not an error.",
-            labels=["image"],
-        )
-    )
-    last_change: GaugeMetricFamily = field(
-        default_factory=lambda: GaugeMetricFamily(
-            "regmon_image_last_change_timestamp_seconds",
-            "Unix time of the last change of presence or digest.",
-            labels=["image"],
-        )
-    )
-    interval: GaugeMetricFamily = field(
-        default_factory=lambda: GaugeMetricFamily(
-            "regmon_image_check_interval_seconds",
-            "Seconds between checks (for a cron watch: between its next two fire times).",
-            labels=["image"],
-        )
-    )
-    digest_changes: CounterMetricFamily = field(
-        default_factory=lambda: CounterMetricFamily(
-            "regmon_image_digest_changes",
-            "Times the tag's digest changed (overwritten upstream); survives restarts.",
-            labels=["image"],
-        )
-    )
-    watched: GaugeMetricFamily = field(
-        default_factory=lambda: GaugeMetricFamily(
-            "regmon_watched_images", "Tags watched by the config in force."
-        )
-    )
-    pending: GaugeMetricFamily = field(
-        default_factory=lambda: GaugeMetricFamily(
-            "regmon_webhook_pending",
-            "Webhook deliveries waiting to be sent (pending or sending).",
-            labels=["webhook"],
-        )
-    )
-    oldest_pending: GaugeMetricFamily = field(
-        default_factory=lambda: GaugeMetricFamily(
-            "regmon_webhook_oldest_pending_age_seconds",
-            "Age of the oldest delivery waiting to be sent; 0 when none.",
-            labels=["webhook"],
-        )
-    )
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
 
-    def all(self) -> list[Metric]:
-        return [getattr(self, name.name) for name in fields(self)]
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def exposition(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
+    """The body and content type of ``GET /metrics`` for the request's ``Accept`` header.
+
+    The format is negotiated as the library does (text 0.0.4 by default,
+    OpenMetrics when asked for). Per-image families are written from their
+    rendered lines; every other family goes through the library's encoder,
+    which ends an OpenMetrics body with ``# EOF``, so it comes last.
+    """
+    encoder, content_type = choose_encoder(accept)
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    # One growing buffer rather than parts joined at the end: at 50,000
+    # watches the body is ~40 MB, and a join would hold it twice.
+    body = io.BytesIO()
+    others: list[Metric] = []
+    for family in registry.collect():
+        if isinstance(family, _RenderedFamily):
+            family.write(body, openmetrics)
+        else:
+            others.append(family)
+    body.write(encoder(_Families(others)))
+    return body.getvalue(), content_type
+
+
+@dataclass(frozen=True, slots=True)
+class _FamilySpec:
+    """One per-image family: its OpenMetrics name, type and help."""
+
+    name: str
+    type: str
+    documentation: str
+
+    def header(self, openmetrics: bool) -> str:
+        # Text 0.0.4 names a counter family by its sample name; OpenMetrics without _total.
+        shown = self.name if openmetrics or self.type != "counter" else self.name + "_total"
+        return f"# HELP {shown} {self.documentation}\n# TYPE {shown} {self.type}\n"
+
+
+_AVAILABLE_FAMILY: Final = _FamilySpec(
+    "regmon_image_available",
+    "gauge",
+    "1 if the tag was present at the last decided check, 0 if missing or denied.",
+)
+_STATUS_FAMILY: Final = _FamilySpec(
+    "regmon_image_status",
+    "gauge",
+    "1 for the status of the last check (one series per image: the current status).",
+)
+_DIGEST_FAMILY: Final = _FamilySpec(
+    "regmon_image_digest_info", "gauge", "Always 1; the last digest seen while present."
+)
+_LAST_CHECK_FAMILY: Final = _FamilySpec(
+    "regmon_image_last_check_timestamp_seconds", "gauge", "Unix time of the last check."
+)
+_LAST_DECIDED_FAMILY: Final = _FamilySpec(
+    "regmon_image_last_decided_timestamp_seconds",
+    "gauge",
+    "Unix time of the last check that was not an error.",
+)
+_LAST_CHANGE_FAMILY: Final = _FamilySpec(
+    "regmon_image_last_change_timestamp_seconds",
+    "gauge",
+    "Unix time of the last change of presence or digest.",
+)
+_INTERVAL_FAMILY: Final = _FamilySpec(
+    "regmon_image_check_interval_seconds",
+    "gauge",
+    "Seconds between checks (for a cron watch: between its next two fire times).",
+)
+_DIGEST_CHANGES_FAMILY: Final = _FamilySpec(
+    "regmon_image_digest_changes",
+    "counter",
+    "Times the tag's digest changed (overwritten upstream); survives restarts.",
+)
+_IMAGE_FAMILIES: Final = (
+    _AVAILABLE_FAMILY,
+    _STATUS_FAMILY,
+    _DIGEST_FAMILY,
+    _LAST_CHECK_FAMILY,
+    _LAST_DECIDED_FAMILY,
+    _LAST_CHANGE_FAMILY,
+    _INTERVAL_FAMILY,
+    _DIGEST_CHANGES_FAMILY,
+)
+
+
+class _RenderedFamily(Metric):
+    """A per-image family whose samples are already exposition lines.
+
+    ``exposition`` writes ``lines`` as they are: at 50,000 watches the library's
+    path (a ``Sample`` and a label dict per series, then formatting each one)
+    took seconds and hundreds of MB per scrape. ``samples`` parses the lines on
+    first use, so ``registry.collect()``, ``get_sample_value()`` and the
+    library's encoders still see the same series.
+    """
+
+    def __init__(self, spec: _FamilySpec, lines: str) -> None:
+        self.lines = lines
+        self._parsed: list[Sample] | None = None
+        super().__init__(spec.name, spec.documentation, spec.type)
+        self.spec = spec
+
+    @property
+    def samples(self) -> list[Sample]:
+        if self._parsed is None:
+            text = self.spec.header(openmetrics=False) + self.lines
+            self._parsed = [
+                sample
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+            ]
+        return self._parsed
+
+    @samples.setter
+    def samples(self, value: list[Sample]) -> None:
+        # Metric.__init__ assigns an empty list; anything else replaces the lines.
+        if value:
+            self._parsed = list(value)
+
+    def write(self, out: io.BytesIO, openmetrics: bool) -> None:
+        out.write(self.spec.header(openmetrics).encode())
+        out.write(self.lines.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class _WatchLabels:
+    """The label text of one ``Watch``, rendered once and reused while the watch stands."""
+
+    watch: Watch
+    image: str  # image="…" (escaped, no braces)
+    available: str  # {image="…",registry="…",repository="…",tag="…"}
+    interval: str | None  # the interval value of a watch with ``interval``
 
 
 class _StateCollector(Collector):
@@ -298,50 +366,155 @@ class _StateCollector(Collector):
         # cron string -> (interval seconds, valid until): an irregular schedule
         # ("0 9 * * mon-fri") has a different gap after each fire time.
         self._cron_intervals: dict[str, tuple[float, datetime]] = {}
+        # Watch.key -> its label text; rebuilt each scrape from the watches in
+        # force (a reload replaces the Watch objects), so it never outgrows them.
+        self._labels: dict[str, _WatchLabels] = {}
+        # Watch.key -> (state, its three timestamps as exposition text).
+        self._times: dict[str, tuple[TagState, str | None, str | None, str | None]] = {}
 
     def describe(self) -> Iterable[Metric]:
         # Names only, so the registry can refuse a clash without reading state.
-        return _Families().all()
+        return [
+            *(_RenderedFamily(spec, "") for spec in _IMAGE_FAMILIES),
+            *_service_families(),
+        ]
 
     def collect(self) -> Iterable[Metric]:
-        out = _Families()
         watches = self._view.watches()
         states = self._view.states()
         now = datetime.now(UTC)
-        for watch in watches:
-            key = watch.key
-            seconds = self._interval_seconds(watch.interval, watch.cron, now)
-            if seconds is not None:
-                out.interval.add_metric([key], seconds)
-            state = states.get(key)
-            if state is None:
-                continue
-            if state.decided_status in _AVAILABLE:
-                ref = watch.image
-                out.available.add_metric(
-                    [key, ref.registry, ref.repository, ref.tag or ""],
-                    _AVAILABLE[state.decided_status],
-                )
-            if state.status is not None:
-                for candidate in Status:
-                    out.status.add_metric(
-                        [key, str(candidate)], 1.0 if candidate is state.status else 0.0
-                    )
-            if state.digest:
-                out.digest_info.add_metric([key, state.digest], 1.0)
-            for family, moment in (
-                (out.last_check, state.last_checked),
-                (out.last_decided, state.last_decided),
-                (out.last_change, state.last_changed),
-            ):
-                if moment is not None:
-                    family.add_metric([key], _epoch(moment))
-            out.digest_changes.add_metric([key], float(state.digest_changes))
-        out.watched.add_metric([], float(len(watches)))
-        self._add_backlog(out, now)
-        return out.all()
+        labels = self._watch_labels(watches)
+        yield from self._image_families(labels, states, now)
+        watched, pending, oldest_pending = _service_families()
+        watched.add_metric([], float(len(watches)))
+        yield watched
+        self._add_backlog(pending, oldest_pending, now)
+        yield pending
+        yield oldest_pending
 
-    def _add_backlog(self, out: _Families, now: datetime) -> None:
+    def _watch_labels(self, watches: Sequence[Watch]) -> list[_WatchLabels]:
+        known = self._labels
+        fresh: dict[str, _WatchLabels] = {}
+        for watch in watches:
+            entry = known.get(watch.key)
+            if entry is None or entry.watch is not watch:
+                entry = _render_labels(watch)
+            fresh[watch.key] = entry
+        self._labels = fresh
+        return list(fresh.values())
+
+    def _image_families(
+        self, labels: list[_WatchLabels], states: Mapping[str, TagState], now: datetime
+    ) -> Iterator[_RenderedFamily]:
+        # One family at a time, each joined as soon as its lines exist, so the
+        # line strings of one family are freed before the next is built. Pairs
+        # come from zip() over two flat lists: a tuple per watch would wake the
+        # cyclic garbage collector, which then walks every live object.
+        entries: list[_WatchLabels] = []
+        found: list[TagState] = []
+        for entry in labels:
+            state = states.get(entry.watch.key)
+            if state is not None:
+                entries.append(entry)
+                found.append(state)
+        yield _RenderedFamily(
+            _AVAILABLE_FAMILY,
+            "".join(
+                [
+                    f"regmon_image_available{e.available} {_AVAILABLE_TEXT[s.decided_status]}\n"
+                    for e, s in zip(entries, found, strict=True)
+                    if s.decided_status in _AVAILABLE_TEXT
+                ]
+            ),
+        )
+        # One series per image, for its current status: a state set with a 0
+        # series for every other status would be 3 more series per image that
+        # no rule or panel reads (they all select == 1).
+        yield _RenderedFamily(
+            _STATUS_FAMILY,
+            "".join(
+                [
+                    f'regmon_image_status{{{e.image},status="{s.status.value}"}} 1\n'
+                    for e, s in zip(entries, found, strict=True)
+                    if s.status is not None
+                ]
+            ),
+        )
+        yield _RenderedFamily(
+            _DIGEST_FAMILY,
+            "".join(
+                [
+                    f'regmon_image_digest_info{{{e.image},digest="{_escape(s.digest)}"}} 1\n'
+                    for e, s in zip(entries, found, strict=True)
+                    if s.digest
+                ]
+            ),
+        )
+        times = self._timestamps(entries, found)
+        for index, spec in enumerate(
+            (_LAST_CHECK_FAMILY, _LAST_DECIDED_FAMILY, _LAST_CHANGE_FAMILY), start=1
+        ):
+            name = spec.name
+            yield _RenderedFamily(
+                spec,
+                "".join(
+                    [
+                        f"{name}{{{e.image}}} {value}\n"
+                        for e, t in zip(entries, times, strict=True)
+                        if (value := t[index]) is not None
+                    ]
+                ),
+            )
+        yield _RenderedFamily(
+            _INTERVAL_FAMILY,
+            "".join(
+                [
+                    f"regmon_image_check_interval_seconds{{{e.image}}} {value}\n"
+                    for e in labels
+                    if (value := e.interval or self._cron_text(e.watch.cron, now)) is not None
+                ]
+            ),
+        )
+        yield _RenderedFamily(
+            _DIGEST_CHANGES_FAMILY,
+            "".join(
+                [
+                    f"regmon_image_digest_changes_total{{{e.image}}} {s.digest_changes:d}\n"
+                    for e, s in zip(entries, found, strict=True)
+                ]
+            ),
+        )
+
+    def _timestamps(
+        self, entries: list[_WatchLabels], found: list[TagState]
+    ) -> list[tuple[TagState, str | None, str | None, str | None]]:
+        # Formatting a datetime as epoch seconds is half the cost of a scrape;
+        # between two scrapes most states are the same objects, so their text is kept.
+        known = self._times
+        fresh: dict[str, tuple[TagState, str | None, str | None, str | None]] = {}
+        out = []
+        for entry, state in zip(entries, found, strict=True):
+            key = entry.watch.key
+            cached = known.get(key)
+            if cached is None or cached[0] is not state:
+                cached = (
+                    state,
+                    _epoch_text(state.last_checked),
+                    _epoch_text(state.last_decided),
+                    _epoch_text(state.last_changed),
+                )
+            fresh[key] = cached
+            out.append(cached)
+        self._times = fresh
+        return out
+
+    def _cron_text(self, cron: str | None, now: datetime) -> str | None:
+        seconds = self._interval_seconds(None, cron, now)
+        return None if seconds is None else repr(seconds)
+
+    def _add_backlog(
+        self, pending: GaugeMetricFamily, oldest_pending: GaugeMetricFamily, now: datetime
+    ) -> None:
         from monitor.store.engine import error_line, is_database_error
 
         try:
@@ -362,8 +535,8 @@ class _StateCollector(Collector):
         for name in names:
             count, first = backlog.get(name, (0, None))
             age = 0.0 if first is None or count == 0 else max((now - first).total_seconds(), 0.0)
-            out.pending.add_metric([name], float(count))
-            out.oldest_pending.add_metric([name], age)
+            pending.add_metric([name], float(count))
+            oldest_pending.add_metric([name], age)
 
     def _interval_seconds(
         self, interval: float | None, cron: str | None, now: datetime
@@ -397,6 +570,41 @@ class _StateCollector(Collector):
         return gap[0], gap[1] + timedelta(microseconds=1)
 
 
+def _service_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    """Fresh service-wide state families: watched images, webhook backlog."""
+    return (
+        GaugeMetricFamily("regmon_watched_images", "Tags watched by the config in force."),
+        GaugeMetricFamily(
+            "regmon_webhook_pending",
+            "Webhook deliveries waiting to be sent (pending or sending).",
+            labels=["webhook"],
+        ),
+        GaugeMetricFamily(
+            "regmon_webhook_oldest_pending_age_seconds",
+            "Age of the oldest delivery waiting to be sent; 0 when none.",
+            labels=["webhook"],
+        ),
+    )
+
+
+def _render_labels(watch: Watch) -> _WatchLabels:
+    ref = watch.image
+    image = f'image="{_escape(watch.key)}"'
+    available = (
+        f'{{{image},registry="{_escape(ref.registry)}",'
+        f'repository="{_escape(ref.repository)}",tag="{_escape(ref.tag or "")}"}}'
+    )
+    interval = None if watch.interval is None else repr(float(watch.interval))
+    return _WatchLabels(watch, image, available, interval)
+
+
+def _escape(value: str) -> str:
+    """A label value as the exposition formats (text 0.0.4 and OpenMetrics) quote it."""
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
+
+
 def _read_backlog(engine: Engine) -> dict[str, tuple[int, datetime | None]]:
     """``{webhook: (waiting deliveries, oldest created_at)}`` in one grouped query."""
     from sqlalchemy import func, select
@@ -422,6 +630,10 @@ def _aware(moment: Any) -> datetime | None:
     if not isinstance(moment, datetime):
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _epoch_text(moment: datetime | None) -> str | None:
+    return None if moment is None else repr(_epoch(moment))
 
 
 def _epoch(moment: datetime) -> float:

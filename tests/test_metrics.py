@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import subprocess
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Metric, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from support.fakes import FakeView, migrated_engine
+from test_ops_bundle import promtool
 
 from monitor import __version__
 from monitor.config import parse_config
 from monitor.domain import CheckResult, Evaluation, Event, EventType, Reason, Status, TagState
 from monitor.ids import new_event_id
-from monitor.metrics import METRIC_NAMES, Metrics
+from monitor.metrics import METRIC_NAMES, Metrics, exposition
 from monitor.reference import parse_reference
 from monitor.store import repository
 from monitor.store.engine import make_engine
@@ -139,17 +145,14 @@ def test_available_stays_1_when_the_latest_check_is_an_error(
 
 
 @pytest.mark.parametrize("current", list(Status))
-def test_status_is_a_state_set(
+def test_status_is_one_series_for_the_current_status(
     registry: CollectorRegistry, metrics: Metrics, view: FakeView, current: Status
 ) -> None:
+    """Only the current status is exported (not a 0 series for every other one)."""
     view.state_map[ALPINE] = present(ALPINE, status=current)
-    values = {
-        status: registry.get_sample_value(
-            "regmon_image_status", {"image": ALPINE, "status": str(status)}
-        )
-        for status in Status
-    }
-    assert values == {status: (1.0 if status is current else 0.0) for status in Status}
+    assert [(s.labels, s.value) for s in _samples(registry, "regmon_image_status")] == [
+        ({"image": ALPINE, "status": str(current)}, 1.0)
+    ]
 
 
 def test_digest_info_and_timestamps(
@@ -420,3 +423,221 @@ def _samples(registry: CollectorRegistry, name: str) -> list[Sample]:
     return [
         sample for family in registry.collect() for sample in family.samples if sample.name == name
     ]
+
+
+# --------------------------------------------------------------------------- the exposition
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
+# Every per-image family for a small state: ALPINE present (overwritten twice),
+# NGINX present then an error, APP (cron every 15 minutes) never checked.
+GOLDEN_IMAGE_FAMILIES = """\
+# HELP regmon_image_available 1 if the tag was present at the last decided check, 0 if missing or denied.
+# TYPE regmon_image_available gauge
+regmon_image_available{image="docker.io/library/alpine:3.20",registry="docker.io",repository="library/alpine",tag="3.20"} 1
+regmon_image_available{image="docker.io/library/nginx:1.27",registry="docker.io",repository="library/nginx",tag="1.27"} 0
+# HELP regmon_image_status 1 for the status of the last check (one series per image: the current status).
+# TYPE regmon_image_status gauge
+regmon_image_status{image="docker.io/library/alpine:3.20",status="present"} 1
+regmon_image_status{image="docker.io/library/nginx:1.27",status="error"} 1
+# HELP regmon_image_digest_info Always 1; the last digest seen while present.
+# TYPE regmon_image_digest_info gauge
+regmon_image_digest_info{image="docker.io/library/alpine:3.20",digest="sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"} 1
+# HELP regmon_image_last_check_timestamp_seconds Unix time of the last check.
+# TYPE regmon_image_last_check_timestamp_seconds gauge
+regmon_image_last_check_timestamp_seconds{image="docker.io/library/alpine:3.20"} 1795758320.0
+regmon_image_last_check_timestamp_seconds{image="docker.io/library/nginx:1.27"} 1795758380.25
+# HELP regmon_image_last_decided_timestamp_seconds Unix time of the last check that was not an error.
+# TYPE regmon_image_last_decided_timestamp_seconds gauge
+regmon_image_last_decided_timestamp_seconds{image="docker.io/library/alpine:3.20"} 1795758320.0
+regmon_image_last_decided_timestamp_seconds{image="docker.io/library/nginx:1.27"} 1795758320.0
+# HELP regmon_image_last_change_timestamp_seconds Unix time of the last change of presence or digest.
+# TYPE regmon_image_last_change_timestamp_seconds gauge
+regmon_image_last_change_timestamp_seconds{image="docker.io/library/alpine:3.20"} 1795758020.0
+regmon_image_last_change_timestamp_seconds{image="docker.io/library/nginx:1.27"} 1795758020.0
+# HELP regmon_image_check_interval_seconds Seconds between checks (for a cron watch: between its next two fire times).
+# TYPE regmon_image_check_interval_seconds gauge
+regmon_image_check_interval_seconds{image="docker.io/library/alpine:3.20"} 300.0
+regmon_image_check_interval_seconds{image="docker.io/library/nginx:1.27"} 60.0
+regmon_image_check_interval_seconds{image="ghcr.io/acme/app:prod"} 900.0
+# HELP regmon_image_digest_changes_total Times the tag's digest changed (overwritten upstream); survives restarts.
+# TYPE regmon_image_digest_changes_total counter
+regmon_image_digest_changes_total{image="docker.io/library/alpine:3.20"} 2
+regmon_image_digest_changes_total{image="docker.io/library/nginx:1.27"} 0
+"""  # noqa: E501
+
+
+@pytest.fixture
+def small_state(view: FakeView) -> FakeView:
+    view.state_map[ALPINE] = present(ALPINE, DIGEST_B, digest_changes=2)
+    view.state_map[NGINX] = present(
+        NGINX,
+        status=Status.ERROR,
+        decided_status=Status.MISSING,
+        digest=None,
+        reason=Reason.TIMEOUT,
+        last_checked=T0 + timedelta(minutes=6, microseconds=250_000),
+    )
+    return view
+
+
+def _image_part(text: str) -> str:
+    return "".join(
+        line
+        for line in text.splitlines(keepends=True)
+        if line.startswith(("regmon_image_", "# HELP regmon_image_", "# TYPE regmon_image_"))
+    )
+
+
+def test_golden_exposition_of_the_image_families(
+    registry: CollectorRegistry, metrics: Metrics, small_state: FakeView
+) -> None:
+    body, content_type = exposition(registry, "")
+    assert content_type == "text/plain; version=0.0.4; charset=utf-8"
+    assert _image_part(body.decode()) == GOLDEN_IMAGE_FAMILIES
+
+
+def test_golden_openmetrics_names_counter_families_without_total(
+    registry: CollectorRegistry, metrics: Metrics, small_state: FakeView
+) -> None:
+    body, content_type = exposition(registry, OPENMETRICS)
+    assert content_type.startswith("application/openmetrics-text; version=1.0.0")
+    text = body.decode()
+    assert text.endswith("\n# EOF\n")
+    assert text.count("# EOF") == 1
+    assert _image_part(text) == GOLDEN_IMAGE_FAMILIES.replace(
+        "# HELP regmon_image_digest_changes_total", "# HELP regmon_image_digest_changes"
+    ).replace("# TYPE regmon_image_digest_changes_total", "# TYPE regmon_image_digest_changes")
+
+
+def test_at_most_8_series_per_watch(
+    registry: CollectorRegistry, metrics: Metrics, view: FakeView
+) -> None:
+    for key in (ALPINE, NGINX, APP):
+        view.state_map[key] = present(key, status=Status.ERROR, digest_changes=1)
+    text = exposition(registry, "")[0].decode()
+    per_image: dict[str, list[str]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if "image" in sample.labels:
+                per_image.setdefault(sample.labels["image"], []).append(sample.name)
+    assert per_image == {
+        key: [
+            "regmon_image_available",
+            "regmon_image_status",
+            "regmon_image_digest_info",
+            "regmon_image_last_check_timestamp_seconds",
+            "regmon_image_last_decided_timestamp_seconds",
+            "regmon_image_last_change_timestamp_seconds",
+            "regmon_image_check_interval_seconds",
+            "regmon_image_digest_changes_total",
+        ]
+        for key in (ALPINE, NGINX, APP)
+    }
+
+
+@pytest.mark.parametrize("accept", ["", OPENMETRICS])
+def test_the_library_sees_the_series_the_exposition_writes(
+    registry: CollectorRegistry, metrics: Metrics, small_state: FakeView, accept: str
+) -> None:
+    """registry.collect() (get_sample_value, generate_latest) and /metrics agree."""
+    metrics.observe_check(CheckResult(parse_reference(ALPINE), Status.PRESENT, T0), "docker.io")
+    metrics.observe_delivery("ops", "delivered")
+    ours = exposition(registry, accept)[0].decode()
+    if accept:
+        library = openmetrics_latest(registry).decode()
+        parse = openmetrics_families
+    else:
+        library = generate_latest(registry).decode()
+        parse = text_string_to_metric_families
+    assert _sample_set(parse(ours)) == _sample_set(parse(library))
+    assert len(_sample_set(parse(ours))) == 42
+
+
+def test_exposition_parses_and_passes_promtool_check_metrics(
+    registry: CollectorRegistry, metrics: Metrics, small_state: FakeView
+) -> None:
+    metrics.observe_check(CheckResult(parse_reference(ALPINE), Status.PRESENT, T0), "docker.io")
+    metrics.observe_request("docker.io", "HEAD", "200")
+    body = exposition(registry, "")[0]
+    assert list(text_string_to_metric_families(body.decode()))
+    assert list(openmetrics_families(exposition(registry, OPENMETRICS)[0].decode()))
+    done = subprocess.run(
+        [promtool(), "check", "metrics"], input=body, capture_output=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
+
+
+def test_label_values_are_escaped(
+    registry: CollectorRegistry, metrics: Metrics, view: FakeView
+) -> None:
+    odd = 'sha256:"quoted" back\\slash\nnewline'
+    view.state_map[ALPINE] = present(ALPINE, odd)
+    text = exposition(registry, "")[0].decode()
+    assert 'digest="sha256:\\"quoted\\" back\\\\slash\\nnewline"' in text
+    for parse, body in (
+        (text_string_to_metric_families, text),
+        (openmetrics_families, exposition(registry, OPENMETRICS)[0].decode()),
+    ):
+        digests = [
+            sample.labels["digest"]
+            for family in parse(body)
+            for sample in family.samples
+            if sample.name == "regmon_image_digest_info"
+        ]
+        assert digests == [odd]
+
+
+def test_a_reload_drops_the_series_of_removed_watches(
+    registry: CollectorRegistry, metrics: Metrics, view: FakeView
+) -> None:
+    view.state_map[ALPINE] = present(ALPINE)
+    view.state_map[NGINX] = present(NGINX)
+    assert registry.get_sample_value("regmon_image_check_interval_seconds", {"image": NGINX}) == 60
+    view.config = parse_config("watch:\n  - image: alpine:3.20\n    interval: 2m\n")
+    view.state_map.pop(NGINX)
+    text = exposition(registry, "")[0].decode()
+    assert NGINX not in text
+    assert registry.get_sample_value("regmon_image_check_interval_seconds", {"image": ALPINE}) == (
+        120
+    )
+
+
+@pytest.mark.parametrize("accept", ["", OPENMETRICS])
+def test_no_created_series_in_the_exposition(
+    registry: CollectorRegistry, metrics: Metrics, small_state: FakeView, accept: str
+) -> None:
+    metrics.observe_check(CheckResult(parse_reference(ALPINE), Status.PRESENT, T0), "docker.io")
+    metrics.observe_request("docker.io", "HEAD", "200")
+    metrics.observe_delivery("ops", "delivered")
+    text = exposition(registry, accept)[0].decode()
+    assert "regmon_check_duration_seconds_bucket{" in text
+    assert "regmon_image_digest_changes_total{" in text
+    assert "_created" not in text
+
+
+def _sample_set(families: Iterable[Metric]) -> set[tuple[str, frozenset[tuple[str, str]], float]]:
+    return {
+        (sample.name, frozenset(sample.labels.items()), sample.value)
+        for family in families
+        for sample in family.samples
+    }
+
+
+def test_every_scrape_exports_the_state_of_that_moment(
+    registry: CollectorRegistry, metrics: Metrics, view: FakeView
+) -> None:
+    """Text kept between scrapes (labels, timestamps) never outlives its state or watch."""
+    name = "regmon_image_last_check_timestamp_seconds"
+    view.state_map[ALPINE] = present(ALPINE)
+    assert registry.get_sample_value(name, {"image": ALPINE}) == T0.timestamp() + 300
+    view.state_map[ALPINE] = present(ALPINE, last_checked=T0 + timedelta(minutes=10))
+    assert registry.get_sample_value(name, {"image": ALPINE}) == T0.timestamp() + 600
+    # An equal state in a new object, as the service stores after each check.
+    view.state_map[ALPINE] = present(ALPINE, last_checked=T0 + timedelta(minutes=10))
+    assert registry.get_sample_value(name, {"image": ALPINE}) == T0.timestamp() + 600
+    view.config = parse_config("watch:\n  - image: alpine:3.21\n")
+    assert registry.get_sample_value(name, {"image": ALPINE}) is None
+    assert registry.get_sample_value(
+        "regmon_image_check_interval_seconds", {"image": "docker.io/library/alpine:3.21"}
+    ) == (300)

@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
@@ -32,6 +31,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from monitor.metrics import exposition
 from monitor.web.page import PAGE_CSS_HASH, render_status_page
 from monitor.web.queries import (
     EventQuery,
@@ -70,8 +70,9 @@ def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starle
     async def metrics(request: Request) -> Response:
         # Prometheus negotiates the format; without an Accept header this is text 0.0.4,
         # the format ``generate_latest`` writes. The scrape reads the database: off the loop.
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        body = await asyncio.to_thread(encoder, metrics_registry)
+        body, content_type = await asyncio.to_thread(
+            exposition, metrics_registry, request.headers.get("accept", "")
+        )
         return Response(body, headers={"Content-Type": content_type})
 
     async def healthz(_: Request) -> Response:
