@@ -2,7 +2,10 @@
 
 Every evaluation of a check goes through ``add()``; the writer loop (``run()``)
 writes what is pending every ``interval`` seconds, or at once when a batch is
-full, in one transaction (the store's ``record_evaluations``).
+full, in one transaction (the store's ``record_evaluations``). Each result is
+prepared (``prepare``: payloads and channel names, from notify's routing) in
+the event loop just before its batch goes to the worker thread, so the write
+takes data only.
 
 When the database cannot be written (locked past the busy timeout, a full
 disk, a corrupt file, a server that is down) nothing is lost at first:
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from monitor.config import Watch
     from monitor.domain import Evaluation
     from monitor.metrics import Metrics
+    from monitor.store.repository import Record
 
 __all__ = ["BACKOFF_CAP", "MAX_PENDING", "STALL", "Pending", "Recorder"]
 
@@ -73,8 +77,9 @@ class Recorder:
 
     def __init__(
         self,
-        write: Callable[[Sequence[Pending]], None],
+        write: Callable[[Sequence[Record]], None],
         *,
+        prepare: Callable[[Evaluation, Watch], Record],
         on_written: Callable[[], None] | None = None,
         metrics: Metrics | None = None,
         batch: int = BATCH,
@@ -83,6 +88,7 @@ class Recorder:
         max_pending: int = MAX_PENDING,
     ) -> None:
         self._write = write  # runs in a worker thread; raises on failure
+        self._prepare = prepare
         self._on_written = on_written
         self._metrics = metrics
         self._batch = batch
@@ -204,7 +210,10 @@ class Recorder:
                 for start in range(0, len(items), self._batch):
                     self._writing = dict(items[start:])
                     self._write_began = time.monotonic()
-                    chunk = [pending for _, pending in items[start : start + self._batch]]
+                    chunk = [
+                        self._prepare(pending.evaluation, pending.watch)
+                        for _, pending in items[start : start + self._batch]
+                    ]
                     # Shielded: a cancelled flush must not re-queue a chunk that the
                     # thread goes on to commit (its events would then be written twice).
                     await asyncio.shield(asyncio.to_thread(self._write, chunk))

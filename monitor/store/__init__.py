@@ -7,6 +7,7 @@ implementation detail of the store (and of ``migrations/``).
 from monitor.store.engine import StoreError, check_schema, make_engine, upgrade
 from monitor.store.repository import (
     HistoryRow,
+    Record,
     UnknownEventError,
     WatchLike,
     WatchRow,
@@ -22,6 +23,7 @@ from monitor.store.repository import (
 
 __all__ = [
     "HistoryRow",
+    "Record",
     "StoreError",
     "UnknownEventError",
     "WatchLike",

@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from monitor.domain import Evaluation, Event, Reason, Status, TagState
+from monitor.domain import Evaluation, Reason, Status, TagState
 from monitor.store.engine import SQLITE_BEGIN, StoreError, redact_url
 from monitor.store.models import (
     Base,
@@ -45,6 +45,7 @@ from monitor.wire import parse_timestamp
 
 __all__ = [
     "HistoryRow",
+    "Record",
     "UnknownEventError",
     "WatchLike",
     "WatchRow",
@@ -102,6 +103,18 @@ class WatchRow:
     interval_seconds: float | None
     cron: str | None
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One evaluation to write, prepared: a body and the channel names for each of its events.
+
+    ``payloads`` and ``channels`` run parallel to ``evaluation.events``.
+    """
+
+    evaluation: Evaluation
+    payloads: tuple[Mapping[str, Any], ...] = ()
+    channels: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,51 +344,51 @@ def get_state(engine: Engine, image: str) -> TagState | None:
 _EVENTS_PAGE_SIZE = 10_000
 
 
-def _no_webhooks(_event: Event) -> Sequence[str]:
-    return ()
-
-
 @_translated
 def record_evaluations(
     engine: Engine,
-    evaluations: Sequence[Evaluation],
-    payload_for: Callable[[Event], Mapping[str, Any]],
-    deliveries_for: Callable[[Event], Sequence[str]] = _no_webhooks,
+    records: Sequence[Record],
     *,
     now: datetime | None = None,
 ) -> list[int]:
-    """Write a batch of evaluations in ONE transaction; return the new events' seqs in order.
+    """Write a batch of prepared evaluations in ONE transaction; return the new events' seqs
+    in order.
 
     Writes the upserted tag states, a history row per ``changed`` evaluation, an
-    events row per event (body from ``payload_for``) and a pending delivery per
-    webhook name from ``deliveries_for``. Either all of it is written or none:
-    an exception from a callback rolls the whole batch back.
+    events row per event (with its prepared body) and a pending delivery per
+    channel name. Either all of it is written or none.
     """
-    if not evaluations:
+    if not records:
         return []
     now = now or datetime.now(UTC)
-    # Build every row before opening the transaction: callbacks run without holding a lock.
     states: dict[str, dict[str, Any]] = {}
     history: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     webhooks: list[tuple[str, str]] = []
-    for evaluation in evaluations:
+    for record in records:
+        evaluation = record.evaluation
+        if len(record.payloads) != len(evaluation.events) or len(record.channels) not in (
+            0,
+            len(evaluation.events),
+        ):
+            raise ValueError(f"{evaluation.state.image}: one payload (and channels) per event")
         state = evaluation.state
         states[state.image] = _state_to_row(state)  # the last evaluation of an image wins
         if evaluation.changed:
             history.append(_history_row(evaluation, now))
-        for ev in evaluation.events:
+        for index, ev in enumerate(evaluation.events):
             events.append(
                 {
                     "id": ev.id,
                     "type": ev.type.value,
                     "image": ev.image,
                     "occurred_at": ev.occurred_at,
-                    "payload": dict(payload_for(ev)),
+                    "payload": dict(record.payloads[index]),
                     "created_at": now,
                 }
             )
-            webhooks.extend((ev.id, name) for name in deliveries_for(ev))
+            if record.channels:
+                webhooks.extend((ev.id, name) for name in record.channels[index])
 
     seq_by_id: dict[str, int] = {}
     with _write(engine) as conn:
