@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.checker import RegistrySlots, check_reference, client_from_config
 from monitor.config import Config, Watch, load_config
-from monitor.domain import TagState
+from monitor.domain import CheckResult, Evaluation, TagState
 from monitor.errors import RegmonError
 from monitor.events import evaluate
 from monitor.logs import CheckLog
 from monitor.reference import canonical_registry
 from monitor.runtime.failure import reason
+from monitor.sources.base import sources_for, targets_of
 
 if TYPE_CHECKING:
     import httpx
@@ -36,10 +37,11 @@ if TYPE_CHECKING:
     from monitor.notify.dispatcher import Dispatcher
     from monitor.registry.client import RegistryClient
     from monitor.registry.transport import TransportFactory
-    from monitor.runtime.recorder import Recorder
+    from monitor.runtime.leader import Coordinator
+    from monitor.runtime.recorder import Pending, Recorder
     from monitor.runtime.reloader import Reloader
     from monitor.scheduler import WatchScheduler
-    from monitor.store.repository import Record
+    from monitor.store.repository import Record, Recorded
 
 __all__ = ["Service", "run_service"]
 
@@ -93,15 +95,22 @@ class Service:
         config_path: str | None = None,
         metrics_registry: CollectorRegistry | None = None,
         transport_factory: TransportFactory | None = None,
+        coordinator: Coordinator | None = None,
     ) -> None:
         from prometheus_client import CollectorRegistry
+
+        from monitor.runtime.leader import SingleProcess
 
         self._config = config
         self._config_path = config_path
         self._transport_factory = transport_factory
+        self._coordinator: Coordinator = coordinator or SingleProcess()
         self.metrics_registry = metrics_registry or CollectorRegistry()
-        self._watches: dict[str, Watch] = {w.key: w for w in config.watches()}
+        self._watches: dict[str, Watch] = targets_of(sources_for(config))
+        # A cache of the store's tag states (the store is the authority: its writes are
+        # compare-and-set on ``_versions``, monitor.store.states).
         self._states: dict[str, TagState] = {}
+        self._versions: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._slots = RegistrySlots()
         self._inflight: set[asyncio.Task[Any]] = set()  # scheduled checks holding a slot
@@ -178,7 +187,7 @@ class Service:
             refuse_empty_sqlite_file,
             upgrade,
         )
-        from monitor.store.repository import load_states, sync_watches
+        from monitor.store.repository import load_versioned_states
         from monitor.web.app import create_app
 
         # Bind first: a taken port (say, a second regmon started by mistake) is a
@@ -195,17 +204,19 @@ class Service:
             self._engine = make_engine(self._config.database)
             on_failure.callback(self._engine.dispose)
             await asyncio.to_thread(upgrade, self._engine)
-            stored = await asyncio.to_thread(load_states, self._engine)
-            await asyncio.to_thread(
-                sync_watches, self._engine, _watch_rows(self.watches()), datetime.now(UTC)
-            )
+            stored = await asyncio.to_thread(load_versioned_states, self._engine)
+            await self._sync_watches(self._config)
             on_failure.pop_all()
-        self._states = {k: v for k, v in stored.items() if k in self._watches}
+        self._states = {k: state for k, (state, _) in stored.items() if k in self._watches}
+        self._versions = {k: version for k, (_, version) in stored.items()}
         self._metrics = Metrics(self.metrics_registry, self)
         self._recorder = Recorder(
             self._write_batch,
             prepare=Router(lambda: self._config).prepare,
+            stored_versions=self._versions,
+            on_refused=self._reevaluate,
             on_written=self._written,
+            coordinator=self._coordinator,
             metrics=self._metrics,
         )
         self._client = self._make_client(self._config)
@@ -326,7 +337,11 @@ class Service:
 
         self._webhook_http = httpx.AsyncClient(transport=default_transport_factory(True))
         self._dispatcher = Dispatcher(
-            self.engine, lambda: self._config, self._webhook_http, self._metrics
+            self.engine,
+            lambda: self._config,
+            self._webhook_http,
+            self._metrics,
+            may_send=self._coordinator.is_leader,
         )
         self._dispatcher.start()
 
@@ -353,11 +368,13 @@ class Service:
         return await self._reloader.reload()
 
     async def _sync_watches(self, config: Config) -> None:
+        """Each source's watches to the store, on its own: one source never retires another's."""
         from monitor.store.repository import sync_watches
 
-        await asyncio.to_thread(
-            sync_watches, self.engine, _watch_rows(config.watches()), datetime.now(UTC)
-        )
+        now = datetime.now(UTC)
+        for source in sources_for(config):
+            rows = _watch_rows(source.targets())
+            await asyncio.to_thread(sync_watches, self.engine, rows, now, source=source.name)
 
     def _commit_config(
         self, config: Config, watches: Mapping[str, Watch], client: RegistryClient | None
@@ -393,7 +410,7 @@ class Service:
             self._metrics.observe_request(canonical_registry(registry), method, code)
 
     async def _scheduled_check(self, key: str) -> None:
-        if self._stopping.is_set():
+        if self._stopping.is_set() or not self._coordinator.is_leader():
             return
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - APScheduler runs jobs as tasks
@@ -433,18 +450,44 @@ class Service:
             if self._metrics is not None:
                 self._metrics.observe_check(result, registry)
             previous = self._states.get(key)
-            evaluation = evaluate(
-                previous,
-                result,
-                missing_after=watch.missing_after,
-                failing_after=watch.failing_after,
-            )
-            self._states[key] = evaluation.state
+            evaluation = self._evaluate(key, watch, result)
             self._check_log.record(
                 key, previous, result, evaluation, failing_after=watch.failing_after
             )
-            if self._recorder is not None:
-                self._recorder.add(evaluation, watch)
+
+    def _evaluate(self, key: str, watch: Watch, result: CheckResult) -> Evaluation:
+        """Fold ``result`` into the cached state and hand the evaluation to the recorder."""
+        evaluation = evaluate(
+            self._states.get(key),
+            result,
+            missing_after=watch.missing_after,
+            failing_after=watch.failing_after,
+        )
+        version = self._versions.get(key, 0) + 1
+        self._states[key] = evaluation.state
+        self._versions[key] = version
+        if self._recorder is not None:
+            self._recorder.add(evaluation, watch, version=version, result=result)
+        return evaluation
+
+    def _reevaluate(
+        self, stale: Sequence[Pending], current: Mapping[str, tuple[TagState, int]]
+    ) -> None:
+        """The store refused results evaluated on a stale state: refresh the cache from the
+        store's state, then evaluate them again, in order, on top of it."""
+        refreshed: set[str] = set()
+        for pending in stale:
+            key = pending.evaluation.state.image
+            if key not in refreshed:
+                refreshed.add(key)
+                stored = current.get(key)
+                if stored is None:
+                    self._states.pop(key, None)
+                    self._versions.pop(key, None)
+                else:
+                    self._states[key], self._versions[key] = stored
+            if pending.result is not None and key in self._watches:
+                self._evaluate(key, pending.watch, pending.result)
 
     # -- writes ----------------------------------------------------------------
 
@@ -453,12 +496,12 @@ class Service:
         if self._recorder is not None:
             await self._recorder.flush()
 
-    def _write_batch(self, batch: Sequence[Record]) -> None:
+    def _write_batch(self, batch: Sequence[Record]) -> Recorded:
         """One transaction for a prepared batch (state, history, events, outbox); in a worker
         thread."""
         from monitor.store.repository import record_evaluations
 
-        record_evaluations(self.engine, batch)
+        return record_evaluations(self.engine, batch)
 
     def _written(self) -> None:
         if self._dispatcher is not None:

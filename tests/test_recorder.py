@@ -23,7 +23,7 @@ from monitor.domain import Evaluation, Event, EventType, Status, TagState
 from monitor.metrics import Metrics
 from monitor.runtime.recorder import Recorder
 from monitor.store.engine import DatabaseUnavailable, StoreError
-from monitor.store.repository import Record
+from monitor.store.repository import Record, Recorded
 
 CONFIG = parse_config(
     "database: sqlite:///unused.db\nwatch:\n"
@@ -50,7 +50,7 @@ class Store:
         self.failing = True
         self.batches: list[list[Record]] = []
 
-    def write(self, batch: Sequence[Record]) -> None:
+    def write(self, batch: Sequence[Record]) -> Recorded:
         if self.failing:
             # What the store raises: its error from SQLAlchemy's, which names the SQL.
             cause = sqlalchemy.exc.OperationalError(
@@ -60,6 +60,7 @@ class Store:
                 f"database sqlite:///x.db: record_evaluations failed: {FULL}"
             ) from cause
         self.batches.append(list(batch))
+        return Recorded()
 
 
 def unrouted(evaluation: Evaluation, _watch: object) -> Record:
@@ -171,11 +172,11 @@ def test_a_backlog_is_written_in_bounded_transactions_and_a_failed_one_keeps_the
     store.failing = False
     calls = 0
 
-    def write(batch: Sequence[Record]) -> None:
+    def write(batch: Sequence[Record]) -> Recorded:
         nonlocal calls
         calls += 1
         store.failing = calls == 2  # the second transaction fails
-        store.write(batch)
+        return store.write(batch)
 
     async def main() -> Recorder:
         recorder = Recorder(write, prepare=unrouted, batch=2)

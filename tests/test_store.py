@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +34,7 @@ from monitor.store import (
     history_for,
     list_events,
     load_states,
+    load_versioned_states,
     make_engine,
     prune,
     record_evaluations,
@@ -45,6 +48,7 @@ from monitor.store.models import (
     HistoryModel,
     TagStateModel,
 )
+from monitor.store.repository import Record, Recorded
 
 T0 = datetime(2026, 11, 27, 5, 40, 20, 123456, tzinfo=UTC)
 IMAGE = "docker.io/library/nginx:1.27"
@@ -220,6 +224,77 @@ def test_upsert_replaces_state(engine: Engine) -> None:
     assert load_states(engine)[IMAGE].digest_changes == 1  # the counter metric survives
 
 
+# --- compare-and-set ----------------------------------------------------------------------
+
+
+def guarded(evaluation: Evaluation, expected: int, version: int) -> Record:
+    [record] = prepared([evaluation], payload, lambda e: ("ops",))
+    return replace(record, expected=expected, version=version)
+
+
+def test_two_writers_on_one_version_the_second_is_refused(db_url: str) -> None:
+    # Two engines, as two replicas would have: each read version 0 (never written).
+    first, second = make_engine(db_url), make_engine(db_url)
+    try:
+        upgrade(first)
+        a = Evaluation(present(digest="sha256:aaa"), (make_event(),), changed=True)
+        b = Evaluation(present(digest="sha256:bbb"), (make_event(),), changed=True)
+        won = record_evaluations(first, [guarded(a, 0, 1)])
+        lost = record_evaluations(second, [guarded(b, 0, 1)])
+        assert (len(won.seqs), won.refused) == (1, ())
+        assert lost.seqs == [] and lost.refused == (guarded(b, 0, 1),)
+        # The loser gets the store's state to evaluate again on.
+        assert lost.current == {IMAGE: (a.state, 1)}
+        assert load_versioned_states(second) == {IMAGE: (a.state, 1)}
+        assert count_rows(second, EventModel) == 1
+        assert count_rows(second, DeliveryModel) == 1
+        assert count_rows(second, HistoryModel) == 1
+        # Again on the version it now read: written.
+        again = record_evaluations(second, [guarded(b, 1, 2)])
+        assert again.refused == () and len(again.seqs) == 1
+        assert load_versioned_states(first) == {IMAGE: (b.state, 2)}
+    finally:
+        first.dispose()
+        second.dispose()
+
+
+def test_concurrent_writers_exactly_one_wins_each_version(db_url: str) -> None:
+    engines = [make_engine(db_url) for _ in range(4)]
+    try:
+        upgrade(engines[0])
+        barrier = threading.Barrier(len(engines))
+
+        def write(n: int) -> Recorded:
+            evaluation = Evaluation(present(digest=f"sha256:{n}"), (make_event(),), changed=True)
+            barrier.wait()
+            return record_evaluations(engines[n], [guarded(evaluation, 0, 1)])
+
+        with ThreadPoolExecutor(len(engines)) as pool:
+            results = list(pool.map(write, range(len(engines))))
+        assert sorted(len(r.refused) for r in results) == [0, 1, 1, 1]
+        assert count_rows(engines[0], EventModel) == 1
+        [(state, version)] = load_versioned_states(engines[0]).values()
+        assert version == 1
+        [winner] = [n for n, r in enumerate(results) if not r.refused]
+        assert state.digest == f"sha256:{winner}"
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+def test_later_records_of_a_refused_tag_in_the_batch_are_refused_too(engine: Engine) -> None:
+    record_evaluations(engine, [guarded(Evaluation(present()), 0, 1)])
+    other = "r.io/other:1"
+    batch = [
+        guarded(Evaluation(present(digest="sha256:x")), 0, 5),  # stale: the store is at 1
+        guarded(Evaluation(present(digest="sha256:y")), 5, 6),  # made on top of the stale one
+        guarded(Evaluation(present(other)), 0, 1),
+    ]
+    result = record_evaluations(engine, batch)
+    assert result.refused == (batch[0], batch[1])
+    assert {k: v for k, (_, v) in load_versioned_states(engine).items()} == {IMAGE: 1, other: 1}
+
+
 # --- batched writes ---------------------------------------------------------------------
 
 
@@ -234,7 +309,9 @@ def test_ten_thousand_evaluations_in_a_handful_of_statements(
         )
         for n in range(10_000)
     ]
-    seqs = record_evaluations(engine, prepared(evaluations, payload, lambda e: ("ops", "audit")))
+    seqs = record_evaluations(
+        engine, prepared(evaluations, payload, lambda e: ("ops", "audit"))
+    ).seqs
     assert len(statements) < 10, statements  # BEGIN + 5 or 6 INSERTs on SQLite
     assert len(seqs) == 10_000 and seqs == sorted(seqs)
     assert count_rows(engine, TagStateModel) == 10_000
@@ -284,7 +361,7 @@ def test_delivery_row_per_webhook(engine: Engine) -> None:
             [Evaluation(present(), (ev1, ev2), changed=True)], payload, lambda e: routes[e.id]
         ),
         now=T0,
-    )
+    ).seqs
     with engine.connect() as conn:
         rows = conn.execute(
             select(
@@ -449,6 +526,31 @@ def test_sync_watches(engine: Engine) -> None:
 
     sync_watches(engine, [], later)
     assert active_watches(engine) == []
+
+
+def test_sync_watches_per_source(engine: Engine) -> None:
+    a, b, c = Watch("r.io/team/app:1"), Watch("r.io/team/app:2", tag="2"), Watch("r.io/x/y:1")
+    sync_watches(engine, [a, b], T0)
+    sync_watches(engine, [c], T0, source="compose")
+    assert {w.image: w.source for w in active_watches(engine)} == {
+        a.image: "config",
+        b.image: "config",
+        c.image: "compose",
+    }
+    later = T0 + timedelta(hours=1)
+    # The config file no longer lists b: b goes, the other source's watch stays.
+    sync_watches(engine, [a], later)
+    assert {w.image: w.source for w in active_watches(engine)} == {
+        a.image: "config",
+        c.image: "compose",
+    }
+    # An image that another source now yields moves to it; its old source's sync leaves it.
+    sync_watches(engine, [a, c], later)
+    sync_watches(engine, [], later, source="compose")
+    assert {w.image: w.source for w in active_watches(engine)} == {
+        a.image: "config",
+        c.image: "config",
+    }
 
 
 # --- retention ------------------------------------------------------------------------

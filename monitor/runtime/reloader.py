@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 from monitor.config import Config, Watch, load_config
 from monitor.errors import RegmonError
 from monitor.runtime.failure import reason
+from monitor.sources.base import sources_for, targets_of
 
 if TYPE_CHECKING:
     from monitor.registry.client import RegistryClient
@@ -95,7 +96,7 @@ class Reloader:
             return False
         if new.database != current.database or new.listen != current.listen:
             log.warning("config reload: database and listen changes need a restart")
-        watches = {w.key: w for w in new.watches()}
+        watches = targets_of(sources_for(new))
         try:
             plan = self._scheduler.plan(list(watches.values()))
         except RegmonError as exc:

@@ -8,6 +8,7 @@ from monitor.store.engine import StoreError, check_schema, make_engine, upgrade
 from monitor.store.repository import (
     HistoryRow,
     Record,
+    Recorded,
     UnknownEventError,
     WatchLike,
     WatchRow,
@@ -16,6 +17,7 @@ from monitor.store.repository import (
     history_for,
     list_events,
     load_states,
+    load_versioned_states,
     prune,
     record_evaluations,
     sync_watches,
@@ -24,6 +26,7 @@ from monitor.store.repository import (
 __all__ = [
     "HistoryRow",
     "Record",
+    "Recorded",
     "StoreError",
     "UnknownEventError",
     "WatchLike",
@@ -34,6 +37,7 @@ __all__ = [
     "history_for",
     "list_events",
     "load_states",
+    "load_versioned_states",
     "make_engine",
     "prune",
     "record_evaluations",
