@@ -21,9 +21,9 @@ from monitor.checker import RegistrySlots, check_reference, client_from_config
 from monitor.config import Config, Watch, load_config
 from monitor.domain import CheckResult, Evaluation, TagState
 from monitor.errors import RegmonError
-from monitor.events import evaluate
 from monitor.logs import CheckLog
 from monitor.reference import canonical_registry
+from monitor.runtime.cache import StateCache
 from monitor.runtime.failure import reason
 from monitor.sources.base import sources_for, targets_of
 
@@ -107,10 +107,7 @@ class Service:
         self._coordinator: Coordinator = coordinator or SingleProcess()
         self.metrics_registry = metrics_registry or CollectorRegistry()
         self._watches: dict[str, Watch] = targets_of(sources_for(config))
-        # A cache of the store's tag states (the store is the authority: its writes are
-        # compare-and-set on ``_versions``, monitor.store.states).
-        self._states: dict[str, TagState] = {}
-        self._versions: dict[str, int] = {}
+        self._cache = StateCache()  # of the store's tag states: the store is the authority
         self._locks: dict[str, asyncio.Lock] = {}
         self._slots = RegistrySlots()
         self._inflight: set[asyncio.Task[Any]] = set()  # scheduled checks holding a slot
@@ -148,8 +145,7 @@ class Service:
         return list(self._watches.values())
 
     def states(self) -> Mapping[str, TagState]:
-        # A copy: scrapes and the API read it from worker threads.
-        return dict(self._states)
+        return self._cache.states()
 
     def is_ready(self) -> bool:
         if self._engine is None or self._scheduler is None or not self._scheduler.running:
@@ -170,7 +166,10 @@ class Service:
         await self._check(key)
         if self._recorder is not None:
             await self._recorder.flush_now(CHECK_NOW_WRITE_WAIT)
-        return self._states[key]
+        state = self._cache.get(key)
+        if state is None:  # pragma: no cover - a check always leaves a state
+            raise KeyError(key)
+        return state
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -207,13 +206,13 @@ class Service:
             stored = await asyncio.to_thread(load_versioned_states, self._engine)
             await self._sync_watches(self._config)
             on_failure.pop_all()
-        self._states = {k: state for k, (state, _) in stored.items() if k in self._watches}
-        self._versions = {k: version for k, (_, version) in stored.items()}
+        self._cache = StateCache(stored)
+        self._cache.keep(self._watches)
         self._metrics = Metrics(self.metrics_registry, self)
         self._recorder = Recorder(
             self._write_batch,
             prepare=Router(lambda: self._config).prepare,
-            stored_versions=self._versions,
+            stored_versions=self._cache.versions(),
             on_refused=self._reevaluate,
             on_written=self._written,
             coordinator=self._coordinator,
@@ -449,23 +448,15 @@ class Service:
             registry = canonical_registry(watch.image.api_host)
             if self._metrics is not None:
                 self._metrics.observe_check(result, registry)
-            previous = self._states.get(key)
-            evaluation = self._evaluate(key, watch, result)
+            previous = self._cache.get(key)
+            evaluation = self._evaluate(watch, result)
             self._check_log.record(
                 key, previous, result, evaluation, failing_after=watch.failing_after
             )
 
-    def _evaluate(self, key: str, watch: Watch, result: CheckResult) -> Evaluation:
+    def _evaluate(self, watch: Watch, result: CheckResult) -> Evaluation:
         """Fold ``result`` into the cached state and hand the evaluation to the recorder."""
-        evaluation = evaluate(
-            self._states.get(key),
-            result,
-            missing_after=watch.missing_after,
-            failing_after=watch.failing_after,
-        )
-        version = self._versions.get(key, 0) + 1
-        self._states[key] = evaluation.state
-        self._versions[key] = version
+        evaluation, version = self._cache.evaluate(watch, result)
         if self._recorder is not None:
             self._recorder.add(evaluation, watch, version=version, result=result)
         return evaluation
@@ -480,14 +471,9 @@ class Service:
             key = pending.evaluation.state.image
             if key not in refreshed:
                 refreshed.add(key)
-                stored = current.get(key)
-                if stored is None:
-                    self._states.pop(key, None)
-                    self._versions.pop(key, None)
-                else:
-                    self._states[key], self._versions[key] = stored
+                self._cache.refresh(key, current.get(key))
             if pending.result is not None and key in self._watches:
-                self._evaluate(key, pending.watch, pending.result)
+                self._evaluate(pending.watch, pending.result)
 
     # -- writes ----------------------------------------------------------------
 
