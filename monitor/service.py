@@ -368,12 +368,10 @@ class Service:
 
     async def _sync_watches(self, config: Config) -> None:
         """Each source's watches to the store, on its own: one source never retires another's."""
-        from monitor.store.repository import sync_watches
+        from monitor.store.repository import sync_sources
 
-        now = datetime.now(UTC)
-        for source in sources_for(config):
-            rows = _watch_rows(source.targets())
-            await asyncio.to_thread(sync_watches, self.engine, rows, now, source=source.name)
+        rows = {source.name: _watch_rows(source.targets()) for source in sources_for(config)}
+        await asyncio.to_thread(sync_sources, self.engine, rows, datetime.now(UTC))
 
     def _commit_config(
         self, config: Config, watches: Mapping[str, Watch], client: RegistryClient | None

@@ -38,6 +38,7 @@ from monitor.store import (
     make_engine,
     prune,
     record_evaluations,
+    sync_sources,
     sync_watches,
     upgrade,
 )
@@ -545,8 +546,7 @@ def test_sync_watches_per_source(engine: Engine) -> None:
         c.image: "compose",
     }
     # An image that another source now yields moves to it; its old source's sync leaves it.
-    sync_watches(engine, [a, c], later)
-    sync_watches(engine, [], later, source="compose")
+    sync_sources(engine, {"config": [a, c], "compose": []}, later)
     assert {w.image: w.source for w in active_watches(engine)} == {
         a.image: "config",
         c.image: "config",

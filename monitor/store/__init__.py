@@ -20,6 +20,7 @@ from monitor.store.repository import (
     load_versioned_states,
     prune,
     record_evaluations,
+    sync_sources,
     sync_watches,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
     "make_engine",
     "prune",
     "record_evaluations",
+    "sync_sources",
     "sync_watches",
     "upgrade",
 ]

@@ -59,6 +59,7 @@ __all__ = [
     "load_versioned_states",
     "prune",
     "record_evaluations",
+    "sync_sources",
     "sync_watches",
 ]
 
@@ -245,6 +246,23 @@ def sync_watches(
     longer yields are marked inactive, never deleted, so their history stays.
     Other sources' watches are left as they are.
     """
+    with _write(engine) as conn:
+        _sync_source(conn, source, watches, now)
+
+
+@_translated
+def sync_sources(
+    engine: Engine, by_source: Mapping[str, Sequence[WatchLike]], now: datetime
+) -> None:
+    """``sync_watches`` for several sources in ONE transaction: a reload is all or nothing."""
+    with _write(engine) as conn:
+        for source, watches in by_source.items():
+            _sync_source(conn, source, watches, now)
+
+
+def _sync_source(
+    conn: Connection, source: str, watches: Sequence[WatchLike], now: datetime
+) -> None:
     table = _WATCHES
     rows = [
         {
@@ -262,34 +280,33 @@ def sync_watches(
         for w in watches
     ]
     configured = {row["image"] for row in rows}
-    with _write(engine) as conn:
-        _upsert(
-            conn,
-            table,
-            rows,
-            "image",
-            [
-                "registry",
-                "repository",
-                "tag",
-                "interval_seconds",
-                "cron",
-                "active",
-                "removed_at",
-                "source",
-            ],
+    _upsert(
+        conn,
+        table,
+        rows,
+        "image",
+        [
+            "registry",
+            "repository",
+            "tag",
+            "interval_seconds",
+            "cron",
+            "active",
+            "removed_at",
+            "source",
+        ],
+    )
+    stored = conn.scalars(
+        select(WatchModel.image).where(WatchModel.active.is_(True), WatchModel.source == source)
+    )
+    gone = [{"_image": image} for image in stored if image not in configured]
+    if gone:
+        conn.execute(
+            update(table)
+            .where(table.c.image == bindparam("_image"))
+            .values(active=False, removed_at=now),
+            gone,
         )
-        stored = conn.scalars(
-            select(WatchModel.image).where(WatchModel.active.is_(True), WatchModel.source == source)
-        )
-        gone = [{"_image": image} for image in stored if image not in configured]
-        if gone:
-            conn.execute(
-                update(table)
-                .where(table.c.image == bindparam("_image"))
-                .values(active=False, removed_at=now),
-                gone,
-            )
 
 
 @_translated
