@@ -10,22 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from monitor.checker import RegistrySlots, check_reference, client_from_config
 from monitor.config import Config, Watch, load_config
-from monitor.domain import Event, TagState
+from monitor.domain import CheckResult, Evaluation, TagState
 from monitor.errors import RegmonError
-from monitor.events import evaluate
 from monitor.logs import CheckLog
 from monitor.reference import canonical_registry
-from monitor.wire import event_to_payload
+from monitor.runtime.cache import StateCache
+from monitor.runtime.failure import reason
+from monitor.sources.base import sources_for, targets_of
 
 if TYPE_CHECKING:
     import httpx
@@ -37,15 +37,16 @@ if TYPE_CHECKING:
     from monitor.notify.dispatcher import Dispatcher
     from monitor.registry.client import RegistryClient
     from monitor.registry.transport import TransportFactory
+    from monitor.runtime.leader import Coordinator
     from monitor.runtime.recorder import Pending, Recorder
+    from monitor.runtime.reloader import Reloader
     from monitor.scheduler import WatchScheduler
+    from monitor.store.repository import Record, Recorded
 
 __all__ = ["Service", "run_service"]
 
 log = logging.getLogger("regmon")
 
-CONFIG_POLL = 1.0
-PRUNE_INTERVAL = 3600.0
 # Stop: checks that hold a registry slot get this long to finish (their own budget
 # usually ends them first); queued ones are dropped at once.
 STOP_CHECK_GRACE = 10.0
@@ -94,15 +95,19 @@ class Service:
         config_path: str | None = None,
         metrics_registry: CollectorRegistry | None = None,
         transport_factory: TransportFactory | None = None,
+        coordinator: Coordinator | None = None,
     ) -> None:
         from prometheus_client import CollectorRegistry
+
+        from monitor.runtime.leader import SingleProcess
 
         self._config = config
         self._config_path = config_path
         self._transport_factory = transport_factory
+        self._coordinator: Coordinator = coordinator or SingleProcess()
         self.metrics_registry = metrics_registry or CollectorRegistry()
-        self._watches: dict[str, Watch] = {w.key: w for w in config.watches()}
-        self._states: dict[str, TagState] = {}
+        self._watches: dict[str, Watch] = targets_of(sources_for(config))
+        self._cache = StateCache()  # of the store's tag states: the store is the authority
         self._locks: dict[str, asyncio.Lock] = {}
         self._slots = RegistrySlots()
         self._inflight: set[asyncio.Task[Any]] = set()  # scheduled checks holding a slot
@@ -113,9 +118,8 @@ class Service:
         self._recorder: Recorder | None = None
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._reloads: set[asyncio.Task[Any]] = set()
         self._retired: list[RegistryClient] = []
-        self._reload_lock = asyncio.Lock()
+        self._reloader: Reloader | None = None
         self._engine: Engine | None = None
         self._client: RegistryClient | None = None
         self._scheduler: WatchScheduler | None = None
@@ -123,7 +127,6 @@ class Service:
         self._server: uvicorn.Server | None = None
         self._dispatcher: Dispatcher | None = None
         self._webhook_http: httpx.AsyncClient | None = None
-        self._config_mtime: float | None = None
         self._check_log = CheckLog()
 
     # -- ServiceView -------------------------------------------------------------------
@@ -142,8 +145,7 @@ class Service:
         return list(self._watches.values())
 
     def states(self) -> Mapping[str, TagState]:
-        # A copy: scrapes and the API read it from worker threads.
-        return dict(self._states)
+        return self._cache.states()
 
     def is_ready(self) -> bool:
         if self._engine is None or self._scheduler is None or not self._scheduler.running:
@@ -164,13 +166,19 @@ class Service:
         await self._check(key)
         if self._recorder is not None:
             await self._recorder.flush_now(CHECK_NOW_WRITE_WAIT)
-        return self._states[key]
+        state = self._cache.get(key)
+        if state is None:  # pragma: no cover - a check always leaves a state
+            raise KeyError(key)
+        return state
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self, *, serve_http: bool = True) -> None:
         from monitor.metrics import Metrics
+        from monitor.notify.routing import Router
+        from monitor.runtime.pruner import Pruner
         from monitor.runtime.recorder import Recorder
+        from monitor.runtime.reloader import Reloader
         from monitor.scheduler import WatchScheduler
         from monitor.store.engine import (
             make_engine,
@@ -178,7 +186,7 @@ class Service:
             refuse_empty_sqlite_file,
             upgrade,
         )
-        from monitor.store.repository import load_states, sync_watches
+        from monitor.store.repository import load_versioned_states
         from monitor.web.app import create_app
 
         # Bind first: a taken port (say, a second regmon started by mistake) is a
@@ -195,27 +203,40 @@ class Service:
             self._engine = make_engine(self._config.database)
             on_failure.callback(self._engine.dispose)
             await asyncio.to_thread(upgrade, self._engine)
-            stored = await asyncio.to_thread(load_states, self._engine)
-            await asyncio.to_thread(
-                sync_watches, self._engine, _watch_rows(self.watches()), datetime.now(UTC)
-            )
+            stored = await asyncio.to_thread(load_versioned_states, self._engine)
+            await self._sync_watches(self._config)
             on_failure.pop_all()
-        self._states = {k: v for k, v in stored.items() if k in self._watches}
+        self._cache = StateCache(stored)
+        self._cache.keep(self._watches)
         self._metrics = Metrics(self.metrics_registry, self)
         self._recorder = Recorder(
-            self._write_batch, on_written=self._written, metrics=self._metrics
+            self._write_batch,
+            prepare=Router(lambda: self._config).prepare,
+            stored_versions=self._cache.versions(),
+            on_refused=self._reevaluate,
+            on_written=self._written,
+            coordinator=self._coordinator,
+            metrics=self._metrics,
         )
         self._client = self._make_client(self._config)
         self._scheduler = scheduler
         self._scheduler.commit(plan)
         self._scheduler.start()
         self._recorder.start()
-        self._tasks.append(asyncio.create_task(self._pruner(), name="regmon-pruner"))
+        pruner = Pruner(self._engine, lambda: self._config.retention)
+        self._tasks.append(asyncio.create_task(pruner.run(), name="regmon-pruner"))
         self._start_dispatcher()
         if self._config_path:
-            self._config_mtime = _mtime(self._config_path)
+            self._reloader = Reloader(
+                self._config_path,
+                current=lambda: self._config,
+                scheduler=scheduler,
+                make_client=self._make_client,
+                sync_watches=self._sync_watches,
+                commit=self._commit_config,
+            )
             self._tasks.append(
-                asyncio.create_task(self._watch_config(self._config_path), name="regmon-config")
+                asyncio.create_task(self._reloader.watch_file(), name="regmon-config")
             )
         if sock is not None:
             self._server = _make_server(create_app(self, self.metrics_registry), self._config)
@@ -274,7 +295,7 @@ class Service:
             try:
                 await sends
             except Exception as exc:  # keep stopping: everything below must still be closed
-                log.error("stopping the webhook dispatcher failed: %s", _reason(exc))
+                log.error("stopping the webhook dispatcher failed: %s", reason(exc))
         if self._server is not None:
             self._server.should_exit = True
         for task in self._tasks:
@@ -315,7 +336,11 @@ class Service:
 
         self._webhook_http = httpx.AsyncClient(transport=default_transport_factory(True))
         self._dispatcher = Dispatcher(
-            self.engine, lambda: self._config, self._webhook_http, self._metrics
+            self.engine,
+            lambda: self._config,
+            self._webhook_http,
+            self._metrics,
+            may_send=self._coordinator.is_leader,
         )
         self._dispatcher.start()
 
@@ -332,75 +357,31 @@ class Service:
     # -- reload ------------------------------------------------------------------------
 
     def _reload_soon(self) -> None:
-        task = asyncio.create_task(self.reload(), name="regmon-reload")
-        self._reloads.add(task)  # keep a reference until it is done
-        task.add_done_callback(self._reloads.discard)
+        if self._reloader is not None:
+            self._reloader.reload_soon()
 
     async def reload(self) -> bool:
-        """Re-read the config file; a broken one is refused and the old one stays.
-
-        One reload at a time (SIGHUP and the file watcher may both ask). All or
-        nothing: the new config, its scheduler triggers and its registry client are
-        built first; the store, the scheduler and the in-memory view are changed only
-        when all of that worked, so a refused reload leaves all of them as they were.
-        """
-        async with self._reload_lock:
-            try:
-                return await self._reload()
-            except Exception as exc:
-                log.error("config reload failed, keeping the running config: %s", _reason(exc))
-                return False
-
-    async def _reload(self) -> bool:
-        scheduler = self._scheduler
-        if not self._config_path or scheduler is None:
+        """Re-read the config file (``monitor.runtime.reloader``); False if refused."""
+        if self._reloader is None:
             return False
-        from monitor.store.repository import sync_watches
+        return await self._reloader.reload()
 
-        try:
-            new = await asyncio.to_thread(load_config, self._config_path)
-        except RegmonError as exc:
-            log.error("config reload refused, keeping the running config: %s", exc)
-            return False
-        if new.database != self._config.database or new.listen != self._config.listen:
-            log.warning("config reload: database and listen changes need a restart")
-        watches = {w.key: w for w in new.watches()}
-        try:
-            plan = scheduler.plan(list(watches.values()))
-        except RegmonError as exc:
-            log.error("config reload refused, keeping the running config: %s", exc)
-            return False
-        client = None
-        if (new.registries, new.docker_config) != (
-            self._config.registries,
-            self._config.docker_config,
-        ):
-            client = self._make_client(new)
-        # The store next: if it fails, nothing in memory or in the scheduler has changed.
-        try:
-            await asyncio.to_thread(
-                sync_watches, self.engine, _watch_rows(list(watches.values())), datetime.now(UTC)
-            )
-        except BaseException:
-            if client is not None:
-                await client.aclose()
-            raise
-        # Commit: nothing below waits, so no check sees half of the new config.
+    async def _sync_watches(self, config: Config) -> None:
+        """Each source's watches to the store, on its own: one source never retires another's."""
+        from monitor.store.repository import sync_sources
+
+        rows = {source.name: _watch_rows(source.targets()) for source in sources_for(config)}
+        await asyncio.to_thread(sync_sources, self.engine, rows, datetime.now(UTC))
+
+    def _commit_config(
+        self, config: Config, watches: Mapping[str, Watch], client: RegistryClient | None
+    ) -> None:
         if client is not None:
             old, self._client = self._client, client
             if old is not None:
                 self._retire(old)
-        self._config = new
-        self._watches = watches
-        added, removed, rescheduled = scheduler.commit(plan)
-        log.info(
-            "config reloaded: %d watches (%d added, %d removed, %d rescheduled)",
-            len(self._watches),
-            added,
-            removed,
-            rescheduled,
-        )
-        return True
+        self._config = config
+        self._watches = dict(watches)
 
     def _retire(self, client: RegistryClient) -> None:
         """Close a replaced registry client once the checks now in flight are done."""
@@ -414,14 +395,6 @@ class Service:
         task = asyncio.create_task(close_later(set(self._inflight)), name="regmon-retire")
         self._tasks.append(task)
 
-    async def _watch_config(self, path: str) -> None:
-        while True:
-            await asyncio.sleep(CONFIG_POLL)
-            mtime = _mtime(path)
-            if mtime is not None and mtime != self._config_mtime:
-                self._config_mtime = mtime
-                await self.reload()
-
     # -- checks ------------------------------------------------------------------------
 
     def _make_client(self, config: Config) -> RegistryClient:
@@ -434,7 +407,7 @@ class Service:
             self._metrics.observe_request(canonical_registry(registry), method, code)
 
     async def _scheduled_check(self, key: str) -> None:
-        if self._stopping.is_set():
+        if self._stopping.is_set() or not self._coordinator.is_leader():
             return
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - APScheduler runs jobs as tasks
@@ -473,86 +446,50 @@ class Service:
             registry = canonical_registry(watch.image.api_host)
             if self._metrics is not None:
                 self._metrics.observe_check(result, registry)
-            previous = self._states.get(key)
-            evaluation = evaluate(
-                previous,
-                result,
-                missing_after=watch.missing_after,
-                failing_after=watch.failing_after,
-            )
-            self._states[key] = evaluation.state
+            previous = self._cache.get(key)
+            evaluation = self._evaluate(watch, result)
             self._check_log.record(
                 key, previous, result, evaluation, failing_after=watch.failing_after
             )
-            if self._recorder is not None:
-                self._recorder.add(evaluation, watch)
 
-    # -- batched writes ----------------------------------------------------------------
+    def _evaluate(self, watch: Watch, result: CheckResult) -> Evaluation:
+        """Fold ``result`` into the cached state and hand the evaluation to the recorder."""
+        evaluation, version = self._cache.evaluate(watch, result)
+        if self._recorder is not None:
+            self._recorder.add(evaluation, watch, version=version, result=result)
+        return evaluation
 
-    async def _pruner(self) -> None:
-        """Delete events, deliveries and history older than ``retention``, hourly."""
-        from monitor.store.repository import prune
+    def _reevaluate(
+        self, stale: Sequence[Pending], current: Mapping[str, tuple[TagState, int]]
+    ) -> None:
+        """The store refused results evaluated on a stale state: refresh the cache from the
+        store's state, then evaluate them again, in order, on top of it."""
+        refreshed: set[str] = set()
+        for pending in stale:
+            key = pending.evaluation.state.image
+            if key not in refreshed:
+                refreshed.add(key)
+                self._cache.refresh(key, current.get(key))
+            if pending.result is not None and key in self._watches:
+                self._evaluate(pending.watch, pending.result)
 
-        while True:
-            cutoff = datetime.now(UTC) - timedelta(seconds=self._config.retention)
-            try:
-                deleted = await asyncio.to_thread(prune, self.engine, cutoff)
-                if deleted:
-                    log.info("pruned %d rows older than %s", deleted, cutoff.date())
-            except Exception as exc:
-                log.warning("pruning old rows failed: %s; will retry in an hour", _reason(exc))
-            await asyncio.sleep(PRUNE_INTERVAL)
+    # -- writes ----------------------------------------------------------------
 
     async def flush(self) -> None:
         """Write every pending evaluation now; ``DatabaseUnavailable`` if the database fails."""
         if self._recorder is not None:
             await self._recorder.flush()
 
-    def _write_batch(self, batch: Sequence[Pending]) -> None:
-        """One transaction for a batch (state, history, events, outbox); in a worker thread."""
+    def _write_batch(self, batch: Sequence[Record]) -> Recorded:
+        """One transaction for a prepared batch (state, history, events, outbox); in a worker
+        thread."""
         from monitor.store.repository import record_evaluations
 
-        watches = {p.evaluation.state.image: p.watch for p in batch}
-        record_evaluations(
-            self.engine,
-            [p.evaluation for p in batch],
-            lambda event: self._payload(event, watches),
-            lambda event: self._webhooks_for(event, watches),
-        )
+        return record_evaluations(self.engine, batch)
 
     def _written(self) -> None:
         if self._dispatcher is not None:
             self._dispatcher.wakeup()
-
-    def _payload(self, event: Event, watches: Mapping[str, Watch]) -> dict[str, Any]:
-        watch = watches.get(event.image) or self._watches.get(event.image)
-        return event_to_payload(event, reference=watch.image if watch else None)
-
-    def _webhooks_for(self, event: Event, watches: Mapping[str, Watch]) -> list[str]:
-        watch = watches.get(event.image) or self._watches.get(event.image)
-        if watch is None:
-            return []
-        allowed = set(watch.webhooks)
-        return [
-            hook.name
-            for hook in self._config.webhooks
-            if hook.name in allowed and str(event.type) in hook.events
-        ]
-
-
-def _reason(exc: BaseException) -> str:
-    from monitor.store.engine import error_line, is_database_error
-
-    if isinstance(exc, RegmonError) and not is_database_error(exc):
-        return str(exc)
-    return error_line(exc) if is_database_error(exc) else repr(exc)
-
-
-def _mtime(path: str) -> float | None:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return None
 
 
 def _bind(config: Config) -> socket.socket:

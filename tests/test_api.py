@@ -16,6 +16,7 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from support.fakes import FakeView, migrated_engine
+from support.records import prepared
 
 from monitor.config import parse_config
 from monitor.domain import Evaluation, Event, EventType, Reason, Status, TagState
@@ -258,7 +259,9 @@ def event(kind: EventType, at: datetime, image: str = ALPINE, **fields: Any) -> 
 
 def record(engine: Engine, *evaluations: Evaluation, webhooks: Sequence[str] = ()) -> None:
     repository.record_evaluations(
-        engine, list(evaluations), event_to_payload, lambda _e: webhooks, now=datetime.now(UTC)
+        engine,
+        prepared(list(evaluations), event_to_payload, lambda _e: webhooks),
+        now=datetime.now(UTC),
     )
 
 

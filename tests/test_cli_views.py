@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
+from support.records import prepared
 
 from monitor.cli import main
 from monitor.domain import Evaluation, Event, EventType, Reason, Status, TagState
@@ -57,7 +58,7 @@ def config(tmp_path: Path) -> Iterator[Path]:
 
 def _record(engine: Engine, evaluation: Evaluation, webhooks: Sequence[str] = ()) -> None:
     repository.record_evaluations(
-        engine, [evaluation], event_to_payload, lambda _e: webhooks, now=T0
+        engine, prepared([evaluation], event_to_payload, lambda _e: webhooks), now=T0
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import certifi
 import pytest
+from support.records import prepared
 from support.registry import RegistryServer
 
 from monitor.config import load_config, parse_config
@@ -185,7 +186,7 @@ def test_status_from_another_cwd_reads_the_database_beside_the_config(tmp_path: 
             last_checked=at,
             last_changed=at,
         )
-        record_evaluations(engine, [Evaluation(state)], lambda _event: {})
+        record_evaluations(engine, prepared([Evaluation(state)], lambda _event: {}))
     finally:
         engine.dispose()
 

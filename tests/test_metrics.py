@@ -21,6 +21,7 @@ from prometheus_client.samples import Sample
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from support.fakes import FakeView, migrated_engine
+from support.records import prepared
 from test_ops_bundle import promtool
 
 from monitor import __version__
@@ -303,7 +304,7 @@ def record_events(engine: Engine, count: int, *, webhooks: Sequence[str], now: d
         for _ in range(count)
     ]
     repository.record_evaluations(
-        engine, evaluations, event_to_payload, lambda _event: webhooks, now=now
+        engine, prepared(evaluations, event_to_payload, lambda _event: webhooks), now=now
     )
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import configparser
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
 from monitor.store import check_schema, make_engine, upgrade
 from monitor.store.engine import alembic_config, downgrade, migrations_dir
@@ -61,6 +62,30 @@ def test_models_match_migrations(empty: Engine) -> None:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = compare_metadata(context, Base.metadata)
     assert diff == []
+
+
+def test_0002_versions_stored_states_and_credits_watches_to_the_config(empty: Engine) -> None:
+    upgrade(empty, "0001")
+    at = datetime(2026, 11, 27, tzinfo=UTC)
+    with empty.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO watches (image, registry, repository, tag, active, created_at)"
+                " VALUES ('r.io/a:1', 'r.io', 'a', '1', true, :at)"
+            ),
+            {"at": at},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO tag_states (image, platforms, consecutive_misses,"
+                " consecutive_errors, missing_alerted, failing_alerted, digest_changes)"
+                " VALUES ('r.io/a:1', '{}', 0, 0, false, false, 0)"
+            )
+        )
+    upgrade(empty)
+    with empty.connect() as conn:
+        assert conn.execute(text("SELECT source FROM watches")).all() == [("config",)]
+        assert conn.execute(text("SELECT version FROM tag_states")).all() == [(0,)]
 
 
 def test_downgrade_and_upgrade_again(empty: Engine) -> None:

@@ -23,6 +23,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, select, update
 from support.receiver import WebhookReceiver
+from support.records import prepared
 
 from monitor.config import Config, parse_config
 from monitor.domain import Evaluation, Event, EventType, Status, TagState
@@ -81,7 +82,9 @@ def write_events(
         )
         ids.append(ev.id)
         evaluations.append(Evaluation(state=TagState(image=ref), events=(ev,), changed=False))
-    record_evaluations(engine, evaluations, event_to_payload, lambda _e: list(webhooks), now=at)
+    record_evaluations(
+        engine, prepared(evaluations, event_to_payload, lambda _e: list(webhooks)), now=at
+    )
     return ids
 
 

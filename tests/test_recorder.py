@@ -21,8 +21,9 @@ from prometheus_client import CollectorRegistry
 from monitor.config import parse_config
 from monitor.domain import Evaluation, Event, EventType, Status, TagState
 from monitor.metrics import Metrics
-from monitor.runtime.recorder import Pending, Recorder
+from monitor.runtime.recorder import Recorder
 from monitor.store.engine import DatabaseUnavailable, StoreError
+from monitor.store.repository import Record, Recorded
 
 CONFIG = parse_config(
     "database: sqlite:///unused.db\nwatch:\n"
@@ -47,9 +48,9 @@ class FakeView:
 class Store:
     def __init__(self) -> None:
         self.failing = True
-        self.batches: list[list[Pending]] = []
+        self.batches: list[list[Record]] = []
 
-    def write(self, batch: Sequence[Pending]) -> None:
+    def write(self, batch: Sequence[Record]) -> Recorded:
         if self.failing:
             # What the store raises: its error from SQLAlchemy's, which names the SQL.
             cause = sqlalchemy.exc.OperationalError(
@@ -59,6 +60,12 @@ class Store:
                 f"database sqlite:///x.db: record_evaluations failed: {FULL}"
             ) from cause
         self.batches.append(list(batch))
+        return Recorded()
+
+
+def unrouted(evaluation: Evaluation, _watch: object) -> Record:
+    # The bodies do not matter here: only what is written, and when.
+    return Record(evaluation, payloads=tuple({} for _ in evaluation.events))
 
 
 def trivial(key: str, n: int) -> Evaluation:
@@ -78,7 +85,7 @@ def test_results_of_a_watch_coalesce_and_the_cap_drops_the_oldest(
     store = Store()
 
     async def main() -> None:
-        recorder = Recorder(store.write, metrics=metrics, max_pending=4)
+        recorder = Recorder(store.write, prepare=unrouted, metrics=metrics, max_pending=4)
         # Only last_checked moves: one entry per watch, however many checks wait.
         for n in range(50):
             recorder.add(trivial(KEYS[0], n), WATCHES[KEYS[0]])
@@ -138,7 +145,7 @@ def test_the_writer_backs_off_exponentially_to_the_cap_and_logs_each_attempt_onc
     store = Store()
 
     async def main() -> None:
-        recorder = Recorder(store.write, interval=0.05, backoff_cap=0.4)
+        recorder = Recorder(store.write, prepare=unrouted, interval=0.05, backoff_cap=0.4)
         recorder.add(with_event(KEYS[0], 1), WATCHES[KEYS[0]])
         recorder.start()
         while len([r for r in caplog.records if "write failed" in r.getMessage()]) < 5:
@@ -165,14 +172,14 @@ def test_a_backlog_is_written_in_bounded_transactions_and_a_failed_one_keeps_the
     store.failing = False
     calls = 0
 
-    def write(batch: Sequence[Pending]) -> None:
+    def write(batch: Sequence[Record]) -> Recorded:
         nonlocal calls
         calls += 1
         store.failing = calls == 2  # the second transaction fails
-        store.write(batch)
+        return store.write(batch)
 
     async def main() -> Recorder:
-        recorder = Recorder(write, batch=2)
+        recorder = Recorder(write, prepare=unrouted, batch=2)
         for n in range(5):
             recorder.add(with_event(KEYS[n], n), WATCHES[KEYS[n]])
         with pytest.raises(DatabaseUnavailable):

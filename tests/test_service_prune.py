@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from support.records import prepared
 from support.wait import wait_for
 
 from monitor.config import parse_config
@@ -45,7 +46,7 @@ def test_old_events_are_pruned_and_recent_ones_kept(tmp_path: Path) -> None:
         upgrade(engine)
         now = datetime.now(UTC)
         old, recent = _evaluation(now - timedelta(hours=2)), _evaluation(now)
-        record_evaluations(engine, [old, recent], event_to_payload)
+        record_evaluations(engine, prepared([old, recent], event_to_payload))
         engine.dispose()
         await service.start(serve_http=False)
         try:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, func, insert, select, text
+from support.records import prepared
 
 from monitor.domain import (
     Evaluation,
@@ -31,9 +34,11 @@ from monitor.store import (
     history_for,
     list_events,
     load_states,
+    load_versioned_states,
     make_engine,
     prune,
     record_evaluations,
+    sync_sources,
     sync_watches,
     upgrade,
 )
@@ -44,6 +49,7 @@ from monitor.store.models import (
     HistoryModel,
     TagStateModel,
 )
+from monitor.store.repository import Record, Recorded
 
 T0 = datetime(2026, 11, 27, 5, 40, 20, 123456, tzinfo=UTC)
 IMAGE = "docker.io/library/nginx:1.27"
@@ -163,7 +169,7 @@ def test_bad_url_is_config_error_without_password(url: str) -> None:
 def test_naive_datetime_refused(engine: Engine) -> None:
     naive = TagState(image=IMAGE, status=Status.PRESENT, last_checked=datetime(2026, 1, 1))
     with pytest.raises(StoreError, match="naive datetime"):
-        record_evaluations(engine, [Evaluation(naive)], payload)
+        record_evaluations(engine, prepared([Evaluation(naive)], payload))
 
 
 # --- tag states -----------------------------------------------------------------------
@@ -189,7 +195,7 @@ def test_state_round_trip(engine: Engine) -> None:
         failing_alerted=True,
         digest_changes=7,
     )
-    record_evaluations(engine, [Evaluation(state)], payload)
+    record_evaluations(engine, prepared([Evaluation(state)], payload))
     loaded = load_states(engine)
     assert loaded == {IMAGE: state}
     got = loaded[IMAGE]
@@ -203,18 +209,91 @@ def test_other_timezone_stored_as_utc(engine: Engine) -> None:
     from datetime import timezone
 
     paris = T0.astimezone(timezone(timedelta(hours=1)))
-    record_evaluations(engine, [Evaluation(present(at=paris))], payload)
+    record_evaluations(engine, prepared([Evaluation(present(at=paris))], payload))
     got = get_state(engine, IMAGE)
     assert got is not None and got.last_checked == T0
     assert got.last_checked.utcoffset() == timedelta(0)
 
 
 def test_upsert_replaces_state(engine: Engine) -> None:
-    record_evaluations(engine, [Evaluation(present(), changed=True)], payload)
+    record_evaluations(engine, prepared([Evaluation(present(), changed=True)], payload))
     later = present(digest="sha256:bbb", at=T0 + timedelta(minutes=5), digest_changes=1)
-    record_evaluations(engine, [Evaluation(later, (make_event(),), changed=True)], payload)
+    record_evaluations(
+        engine, prepared([Evaluation(later, (make_event(),), changed=True)], payload)
+    )
     assert load_states(engine) == {IMAGE: later}
     assert load_states(engine)[IMAGE].digest_changes == 1  # the counter metric survives
+
+
+# --- compare-and-set ----------------------------------------------------------------------
+
+
+def guarded(evaluation: Evaluation, expected: int, version: int) -> Record:
+    [record] = prepared([evaluation], payload, lambda e: ("ops",))
+    return replace(record, expected=expected, version=version)
+
+
+def test_two_writers_on_one_version_the_second_is_refused(db_url: str) -> None:
+    # Two engines, as two replicas would have: each read version 0 (never written).
+    first, second = make_engine(db_url), make_engine(db_url)
+    try:
+        upgrade(first)
+        a = Evaluation(present(digest="sha256:aaa"), (make_event(),), changed=True)
+        b = Evaluation(present(digest="sha256:bbb"), (make_event(),), changed=True)
+        won = record_evaluations(first, [guarded(a, 0, 1)])
+        lost = record_evaluations(second, [guarded(b, 0, 1)])
+        assert (len(won.seqs), won.refused) == (1, ())
+        assert lost.seqs == [] and lost.refused == (guarded(b, 0, 1),)
+        # The loser gets the store's state to evaluate again on.
+        assert lost.current == {IMAGE: (a.state, 1)}
+        assert load_versioned_states(second) == {IMAGE: (a.state, 1)}
+        assert count_rows(second, EventModel) == 1
+        assert count_rows(second, DeliveryModel) == 1
+        assert count_rows(second, HistoryModel) == 1
+        # Again on the version it now read: written.
+        again = record_evaluations(second, [guarded(b, 1, 2)])
+        assert again.refused == () and len(again.seqs) == 1
+        assert load_versioned_states(first) == {IMAGE: (b.state, 2)}
+    finally:
+        first.dispose()
+        second.dispose()
+
+
+def test_concurrent_writers_exactly_one_wins_each_version(db_url: str) -> None:
+    engines = [make_engine(db_url) for _ in range(4)]
+    try:
+        upgrade(engines[0])
+        barrier = threading.Barrier(len(engines))
+
+        def write(n: int) -> Recorded:
+            evaluation = Evaluation(present(digest=f"sha256:{n}"), (make_event(),), changed=True)
+            barrier.wait()
+            return record_evaluations(engines[n], [guarded(evaluation, 0, 1)])
+
+        with ThreadPoolExecutor(len(engines)) as pool:
+            results = list(pool.map(write, range(len(engines))))
+        assert sorted(len(r.refused) for r in results) == [0, 1, 1, 1]
+        assert count_rows(engines[0], EventModel) == 1
+        [(state, version)] = load_versioned_states(engines[0]).values()
+        assert version == 1
+        [winner] = [n for n, r in enumerate(results) if not r.refused]
+        assert state.digest == f"sha256:{winner}"
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+def test_later_records_of_a_refused_tag_in_the_batch_are_refused_too(engine: Engine) -> None:
+    record_evaluations(engine, [guarded(Evaluation(present()), 0, 1)])
+    other = "r.io/other:1"
+    batch = [
+        guarded(Evaluation(present(digest="sha256:x")), 0, 5),  # stale: the store is at 1
+        guarded(Evaluation(present(digest="sha256:y")), 5, 6),  # made on top of the stale one
+        guarded(Evaluation(present(other)), 0, 1),
+    ]
+    result = record_evaluations(engine, batch)
+    assert result.refused == (batch[0], batch[1])
+    assert {k: v for k, (_, v) in load_versioned_states(engine).items()} == {IMAGE: 1, other: 1}
 
 
 # --- batched writes ---------------------------------------------------------------------
@@ -231,7 +310,9 @@ def test_ten_thousand_evaluations_in_a_handful_of_statements(
         )
         for n in range(10_000)
     ]
-    seqs = record_evaluations(engine, evaluations, payload, lambda e: ("ops", "audit"))
+    seqs = record_evaluations(
+        engine, prepared(evaluations, payload, lambda e: ("ops", "audit"))
+    ).seqs
     assert len(statements) < 10, statements  # BEGIN + 5 or 6 INSERTs on SQLite
     assert len(seqs) == 10_000 and seqs == sorted(seqs)
     assert count_rows(engine, TagStateModel) == 10_000
@@ -241,10 +322,10 @@ def test_ten_thousand_evaluations_in_a_handful_of_statements(
 
 
 def test_history_grows_only_with_changes(engine: Engine) -> None:
-    record_evaluations(engine, [Evaluation(present(), changed=True)], payload)
+    record_evaluations(engine, prepared([Evaluation(present(), changed=True)], payload))
     for minutes in range(1, 6):  # unchanged checks: state moves, history does not
         state = present(at=T0 + timedelta(minutes=minutes))
-        record_evaluations(engine, [Evaluation(state)], payload)
+        record_evaluations(engine, prepared([Evaluation(state)], payload))
     assert len(history_for(engine, IMAGE)) == 1
 
     ev = make_event(type_=EventType.TAG_MISSING, at=T0 + timedelta(minutes=10))
@@ -257,7 +338,7 @@ def test_history_grows_only_with_changes(engine: Engine) -> None:
         last_checked=T0 + timedelta(minutes=10),
         last_decided=T0 + timedelta(minutes=10),
     )
-    record_evaluations(engine, [Evaluation(missing, (ev,), changed=True)], payload)
+    record_evaluations(engine, prepared([Evaluation(missing, (ev,), changed=True)], payload))
     rows = history_for(engine, IMAGE)
     assert [(r.status, r.digest) for r in rows] == [
         (Status.PRESENT, "sha256:aaa"),
@@ -277,11 +358,11 @@ def test_delivery_row_per_webhook(engine: Engine) -> None:
     routes = {ev1.id: ("ops", "chat"), ev2.id: ("ops",)}
     seqs = record_evaluations(
         engine,
-        [Evaluation(present(), (ev1, ev2), changed=True)],
-        payload,
-        lambda e: routes[e.id],
+        prepared(
+            [Evaluation(present(), (ev1, ev2), changed=True)], payload, lambda e: routes[e.id]
+        ),
         now=T0,
-    )
+    ).seqs
     with engine.connect() as conn:
         rows = conn.execute(
             select(
@@ -300,17 +381,8 @@ def test_delivery_row_per_webhook(engine: Engine) -> None:
 
 
 def test_failure_mid_batch_writes_nothing(engine: Engine) -> None:
-    record_evaluations(engine, [Evaluation(present(), changed=True)], payload)
+    record_evaluations(engine, prepared([Evaluation(present(), changed=True)], payload))
     before = load_states(engine)
-    calls = 0
-
-    def flaky(ev: Event) -> dict[str, Any]:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            raise RuntimeError("boom")
-        return payload(ev)
-
     batch = [
         Evaluation(
             present(f"r.io/app{n}:1", digest="sha256:new", digest_changes=1),
@@ -319,8 +391,12 @@ def test_failure_mid_batch_writes_nothing(engine: Engine) -> None:
         )
         for n in range(5)
     ] + [Evaluation(present(digest="sha256:new"), (make_event(),), changed=True)]
-    with pytest.raises(RuntimeError, match="boom"):
-        record_evaluations(engine, batch, flaky, lambda e: ("ops",))
+    records = prepared(batch, payload, lambda e: ("ops",))
+    # The third body cannot be stored (not JSON): the events INSERT fails after the states.
+    records[2] = replace(records[2], payloads=({"not json": object()},))
+    # SQLite's driver binds the JSON in SQLAlchemy (a StoreError), psycopg in its own dumper.
+    with pytest.raises((StoreError, TypeError)):
+        record_evaluations(engine, records)
     assert load_states(engine) == before
     assert count_rows(engine, EventModel) == 0
     assert count_rows(engine, DeliveryModel) == 0
@@ -331,10 +407,10 @@ def test_database_failure_mid_transaction_writes_nothing(engine: Engine) -> None
     # A duplicate event id fails the INSERT after the states were upserted in the same
     # transaction: the states must roll back too.
     ev = make_event()
-    record_evaluations(engine, [Evaluation(present(), (ev,))], payload)
+    record_evaluations(engine, prepared([Evaluation(present(), (ev,))], payload))
     changed = present(digest="sha256:zzz")
     with pytest.raises(StoreError, match="record_evaluations failed"):
-        record_evaluations(engine, [Evaluation(changed, (ev,), changed=True)], payload)
+        record_evaluations(engine, prepared([Evaluation(changed, (ev,), changed=True)], payload))
     state = get_state(engine, IMAGE)
     assert state is not None and state.digest == "sha256:aaa"
     assert count_rows(engine, HistoryModel) == 0
@@ -342,12 +418,14 @@ def test_database_failure_mid_transaction_writes_nothing(engine: Engine) -> None
 
 def test_generic_upsert_path(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     # Backends other than SQLite/PostgreSQL fall back to SELECT + INSERT + UPDATE.
-    record_evaluations(engine, [Evaluation(present("r.io/a:1"))], payload)
+    record_evaluations(engine, prepared([Evaluation(present("r.io/a:1"))], payload))
     monkeypatch.setattr(engine.dialect, "name", "other")
     record_evaluations(
         engine,
-        [Evaluation(present("r.io/a:1", digest="sha256:b")), Evaluation(present("r.io/b:1"))],
-        payload,
+        prepared(
+            [Evaluation(present("r.io/a:1", digest="sha256:b")), Evaluation(present("r.io/b:1"))],
+            payload,
+        ),
     )
     states = load_states(engine)
     assert states["r.io/a:1"].digest == "sha256:b"
@@ -374,7 +452,7 @@ def five_events(engine: Engine) -> list[Event]:
         for n, (t, at) in enumerate(zip(types, times, strict=True))
     ]
     for ev in events:  # one batch per event, as separate checks would write them
-        record_evaluations(engine, [Evaluation(present(ev.image), (ev,))], payload)
+        record_evaluations(engine, prepared([Evaluation(present(ev.image), (ev,))], payload))
     return events
 
 
@@ -433,7 +511,9 @@ def test_sync_watches(engine: Engine) -> None:
     assert [w.image for w in active_watches(engine)] == ["r.io/team/app:1", "r.io/team/app:2"]
     assert active_watches(engine)[0].created_at == T0
 
-    record_evaluations(engine, [Evaluation(present("r.io/team/app:2"), changed=True)], payload)
+    record_evaluations(
+        engine, prepared([Evaluation(present("r.io/team/app:2"), changed=True)], payload)
+    )
     later = T0 + timedelta(hours=1)
     sync_watches(engine, [Watch("r.io/team/app:1", interval_seconds=None, cron="0 * * * *")], later)
     (only,) = active_watches(engine)
@@ -449,6 +529,30 @@ def test_sync_watches(engine: Engine) -> None:
     assert active_watches(engine) == []
 
 
+def test_sync_watches_per_source(engine: Engine) -> None:
+    a, b, c = Watch("r.io/team/app:1"), Watch("r.io/team/app:2", tag="2"), Watch("r.io/x/y:1")
+    sync_watches(engine, [a, b], T0)
+    sync_watches(engine, [c], T0, source="compose")
+    assert {w.image: w.source for w in active_watches(engine)} == {
+        a.image: "config",
+        b.image: "config",
+        c.image: "compose",
+    }
+    later = T0 + timedelta(hours=1)
+    # The config file no longer lists b: b goes, the other source's watch stays.
+    sync_watches(engine, [a], later)
+    assert {w.image: w.source for w in active_watches(engine)} == {
+        a.image: "config",
+        c.image: "compose",
+    }
+    # An image that another source now yields moves to it; its old source's sync leaves it.
+    sync_sources(engine, {"config": [a, c], "compose": []}, later)
+    assert {w.image: w.source for w in active_watches(engine)} == {
+        a.image: "config",
+        c.image: "config",
+    }
+
+
 # --- retention ------------------------------------------------------------------------
 
 
@@ -461,7 +565,8 @@ def test_prune(engine: Engine) -> None:
             ev = make_event(image, at=at)
             state = present(image, digest=f"sha256:{n}", at=at)
             record_evaluations(
-                engine, [Evaluation(state, (ev,), changed=True)], payload, lambda e: ("ops",)
+                engine,
+                prepared([Evaluation(state, (ev,), changed=True)], payload, lambda e: ("ops",)),
             )
     with engine.begin() as conn:
         first_delivery = conn.scalar(select(func.min(DeliveryModel.id)))

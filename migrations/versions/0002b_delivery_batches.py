@@ -1,7 +1,7 @@
 """Webhook batches: ``deliveries.batch_id`` (a webhook's ``batch:`` window, SPEC §6).
 
 Revision ID: 0002b
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-01
 
 Written beside house-runtime's 0002 (tag_states.version, watches.source) on
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0002b"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

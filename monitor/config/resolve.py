@@ -134,6 +134,8 @@ class Watch:
     webhooks: tuple[str, ...]
     missing_after: int
     failing_after: int
+    # The watch source that produced it (``monitor.sources.base``); "config": the file.
+    source: str = "config"
 
 
 def resolve_watches(config: Config) -> tuple[Watch, ...]:

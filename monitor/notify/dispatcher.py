@@ -119,8 +119,11 @@ class Dispatcher:
         batch: int = BATCH,
         poll_interval: float = POLL_INTERVAL,
         channels: Channels | None = None,
+        may_send: Callable[[], bool] | None = None,
     ) -> None:
         self._engine = engine
+        # The coordinator's is_leader (monitor.runtime.leader): only the leader claims.
+        self._may_send = may_send
         self._config_provider = config_provider
         self._http = http
         self._channels = channels or Channels(http)
@@ -230,7 +233,8 @@ class Dispatcher:
 
     async def _dispatch(self) -> list[asyncio.Task[int]]:
         """Claim for every idle webhook and start its sender task; the tasks started."""
-
+        if self._may_send is not None and not self._may_send():
+            return []
         config = self._config_provider()
         hooks = {hook.name: hook for hook in config.webhooks}
         now = self._clock()

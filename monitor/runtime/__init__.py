@@ -1,1 +1,4 @@
-"""The running service's parts: the recorder (batched writes); more to come out of service.py."""
+"""The running service's parts: recorder (batched writes), pruner, reloader, leader.
+
+service.py builds and wires them.
+"""

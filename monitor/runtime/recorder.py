@@ -2,7 +2,10 @@
 
 Every evaluation of a check goes through ``add()``; the writer loop (``run()``)
 writes what is pending every ``interval`` seconds, or at once when a batch is
-full, in one transaction (the store's ``record_evaluations``).
+full, in one transaction (the store's ``record_evaluations``). Each result is
+prepared (``prepare``: payloads and channel names, from notify's routing) in
+the event loop just before its batch goes to the worker thread, so the write
+takes data only.
 
 When the database cannot be written (locked past the busy timeout, a full
 disk, a corrupt file, a server that is down) nothing is lost at first:
@@ -31,16 +34,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 from monitor.store.engine import DatabaseUnavailable, error_line, is_database_error
 
 if TYPE_CHECKING:
     from monitor.config import Watch
-    from monitor.domain import Evaluation
+    from monitor.domain import CheckResult, Evaluation, TagState
     from monitor.metrics import Metrics
+    from monitor.runtime.leader import Coordinator
+    from monitor.store.repository import Record, Recorded
 
 __all__ = ["BACKOFF_CAP", "MAX_PENDING", "STALL", "Pending", "Recorder"]
 
@@ -56,10 +61,16 @@ ATTEMPT_GRACE: Final = 6.0  # seconds an attempt still running at close may take
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """One result waiting to be written, with the watch it came from (for its payload)."""
+    """One result waiting to be written, with the watch it came from (for its payload).
+
+    ``version`` is the version of its state in the service's cache; ``result``
+    the check it came from, evaluated again when the store refuses the write.
+    """
 
     evaluation: Evaluation
     watch: Watch
+    version: int = 0
+    result: CheckResult | None = None
 
 
 def _trivial(evaluation: Evaluation) -> bool:
@@ -73,9 +84,14 @@ class Recorder:
 
     def __init__(
         self,
-        write: Callable[[Sequence[Pending]], None],
+        write: Callable[[Sequence[Record]], Recorded],
         *,
+        prepare: Callable[[Evaluation, Watch], Record],
+        stored_versions: Mapping[str, int] | None = None,
+        on_refused: Callable[[Sequence[Pending], Mapping[str, tuple[TagState, int]]], None]
+        | None = None,
         on_written: Callable[[], None] | None = None,
+        coordinator: Coordinator | None = None,
         metrics: Metrics | None = None,
         batch: int = BATCH,
         interval: float = INTERVAL,
@@ -83,6 +99,12 @@ class Recorder:
         max_pending: int = MAX_PENDING,
     ) -> None:
         self._write = write  # runs in a worker thread; raises on failure
+        self._prepare = prepare
+        # The version of each tag's state in the store as this recorder last saw it: what
+        # the next write of the tag expects (compare-and-set, monitor.store.states).
+        self._stored: dict[str, int] = dict(stored_versions or {})
+        self._on_refused = on_refused
+        self._coordinator = coordinator
         self._on_written = on_written
         self._metrics = metrics
         self._batch = batch
@@ -128,13 +150,20 @@ class Recorder:
 
     # -- input ---------------------------------------------------------------------------
 
-    def add(self, evaluation: Evaluation, watch: Watch) -> None:
+    def add(
+        self,
+        evaluation: Evaluation,
+        watch: Watch,
+        *,
+        version: int = 0,
+        result: CheckResult | None = None,
+    ) -> None:
         key = evaluation.state.image
         last = self._last.get(key)
         if last is not None and _trivial(self._pending[last].evaluation):
             del self._pending[last]
         self._seq += 1
-        self._pending[self._seq] = Pending(evaluation, watch)
+        self._pending[self._seq] = Pending(evaluation, watch, version, result)
         self._last[key] = self._seq
         self._enforce_cap()
         if len(self._pending) >= self._batch and self._failure is None:
@@ -197,6 +226,8 @@ class Recorder:
         async with self._lock:
             if not self._pending:
                 return
+            if self._coordinator is not None and not self._coordinator.is_leader():
+                return  # only the leader writes; what is pending waits for the lead
             items = list(self._pending.items())
             self._pending, self._last = {}, {}
             written = 0
@@ -204,11 +235,13 @@ class Recorder:
                 for start in range(0, len(items), self._batch):
                     self._writing = dict(items[start:])
                     self._write_began = time.monotonic()
-                    chunk = [pending for _, pending in items[start : start + self._batch]]
+                    pendings = [pending for _, pending in items[start : start + self._batch]]
+                    chunk = self._records(pendings)
                     # Shielded: a cancelled flush must not re-queue a chunk that the
                     # thread goes on to commit (its events would then be written twice).
-                    await asyncio.shield(asyncio.to_thread(self._write, chunk))
+                    recorded = await asyncio.shield(asyncio.to_thread(self._write, chunk))
                     written += len(chunk)
+                    self._settle(pendings, chunk, recorded)
             except Exception as exc:
                 self._requeue(dict(items[written:]))
                 self._failed(exc)
@@ -277,6 +310,40 @@ class Recorder:
                 f" ({self.dropped} of them dropped earlier over the cap)" if self.dropped else "",
                 self._failure or f"the database did not answer within {grace:g}s",
             )
+
+    def _records(self, pendings: Sequence[Pending]) -> list[Record]:
+        """Prepared records, each expecting the version the one before it leaves behind."""
+        running: dict[str, int] = {}
+        records = []
+        for pending in pendings:
+            key = pending.evaluation.state.image
+            record = self._prepare(pending.evaluation, pending.watch)
+            expected = running.get(key, self._stored.get(key, 0))
+            records.append(replace(record, expected=expected, version=pending.version))
+            running[key] = pending.version
+        return records
+
+    def _settle(
+        self, pendings: Sequence[Pending], records: Sequence[Record], recorded: Recorded
+    ) -> None:
+        refused = {id(record) for record in recorded.refused}
+        stale = []
+        for pending, record in zip(pendings, records, strict=True):
+            if id(record) in refused:
+                stale.append(pending)
+            else:
+                self._stored[record.image] = record.version
+        for key in {pending.evaluation.state.image for pending in stale}:
+            current = recorded.current.get(key)
+            self._stored[key] = current[1] if current is not None else 0
+        if stale:
+            log.warning(
+                "%d results were evaluated on a stale state (another writer); "
+                "evaluating them again on the stored one",
+                len(stale),
+            )
+            if self._on_refused is not None:
+                self._on_refused(stale, recorded.current)
 
     # -- bookkeeping ---------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ implementation detail of the store (and of ``migrations/``).
 from monitor.store.engine import StoreError, check_schema, make_engine, upgrade
 from monitor.store.repository import (
     HistoryRow,
+    Record,
+    Recorded,
     UnknownEventError,
     WatchLike,
     WatchRow,
@@ -15,13 +17,17 @@ from monitor.store.repository import (
     history_for,
     list_events,
     load_states,
+    load_versioned_states,
     prune,
     record_evaluations,
+    sync_sources,
     sync_watches,
 )
 
 __all__ = [
     "HistoryRow",
+    "Record",
+    "Recorded",
     "StoreError",
     "UnknownEventError",
     "WatchLike",
@@ -32,9 +38,11 @@ __all__ = [
     "history_for",
     "list_events",
     "load_states",
+    "load_versioned_states",
     "make_engine",
     "prune",
     "record_evaluations",
+    "sync_sources",
     "sync_watches",
     "upgrade",
 ]

@@ -111,6 +111,8 @@ class WatchModel(Base):
     active: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime]
     removed_at: Mapped[datetime | None]
+    # The watch source that produced it (``monitor.sources``); each source syncs its own.
+    source: Mapped[str] = mapped_column(String(64), server_default="config")
 
 
 class TagStateModel(Base):
@@ -135,6 +137,8 @@ class TagStateModel(Base):
     missing_alerted: Mapped[bool] = mapped_column(Boolean)
     failing_alerted: Mapped[bool] = mapped_column(Boolean)
     digest_changes: Mapped[int] = mapped_column(Integer)
+    # Compare-and-set: a write names the version it read, and is refused when it is stale.
+    version: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class HistoryModel(Base):

@@ -10,7 +10,7 @@ PostgreSQL); the only dialect-specific piece is the upsert, chosen by
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from monitor.domain import Evaluation, Event, Reason, Status, TagState
+from monitor.domain import Evaluation, Reason, Status, TagState
 from monitor.store.engine import SQLITE_BEGIN, StoreError, redact_url
 from monitor.store.models import (
     Base,
@@ -41,10 +41,13 @@ from monitor.store.models import (
     HistoryModel,
     WatchModel,
 )
+from monitor.store.states import lock_states, refused, stored_versions
 from monitor.wire import parse_timestamp
 
 __all__ = [
     "HistoryRow",
+    "Record",
+    "Recorded",
     "UnknownEventError",
     "WatchLike",
     "WatchRow",
@@ -53,8 +56,10 @@ __all__ = [
     "history_for",
     "list_events",
     "load_states",
+    "load_versioned_states",
     "prune",
     "record_evaluations",
+    "sync_sources",
     "sync_watches",
 ]
 
@@ -102,6 +107,42 @@ class WatchRow:
     interval_seconds: float | None
     cron: str | None
     created_at: datetime
+    source: str = "config"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One evaluation to write, prepared: a body and the channel names for each of its events.
+
+    ``payloads`` and ``channels`` run parallel to ``evaluation.events``.
+    ``expected`` is the version of the tag's state this evaluation was made on
+    (0: never written); the write is refused when the store holds another
+    (``monitor.store.states``). ``None`` writes whatever the store holds.
+    ``version`` is the version the new state is stored with.
+    """
+
+    evaluation: Evaluation
+    payloads: tuple[Mapping[str, Any], ...] = ()
+    channels: tuple[tuple[str, ...], ...] = ()
+    expected: int | None = None
+    version: int = 0
+
+    @property
+    def image(self) -> str:
+        return self.evaluation.state.image
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What ``record_evaluations`` wrote (event seqs in order) and what it refused.
+
+    ``current`` holds, for each refused tag, the state and version the store
+    has (absent: never written), read in the same transaction.
+    """
+
+    seqs: list[int] = field(default_factory=list)
+    refused: tuple[Record, ...] = ()
+    current: Mapping[str, tuple[TagState, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,12 +236,33 @@ def _upsert(
 
 
 @_translated
-def sync_watches(engine: Engine, watches: Sequence[WatchLike], now: datetime) -> None:
-    """Make the stored watches match the configuration.
+def sync_watches(
+    engine: Engine, watches: Sequence[WatchLike], now: datetime, *, source: str = "config"
+) -> None:
+    """Make the stored watches of one watch source match what it yields now.
 
-    Configured watches are inserted or updated and (re)activated; stored watches
-    no longer configured are marked inactive, never deleted, so their history stays.
+    Its watches are inserted or updated (and taken over, when another source had
+    the image before) and (re)activated; stored watches of that source it no
+    longer yields are marked inactive, never deleted, so their history stays.
+    Other sources' watches are left as they are.
     """
+    with _write(engine) as conn:
+        _sync_source(conn, source, watches, now)
+
+
+@_translated
+def sync_sources(
+    engine: Engine, by_source: Mapping[str, Sequence[WatchLike]], now: datetime
+) -> None:
+    """``sync_watches`` for several sources in ONE transaction: a reload is all or nothing."""
+    with _write(engine) as conn:
+        for source, watches in by_source.items():
+            _sync_source(conn, source, watches, now)
+
+
+def _sync_source(
+    conn: Connection, source: str, watches: Sequence[WatchLike], now: datetime
+) -> None:
     table = _WATCHES
     rows = [
         {
@@ -213,27 +275,38 @@ def sync_watches(engine: Engine, watches: Sequence[WatchLike], now: datetime) ->
             "active": True,
             "created_at": now,
             "removed_at": None,
+            "source": source,
         }
         for w in watches
     ]
     configured = {row["image"] for row in rows}
-    with _write(engine) as conn:
-        _upsert(
-            conn,
-            table,
-            rows,
-            "image",
-            ["registry", "repository", "tag", "interval_seconds", "cron", "active", "removed_at"],
+    _upsert(
+        conn,
+        table,
+        rows,
+        "image",
+        [
+            "registry",
+            "repository",
+            "tag",
+            "interval_seconds",
+            "cron",
+            "active",
+            "removed_at",
+            "source",
+        ],
+    )
+    stored = conn.scalars(
+        select(WatchModel.image).where(WatchModel.active.is_(True), WatchModel.source == source)
+    )
+    gone = [{"_image": image} for image in stored if image not in configured]
+    if gone:
+        conn.execute(
+            update(table)
+            .where(table.c.image == bindparam("_image"))
+            .values(active=False, removed_at=now),
+            gone,
         )
-        stored = conn.scalars(select(WatchModel.image).where(WatchModel.active.is_(True)))
-        gone = [{"_image": image} for image in stored if image not in configured]
-        if gone:
-            conn.execute(
-                update(table)
-                .where(table.c.image == bindparam("_image"))
-                .values(active=False, removed_at=now),
-                gone,
-            )
 
 
 @_translated
@@ -252,6 +325,7 @@ def active_watches(engine: Engine) -> list[WatchRow]:
                 interval_seconds=row.interval_seconds,
                 cron=row.cron,
                 created_at=row.created_at,
+                source=row.source,
             )
             for row in result
         ]
@@ -262,7 +336,7 @@ def active_watches(engine: Engine) -> list[WatchRow]:
 _STATE_COLUMNS = [c.name for c in _TAG_STATES.columns if c.name != "image"]
 
 
-def _state_to_row(state: TagState) -> dict[str, Any]:
+def _state_to_row(state: TagState, version: int) -> dict[str, Any]:
     return {
         "image": state.image,
         "status": _value(state.status),
@@ -281,6 +355,7 @@ def _state_to_row(state: TagState) -> dict[str, Any]:
         "missing_alerted": state.missing_alerted,
         "failing_alerted": state.failing_alerted,
         "digest_changes": state.digest_changes,
+        "version": version,
     }
 
 
@@ -318,6 +393,22 @@ def load_states(engine: Engine) -> dict[str, TagState]:
 
 
 @_translated
+def load_versioned_states(
+    engine: Engine, images: Collection[str] | None = None
+) -> dict[str, tuple[TagState, int]]:
+    """Stored TagStates with their versions, by image (all, or those of ``images``)."""
+    with engine.connect() as conn:
+        return _versioned(conn, images)
+
+
+def _versioned(conn: Connection, images: Collection[str] | None) -> dict[str, tuple[TagState, int]]:
+    query = select(_TAG_STATES)
+    if images is not None:
+        query = query.where(_TAG_STATES.c.image.in_(sorted(set(images))))
+    return {row.image: (_row_to_state(row), row.version) for row in conn.execute(query)}
+
+
+@_translated
 def get_state(engine: Engine, image: str) -> TagState | None:
     with engine.connect() as conn:
         row = conn.execute(select(_TAG_STATES).where(_TAG_STATES.c.image == image)).one_or_none()
@@ -331,82 +422,97 @@ def get_state(engine: Engine, image: str) -> TagState | None:
 _EVENTS_PAGE_SIZE = 10_000
 
 
-def _no_webhooks(_event: Event) -> Sequence[str]:
-    return ()
-
-
 @_translated
 def record_evaluations(
     engine: Engine,
-    evaluations: Sequence[Evaluation],
-    payload_for: Callable[[Event], Mapping[str, Any]],
-    deliveries_for: Callable[[Event], Sequence[str]] = _no_webhooks,
+    records: Sequence[Record],
     *,
     now: datetime | None = None,
-) -> list[int]:
-    """Write a batch of evaluations in ONE transaction; return the new events' seqs in order.
+) -> Recorded:
+    """Write a batch of prepared evaluations in ONE transaction.
 
     Writes the upserted tag states, a history row per ``changed`` evaluation, an
-    events row per event (body from ``payload_for``) and a pending delivery per
-    webhook name from ``deliveries_for``. Either all of it is written or none:
-    an exception from a callback rolls the whole batch back.
+    events row per event (with its prepared body) and a pending delivery per
+    channel name. Either all of it is written or none. A record whose expected
+    version is stale is not written (nor its history, events, deliveries): it is
+    returned in ``refused`` with the store's current state of its tag.
     """
-    if not evaluations:
-        return []
+    if not records:
+        return Recorded()
     now = now or datetime.now(UTC)
-    # Build every row before opening the transaction: callbacks run without holding a lock.
+    with _write(engine) as conn:
+        if any(record.expected is not None for record in records):
+            lock_states(conn)
+            stale = refused(records, stored_versions(conn, {r.image for r in records}))
+        else:
+            stale = set()
+        accepted = [record for index, record in enumerate(records) if index not in stale]
+        seqs = _insert_records(conn, accepted, now)
+        rejected = tuple(records[index] for index in sorted(stale))
+        current = _versioned(conn, {r.image for r in rejected}) if rejected else {}
+    return Recorded(seqs, rejected, current)
+
+
+def _insert_records(conn: Connection, records: Sequence[Record], now: datetime) -> list[int]:
     states: dict[str, dict[str, Any]] = {}
     history: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     webhooks: list[tuple[str, str]] = []
-    for evaluation in evaluations:
+    for record in records:
+        evaluation = record.evaluation
+        if len(record.payloads) != len(evaluation.events) or len(record.channels) not in (
+            0,
+            len(evaluation.events),
+        ):
+            raise ValueError(f"{evaluation.state.image}: one payload (and channels) per event")
         state = evaluation.state
-        states[state.image] = _state_to_row(state)  # the last evaluation of an image wins
+        # The last evaluation of an image wins.
+        states[state.image] = _state_to_row(state, record.version)
         if evaluation.changed:
             history.append(_history_row(evaluation, now))
-        for ev in evaluation.events:
+        for index, ev in enumerate(evaluation.events):
             events.append(
                 {
                     "id": ev.id,
                     "type": ev.type.value,
                     "image": ev.image,
                     "occurred_at": ev.occurred_at,
-                    "payload": dict(payload_for(ev)),
+                    "payload": dict(record.payloads[index]),
                     "created_at": now,
                 }
             )
-            webhooks.extend((ev.id, name) for name in deliveries_for(ev))
+            if record.channels:
+                webhooks.extend((ev.id, name) for name in record.channels[index])
 
     seq_by_id: dict[str, int] = {}
-    with _write(engine) as conn:
-        _upsert(conn, _TAG_STATES, list(states.values()), "image", _STATE_COLUMNS)
-        if history:
-            conn.execute(insert(HistoryModel), history)
-        if events:
-            # RETURNING through SQLAlchemy's "insertmanyvalues": multi-row INSERTs, as many
-            # rows each as the driver's parameter limit allows (~5,000 here).
-            result = conn.execute(
-                insert(EventModel).returning(EventModel.seq, EventModel.id),
-                events,
-                execution_options={"insertmanyvalues_page_size": _EVENTS_PAGE_SIZE},
-            )
-            seq_by_id = {event_id: seq for seq, event_id in result}
-        if webhooks:
-            conn.execute(
-                insert(DeliveryModel),
-                [
-                    {
-                        "event_seq": seq_by_id[event_id],
-                        "webhook": name,
-                        "status": "pending",
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for event_id, name in webhooks
-                ],
-            )
+    _upsert(conn, _TAG_STATES, list(states.values()), "image", _STATE_COLUMNS)
+    if history:
+        conn.execute(insert(HistoryModel), history)
+    if events:
+        # RETURNING through SQLAlchemy's "insertmanyvalues": multi-row INSERTs, as many
+        # rows each as the driver's parameter limit allows (~5,000 here).
+        result = conn.execute(
+            insert(EventModel).returning(EventModel.seq, EventModel.id),
+            events,
+            execution_options={"insertmanyvalues_page_size": _EVENTS_PAGE_SIZE},
+        )
+        seq_by_id = {event_id: seq for seq, event_id in result}
+    if webhooks:
+        conn.execute(
+            insert(DeliveryModel),
+            [
+                {
+                    "event_seq": seq_by_id[event_id],
+                    "webhook": name,
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for event_id, name in webhooks
+            ],
+        )
     return sorted(seq_by_id.values())
 
 

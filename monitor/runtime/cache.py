@@ -1,0 +1,68 @@
+"""The service's cache of tag states: the store is the authority, this is a copy of it.
+
+Each cached state has the version it will be stored with; an evaluation on
+the cache moves the version on by one. When the store refuses a write because
+its expected version is stale (another writer moved the tag on,
+``monitor.store.states``), ``refresh`` takes the store's state and version in,
+and the refused results are evaluated again on top of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from monitor.events import evaluate
+
+if TYPE_CHECKING:
+    from monitor.config import Watch
+    from monitor.domain import CheckResult, Evaluation, TagState
+
+__all__ = ["StateCache"]
+
+
+class StateCache:
+    """Tag states by watch key, each with its version."""
+
+    def __init__(self, stored: Mapping[str, tuple[TagState, int]] | None = None) -> None:
+        self._states: dict[str, TagState] = {}
+        self._versions: dict[str, int] = {}
+        for key, (state, version) in (stored or {}).items():
+            self._states[key] = state
+            self._versions[key] = version
+
+    def get(self, key: str) -> TagState | None:
+        return self._states.get(key)
+
+    def states(self) -> dict[str, TagState]:
+        """A copy: scrapes and the API read it from worker threads."""
+        return dict(self._states)
+
+    def versions(self) -> dict[str, int]:
+        return dict(self._versions)
+
+    def keep(self, keys: Mapping[str, object]) -> None:
+        """Forget the states of tags that are not watched (their versions stay known)."""
+        self._states = {k: v for k, v in self._states.items() if k in keys}
+
+    def evaluate(self, watch: Watch, result: CheckResult) -> tuple[Evaluation, int]:
+        """Fold ``result`` into the cached state; the evaluation and its new version."""
+        key = watch.key
+        evaluation = evaluate(
+            self._states.get(key),
+            result,
+            missing_after=watch.missing_after,
+            failing_after=watch.failing_after,
+        )
+        version = self._versions.get(key, 0) + 1
+        self._states[key] = evaluation.state
+        self._versions[key] = version
+        return evaluation, version
+
+    def refresh(self, key: str, stored: tuple[TagState, int] | None) -> None:
+        """Take the store's state and version of ``key`` (None: never written) in."""
+        if stored is None:
+            self._states.pop(key, None)
+            self._versions.pop(key, None)
+        else:
+            self._states[key], self._versions[key] = stored

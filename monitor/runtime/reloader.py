@@ -1,0 +1,132 @@
+"""The config reloader: SIGHUP and file polling ask, one reload runs at a time, all or nothing.
+
+A reload builds everything first (the new config, its scheduler triggers, a
+registry client when the registry settings changed), then writes the watches
+to the store; only when all of that worked is the new config committed to the
+service and the scheduler, so a refused reload leaves all of them as they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from monitor.config import Config, Watch, load_config
+from monitor.errors import RegmonError
+from monitor.runtime.failure import reason
+from monitor.sources.base import sources_for, targets_of
+
+if TYPE_CHECKING:
+    from monitor.registry.client import RegistryClient
+    from monitor.scheduler import WatchScheduler
+
+__all__ = ["CONFIG_POLL", "Reloader"]
+
+log = logging.getLogger("regmon")
+
+CONFIG_POLL: Final = 1.0  # seconds between looks at the config file's mtime
+
+
+class Reloader:
+    """Re-reads ``path`` on request (``reload_soon``, SIGHUP) or when its mtime changes.
+
+    ``sync_watches`` writes the new watches to the store (a failure refuses the
+    reload); ``commit`` swaps the new config, its watches and, when the registry
+    settings changed, a new registry client into the service.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        current: Callable[[], Config],
+        scheduler: WatchScheduler,
+        make_client: Callable[[Config], RegistryClient],
+        sync_watches: Callable[[Config], Awaitable[None]],
+        commit: Callable[[Config, Mapping[str, Watch], RegistryClient | None], None],
+        poll: float = CONFIG_POLL,
+    ) -> None:
+        self._path = path
+        self._current = current
+        self._scheduler = scheduler
+        self._make_client = make_client
+        self._sync_watches = sync_watches
+        self._commit = commit
+        self._poll = poll
+        self._lock = asyncio.Lock()
+        self._requests: set[asyncio.Task[Any]] = set()
+        self._mtime = _mtime(path)
+
+    def reload_soon(self) -> None:
+        """Reload in a task of its own (a signal handler cannot wait)."""
+        task = asyncio.create_task(self.reload(), name="regmon-reload")
+        self._requests.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._requests.discard)
+
+    async def watch_file(self) -> None:
+        """Reload whenever the file's mtime changes; runs until cancelled."""
+        while True:
+            await asyncio.sleep(self._poll)
+            mtime = _mtime(self._path)
+            if mtime is not None and mtime != self._mtime:
+                self._mtime = mtime
+                await self.reload()
+
+    async def reload(self) -> bool:
+        """Re-read the config file; a broken one is refused and the old one stays.
+
+        One reload at a time (SIGHUP and the file watcher may both ask).
+        """
+        async with self._lock:
+            try:
+                return await self._reload()
+            except Exception as exc:
+                log.error("config reload failed, keeping the running config: %s", reason(exc))
+                return False
+
+    async def _reload(self) -> bool:
+        current = self._current()
+        try:
+            new = await asyncio.to_thread(load_config, self._path)
+        except RegmonError as exc:
+            log.error("config reload refused, keeping the running config: %s", exc)
+            return False
+        if new.database != current.database or new.listen != current.listen:
+            log.warning("config reload: database and listen changes need a restart")
+        watches = targets_of(sources_for(new))
+        try:
+            plan = self._scheduler.plan(list(watches.values()))
+        except RegmonError as exc:
+            log.error("config reload refused, keeping the running config: %s", exc)
+            return False
+        client = None
+        if (new.registries, new.docker_config) != (current.registries, current.docker_config):
+            client = self._make_client(new)
+        # The store next: if it fails, nothing in memory or in the scheduler has changed.
+        try:
+            await self._sync_watches(new)
+        except BaseException:
+            if client is not None:
+                await client.aclose()
+            raise
+        # Commit: nothing below waits, so no check sees half of the new config.
+        self._commit(new, watches, client)
+        added, removed, rescheduled = self._scheduler.commit(plan)
+        log.info(
+            "config reloaded: %d watches (%d added, %d removed, %d rescheduled)",
+            len(watches),
+            added,
+            removed,
+            rescheduled,
+        )
+        return True
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None

@@ -1,0 +1,64 @@
+"""The watch-source seam: where the service's targets (watches) come from.
+
+A source has a name and yields its targets; each target (``Watch``) carries
+the name of the source that produced it (``Watch.source``), and the store
+syncs the watches of each source on its own (``sync_watches(…, source=)``),
+so one source's reload never deactivates another's watches. The config
+file's ``watch:`` list is the first source; repository listings and
+deployment files (issues 11, 12) come next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Final, Protocol
+
+if TYPE_CHECKING:
+    from monitor.config import Config, Watch
+
+__all__ = ["CONFIG_SOURCE", "ConfigSource", "WatchSource", "sources_for", "targets_of"]
+
+CONFIG_SOURCE: Final = "config"
+
+
+class WatchSource(Protocol):
+    """One origin of watches."""
+
+    @property
+    def name(self) -> str:
+        """Stable and unique among the sources: stored with each of its watches."""
+        ...
+
+    def targets(self) -> Sequence[Watch]:
+        """Its watches, each with ``source == name``, in its own order."""
+        ...
+
+
+class ConfigSource:
+    """The ``watch:`` entries of the config file, with ``defaults`` applied."""
+
+    name: Final = CONFIG_SOURCE
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+
+    def targets(self) -> Sequence[Watch]:
+        return [
+            watch if watch.source == self.name else replace(watch, source=self.name)
+            for watch in self._config.watches()
+        ]
+
+
+def sources_for(config: Config) -> list[WatchSource]:
+    """The sources a config names; today the config file itself."""
+    return [ConfigSource(config)]
+
+
+def targets_of(sources: Sequence[WatchSource]) -> dict[str, Watch]:
+    """Every source's targets by key, in source order; the first source to name a key wins."""
+    targets: dict[str, Watch] = {}
+    for source in sources:
+        for watch in source.targets():
+            targets.setdefault(watch.key, watch)
+    return targets
