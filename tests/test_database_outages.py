@@ -229,15 +229,16 @@ def test_postgres_stopped_under_a_running_service_is_503_not_ready_down_then_rec
     url = own_postgres.create_database()
     svc = services(service_config(url, ref, registry, hook=True))
     wait_for(lambda: svc.images()[ref]["status"] == "present", message="baseline")
+    pusher.push_image(repo, "v1", seed="two")  # a tag.changed whose delivery stays pending
     wait_for(
         lambda: svc.metrics().get(metric_key("regmon_webhook_pending", webhook="ops")) == 1.0,
-        message=f"the tag.created delivery waits\n{svc.log_tail()}",
+        message=f"a delivery waits\n{svc.log_tail()}",
     )
     before = len(svc.events())
     assert svc.metrics()[metric_key("regmon_database_up")] == 1.0
 
     own_postgres.stop()
-    changed = pusher.push_image(repo, "v1", seed="two")  # checked and kept during the outage
+    changed = pusher.push_image(repo, "v1", seed="three")  # checked and kept during the outage
     wait_for(
         lambda: svc.image(ref).get("digest") == changed.digest,
         timeout=20,
@@ -265,7 +266,7 @@ def test_postgres_stopped_under_a_running_service_is_503_not_ready_down_then_rec
     assert svc.get("/api/v1/events").status_code == 200
     events = svc.events()
     changes = [e for e in events[before:] if e["type"] == "tag.changed"]
-    assert [e["digest"] for e in changes] == [changed.digest], events
+    assert [e["current"]["digest"] for e in changes] == [changed.digest], events
     history = svc.json(f"/api/v1/images/{ref}/history")
     assert history, history
 

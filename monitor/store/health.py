@@ -18,7 +18,7 @@ from typing import Final
 import sqlalchemy.exc
 from sqlalchemy import Engine, text
 
-from monitor.store.engine import DatabaseUnavailable, error_line, redact_url
+from monitor.store.engine import DatabaseUnavailable, StoreError, error_line, redact_url
 
 __all__ = [
     "START_BACKOFF_CAP",
@@ -38,6 +38,8 @@ def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` says the database cannot be used right now (not a bug, not bad SQL)."""
     if isinstance(exc, DatabaseUnavailable):
         return True
+    if isinstance(exc, StoreError):  # the store's one-line wrapper of the driver's error
+        return exc.__cause__ is not None and is_outage(exc.__cause__)
     if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(
