@@ -259,6 +259,12 @@ def test_postgres_stopped_under_a_running_service_is_503_not_ready_down_then_rec
     assert metric_key("regmon_webhook_oldest_pending_age_seconds", webhook="ops") in metrics
     assert svc.get("/").status_code == 200  # the status page reads memory only
 
+    # A few seconds of outage: the writer has backed off twice (0.4 s, then 0.8 s).
+    wait_for(
+        lambda: "database write failed again (attempt 3)" in svc.log_text(),
+        timeout=20,
+        message=svc.log_tail(),
+    )
     outage_log = svc.log_text()
     own_postgres.start()
     wait_for(lambda: svc.get("/readyz").status_code == 200, timeout=60, message=svc.log_tail())
@@ -278,3 +284,4 @@ def test_postgres_stopped_under_a_running_service_is_503_not_ready_down_then_rec
     # Each part that reads or writes says the outage once, then at a backoff.
     assert len(outage_log.splitlines()) < 60, outage_log[-4000:]
     svc.stop()
+
