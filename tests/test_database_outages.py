@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from support.faults import free_port
 from support.images import ImagePusher
@@ -179,9 +180,22 @@ def test_start_waits_for_a_database_that_is_down_then_serves(
         assert "(attempt 2)" in second and second.endswith("next attempt in 2s"), second
         assert "Traceback" not in "".join(seen)
         own_postgres.start()
-        svc._proc = proc  # noqa: SLF001 - the test's own process, for the helpers
-        wait_for(svc._ready, timeout=30, message="ready once the database is up")  # noqa: SLF001
-        wait_for(lambda: svc.images()[ref]["status"] == "present", message="checks")
+        client = httpx.Client(base_url=svc.url, timeout=5.0)  # not svc's: it did not start this
+
+        def ready() -> bool:
+            assert proc.poll() is None, f"exited {proc.returncode}"
+            try:
+                return client.get("/readyz", timeout=1.0).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        def present() -> bool:
+            images = client.get("/api/v1/images").json()["images"]
+            return [(i["reference"], i["status"]) for i in images] == [(ref, "present")]
+
+        with client:
+            wait_for(ready, timeout=30, message="ready once the database is up")
+            wait_for(present, message="checks")
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -284,4 +298,3 @@ def test_postgres_stopped_under_a_running_service_is_503_not_ready_down_then_rec
     # Each part that reads or writes says the outage once, then at a backoff.
     assert len(outage_log.splitlines()) < 60, outage_log[-4000:]
     svc.stop()
-
