@@ -204,12 +204,9 @@ def test_start_waits_for_a_database_that_is_down_then_serves(
 
 
 def test_sigterm_while_waiting_for_the_database_exits_0_at_once(
-    own_postgres: PostgresServer,
-    services: Callable[..., RegmonProcess],
-    registry: RegistryServer,
+    services: Callable[..., RegmonProcess], registry: RegistryServer
 ) -> None:
-    url = own_postgres.create_database()
-    own_postgres.stop()
+    url = "postgresql://regmon:hunter2@127.0.0.1:1/regmon"  # nothing listens on port 1
     svc = services(service_config(url, f"{registry.host}/any/thing:v1", registry), start=False)
     proc = spawn_run(svc.config_path)
     lines: list[str] = []
@@ -221,6 +218,11 @@ def test_sigterm_while_waiting_for_the_database_exits_0_at_once(
     proc.terminate()
     rest, _ = proc.communicate(timeout=10)
     took = time.monotonic() - began
+    (line,) = waiting_lines("".join(lines))
+    assert line.split(" WARNING regmon: ", 1)[1].startswith(
+        "database postgresql://regmon:***@127.0.0.1:1/regmon unreachable (attempt 1): "
+    ), line
+    assert "hunter2" not in "".join(lines) + rest
     assert proc.returncode == 0, "".join(lines) + rest
     assert took < 3, f"SIGTERM took {took:.1f}s"
     assert "regmon stopped before it started" in rest, rest

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Final
@@ -34,6 +35,16 @@ START_BACKOFF_FIRST: Final = 1.0  # seconds before the second attempt to reach t
 START_BACKOFF_CAP: Final = 30.0  # seconds between attempts at most
 
 
+# The sqlite3 messages of a database that cannot be used right now.
+_SQLITE_OUTAGES: Final = (
+    "database is locked",
+    "database table is locked",
+    "unable to open database file",
+    "disk i/o error",
+    "database or disk is full",
+)
+
+
 def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` says the database cannot be used right now (not a bug, not bad SQL)."""
     if isinstance(exc, DatabaseUnavailable):
@@ -42,6 +53,10 @@ def is_outage(exc: BaseException) -> bool:
         return exc.__cause__ is not None and is_outage(exc.__cause__)
     if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
         return True
+    if isinstance(exc, sqlalchemy.exc.OperationalError) and isinstance(exc.orig, sqlite3.Error):
+        # sqlite3 raises OperationalError for bad SQL and missing tables too: bugs, not outages.
+        message = str(exc.orig).lower()
+        return any(sign in message for sign in _SQLITE_OUTAGES)
     return isinstance(
         exc,
         sqlalchemy.exc.OperationalError
