@@ -300,3 +300,79 @@ def test_postgres_stopped_under_a_running_service_is_503_not_ready_down_then_rec
     # Each part that reads or writes says the outage once, then at a backoff.
     assert len(outage_log.splitlines()) < 60, outage_log[-4000:]
     svc.stop()
+
+
+# --------------------------------------------------------------------------- narrow units
+
+
+def test_an_outage_is_told_from_a_bug(tmp_path: Path) -> None:
+    import sqlite3
+
+    from sqlalchemy import text
+
+    from monitor.store.engine import StoreError, make_engine
+    from monitor.store.health import is_outage
+
+    def error_of(engine: object, sql: str) -> BaseException:
+        try:
+            with engine.connect() as conn:  # type: ignore[attr-defined]
+                conn.execute(text(sql))
+        except Exception as exc:
+            return exc
+        raise AssertionError(f"{sql} worked")
+
+    db = tmp_path / "x.db"
+    engine = make_engine(f"sqlite:///{db}", connect_args={"timeout": 0.1})
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (a INTEGER)"))
+        missing = error_of(engine, "SELECT * FROM nowhere")
+        assert not is_outage(missing)
+        assert not is_outage(StoreError("list_events failed"))
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        engine.dispose()  # WAL readers hold a shared lock while connected
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("INSERT INTO t VALUES (1)")
+        locked = error_of(engine, "SELECT * FROM t")
+        holder.execute("ROLLBACK")
+        holder.close()
+        assert "database is locked" in str(locked)
+        assert is_outage(locked)
+        wrapped = StoreError("list_events failed")
+        wrapped.__cause__ = locked
+        assert is_outage(wrapped)
+    finally:
+        engine.dispose()
+    down = make_engine("postgresql+psycopg://regmon@127.0.0.1:1/regmon")
+    try:
+        refused = error_of(down, "SELECT 1")
+    finally:
+        down.dispose()
+    assert "Connection refused" in str(refused)
+    assert is_outage(refused)
+
+
+def test_database_up_is_0_while_the_writer_or_the_reader_fails() -> None:
+    from typing import cast
+
+    from prometheus_client import CollectorRegistry
+
+    from monitor.metrics import Metrics
+    from monitor.view import ServiceView
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, cast(ServiceView, None))  # the view is read at scrape only
+
+    def up() -> float | None:
+        return registry.get_sample_value("regmon_database_up")
+
+    metrics.observe_database(up=True)
+    assert up() == 1.0
+    metrics.observe_read(False)
+    assert up() == 0.0
+    metrics.observe_database(up=False)
+    metrics.observe_read(True)  # a read that works does not hide a failing writer
+    assert up() == 0.0
+    metrics.observe_database(up=True)
+    assert up() == 1.0
