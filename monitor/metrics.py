@@ -213,6 +213,8 @@ class Metrics:
 
     def _observe_database(self, side: str, up: bool) -> None:
         # Either side failing is an outage; a read that works does not hide a failing writer.
+        if side == "read" and self._database_down[side] == (not up):
+            return  # no news: the writer (the recorder) owns the gauge's first value
         self._database_down[side] = not up
         self.database_up.set(0 if any(self._database_down.values()) else 1)
 
