@@ -388,7 +388,16 @@ def _engine_for(config_path: str, *, migrate: bool = False) -> Any:
     engine = make_engine(cfg.database)
     try:
         if migrate:
-            upgrade(engine)
+            from monitor.store.lockfile import hold_sqlite_lock
+
+            # Not under a running service on the same SQLite file: it would change
+            # the schema under that process.
+            lock = hold_sqlite_lock(cfg.database)
+            try:
+                upgrade(engine)
+            finally:
+                if lock is not None:
+                    lock.release()
         else:
             check_schema(engine)
     except BaseException:

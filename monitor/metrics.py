@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -167,7 +167,7 @@ class Metrics:
         self.build_info.labels(monitor.__version__).set(1)
         self.database_up = Gauge(
             "regmon_database_up",
-            "1 if the last write to the database succeeded, else 0.",
+            "1 if the last write and the last read of the database succeeded, else 0.",
             registry=registry,
         )
         self.pending_results = Gauge(
@@ -180,7 +180,8 @@ class Metrics:
             "Check results dropped unwritten because too many waited for the database.",
             registry=registry,
         )
-        self.collector = _StateCollector(view)
+        self._database_down = {"write": False, "read": False}
+        self.collector = _StateCollector(view, on_read=self.observe_read)
         registry.register(self.collector)
 
     def observe_check(self, result: CheckResult, registry: str) -> None:
@@ -204,7 +205,18 @@ class Metrics:
 
     def observe_database(self, *, up: bool) -> None:
         """Record whether the last write to the database succeeded."""
-        self.database_up.set(1 if up else 0)
+        self._observe_database("write", up)
+
+    def observe_read(self, up: bool) -> None:
+        """Record whether the last read (API, scrape) of the database succeeded."""
+        self._observe_database("read", up)
+
+    def _observe_database(self, side: str, up: bool) -> None:
+        # Either side failing is an outage; a read that works does not hide a failing writer.
+        if side == "read" and self._database_down[side] == (not up):
+            return  # no news: the writer (the recorder) owns the gauge's first value
+        self._database_down[side] = not up
+        self.database_up.set(0 if any(self._database_down.values()) else 1)
 
     def observe_delivery(self, webhook: str, outcome: str) -> None:
         """Count one delivery attempt: ``delivered``, ``failed``, ``retry`` or ``dead``."""
@@ -359,9 +371,11 @@ class _WatchLabels:
 class _StateCollector(Collector):
     """Per-image families and the webhook backlog, built from current state on each scrape."""
 
-    def __init__(self, view: ServiceView) -> None:
+    def __init__(self, view: ServiceView, on_read: Callable[[bool], None] | None = None) -> None:
         self._view = view
+        self._on_read = on_read
         self._backlog_failing = False
+        self._backlog: dict[str, tuple[int, datetime | None]] | None = None  # as last read
         self._cron_lock = threading.Lock()
         # cron string -> (interval seconds, valid until): an irregular schedule
         # ("0 9 * * mon-fri") has a different gap after each fire time.
@@ -518,17 +532,27 @@ class _StateCollector(Collector):
         from monitor.store.engine import error_line, is_database_error
 
         try:
-            backlog = _read_backlog(self._view.engine)
+            backlog = self._backlog = _read_backlog(self._view.engine)
         except Exception as exc:
-            # A scrape must never fail: drop these series, keep the rest. A database
-            # outage is said once (regmon_database_up tells the rest), a bug every time.
+            # A scrape must never fail. A database outage is said once (regmon_database_up
+            # tells the rest), a bug every time. The backlog as last read stays (its age
+            # keeps growing): nothing is delivered while the database is away, and series
+            # that vanished or turned NaN would resolve the backlog alerts mid-outage and
+            # page again when it ends.
             if not is_database_error(exc):
                 log.warning("cannot read the webhook backlog for /metrics", exc_info=True)
             elif not self._backlog_failing:
                 log.warning("cannot read the webhook backlog for /metrics: %s", error_line(exc))
+            if is_database_error(exc) and self._on_read is not None:
+                self._on_read(False)
             self._backlog_failing = True
-            return
-        self._backlog_failing = False
+            if self._backlog is None:
+                return  # never read: no value to keep, none to make up
+            backlog = self._backlog
+        else:
+            self._backlog_failing = False
+            if self._on_read is not None:
+                self._on_read(True)
         names = [webhook.name for webhook in self._view.config.webhooks]
         # A removed webhook whose deliveries are still waiting stays visible.
         names.extend(name for name in sorted(backlog) if name not in names)

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from monitor.runtime.recorder import Pending, Recorder
     from monitor.runtime.reloader import Reloader
     from monitor.scheduler import WatchScheduler
+    from monitor.store.lockfile import ProcessLock
     from monitor.store.repository import Record, Recorded
 
 __all__ = ["Service", "run_service"]
@@ -121,6 +122,7 @@ class Service:
         self._retired: list[RegistryClient] = []
         self._reloader: Reloader | None = None
         self._engine: Engine | None = None
+        self._db_lock: ProcessLock | None = None  # SQLite: one replica per file
         self._client: RegistryClient | None = None
         self._scheduler: WatchScheduler | None = None
         self._metrics: Metrics | None = None
@@ -186,6 +188,8 @@ class Service:
             refuse_empty_sqlite_file,
             upgrade,
         )
+        from monitor.store.health import wait_for_database
+        from monitor.store.lockfile import hold_sqlite_lock
         from monitor.store.repository import load_versioned_states
         from monitor.web.app import create_app
 
@@ -200,8 +204,12 @@ class Service:
             scheduler = WatchScheduler(self._scheduled_check)
             plan = scheduler.plan(self.watches())
             refuse_empty_sqlite_file(self._config.database)
+            self._db_lock = hold_sqlite_lock(self._config.database)
+            if self._db_lock is not None:
+                on_failure.callback(self._db_lock.release)
             self._engine = make_engine(self._config.database)
             on_failure.callback(self._engine.dispose)
+            await wait_for_database(self._engine)
             await asyncio.to_thread(upgrade, self._engine)
             stored = await asyncio.to_thread(load_versioned_states, self._engine)
             await self._sync_watches(self._config)
@@ -239,7 +247,8 @@ class Service:
                 asyncio.create_task(self._reloader.watch_file(), name="regmon-config")
             )
         if sock is not None:
-            self._server = _make_server(create_app(self, self.metrics_registry), self._config)
+            app = create_app(self, self.metrics_registry, on_read=self._metrics.observe_read)
+            self._server = _make_server(app, self._config)
             serving = asyncio.create_task(self._server.serve(sockets=[sock]), name="regmon-http")
             self._tasks.append(serving)
             while not self._server.started:
@@ -315,6 +324,8 @@ class Service:
             await self._webhook_http.aclose()
         if self._engine is not None:
             self._engine.dispose()
+        if self._db_lock is not None:
+            self._db_lock.release()
         log.info("regmon stopped")
 
     async def run_until_signalled(self) -> None:
@@ -323,7 +334,10 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
-        await self.start()
+        from monitor.runtime.startup import start_unless_stopped
+
+        if not await start_unless_stopped(self.start(), stop):
+            return
         await stop.wait()
         await self.stop()
 

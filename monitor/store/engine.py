@@ -28,6 +28,7 @@ import monitor
 from monitor.errors import ConfigError, RegmonError
 
 __all__ = [
+    "MIGRATION_LOCK",
     "SQLITE_BEGIN",
     "DatabaseUnavailable",
     "StoreError",
@@ -48,6 +49,10 @@ SQLITE_BEGIN = "regmon_sqlite_begin"
 
 WAL_AUTOCHECKPOINT_PAGES = 256  # 1 MiB of 4 KiB pages (SQLite's default: 1,000)
 WAL_SIZE_LIMIT = 1024 * 1024  # bytes
+
+# pg_advisory_xact_lock key of schema migrations ("regmon" in ASCII): replicas started
+# together take turns, so the second sees the first's schema instead of racing its DDL.
+MIGRATION_LOCK = 0x7265676D6F6E
 
 _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 
@@ -225,6 +230,9 @@ def _migrate(
     engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Held until this transaction ends; Alembic runs inside it.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             config = alembic_config()
             config.attributes["connection"] = conn
             run(config, revision)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -64,8 +64,32 @@ SECURITY_HEADERS: Final = {
 }
 
 
-def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starlette:
-    """The regmon web app over ``view``; ``/metrics`` exposes ``metrics_registry``."""
+def create_app(
+    view: ServiceView,
+    metrics_registry: CollectorRegistry,
+    *,
+    on_read: Callable[[bool], None] | None = None,
+) -> Starlette:
+    """The regmon web app over ``view``; ``/metrics`` exposes ``metrics_registry``.
+
+    ``on_read(up)`` hears whether each database read worked (``regmon_database_up``).
+    """
+    from monitor.store.health import ReadHealth
+
+    health = ReadHealth(on_read)
+
+    async def read(function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)`` in a worker thread; a database outage is a 503 with one line."""
+        from monitor.store.health import is_outage
+
+        try:
+            result = await asyncio.to_thread(function, *args)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            raise HTTPError(503, one_line(health.failed(exc)), {"Retry-After": "30"}) from None
+        health.ok()
+        return result
 
     async def metrics(request: Request) -> Response:
         # Prometheus negotiates the format; without an Accept header this is text 0.0.4,
@@ -155,7 +179,7 @@ def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starle
                 if whole is None:
                     raise
                 return JSONResponse(image_object(whole, view.states().get(whole.key)))
-            body = await asyncio.to_thread(read_history, view.engine, watch.key)
+            body = await read(read_history, view.engine, watch.key)
             return JSONResponse(body)
         watch = _find_watch(view, raw_ref)
         return JSONResponse(image_object(watch, view.states().get(watch.key)))
@@ -163,7 +187,7 @@ def create_app(view: ServiceView, metrics_registry: CollectorRegistry) -> Starle
     async def events(request: Request) -> Response:
         try:
             query = EventQuery.parse(request.query_params)
-            payloads = await asyncio.to_thread(_read_events, view.engine, query)
+            payloads = await read(_read_events, view.engine, query)
         except HTTPError as exc:
             return _error(exc)
         return JSONResponse({"events": payloads})
