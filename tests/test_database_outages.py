@@ -122,7 +122,9 @@ def test_a_second_run_on_one_sqlite_file_is_refused_naming_the_file_and_pid(
 def test_replicas_started_together_take_turns_at_the_migration(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
-    for round_ in range(10):
+    # Without the lock the race showed in 1 of 3 starts (and in the first round here);
+    # four rounds keep the suite's budget.
+    for round_ in range(4):
         url = postgres.create_database()
         try:
             config = tmp_path / f"round{round_}.yaml"
