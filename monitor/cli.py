@@ -147,7 +147,8 @@ async def _check_all(
     slots = RegistrySlots()
 
     async def one(ref: ImageReference) -> CheckResult:
-        # --timeout bounds each check from when it gets one of the registry's slots.
+        # --timeout bounds each check from when it gets one of the registry's slots
+        # (and the transport is built); see check_reference.
         limit = registry_settings(config, ref.host_key).max_concurrency
         async with slots.get(ref, limit):
             return await check_reference(client, ref, platforms=platforms, budget=budget)
@@ -310,14 +311,19 @@ async def _wait(
     progress: Callable[[CheckResult, float], None] | None = None,
 ) -> CheckResult:
     import asyncio
+    import contextlib
     import math
     import time
 
     from monitor.checker import check_reference, client_from_config, registry_settings
     from monitor.domain import Status
+    from monitor.errors import RegmonError
 
-    deadline = time.monotonic() + total
-    async with client_from_config(config) as client:
+    async with client_from_config(config, transport_factory=_transport_for(1)) as client:
+        # --timeout measures the wait, not process setup (imports, TLS context).
+        with contextlib.suppress(RegmonError):  # the first check reports it
+            client.prepare(ref.api_host)
+        deadline = time.monotonic() + total
         while True:
             remaining = deadline - time.monotonic()
             per_check = registry_settings(config, ref.host_key).timeout

@@ -502,3 +502,16 @@ def test_many_references_queue_before_their_timeout_starts() -> None:
         assert server.peak <= 8
     assert proc.returncode == 0, proc.stdout
     assert [row[0] for row in lines(proc)] == ["present"] * 30
+
+
+def test_first_checks_budget_does_not_pay_for_process_setup() -> None:
+    """20 references (the aiohttp transport), a registry answering in ~1 ms and
+    --timeout 150ms: imports, SSL contexts, transports and the registry's one-time
+    discovery are not any reference's budget, so none of them times out."""
+    from test_registry_limits import SlowRegistry
+
+    with SlowRegistry(0.0) as server:
+        refs = [f"{server.host}/team/app:v{i}" for i in range(20)]
+        proc = regmon("check", "--timeout", "150ms", *refs)
+    assert [row[0] for row in lines(proc)] == ["present"] * 20, proc.stdout
+    assert proc.returncode == 0

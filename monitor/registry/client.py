@@ -213,6 +213,18 @@ class RegistryClient:
             if delay > 0:
                 await asyncio.sleep(delay)
 
+    def prepare(self, registry: str) -> None:
+        """Build what requests to ``registry`` need (transport, TLS context) now.
+
+        Process setup, not a check's work: callers do it before a budget starts.
+        Raises RegistryError for an unusable ``ca_file``.
+        """
+        self._http(self._host(registry).settings)
+
+    async def discover(self, registry: str) -> None:
+        """Learn the registry's scheme and challenge (one ``GET /v2/``, single-flight)."""
+        await self._discover(self._host(registry))
+
     async def fetch_manifest(
         self, ref: ImageReference, *, platforms: Sequence[str] = ()
     ) -> ManifestAnswer:
