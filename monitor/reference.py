@@ -39,6 +39,7 @@ __all__ = [
     "HUB_HOSTS",
     "ImageReference",
     "canonical_registry",
+    "is_loopback",
     "is_valid_digest",
     "parse_reference",
 ]
@@ -134,16 +135,7 @@ class ImageReference:
     @property
     def is_loopback(self) -> bool:
         """True for ``localhost``, 127.0.0.0/8 and ``::1``, with or without a port."""
-        host = _host_without_port(self.domain)
-        if host.lower() == _LOCALHOST:
-            return True
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv4Address):
-            return address.is_loopback
-        return address == ipaddress.IPv6Address("::1")
+        return is_loopback(self.domain)
 
     def __str__(self) -> str:
         text = self.name
@@ -256,6 +248,23 @@ def _check_digest(text: str, digest: str) -> None:
     if length is None:
         raise InvalidReference(text, f"unsupported digest algorithm {algorithm!r}")
     raise InvalidReference(text, f"{algorithm} digest needs {length} lowercase hex characters")
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ``::1`` (``[::1]``), with or without a port.
+
+    The one loopback test: where plain HTTP may be tried without ``insecure``.
+    """
+    name = _host_without_port(host)
+    if name.lower() == _LOCALHOST:
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv4Address):
+        return address.is_loopback
+    return address == ipaddress.IPv6Address("::1")
 
 
 def _host_without_port(domain: str) -> str:

@@ -255,3 +255,29 @@ def test_parse_reference_alphabet_raises_only_invalid_reference(text: str) -> No
 )
 def test_canonical_registry_folds_docker_hub_hosts(host: str, canonical: str) -> None:
     assert canonical_registry(host) == canonical
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("LOCALHOST:5000", True),
+        ("127.0.0.1", True),
+        ("127.9.8.7:443", True),
+        ("[::1]", True),
+        ("[::1]:5000", True),
+        ("[0:0:0:0:0:0:0:1]:5000", True),  # the registry client's old test said no
+        ("127.000.0.1", False),  # ... and yes here: leading zeros are octal to inet_aton
+        ("127.1", False),
+        ("128.0.0.1", False),
+        ("[::2]", False),
+        ("localhost.example.com", False),
+        ("registry-1.docker.io", False),
+    ],
+)
+def test_one_loopback_test_for_hosts(host: str, loopback: bool) -> None:
+    from monitor.reference import is_loopback
+    from monitor.registry import client
+
+    assert is_loopback(host) is loopback
+    assert client.is_loopback is is_loopback

@@ -22,14 +22,13 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Final
 from urllib.parse import unquote
 
 import httpx
 
 from monitor.errors import RegistryError, RegmonError
+from monitor.headers import parse_retry_after
 from monitor.notify.masking import mask, webhook_secrets
 from monitor.registry.bodies import read_body
 from monitor.registry.transport import failure_reason
@@ -47,7 +46,6 @@ __all__ = [
 
 MAX_BODY: Final = 64 * 1024  # bytes of a receiver's answer kept (the CLI prints it)
 _SNIPPET: Final = 200
-_MAX_RETRY_AFTER: Final = 86400.0
 _RETRYABLE_4XX: Final = frozenset({408, 429})
 
 
@@ -84,25 +82,6 @@ class Response:
     headers: httpx.Headers
     text: str
     latency_ms: float
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After value (delta-seconds or HTTP date); None if unusable."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if text.isascii() and text.isdigit():
-        return min(float(text), _MAX_RETRY_AFTER)
-    try:
-        moment = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    seconds = (moment - (now or datetime.now(UTC))).total_seconds()
-    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
 
 
 def _snippet(text: str, secrets: Sequence[str]) -> str:

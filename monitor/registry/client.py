@@ -23,7 +23,8 @@ import httpx
 
 from monitor.domain import Reason, Status
 from monitor.errors import AuthError, RegistryError
-from monitor.reference import ImageReference, is_valid_digest
+from monitor.headers import parse_retry_after
+from monitor.reference import ImageReference, is_loopback, is_valid_digest
 from monitor.registry.auth import Challenge, TokenCache, basic_header, fetch_token, parse_challenges
 from monitor.registry.bodies import (
     ACCEPT_ENCODING,
@@ -67,8 +68,7 @@ __all__ = [
 
 # (registry, method, code) with code "error" for a request that got no HTTP answer.
 RequestObserver = Callable[[str, str, str], None]
-DEFAULT_RETRY_AFTER = 1.0
-MAX_RETRY_AFTER = 3600.0
+DEFAULT_RETRY_AFTER = 1.0  # a 429 without a usable Retry-After
 TAGS_PAGE_SIZE = 1000  # what go-containerregistry asks for; Docker Hub answers 100 a page
 MAX_TAG_PAGES = 1000  # a registry whose listing never ends is answering nonsense
 
@@ -129,31 +129,11 @@ class _Host:
         self.ratelimit_remaining: int | None = None
 
 
-def _is_loopback(host: str) -> bool:
-    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    hostname = hostname.strip("[]").lower()
-    if hostname == "localhost" or hostname == "::1":
-        return True
-    parts = hostname.split(".")
-    return len(parts) == 4 and parts[0] == "127" and all(p.isdigit() for p in parts)
-
-
 def _ratelimit(value: str | None) -> int | None:
     if not value:
         return None
     head = value.split(",")[0].split(";")[0].strip()
     return int(head) if head.isascii() and head.isdigit() else None
-
-
-def _retry_after(value: str | None) -> float:
-    if value:
-        with contextlib.suppress(ValueError):
-            return min(max(float(value), 0.0), MAX_RETRY_AFTER)
-        with contextlib.suppress(TypeError, ValueError):
-            from email.utils import parsedate_to_datetime
-
-            return min(max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0), 3600.0)
-    return DEFAULT_RETRY_AFTER
 
 
 class _Decided(Exception):
@@ -320,7 +300,9 @@ class RegistryClient:
             host.ratelimit_remaining = _ratelimit(response.headers.get("ratelimit-remaining"))
         if response.status_code == 429:
             await response.aclose()
-            wait = _retry_after(response.headers.get("retry-after"))
+            wait = parse_retry_after(response.headers.get("retry-after"))
+            if wait is None:
+                wait = DEFAULT_RETRY_AFTER
             host.backoff_until = max(host.backoff_until, time.monotonic() + wait)
             raise RegistryError(
                 Reason.RATE_LIMITED, f"{host.name} answered HTTP 429", http_status=429
@@ -350,7 +332,7 @@ class RegistryClient:
         async with host.discover_lock:
             if host.challenge is not _UNKNOWN:
                 return
-            plain_ok = host.settings.insecure or _is_loopback(host.name)
+            plain_ok = host.settings.insecure or is_loopback(host.name)
             schemes = ("https", "http") if plain_ok else ("https",)
             last: RegistryError | None = None
             for scheme in schemes:
