@@ -18,6 +18,7 @@ from monitor.registry.client import (
     RegistrySettings,
     RequestObserver,
 )
+from monitor.registry.session import RegistrySlots
 from monitor.registry.transport import TransportFactory
 
 if TYPE_CHECKING:
@@ -38,22 +39,6 @@ RETRYABLE = frozenset({Reason.UNREACHABLE, Reason.SERVER_ERROR, Reason.RATE_LIMI
 MAX_ATTEMPTS = 3
 RETRY_DELAYS = (0.2, 0.5)
 _T = TypeVar("_T")
-
-
-class RegistrySlots:
-    """Check slots per registry (``max_concurrency``), taken *before* a check's budget
-    and clock start: when many checks are due at once, waiting for a slot is not the
-    registry timing out, and ``checked_at`` is when the check ran."""
-
-    def __init__(self) -> None:
-        self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}
-
-    def get(self, ref: ImageReference, limit: int) -> asyncio.Semaphore:
-        key = (ref.api_host.lower(), limit)
-        slots = self._slots.get(key)
-        if slots is None:
-            slots = self._slots[key] = asyncio.Semaphore(limit)
-        return slots
 
 
 async def check_reference(
@@ -161,9 +146,11 @@ def client_from_config(
     *,
     observer: RequestObserver | None = None,
     transport_factory: TransportFactory | None = None,
+    slots: RegistrySlots | None = None,
 ) -> RegistryClient:
     """A RegistryClient whose per-registry settings and credentials come from ``config``.
 
+    ``slots``: the registries' concurrency gates, kept across clients (reloads).
     ``None`` means no config file: default settings, credentials from docker's
     config.json only, and no pydantic import on the ``regmon check`` path.
     """
@@ -178,6 +165,7 @@ def client_from_config(
             credentials=CredentialStore(docker_config=docker_config_path()),
             observer=observer,
             transport_factory=transport_factory,
+            slots=slots,
         )
 
     def configured(host: str) -> Credential | None:
@@ -196,4 +184,5 @@ def client_from_config(
         credentials=store,
         observer=observer,
         transport_factory=transport_factory,
+        slots=slots,
     )

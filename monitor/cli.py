@@ -137,20 +137,12 @@ async def _check_all(
 ) -> list[CheckResult]:
     import asyncio
 
-    from monitor.checker import (
-        RegistrySlots,
-        check_reference,
-        client_from_config,
-        registry_settings,
-    )
-
-    slots = RegistrySlots()
+    from monitor.checker import check_reference, client_from_config
 
     async def one(ref: ImageReference) -> CheckResult:
         # --timeout bounds each check from when it gets one of the registry's slots
         # (and the transport is built); see check_reference.
-        limit = registry_settings(config, ref.host_key).max_concurrency
-        async with slots.get(ref, limit):
+        async with client.slot(ref):
             return await check_reference(client, ref, platforms=platforms, budget=budget)
 
     async with client_from_config(config, transport_factory=_transport_for(len(refs))) as client:

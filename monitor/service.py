@@ -413,7 +413,10 @@ class Service:
 
     def _make_client(self, config: Config) -> RegistryClient:
         return client_from_config(
-            config, observer=self._on_request, transport_factory=self._transport_factory
+            config,
+            observer=self._on_request,
+            transport_factory=self._transport_factory,
+            slots=self._slots,  # one gate per registry, the same across reloads
         )
 
     def _on_request(self, registry: str, method: str, code: str) -> None:

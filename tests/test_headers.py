@@ -48,7 +48,7 @@ def test_parse_retry_after(value: str | None, expected: float | None) -> None:
 
 def test_registry_client_and_webhook_sender_share_it() -> None:
     from monitor.notify import sender
-    from monitor.registry import client
+    from monitor.registry import session
 
-    assert client.parse_retry_after is parse_retry_after
+    assert session.parse_retry_after is parse_retry_after
     assert sender.parse_retry_after is parse_retry_after

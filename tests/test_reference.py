@@ -277,7 +277,7 @@ def test_canonical_registry_folds_docker_hub_hosts(host: str, canonical: str) ->
 )
 def test_one_loopback_test_for_hosts(host: str, loopback: bool) -> None:
     from monitor.reference import is_loopback
-    from monitor.registry import client
+    from monitor.registry import session
 
     assert is_loopback(host) is loopback
-    assert client.is_loopback is is_loopback
+    assert session.is_loopback is is_loopback

@@ -7,27 +7,22 @@ tokens are fetched once per repository scope and shared until they expire.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
 import re
-import ssl
-import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
 from monitor.domain import Reason, Status
 from monitor.errors import AuthError, RegistryError
-from monitor.headers import parse_retry_after
-from monitor.reference import ImageReference, is_loopback, is_valid_digest
+from monitor.reference import ImageReference, is_valid_digest
 from monitor.registry.auth import Challenge, TokenCache, basic_header, fetch_token, parse_challenges
 from monitor.registry.bodies import (
-    ACCEPT_ENCODING,
     MAX_CONFIG_BYTES,
     read_body,
     size_text,
@@ -47,14 +42,16 @@ from monitor.registry.manifests import (
     compute_digest,
     parse_manifest,
 )
-from monitor.registry.transport import (
-    MAX_REDIRECTS,
-    RegistryHTTPClient,
-    TransportFactory,
-    default_transport_factory,
-    describe_failure,
-    failure_reason,
+from monitor.registry.session import (
+    UNKNOWN,
+    Host,
+    ManifestMethod,
+    RegistrySettings,
+    RegistrySlots,
+    RequestObserver,
+    Session,
 )
+from monitor.registry.transport import TransportFactory
 from monitor.text import clean
 
 __all__ = [
@@ -66,25 +63,8 @@ __all__ = [
     "TagListing",
 ]
 
-# (registry, method, code) with code "error" for a request that got no HTTP answer.
-RequestObserver = Callable[[str, str, str], None]
-DEFAULT_RETRY_AFTER = 1.0  # a 429 without a usable Retry-After
 TAGS_PAGE_SIZE = 1000  # what go-containerregistry asks for; Docker Hub answers 100 a page
 MAX_TAG_PAGES = 1000  # a registry whose listing never ends is answering nonsense
-
-
-ManifestMethod = Literal["head", "get"]
-
-
-@dataclass(frozen=True, slots=True)
-class RegistrySettings:
-    """Per-registry knobs (SPEC §4 ``registries:``); the defaults here are the config's too."""
-
-    insecure: bool = False
-    ca_file: str | None = None
-    max_concurrency: int = 8
-    timeout: float = 10.0
-    manifest_method: ManifestMethod = "head"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,30 +90,7 @@ class TagListing:
     http_status: int | None = None
 
 
-_UNKNOWN: Any = object()
 _TAG = re.compile(r"[\w][\w.-]{0,127}\Z", re.ASCII)
-
-
-class _Host:
-    """What we know about one registry host."""
-
-    def __init__(self, name: str, settings: RegistrySettings) -> None:
-        self.name = name
-        self.settings = settings
-        self.base_url: str | None = None
-        self.challenge: Challenge | None = _UNKNOWN
-        self.discover_lock = asyncio.Lock()
-        self.slots = asyncio.Semaphore(settings.max_concurrency)
-        self.backoff_until = 0.0
-        self.ratelimit_limit: int | None = None
-        self.ratelimit_remaining: int | None = None
-
-
-def _ratelimit(value: str | None) -> int | None:
-    if not value:
-        return None
-    head = value.split(",")[0].split(";")[0].strip()
-    return int(head) if head.isascii() and head.isdigit() else None
 
 
 class _Decided(Exception):
@@ -158,20 +115,20 @@ class RegistryClient:
         credentials: CredentialStore | None = None,
         transport_factory: TransportFactory | None = None,
         observer: RequestObserver | None = None,
+        slots: RegistrySlots | None = None,
     ) -> None:
-        self._settings_for = settings_for
+        self._session = Session(
+            settings_for=settings_for,
+            transport_factory=transport_factory,
+            observer=observer,
+            slots=slots,
+        )
         self._credentials = credentials or CredentialStore()
-        self._transport_factory = transport_factory or default_transport_factory
-        self._observer = observer
-        self._hosts: dict[str, _Host] = {}
-        self._clients: dict[tuple[bool, str | None], httpx.AsyncClient] = {}
         self.tokens = TokenCache()
         self.evidence = PlatformEvidence()
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        await self._session.aclose()
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -182,16 +139,15 @@ class RegistryClient:
     # -- public -----------------------------------------------------------------
 
     def ratelimit(self, registry: str) -> tuple[int | None, int | None]:
-        host = self._hosts.get(registry.lower())
-        return (host.ratelimit_limit, host.ratelimit_remaining) if host else (None, None)
+        return self._session.ratelimit(registry)
 
     async def wait_for_backoff(self, registry: str) -> None:
         """Sleep while the registry is backing off after a 429."""
-        host = self._hosts.get(registry.lower())
-        if host is not None:
-            delay = host.backoff_until - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        await self._session.wait_for_backoff(registry)
+
+    def slot(self, ref: ImageReference) -> contextlib.AbstractAsyncContextManager[None]:
+        """The registry's concurrency gate, for a check to hold before its budget starts."""
+        return self._session.host(ref.api_host).gate.hold()
 
     def prepare(self, registry: str) -> None:
         """Build what requests to ``registry`` need (transport, TLS context) now.
@@ -199,17 +155,17 @@ class RegistryClient:
         Process setup, not a check's work: callers do it before a budget starts.
         Raises RegistryError for an unusable ``ca_file``.
         """
-        self._http(self._host(registry).settings)
+        self._session.http(self._session.host(registry).settings)
 
     async def discover(self, registry: str) -> None:
         """Learn the registry's scheme and challenge (one ``GET /v2/``, single-flight)."""
-        await self._discover(self._host(registry))
+        await self._session.discover(self._session.host(registry))
 
     async def fetch_manifest(
         self, ref: ImageReference, *, platforms: Sequence[str] = ()
     ) -> ManifestAnswer:
         """Present, missing or denied; raise RegistryError when it cannot be decided."""
-        host = self._host(ref.api_host)
+        host = self._session.host(ref.api_host)
         try:
             return await self._fetch_manifest(host, ref, platforms)
         except _Decided as decided:
@@ -221,7 +177,7 @@ class RegistryClient:
         Raises RegistryError when the listing cannot be completed: a partial
         listing must never read as "these tags were deleted".
         """
-        host = self._host(ref.api_host)
+        host = self._session.host(ref.api_host)
         try:
             return await self._list_tags(host, ref)
         except _Decided as decided:
@@ -230,159 +186,11 @@ class RegistryClient:
 
     # -- plumbing ---------------------------------------------------------------
 
-    def _host(self, api_host: str) -> _Host:
-        key = api_host.lower()
-        host = self._hosts.get(key)
-        if host is None:
-            host = self._hosts[key] = _Host(api_host, self._settings_for(key))
-        return host
-
-    def _http(self, settings: RegistrySettings) -> httpx.AsyncClient:
-        key = (settings.insecure, settings.ca_file)
-        client = self._clients.get(key)
-        if client is None:
-            verify: ssl.SSLContext | bool
-            if settings.insecure:
-                verify = False
-            else:
-                try:
-                    verify = ssl.create_default_context(cafile=settings.ca_file)
-                except (OSError, ssl.SSLError) as exc:
-                    reason = getattr(exc, "strerror", None) or type(exc).__name__
-                    raise RegistryError(
-                        Reason.TLS, f"ca_file {settings.ca_file}: {reason}"
-                    ) from exc
-            client = RegistryHTTPClient(
-                transport=self._transport_factory(verify),
-                follow_redirects=True,  # httpx drops Authorization on a cross-origin redirect
-                max_redirects=MAX_REDIRECTS,
-                headers={"User-Agent": "regmon", "Accept-Encoding": ACCEPT_ENCODING},
-            )
-            self._clients[key] = client
-        return client
-
-    def _observe(self, host: _Host, method: str, code: str) -> None:
-        if self._observer is not None:
-            self._observer(host.name, method, code)
-
-    async def _send(
-        self,
-        host: _Host,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        *,
-        observe_failure: bool = True,
-    ) -> httpx.Response:
-        """One request within the registry's concurrency limit; body not read yet.
-
-        ``observe_failure=False`` keeps a probe whose failure is expected (HTTPS
-        tried first on a plain-HTTP loopback registry) out of the request metrics.
-        """
-        delay = host.backoff_until - time.monotonic()
-        if delay > 0:
-            raise RegistryError(Reason.RATE_LIMITED, f"{host.name} is backing off after HTTP 429")
-        http = self._http(host.settings)
-        request = http.build_request(method, url, headers=headers, timeout=host.settings.timeout)
-        async with host.slots:
-            try:
-                response = await http.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                if observe_failure:
-                    self._observe(host, method, "error")
-                raise RegistryError(
-                    failure_reason(exc), f"{host.name}: {describe_failure(exc)}"
-                ) from exc
-        self._observe(host, method, str(response.status_code))
-        limit = _ratelimit(response.headers.get("ratelimit-limit"))
-        if limit is not None:
-            host.ratelimit_limit = limit
-            host.ratelimit_remaining = _ratelimit(response.headers.get("ratelimit-remaining"))
-        if response.status_code == 429:
-            await response.aclose()
-            wait = parse_retry_after(response.headers.get("retry-after"))
-            if wait is None:
-                wait = DEFAULT_RETRY_AFTER
-            host.backoff_until = max(host.backoff_until, time.monotonic() + wait)
-            raise RegistryError(
-                Reason.RATE_LIMITED, f"{host.name} answered HTTP 429", http_status=429
-            )
-        return response
-
-    @contextlib.asynccontextmanager
-    async def _response(
-        self,
-        host: _Host,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        *,
-        observe_failure: bool = True,
-    ) -> AsyncIterator[httpx.Response]:
-        response = await self._send(host, method, url, headers, observe_failure=observe_failure)
-        try:
-            yield response
-        finally:
-            await response.aclose()
-
-    async def _discover(self, host: _Host) -> None:
-        """Learn scheme and challenge with one ``GET /v2/`` (once per registry)."""
-        if host.challenge is not _UNKNOWN:
-            return
-        async with host.discover_lock:
-            if host.challenge is not _UNKNOWN:
-                return
-            plain_ok = host.settings.insecure or is_loopback(host.name)
-            schemes = ("https", "http") if plain_ok else ("https",)
-            last: RegistryError | None = None
-            for scheme in schemes:
-                base = f"{scheme}://{host.name}"
-                try:
-                    final = scheme == schemes[-1]
-                    async with self._response(
-                        host, "GET", base + "/v2/", {}, observe_failure=final
-                    ) as response:
-                        status = response.status_code
-                        challenges = parse_challenges(response.headers.get_list("www-authenticate"))
-                except RegistryError as exc:
-                    if exc.reason in (Reason.RATE_LIMITED, Reason.TIMEOUT):
-                        raise
-                    last = exc
-                    continue
-                if status == 401:
-                    challenge = challenges[0] if challenges else None
-                    if challenge is None:
-                        raise RegistryError(
-                            Reason.PROTOCOL,
-                            f"{host.name} answered 401 without a challenge",
-                            http_status=401,
-                        )
-                elif status < 300 or status == 404:
-                    # 404 on /v2/: some proxies only route repository paths; the manifest
-                    # request will tell.
-                    challenge = None
-                elif status >= 500:
-                    raise RegistryError(
-                        Reason.SERVER_ERROR,
-                        f"{host.name} answered HTTP {status}",
-                        http_status=status,
-                    )
-                else:
-                    raise RegistryError(
-                        Reason.PROTOCOL,
-                        f"{host.name} answered HTTP {status} on /v2/",
-                        http_status=status,
-                    )
-                host.base_url = base
-                host.challenge = challenge
-                return
-            raise last or RegistryError(Reason.UNREACHABLE, f"{host.name}: no scheme worked")
-
     async def _authorize(
-        self, host: _Host, scopes: tuple[str, ...], *, fresh: bool = False
+        self, host: Host, scopes: tuple[str, ...], *, fresh: bool = False
     ) -> _Auth:
         challenge = host.challenge
-        if challenge is None or challenge is _UNKNOWN:
+        if challenge is None or challenge is UNKNOWN:
             return _Auth()
         credential = await self._credentials.get(host.name)
         if challenge.scheme == "basic":
@@ -408,7 +216,7 @@ class RegistryClient:
         async def fetch() -> Any:
             try:
                 return await fetch_token(
-                    self._http(host.settings),
+                    self._session.http(host.settings),
                     challenge,
                     scopes,
                     credential,
@@ -430,15 +238,16 @@ class RegistryClient:
         return _Auth({"Authorization": f"Bearer {token.value}"}, credential, scopes)
 
     async def _request(
-        self, host: _Host, method: str, path: str, scopes: tuple[str, ...], accept: str
+        self, host: Host, method: str, path: str, scopes: tuple[str, ...], accept: str
     ) -> httpx.Response:
         """Send with credentials; on 401 re-authenticate at most once, then decide."""
-        await self._discover(host)
+        await self._session.discover(host)
         auth = await self._authorize(host, scopes)
         url = f"{host.base_url}{path}"
         challenge: Challenge | None = None
         for attempt in (1, 2):
-            response = await self._send(host, method, url, {"Accept": accept, **auth.headers})
+            headers = {"Accept": accept, **auth.headers}
+            response = await self._session.send(host, method, url, headers)
             if response.status_code != 401:
                 return response
             await response.aclose()
@@ -455,7 +264,7 @@ class RegistryClient:
             known = host.challenge
             if (
                 known is None
-                or known is _UNKNOWN
+                or known is UNKNOWN
                 or known.scheme != challenge.scheme
                 or known.realm != challenge.realm
             ):
@@ -484,7 +293,7 @@ class RegistryClient:
         self._credentials.forget(host.name)
         raise AuthError(f"{host.name} rejected the credentials (HTTP 401)", http_status=401)
 
-    async def _list_tags(self, host: _Host, ref: ImageReference) -> TagListing:
+    async def _list_tags(self, host: Host, ref: ImageReference) -> TagListing:
         scopes = (f"repository:{ref.path}:pull",)
         path = f"/v2/{ref.path}/tags/list?n={TAGS_PAGE_SIZE}"
         tags: set[str] = set()
@@ -522,7 +331,7 @@ class RegistryClient:
         return await read_body(response, MAX_MANIFEST_BYTES, what)
 
     async def _get_manifest(
-        self, host: _Host, ref: ImageReference, target: str, scopes: tuple[str, ...]
+        self, host: Host, ref: ImageReference, target: str, scopes: tuple[str, ...]
     ) -> tuple[str, str | None, bytes, int]:
         """GET a manifest and return (digest over the exact bytes, media type, body, status)."""
         path = f"/v2/{ref.path}/manifests/{target}"
@@ -545,7 +354,7 @@ class RegistryClient:
         return digest, kind, body, 200
 
     async def _fetch_manifest(
-        self, host: _Host, ref: ImageReference, platforms: Sequence[str]
+        self, host: Host, ref: ImageReference, platforms: Sequence[str]
     ) -> ManifestAnswer:
         scopes = (f"repository:{ref.path}:pull",)
         body: bytes | None = None
@@ -624,7 +433,7 @@ class RegistryClient:
 
     async def _platforms(
         self,
-        host: _Host,
+        host: Host,
         ref: ImageReference,
         digest: str,
         media_type: str | None,
@@ -654,7 +463,7 @@ class RegistryClient:
             raise RegistryError(Reason.PROTOCOL, f"{host.name}: {exc}", http_status=200) from exc
 
     async def _get_blob(
-        self, host: _Host, ref: ImageReference, config: ConfigRef, scopes: tuple[str, ...]
+        self, host: Host, ref: ImageReference, config: ConfigRef, scopes: tuple[str, ...]
     ) -> bytes:
         """GET a config blob (capped, digest verified); same scope as the manifest."""
         if config.size > MAX_CONFIG_BYTES:
@@ -682,7 +491,7 @@ class RegistryClient:
         return blob
 
     async def _classify_failure(
-        self, host: _Host, response: httpx.Response, ref: ImageReference, *, body_read: bool
+        self, host: Host, response: httpx.Response, ref: ImageReference, *, body_read: bool
     ) -> None:
         """Turn a non-200 manifest answer into a decision or a RegistryError (always raises).
 
@@ -737,7 +546,7 @@ class RegistryClient:
         except RegistryError:
             return b""
 
-    async def _get_error_body(self, host: _Host, ref: ImageReference) -> bytes:
+    async def _get_error_body(self, host: Host, ref: ImageReference) -> bytes:
         path = f"/v2/{ref.path}/manifests/{ref.target}"
         scopes = (f"repository:{ref.path}:pull",)
         response = await self._request(host, "GET", path, scopes, ACCEPT_HEADER)
@@ -766,7 +575,7 @@ def _tag_page(host: str, body: bytes) -> list[str]:
     return [tag for tag in tags if isinstance(tag, str) and _TAG.match(tag)]
 
 
-def _next_page(host: _Host, link: str) -> str:
+def _next_page(host: Host, link: str) -> str:
     """The path of a ``Link: <…>; rel="next"`` target, which must stay on this registry."""
     base = urlsplit(host.base_url or "")
     target = urlsplit(urljoin(f"{host.base_url}/v2/", link))
