@@ -7,6 +7,9 @@
     │       └── ConfigError          a config file that does not load or validate
     ├── RegistryError                a registry interaction that failed (carries a Reason)
     │   └── AuthError                credentials rejected / token endpoint failed
+    ├── RegistryDecision             the registry decided the answer mid-request (not a failure)
+    │   ├── AccessDenied             denied: 403, insufficient_scope, no credentials
+    │   └── NotFound                 missing: a registry's 404 for the manifest or repository
     ├── StoreError                   the database failed (monitor.store.engine)
     │   └── UnknownEventError        an event id that is not stored
     └── DeliveryError                a webhook delivery attempt failed (monitor.notify.sender)
@@ -21,11 +24,14 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "AccessDenied",
     "AuthError",
     "ConfigError",
     "InputError",
     "InvalidReference",
+    "NotFound",
     "Reason",
+    "RegistryDecision",
     "RegistryError",
     "RegmonError",
     "UsageError",
@@ -83,3 +89,21 @@ class AuthError(RegistryError):
 
     def __init__(self, message: str, *, http_status: int | None = None) -> None:
         super().__init__(Reason.AUTH_FAILED, message, http_status=http_status)
+
+
+class RegistryDecision(RegmonError):
+    """The registry decided the check's answer from deep inside a request (the auth
+    flow, a nested manifest's 404): the endpoint turns it into its answer."""
+
+    def __init__(self, detail: str, *, http_status: int) -> None:
+        self.detail = detail
+        self.http_status = http_status
+        super().__init__(detail)
+
+
+class AccessDenied(RegistryDecision):
+    """Denied: HTTP 403, ``insufficient_scope``, or no credentials where some are needed."""
+
+
+class NotFound(RegistryDecision):
+    """Missing: the registry's own 404 (``manifest unknown`` / ``name unknown``)."""

@@ -1,4 +1,5 @@
-"""Registry auth: WWW-Authenticate challenges, bearer tokens, a per-scope token cache.
+"""Registry auth: WWW-Authenticate challenges, bearer tokens, a per-scope token cache,
+and the ``httpx.Auth`` flow of one registry request (challenge → token → retry once).
 
 Token fetches are single-flight: concurrent checks of one repository wait for
 one token request and then share the token until it expires.
@@ -12,22 +13,27 @@ import json
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from monitor.domain import Reason
-from monitor.errors import AuthError, RegistryError
+from monitor.errors import AccessDenied, AuthError, RegistryError
 from monitor.registry.bodies import MAX_TOKEN_BODY_BYTES, read_body
-from monitor.registry.credentials import Credential
+from monitor.registry.credentials import Credential, CredentialStore
 from monitor.text import clean
 
 __all__ = [
     "MAX_TOKEN_LENGTH",
+    "UNKNOWN",
+    "AuthHost",
+    "Authorization",
+    "Authorizer",
     "Challenge",
+    "RegistryAuth",
     "Token",
     "TokenCache",
     "basic_header",
@@ -293,3 +299,160 @@ class TokenCache:
     def drop(self, key: TokenKey) -> None:
         """Forget a token the registry rejected, so the next use fetches a new one."""
         self._tokens.pop(key, None)
+
+
+UNKNOWN: Any = object()  # a host's challenge before discovery learned it
+
+
+class AuthHost(Protocol):
+    """What auth reads (and learns) of a registry host (session.Host)."""
+
+    name: str
+    base_url: str | None
+    challenge: Challenge | None
+
+    @property
+    def timeout(self) -> float: ...
+
+    @property
+    def insecure(self) -> bool: ...
+
+
+@dataclass(slots=True)
+class Authorization:
+    """The headers one request carries, and what they were made from."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    credential: Credential | None = None
+
+
+class Authorizer:
+    """Credentials and tokens for the host's current challenge; tokens cached per scope.
+
+    ``http_for(host name)`` is the client a token request goes out on.
+    """
+
+    def __init__(
+        self,
+        credentials: CredentialStore,
+        http_for: Callable[[str], httpx.AsyncClient],
+        tokens: TokenCache | None = None,
+    ) -> None:
+        self.credentials = credentials
+        self.tokens = tokens or TokenCache()
+        self._http_for = http_for
+
+    async def authorize(
+        self, host: AuthHost, scopes: tuple[str, ...], *, fresh: bool = False
+    ) -> Authorization:
+        """Raises AccessDenied when the realm refuses an anonymous token."""
+        challenge = host.challenge
+        if challenge is None or challenge is UNKNOWN:
+            return Authorization()
+        credential = await self.credentials.get(host.name)
+        if challenge.scheme == "basic":
+            if credential is None or credential.username is None:
+                return Authorization()
+            header = basic_header(credential.username, credential.password or "")
+            return Authorization({"Authorization": header}, credential)
+        if challenge.scheme != "bearer":
+            raise RegistryError(
+                Reason.PROTOCOL, f"unsupported auth scheme ({clean(challenge.scheme, limit=40)})"
+            )
+        key = (
+            challenge.realm or "",
+            challenge.service or "",
+            scopes,
+            credential.id if credential else "anonymous",
+        )
+        plain_http_ok = host.insecure or (host.base_url or "").startswith("http://")
+
+        async def fetch() -> Token:
+            try:
+                return await fetch_token(
+                    self._http_for(host.name),
+                    challenge,
+                    scopes,
+                    credential,
+                    request_timeout=host.timeout,
+                    plain_http_ok=plain_http_ok,
+                )
+            except AuthError as exc:
+                if credential is None and exc.http_status in (401, 403):
+                    raise AccessDenied("no credentials", http_status=401) from exc
+                if exc.http_status in (401, 403):
+                    self.credentials.forget(host.name)
+                raise
+
+        if fresh:
+            self.tokens.drop(key)
+        token = await self.tokens.get(key, fetch)
+        return Authorization({"Authorization": f"Bearer {token.value}"}, credential)
+
+
+class RegistryAuth(httpx.Auth):
+    """One registry request's auth: send with what the host's challenge asks for; on a
+    401 learn the challenge (or widen the scopes, or renew the token) and retry once.
+
+    No I/O of its own: tokens come from the Authorizer, requests are sent by
+    whoever drives the flow. A 401 that remains is decided here: AccessDenied
+    (``insufficient_scope``, no credentials) or AuthError (``invalid_token``,
+    rejected credentials).
+    """
+
+    def __init__(self, host: AuthHost, scopes: tuple[str, ...], authorizer: Authorizer) -> None:
+        self._host = host
+        self._scopes = scopes
+        self._authorizer = authorizer
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        host, scopes = self._host, self._scopes
+        auth = await self._authorizer.authorize(host, scopes)
+        challenge: Challenge | None = None
+        for attempt in (1, 2):
+            request.headers.pop("Authorization", None)
+            request.headers.update(auth.headers)
+            response = yield request
+            if response.status_code != 401:
+                return
+            challenges = parse_challenges(response.headers.get_list("www-authenticate"))
+            if not challenges:
+                raise RegistryError(
+                    Reason.PROTOCOL,
+                    f"{host.name} answered 401 without a challenge",
+                    http_status=401,
+                )
+            challenge = challenges[0]
+            if attempt == 2:
+                break
+            known = host.challenge
+            if (
+                known is None
+                or known is UNKNOWN
+                or known.scheme != challenge.scheme
+                or known.realm != challenge.realm
+            ):
+                host.challenge = challenge  # the registry wants auth after all: learn it
+                auth = await self._authorizer.authorize(host, scopes)
+                continue
+            if challenge.scheme == "basic":
+                break
+            if challenge.error == "insufficient_scope":
+                wanted = tuple(s for s in challenge.scopes if s not in scopes)
+                if not wanted:
+                    break  # the token has the scope and the registry still says no
+                scopes = wanted + scopes  # some registries read only the first scope
+            auth = await self._authorizer.authorize(host, scopes, fresh=True)
+        # Still 401 after one re-authentication.
+        if challenge is None:  # pragma: no cover - the loop only exits with a challenge
+            raise RegistryError(Reason.PROTOCOL, f"{host.name}: authentication loop")
+        if challenge.scheme == "bearer" and challenge.error == "insufficient_scope":
+            raise AccessDenied("insufficient_scope", http_status=401)
+        if challenge.scheme == "bearer" and challenge.error == "invalid_token":
+            raise AuthError(f"{host.name} rejected the token (invalid_token)", http_status=401)
+        if auth.credential is None:
+            raise AccessDenied("no credentials", http_status=401)
+        self._authorizer.credentials.forget(host.name)
+        raise AuthError(f"{host.name} rejected the credentials (HTTP 401)", http_status=401)

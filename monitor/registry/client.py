@@ -13,15 +13,14 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
 from monitor.domain import Reason, Status
-from monitor.errors import AuthError, RegistryError
+from monitor.errors import AccessDenied, NotFound, RegistryDecision, RegistryError
 from monitor.reference import ImageReference, is_valid_digest
-from monitor.registry.auth import Challenge, TokenCache, basic_header, fetch_token, parse_challenges
+from monitor.registry.auth import Authorizer, RegistryAuth
 from monitor.registry.bodies import (
     MAX_CONFIG_BYTES,
     read_body,
@@ -32,7 +31,7 @@ from monitor.registry.classify import (
     manifest_media_type,
     parse_error_body,
 )
-from monitor.registry.credentials import Credential, CredentialStore
+from monitor.registry.credentials import CredentialStore
 from monitor.registry.evidence import PlatformEvidence
 from monitor.registry.manifests import (
     ACCEPT_HEADER,
@@ -43,7 +42,6 @@ from monitor.registry.manifests import (
     parse_manifest,
 )
 from monitor.registry.session import (
-    UNKNOWN,
     Host,
     ManifestMethod,
     RegistrySettings,
@@ -63,6 +61,10 @@ __all__ = [
     "TagListing",
 ]
 
+_STATUS: dict[type[RegistryDecision], Status] = {
+    AccessDenied: Status.DENIED,
+    NotFound: Status.MISSING,
+}
 TAGS_PAGE_SIZE = 1000  # what go-containerregistry asks for; Docker Hub answers 100 a page
 MAX_TAG_PAGES = 1000  # a registry whose listing never ends is answering nonsense
 
@@ -93,18 +95,6 @@ class TagListing:
 _TAG = re.compile(r"[\w][\w.-]{0,127}\Z", re.ASCII)
 
 
-class _Decided(Exception):
-    def __init__(self, answer: ManifestAnswer) -> None:
-        self.answer = answer
-
-
-@dataclass(slots=True)
-class _Auth:
-    headers: dict[str, str] = field(default_factory=dict)
-    credential: Credential | None = None
-    scopes: tuple[str, ...] = ()
-
-
 class RegistryClient:
     """Async client shared by every check; create once, ``aclose()`` at the end."""
 
@@ -123,8 +113,11 @@ class RegistryClient:
             observer=observer,
             slots=slots,
         )
-        self._credentials = credentials or CredentialStore()
-        self.tokens = TokenCache()
+        self._auth = Authorizer(
+            credentials or CredentialStore(),
+            lambda name: self._session.http(self._session.host(name).settings),
+        )
+        self.tokens = self._auth.tokens
         self.evidence = PlatformEvidence()
 
     async def aclose(self) -> None:
@@ -168,8 +161,10 @@ class RegistryClient:
         host = self._session.host(ref.api_host)
         try:
             return await self._fetch_manifest(host, ref, platforms)
-        except _Decided as decided:
-            return decided.answer
+        except RegistryDecision as decided:
+            return ManifestAnswer(
+                _STATUS[type(decided)], detail=decided.detail, http_status=decided.http_status
+            )
 
     async def list_tags(self, ref: ImageReference) -> TagListing:
         """Every tag of ``ref``'s repository, following ``Link`` pagination to the end.
@@ -180,118 +175,21 @@ class RegistryClient:
         host = self._session.host(ref.api_host)
         try:
             return await self._list_tags(host, ref)
-        except _Decided as decided:
-            answer = decided.answer
-            return TagListing(answer.status, detail=answer.detail, http_status=answer.http_status)
+        except RegistryDecision as decided:
+            return TagListing(
+                _STATUS[type(decided)], detail=decided.detail, http_status=decided.http_status
+            )
 
     # -- plumbing ---------------------------------------------------------------
-
-    async def _authorize(
-        self, host: Host, scopes: tuple[str, ...], *, fresh: bool = False
-    ) -> _Auth:
-        challenge = host.challenge
-        if challenge is None or challenge is UNKNOWN:
-            return _Auth()
-        credential = await self._credentials.get(host.name)
-        if challenge.scheme == "basic":
-            if credential is None or credential.username is None:
-                return _Auth()
-            return _Auth(
-                {"Authorization": basic_header(credential.username, credential.password or "")},
-                credential,
-            )
-        if challenge.scheme != "bearer":
-            raise RegistryError(
-                Reason.PROTOCOL, f"unsupported auth scheme ({clean(challenge.scheme, limit=40)})"
-            )
-        key = (
-            challenge.realm or "",
-            challenge.service or "",
-            scopes,
-            credential.id if credential else "anonymous",
-        )
-        timeout = host.settings.timeout
-        plain_http_ok = host.settings.insecure or (host.base_url or "").startswith("http://")
-
-        async def fetch() -> Any:
-            try:
-                return await fetch_token(
-                    self._session.http(host.settings),
-                    challenge,
-                    scopes,
-                    credential,
-                    request_timeout=timeout,
-                    plain_http_ok=plain_http_ok,
-                )
-            except AuthError as exc:
-                if credential is None and exc.http_status in (401, 403):
-                    raise _Decided(
-                        ManifestAnswer(Status.DENIED, detail="no credentials", http_status=401)
-                    ) from exc
-                if exc.http_status in (401, 403):
-                    self._credentials.forget(host.name)
-                raise
-
-        if fresh:
-            self.tokens.drop(key)
-        token = await self.tokens.get(key, fetch)
-        return _Auth({"Authorization": f"Bearer {token.value}"}, credential, scopes)
 
     async def _request(
         self, host: Host, method: str, path: str, scopes: tuple[str, ...], accept: str
     ) -> httpx.Response:
-        """Send with credentials; on 401 re-authenticate at most once, then decide."""
+        """Send with credentials; the auth flow re-authenticates at most once, then decides."""
         await self._session.discover(host)
-        auth = await self._authorize(host, scopes)
+        auth = RegistryAuth(host, scopes, self._auth)
         url = f"{host.base_url}{path}"
-        challenge: Challenge | None = None
-        for attempt in (1, 2):
-            headers = {"Accept": accept, **auth.headers}
-            response = await self._session.send(host, method, url, headers)
-            if response.status_code != 401:
-                return response
-            await response.aclose()
-            challenges = parse_challenges(response.headers.get_list("www-authenticate"))
-            if not challenges:
-                raise RegistryError(
-                    Reason.PROTOCOL,
-                    f"{host.name} answered 401 without a challenge",
-                    http_status=401,
-                )
-            challenge = challenges[0]
-            if attempt == 2:
-                break
-            known = host.challenge
-            if (
-                known is None
-                or known is UNKNOWN
-                or known.scheme != challenge.scheme
-                or known.realm != challenge.realm
-            ):
-                host.challenge = challenge  # the registry wants auth after all: learn it
-                auth = await self._authorize(host, scopes)
-                continue
-            if challenge.scheme == "basic":
-                break
-            if challenge.error == "insufficient_scope":
-                wanted = tuple(s for s in challenge.scopes if s not in scopes)
-                if not wanted:
-                    break  # the token has the scope and the registry still says no
-                scopes = wanted + scopes  # some registries read only the first scope
-            auth = await self._authorize(host, scopes, fresh=True)
-        # Still 401 after one re-authentication.
-        if challenge is None:  # pragma: no cover - the loop only exits with a challenge
-            raise RegistryError(Reason.PROTOCOL, f"{host.name}: authentication loop")
-        if challenge.scheme == "bearer" and challenge.error == "insufficient_scope":
-            raise _Decided(
-                ManifestAnswer(Status.DENIED, detail="insufficient_scope", http_status=401)
-            )
-        if challenge.scheme == "bearer" and challenge.error == "invalid_token":
-            raise AuthError(f"{host.name} rejected the token (invalid_token)", http_status=401)
-        if auth.credential is None:
-            raise _Decided(ManifestAnswer(Status.DENIED, detail="no credentials", http_status=401))
-        self._credentials.forget(host.name)
-        raise AuthError(f"{host.name} rejected the credentials (HTTP 401)", http_status=401)
+        return await self._session.send(host, method, url, {"Accept": accept}, auth=auth)
 
     async def _list_tags(self, host: Host, ref: ImageReference) -> TagListing:
         scopes = (f"repository:{ref.path}:pull",)
@@ -515,18 +413,16 @@ class RegistryClient:
                         Reason.PROTOCOL, f"{host.name} refused the Accept header", http_status=404
                     )
                 detail = "name unknown" if "NAME_UNKNOWN" in error.codes else "manifest unknown"
-                raise _Decided(ManifestAnswer(Status.MISSING, detail=detail, http_status=404))
+                raise NotFound(detail, http_status=404)
             if not error.empty:
                 raise RegistryError(
                     Reason.PROTOCOL,
                     f"{host.name}: no such route (HTTP 404 without a registry error)",
                     http_status=404,
                 )
-            raise _Decided(
-                ManifestAnswer(Status.MISSING, detail="manifest unknown", http_status=404)
-            )
+            raise NotFound("manifest unknown", http_status=404)
         if status == 403:
-            raise _Decided(ManifestAnswer(Status.DENIED, detail="denied", http_status=403))
+            raise AccessDenied("denied", http_status=403)
         if status >= 500:
             raise RegistryError(
                 Reason.SERVER_ERROR, f"{host.name} answered HTTP {status}", http_status=status

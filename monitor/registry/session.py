@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import httpx
 
@@ -25,7 +25,7 @@ from monitor.domain import Reason
 from monitor.errors import RegistryError
 from monitor.headers import parse_retry_after
 from monitor.reference import ImageReference, is_loopback
-from monitor.registry.auth import Challenge, parse_challenges
+from monitor.registry.auth import UNKNOWN, Challenge, parse_challenges
 from monitor.registry.bodies import ACCEPT_ENCODING
 from monitor.registry.transport import (
     MAX_REDIRECTS,
@@ -51,7 +51,6 @@ __all__ = [
 RequestObserver = Callable[[str, str, str], None]
 ManifestMethod = Literal["head", "get"]
 DEFAULT_RETRY_AFTER = 1.0  # a 429 without a usable Retry-After
-UNKNOWN: Any = object()  # a challenge not learned yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +176,14 @@ class Host:
         self.ratelimit_limit: int | None = None
         self.ratelimit_remaining: int | None = None
 
+    @property
+    def timeout(self) -> float:
+        return self.settings.timeout
+
+    @property
+    def insecure(self) -> bool:
+        return self.settings.insecure
+
 
 def _ratelimit(value: str | None) -> int | None:
     if not value:
@@ -255,18 +262,44 @@ class Session:
         url: str,
         headers: Mapping[str, str],
         *,
+        auth: httpx.Auth | None = None,
         observe_failure: bool = True,
     ) -> httpx.Response:
         """One request through the registry's gate; body not read yet.
 
+        With ``auth``, its flow is driven here as httpx would (each request it
+        yields is sent, the answer handed back), so that every request, a retry
+        after a 401 too, passes the gate, the back-off and the request metrics.
         ``observe_failure=False`` keeps a probe whose failure is expected (HTTPS
         tried first on a plain-HTTP loopback registry) out of the request metrics.
         """
+        http = self.http(host.settings)
+        request = http.build_request(method, url, headers=headers, timeout=host.settings.timeout)
+        if auth is None:
+            return await self._send_one(host, http, request, observe_failure)
+        flow = auth.async_auth_flow(request)
+        request = await flow.__anext__()
+        while True:
+            response = await self._send_one(host, http, request, observe_failure)
+            if response.status_code == 401:
+                # The flow reads its headers only: free the connection before a token fetch.
+                await response.aclose()
+            try:
+                request = await flow.asend(response)
+            except StopAsyncIteration:
+                return response
+            except BaseException:
+                await response.aclose()
+                raise
+            await response.aclose()
+
+    async def _send_one(
+        self, host: Host, http: httpx.AsyncClient, request: httpx.Request, observe_failure: bool
+    ) -> httpx.Response:
+        method = request.method
         delay = host.backoff_until - time.monotonic()
         if delay > 0:
             raise RegistryError(Reason.RATE_LIMITED, f"{host.name} is backing off after HTTP 429")
-        http = self.http(host.settings)
-        request = http.build_request(method, url, headers=headers, timeout=host.settings.timeout)
         async with host.gate.hold():
             try:
                 response = await http.send(request, stream=True)
