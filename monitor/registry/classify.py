@@ -15,7 +15,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
+from monitor.errors import Reason, RegistryError
 from monitor.registry.manifests import (
     MANIFEST_MEDIA_TYPES,
     OCI_INDEX,
@@ -25,7 +27,17 @@ from monitor.registry.manifests import (
 )
 from monitor.text import clean
 
-__all__ = ["ErrorBody", "body_media_type", "manifest_media_type", "media_type", "parse_error_body"]
+__all__ = [
+    "ErrorBody",
+    "body_media_type",
+    "manifest_media_type",
+    "media_type",
+    "next_page_path",
+    "parse_error_body",
+    "tag_page",
+]
+
+_TAG = re.compile(r"[\w][\w.-]{0,127}\Z", re.ASCII)
 
 # RFC 6838 restricted-name, twice; parameters are cut off before matching.
 _MEDIA_TYPE = re.compile(
@@ -103,3 +115,27 @@ def parse_error_body(body: bytes) -> ErrorBody:
         if isinstance(message, str) and message:
             messages.append(clean(message))
     return ErrorBody(registry=bool(codes), codes=tuple(codes), messages=tuple(messages))
+
+
+def tag_page(host: str, body: bytes) -> list[str]:
+    """The valid tags of one ``tags/list`` page (``"tags": null`` is an empty repository)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        raise RegistryError(Reason.PROTOCOL, f"{host}: tags/list answer is not JSON") from None
+    tags = doc.get("tags") if isinstance(doc, dict) else []
+    if tags is None:
+        return []
+    if not isinstance(tags, list):
+        raise RegistryError(Reason.PROTOCOL, f"{host}: tags/list answer has no tag list")
+    # A name that is not a valid tag cannot be referenced, so it cannot be watched.
+    return [tag for tag in tags if isinstance(tag, str) and _TAG.match(tag)]
+
+
+def next_page_path(host: str, base_url: str, link: str) -> str:
+    """The path of a ``Link: <…>; rel="next"`` target, which must stay on this registry."""
+    base = urlsplit(base_url)
+    target = urlsplit(urljoin(f"{base_url}/v2/", link))
+    if (target.scheme, target.netloc.lower()) != (base.scheme, base.netloc.lower()):
+        raise RegistryError(Reason.PROTOCOL, f"{host}: tags/list Link points at another host")
+    return f"{target.path}?{target.query}" if target.query else target.path

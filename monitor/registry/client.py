@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote
 
 import httpx
 
@@ -29,7 +27,9 @@ from monitor.registry.bodies import (
 from monitor.registry.classify import (
     body_media_type,
     manifest_media_type,
+    next_page_path,
     parse_error_body,
+    tag_page,
 )
 from monitor.registry.credentials import CredentialStore
 from monitor.registry.evidence import PlatformEvidence
@@ -92,7 +92,6 @@ class TagListing:
     http_status: int | None = None
 
 
-_TAG = re.compile(r"[\w][\w.-]{0,127}\Z", re.ASCII)
 
 
 class RegistryClient:
@@ -212,11 +211,11 @@ class RegistryClient:
                 link = response.links.get("next", {}).get("url")
             finally:
                 await response.aclose()
-            page = _tag_page(host.name, body)
+            page = tag_page(host.name, body)
             before = len(tags)
             tags.update(page)
             if link:
-                path = _next_page(host, link)
+                path = next_page_path(host.name, host.base_url or "", link)
                 if path in seen_pages:
                     raise RegistryError(Reason.PROTOCOL, f"{host.name}: tags/list pagination loops")
             elif len(page) >= TAGS_PAGE_SIZE and len(tags) > before:
@@ -454,27 +453,3 @@ class RegistryClient:
             return await self._read_body(response)
         finally:
             await response.aclose()
-
-
-def _tag_page(host: str, body: bytes) -> list[str]:
-    """The valid tags of one ``tags/list`` page (``"tags": null`` is an empty repository)."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
-        raise RegistryError(Reason.PROTOCOL, f"{host}: tags/list answer is not JSON") from None
-    tags = doc.get("tags") if isinstance(doc, dict) else []
-    if tags is None:
-        return []
-    if not isinstance(tags, list):
-        raise RegistryError(Reason.PROTOCOL, f"{host}: tags/list answer has no tag list")
-    # A name that is not a valid tag cannot be referenced, so it cannot be watched.
-    return [tag for tag in tags if isinstance(tag, str) and _TAG.match(tag)]
-
-
-def _next_page(host: Host, link: str) -> str:
-    """The path of a ``Link: <…>; rel="next"`` target, which must stay on this registry."""
-    base = urlsplit(host.base_url or "")
-    target = urlsplit(urljoin(f"{host.base_url}/v2/", link))
-    if (target.scheme, target.netloc.lower()) != (base.scheme, base.netloc.lower()):
-        raise RegistryError(Reason.PROTOCOL, f"{host.name}: tags/list Link points at another host")
-    return f"{target.path}?{target.query}" if target.query else target.path
