@@ -14,10 +14,10 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urljoin, urlsplit
 
-from monitor.errors import Reason, RegistryError
+from monitor.errors import NotFound, Reason, RegistryError
 from monitor.registry.manifests import (
     MANIFEST_MEDIA_TYPES,
     OCI_INDEX,
@@ -33,6 +33,7 @@ __all__ = [
     "manifest_media_type",
     "media_type",
     "next_page_path",
+    "not_found",
     "parse_error_body",
     "tag_page",
 ]
@@ -139,3 +140,23 @@ def next_page_path(host: str, base_url: str, link: str) -> str:
     if (target.scheme, target.netloc.lower()) != (base.scheme, base.netloc.lower()):
         raise RegistryError(Reason.PROTOCOL, f"{host}: tags/list Link points at another host")
     return f"{target.path}?{target.query}" if target.query else target.path
+
+
+def not_found(host: str, body: bytes) -> NoReturn:
+    """What a manifest 404 with ``body`` means: NotFound, or a RegistryError when the
+    answer is not the registry's (a router's ``404 page not found``)."""
+    error = parse_error_body(body)
+    if error.registry:
+        if error.mentions("accept header"):
+            raise RegistryError(
+                Reason.PROTOCOL, f"{host} refused the Accept header", http_status=404
+            )
+        detail = "name unknown" if "NAME_UNKNOWN" in error.codes else "manifest unknown"
+        raise NotFound(detail, http_status=404)
+    if not error.empty:
+        raise RegistryError(
+            Reason.PROTOCOL,
+            f"{host}: no such route (HTTP 404 without a registry error)",
+            http_status=404,
+        )
+    raise NotFound("manifest unknown", http_status=404)

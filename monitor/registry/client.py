@@ -28,6 +28,7 @@ from monitor.registry.classify import (
     body_media_type,
     manifest_media_type,
     next_page_path,
+    not_found,
     parse_error_body,
     tag_page,
 )
@@ -90,8 +91,6 @@ class TagListing:
     pages: int = 0
     detail: str | None = None
     http_status: int | None = None
-
-
 
 
 class RegistryClient:
@@ -405,21 +404,7 @@ class RegistryClient:
                 body = await self._get_error_body(host, ref)
             else:
                 body = await self._read_body(response)
-            error = parse_error_body(body)
-            if error.registry:
-                if error.mentions("accept header"):
-                    raise RegistryError(
-                        Reason.PROTOCOL, f"{host.name} refused the Accept header", http_status=404
-                    )
-                detail = "name unknown" if "NAME_UNKNOWN" in error.codes else "manifest unknown"
-                raise NotFound(detail, http_status=404)
-            if not error.empty:
-                raise RegistryError(
-                    Reason.PROTOCOL,
-                    f"{host.name}: no such route (HTTP 404 without a registry error)",
-                    http_status=404,
-                )
-            raise NotFound("manifest unknown", http_status=404)
+            not_found(host.name, body)
         if status == 403:
             raise AccessDenied("denied", http_status=403)
         if status >= 500:
