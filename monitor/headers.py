@@ -8,9 +8,10 @@ from typing import Final
 
 __all__ = ["MAX_RETRY_AFTER", "parse_retry_after"]
 
-# Longer than any real back-off; a larger value is a misconfigured peer, and a
-# delivery or a registry held for longer than a day would read as lost.
-MAX_RETRY_AFTER: Final = 86400.0
+# Longer than any real back-off; a larger value is a misconfigured peer. A monitor
+# that honoured a day would stop checking a registry for a day after one bad header;
+# a receiver still asking after an hour is asked again then.
+MAX_RETRY_AFTER: Final = 3600.0
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

@@ -171,7 +171,7 @@ def test_every_configurable_format_has_a_formatter() -> None:
         (None, None),
         ("soon", None),
         ("-5", None),
-        ("99999999", 86400.0),
+        ("99999999", 3600.0),
     ],
 )
 def test_retry_after_seconds(value: str | None, expected: float | None) -> None:
