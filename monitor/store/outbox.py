@@ -221,26 +221,10 @@ def finish_delivery(
     ``attempted=False`` (a delivery given up without sending, e.g. its webhook
     was removed) records no attempt row and leaves the attempt count alone.
     """
-    if status not in _FINAL_OR_RETRY:
-        raise ValueError(f"cannot finish a delivery as {status!r}")
-    status = DeliveryStatus(status)
-    if status is DeliveryStatus.PENDING and next_attempt_at is None:
-        raise ValueError("a retry needs next_attempt_at")
-    # One printable line whatever a receiver or channel said (PostgreSQL refuses NUL).
-    error = None if error is None else clean(error, ERROR_LIMIT)
-    values: dict[str, Any] = {
-        "status": status,
-        "attempts": DeliveryModel.attempts + (1 if attempted else 0),
-        "claimed_until": None,
-        "last_status_code": status_code,
-        "last_error": error,
-        "last_latency_ms": latency_ms,
-        "updated_at": attempted_at,
-    }
-    if status is DeliveryStatus.PENDING:
-        values["next_attempt_at"] = next_attempt_at
-    if status is DeliveryStatus.DELIVERED:
-        values["delivered_at"] = attempted_at
+    values = _finished(
+        status, attempted_at, status_code, error, latency_ms, next_attempt_at, attempted
+    )
+    status, error = values["status"], values["last_error"]
     with _write(engine) as conn:
         result = conn.execute(
             update(DeliveryModel)
@@ -602,26 +586,10 @@ def finish_batch(
 ) -> bool:
     """``finish_delivery`` for every member of ``batch`` at once: all or none (False when
     the claim was lost); one attempt row per member, so each event's history shows it."""
-    if status not in _FINAL_OR_RETRY:
-        raise ValueError(f"cannot finish a batch as {status!r}")
-    status = DeliveryStatus(status)
-    if status is DeliveryStatus.PENDING and next_attempt_at is None:
-        raise ValueError("a retry needs next_attempt_at")
-    # One printable line whatever a receiver or channel said (PostgreSQL refuses NUL).
-    error = None if error is None else clean(error, ERROR_LIMIT)
-    values: dict[str, Any] = {
-        "status": status,
-        "attempts": DeliveryModel.attempts + (1 if attempted else 0),
-        "claimed_until": None,
-        "last_status_code": status_code,
-        "last_error": error,
-        "last_latency_ms": latency_ms,
-        "updated_at": attempted_at,
-    }
-    if status is DeliveryStatus.PENDING:
-        values["next_attempt_at"] = next_attempt_at
-    if status is DeliveryStatus.DELIVERED:
-        values["delivered_at"] = attempted_at
+    values = _finished(
+        status, attempted_at, status_code, error, latency_ms, next_attempt_at, attempted
+    )
+    status, error = values["status"], values["last_error"]
     ids = [member.id for member in batch.members]
     try:
         with _write(engine) as conn:
@@ -653,3 +621,35 @@ def finish_batch(
     except _Lost:
         return False
     return True
+
+
+def _finished(
+    status: DeliveryStatus | str,
+    attempted_at: datetime,
+    status_code: int | None,
+    error: str | None,
+    latency_ms: float | None,
+    next_attempt_at: datetime | None,
+    attempted: bool,
+) -> dict[str, Any]:
+    """The column values of a finished attempt, for one delivery or a whole batch."""
+    if status not in _FINAL_OR_RETRY:
+        raise ValueError(f"cannot finish a delivery as {status!r}")
+    status = DeliveryStatus(status)
+    if status is DeliveryStatus.PENDING and next_attempt_at is None:
+        raise ValueError("a retry needs next_attempt_at")
+    values: dict[str, Any] = {
+        "status": status,
+        "attempts": DeliveryModel.attempts + (1 if attempted else 0),
+        "claimed_until": None,
+        "last_status_code": status_code,
+        # One printable line whatever a receiver or channel said (PostgreSQL refuses NUL).
+        "last_error": None if error is None else clean(error, ERROR_LIMIT),
+        "last_latency_ms": latency_ms,
+        "updated_at": attempted_at,
+    }
+    if status is DeliveryStatus.PENDING:
+        values["next_attempt_at"] = next_attempt_at
+    if status is DeliveryStatus.DELIVERED:
+        values["delivered_at"] = attempted_at
+    return values
