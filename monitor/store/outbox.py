@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, exists, func, insert, or_, select, update
+from sqlalchemy import Engine, Select, and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
 from monitor.domain import DeliveryStatus
@@ -168,18 +168,7 @@ def claim_due_deliveries(
         if not claimed:
             return []
         rows = conn.execute(
-            select(
-                DeliveryModel.id,
-                DeliveryModel.event_seq,
-                DeliveryModel.webhook,
-                DeliveryModel.attempts,
-                DeliveryModel.created_at,
-                EventModel.id.label("event_id"),
-                EventModel.type,
-                EventModel.image,
-                EventModel.payload,
-            )
-            .join(EventModel, EventModel.seq == DeliveryModel.event_seq)
+            _claimed_rows()
             .where(DeliveryModel.id.in_(claimed))
             .order_by(DeliveryModel.event_seq, DeliveryModel.id)
         ).all()
@@ -536,18 +525,7 @@ def _claim_batch(
             if not waiting or result.rowcount != waiting:
                 raise _Lost
             rows = conn.execute(
-                select(
-                    DeliveryModel.id,
-                    DeliveryModel.event_seq,
-                    DeliveryModel.webhook,
-                    DeliveryModel.attempts,
-                    DeliveryModel.created_at,
-                    EventModel.id.label("event_id"),
-                    EventModel.type,
-                    EventModel.image,
-                    EventModel.payload,
-                )
-                .join(EventModel, EventModel.seq == DeliveryModel.event_seq)
+                _claimed_rows()
                 .where(of_batch, DeliveryModel.status == DeliveryStatus.SENDING)
                 .order_by(DeliveryModel.event_seq, DeliveryModel.id)
             ).all()
@@ -653,3 +631,18 @@ def _finished(
     if status is DeliveryStatus.DELIVERED:
         values["delivered_at"] = attempted_at
     return values
+
+
+def _claimed_rows() -> Select[Any]:
+    """What a dispatcher needs of each claimed delivery: the row and its event."""
+    return select(
+        DeliveryModel.id,
+        DeliveryModel.event_seq,
+        DeliveryModel.webhook,
+        DeliveryModel.attempts,
+        DeliveryModel.created_at,
+        EventModel.id.label("event_id"),
+        EventModel.type,
+        EventModel.image,
+        EventModel.payload,
+    ).join(EventModel, EventModel.seq == DeliveryModel.event_seq)
