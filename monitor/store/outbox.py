@@ -172,21 +172,7 @@ def claim_due_deliveries(
             .where(DeliveryModel.id.in_(claimed))
             .order_by(DeliveryModel.event_seq, DeliveryModel.id)
         ).all()
-    return [
-        ClaimedDelivery(
-            id=row.id,
-            event_seq=row.event_seq,
-            event_id=row.event_id,
-            event_type=row.type,
-            image=row.image,
-            webhook=row.webhook,
-            payload=dict(row.payload),
-            attempts=row.attempts,
-            created_at=row.created_at,
-            claimed_until=until,
-        )
-        for row in rows
-    ]
+    return [_claimed(row, until) for row in rows]
 
 
 @_translated
@@ -531,21 +517,7 @@ def _claim_batch(
             ).all()
     except _Lost:
         return None
-    members = tuple(
-        ClaimedDelivery(
-            id=row.id,
-            event_seq=row.event_seq,
-            event_id=row.event_id,
-            event_type=row.type,
-            image=row.image,
-            webhook=row.webhook,
-            payload=dict(row.payload),
-            attempts=row.attempts,
-            created_at=row.created_at,
-            claimed_until=until,
-        )
-        for row in rows
-    )
+    members = tuple(_claimed(row, until) for row in rows)
     return ClaimedBatch(webhook=webhook, batch_id=key, members=members, claimed_until=until)
 
 
@@ -646,3 +618,19 @@ def _claimed_rows() -> Select[Any]:
         EventModel.image,
         EventModel.payload,
     ).join(EventModel, EventModel.seq == DeliveryModel.event_seq)
+
+
+def _claimed(row: Any, until: datetime) -> ClaimedDelivery:
+    """A row of ``_claimed_rows()`` as the dispatcher gets it."""
+    return ClaimedDelivery(
+        id=row.id,
+        event_seq=row.event_seq,
+        event_id=row.event_id,
+        event_type=row.type,
+        image=row.image,
+        webhook=row.webhook,
+        payload=dict(row.payload),
+        attempts=row.attempts,
+        created_at=row.created_at,
+        claimed_until=until,
+    )
