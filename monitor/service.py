@@ -11,19 +11,16 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from monitor.checker import RegistrySlots, check_reference, client_from_config
 from monitor.config import Config, Watch, load_config
-from monitor.domain import CheckResult, Evaluation, TagState
+from monitor.domain import TagState
 from monitor.errors import RegmonError
-from monitor.logs import CheckLog
-from monitor.reference import canonical_registry
 from monitor.runtime.cache import StateCache
+from monitor.runtime.checks import CheckRunner
 from monitor.runtime.failure import reason
 from monitor.sources.base import sources_for, targets_of
 
@@ -38,7 +35,7 @@ if TYPE_CHECKING:
     from monitor.registry.client import RegistryClient
     from monitor.registry.transport import TransportFactory
     from monitor.runtime.leader import Coordinator
-    from monitor.runtime.recorder import Pending, Recorder
+    from monitor.runtime.recorder import Recorder
     from monitor.runtime.reloader import Reloader
     from monitor.scheduler import WatchScheduler
     from monitor.store.lockfile import ProcessLock
@@ -104,32 +101,26 @@ class Service:
 
         self._config = config
         self._config_path = config_path
-        self._transport_factory = transport_factory
         self._coordinator: Coordinator = coordinator or SingleProcess()
         self.metrics_registry = metrics_registry or CollectorRegistry()
         self._watches: dict[str, Watch] = targets_of(sources_for(config))
         self._cache = StateCache()  # of the store's tag states: the store is the authority
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._slots = RegistrySlots()
-        self._inflight: set[asyncio.Task[Any]] = set()  # scheduled checks holding a slot
-        # Scheduled checks waiting for a slot, in the order they began to wait: stop()
-        # cancels them in that order, so each leaves the semaphore's FIFO of waiters
-        # from its front (in any other order, 100,000 of them take a minute).
-        self._queued: dict[asyncio.Task[Any], None] = {}
+        self._checks = CheckRunner(
+            config=lambda: self._config,
+            watches=lambda: self._watches,
+            coordinator=self._coordinator,
+            transport_factory=transport_factory,
+        )
         self._recorder: Recorder | None = None
-        self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._retired: list[RegistryClient] = []
         self._reloader: Reloader | None = None
         self._engine: Engine | None = None
         self._db_lock: ProcessLock | None = None  # SQLite: one replica per file
-        self._client: RegistryClient | None = None
         self._scheduler: WatchScheduler | None = None
         self._metrics: Metrics | None = None
         self._server: uvicorn.Server | None = None
         self._dispatcher: Dispatcher | None = None
         self._webhook_http: httpx.AsyncClient | None = None
-        self._check_log = CheckLog()
 
     # -- ServiceView -------------------------------------------------------------------
 
@@ -165,7 +156,7 @@ class Service:
     async def check_now(self, key: str) -> TagState:
         if key not in self._watches:
             raise KeyError(key)
-        await self._check(key)
+        await self._checks.check(key)
         if self._recorder is not None:
             await self._recorder.flush_now(CHECK_NOW_WRITE_WAIT)
         state = self._cache.get(key)
@@ -178,6 +169,7 @@ class Service:
     async def start(self, *, serve_http: bool = True) -> None:
         from monitor.metrics import Metrics
         from monitor.notify.routing import Router
+        from monitor.runtime.http import bind, make_server
         from monitor.runtime.pruner import Pruner
         from monitor.runtime.recorder import Recorder
         from monitor.runtime.reloader import Reloader
@@ -195,13 +187,13 @@ class Service:
 
         # Bind first: a taken port (say, a second regmon started by mistake) is a
         # one-line error before the database is touched.
-        sock = _bind(self._config) if serve_http else None
+        sock = bind(self._config) if serve_http else None
         with contextlib.ExitStack() as on_failure:
             if sock is not None:
                 on_failure.callback(sock.close)
             # Every trigger built before the database is touched: a schedule the
             # scheduler cannot hold is a one-line error, the watches table unchanged.
-            scheduler = WatchScheduler(self._scheduled_check)
+            scheduler = WatchScheduler(self._checks.scheduled)
             plan = scheduler.plan(self.watches())
             refuse_empty_sqlite_file(self._config.database)
             self._db_lock = hold_sqlite_lock(self._config.database)
@@ -221,12 +213,12 @@ class Service:
             self._write_batch,
             prepare=Router(lambda: self._config).prepare,
             stored_versions=self._cache.versions(),
-            on_refused=self._reevaluate,
+            on_refused=self._checks.reevaluate,
             on_written=self._written,
             coordinator=self._coordinator,
             metrics=self._metrics,
         )
-        self._client = self._make_client(self._config)
+        self._checks.start(cache=self._cache, recorder=self._recorder, metrics=self._metrics)
         self._scheduler = scheduler
         self._scheduler.commit(plan)
         self._scheduler.start()
@@ -239,7 +231,7 @@ class Service:
                 self._config_path,
                 current=lambda: self._config,
                 scheduler=scheduler,
-                make_client=self._make_client,
+                make_client=self._checks.make_client,
                 sync_watches=self._sync_watches,
                 commit=self._commit_config,
             )
@@ -248,7 +240,7 @@ class Service:
             )
         if sock is not None:
             app = create_app(self, self.metrics_registry, on_read=self._metrics.observe_read)
-            self._server = _make_server(app, self._config)
+            self._server = make_server(app, self._config)
             serving = asyncio.create_task(self._server.serve(sockets=[sock]), name="regmon-http")
             self._tasks.append(serving)
             while not self._server.started:
@@ -271,31 +263,10 @@ class Service:
         ``STOP_CHECK_GRACE``, pending writes ``STOP_WRITE_GRACE``, webhook sends
         in flight their timeout (concurrently with the rest).
         """
-        self._stopping.set()
         sends = self._stop_dispatcher()
-        queued = [task for task in self._queued if not task.done()]
-        log.info(
-            "regmon stopping: draining %d in-flight checks, dropping %d queued",
-            len(self._inflight),
-            len(queued),
-        )
-        for task in queued:
-            task.cancel()  # _scheduled_check ends quietly: nothing was sent yet
         # Order matters: APScheduler's AsyncIOExecutor.shutdown() cancels running jobs,
-        # so wait for the in-flight checks first; jobs firing meanwhile see _stopping.
-        if self._inflight:
-            _, late = await asyncio.wait(set(self._inflight), timeout=STOP_CHECK_GRACE)
-            if late:
-                log.warning(
-                    "regmon stopping: %d checks still running after %.0fs were cancelled",
-                    len(late),
-                    STOP_CHECK_GRACE,
-                )
-                for task in late:
-                    task.cancel()
-                await asyncio.wait(late, timeout=1.0)
-        if queued:
-            await asyncio.wait(queued, timeout=1.0)
+        # so wait for the in-flight checks first; jobs firing meanwhile return at once.
+        await self._checks.drain(STOP_CHECK_GRACE)
         if self._scheduler is not None:
             self._scheduler.shutdown()
         if self._recorder is not None:
@@ -317,9 +288,7 @@ class Service:
                 pass
             except Exception:  # keep stopping: everything below must still be closed
                 log.exception("task %s failed", task.get_name())
-        for client in [self._client, *self._retired]:
-            if client is not None:
-                await client.aclose()  # idempotent
+        await self._checks.aclose()
         if self._webhook_http is not None:
             await self._webhook_http.aclose()
         if self._engine is not None:
@@ -391,104 +360,9 @@ class Service:
         self, config: Config, watches: Mapping[str, Watch], client: RegistryClient | None
     ) -> None:
         if client is not None:
-            old, self._client = self._client, client
-            if old is not None:
-                self._retire(old)
+            self._checks.swap_client(client)
         self._config = config
         self._watches = dict(watches)
-
-    def _retire(self, client: RegistryClient) -> None:
-        """Close a replaced registry client once the checks now in flight are done."""
-
-        async def close_later(inflight: set[asyncio.Task[Any]]) -> None:
-            if inflight:
-                await asyncio.wait(inflight)
-            await client.aclose()
-
-        self._retired.append(client)  # closed at stop() if still open then
-        task = asyncio.create_task(close_later(set(self._inflight)), name="regmon-retire")
-        self._tasks.append(task)
-
-    # -- checks ------------------------------------------------------------------------
-
-    def _make_client(self, config: Config) -> RegistryClient:
-        return client_from_config(
-            config,
-            observer=self._on_request,
-            transport_factory=self._transport_factory,
-            slots=self._slots,  # one gate per registry, the same across reloads
-        )
-
-    def _on_request(self, registry: str, method: str, code: str) -> None:
-        if self._metrics is not None:
-            self._metrics.observe_request(canonical_registry(registry), method, code)
-
-    async def _scheduled_check(self, key: str) -> None:
-        if self._stopping.is_set() or not self._coordinator.is_leader():
-            return
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - APScheduler runs jobs as tasks
-            return
-        self._queued[task] = None
-
-        def started() -> None:
-            self._queued.pop(task, None)
-            self._inflight.add(task)
-
-        try:
-            await self._check(key, on_started=started)
-        except asyncio.CancelledError:
-            if not self._stopping.is_set():
-                raise
-            # Cancelled by stop(): one summary line there, not a traceback per job here.
-        except Exception:
-            log.exception("check of %s failed unexpectedly", key)
-        finally:
-            self._queued.pop(task, None)
-            self._inflight.discard(task)
-
-    async def _check(self, key: str, on_started: Callable[[], None] | None = None) -> None:
-        watch = self._watches.get(key)
-        if watch is None or self._client is None:
-            return
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            settings = self._config.registry_settings(watch.image.host_key)
-            async with self._slots.get(watch.image, settings.max_concurrency):
-                if on_started is not None:
-                    on_started()
-                result = await check_reference(
-                    self._client, watch.image, platforms=watch.platforms, budget=settings.timeout
-                )
-            registry = canonical_registry(watch.image.api_host)
-            if self._metrics is not None:
-                self._metrics.observe_check(result, registry)
-            previous = self._cache.get(key)
-            evaluation = self._evaluate(watch, result)
-            self._check_log.record(
-                key, previous, result, evaluation, failing_after=watch.failing_after
-            )
-
-    def _evaluate(self, watch: Watch, result: CheckResult) -> Evaluation:
-        """Fold ``result`` into the cached state and hand the evaluation to the recorder."""
-        evaluation, version = self._cache.evaluate(watch, result)
-        if self._recorder is not None:
-            self._recorder.add(evaluation, watch, version=version, result=result)
-        return evaluation
-
-    def _reevaluate(
-        self, stale: Sequence[Pending], current: Mapping[str, tuple[TagState, int]]
-    ) -> None:
-        """The store refused results evaluated on a stale state: refresh the cache from the
-        store's state, then evaluate them again, in order, on top of it."""
-        refreshed: set[str] = set()
-        for pending in stale:
-            key = pending.evaluation.state.image
-            if key not in refreshed:
-                refreshed.add(key)
-                self._cache.refresh(key, current.get(key))
-            if pending.result is not None and key in self._watches:
-                self._evaluate(pending.watch, pending.result)
 
     # -- writes ----------------------------------------------------------------
 
@@ -507,38 +381,6 @@ class Service:
     def _written(self) -> None:
         if self._dispatcher is not None:
             self._dispatcher.wakeup()
-
-
-def _bind(config: Config) -> socket.socket:
-    """The listening socket for ``listen``; a ConfigError naming it when it cannot be had."""
-    from monitor.errors import ConfigError
-
-    host, port = config.listen.host, config.listen.port
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"listen {config.listen}: {exc.strerror or exc}") from exc
-    sock.set_inheritable(True)
-    return sock
-
-
-def _make_server(app: Any, config: Config) -> uvicorn.Server:
-    from monitor import httpserver
-    from monitor.web.app import SECURITY_HEADERS
-
-    # Slow or idle clients must not take the descriptors that checks and the database need.
-    limit = httpserver.raise_fd_limit()
-    httpserver.install_accept_error_throttle(asyncio.get_running_loop())
-    cap = httpserver.connection_cap(limit)
-    log.debug("HTTP: up to %d connections (file descriptor limit %d)", cap, limit)
-    return httpserver.make_server(
-        app, config.listen.host, config.listen.port, max_connections=cap, headers=SECURITY_HEADERS
-    )
 
 
 def run_service(config_path: str) -> None:

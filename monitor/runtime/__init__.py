@@ -1,4 +1,5 @@
-"""The running service's parts: recorder (batched writes), pruner, reloader, leader.
+"""The running service's parts: check runner, recorder (batched writes), pruner, reloader,
+leader, HTTP server.
 
 service.py builds and wires them.
 """
