@@ -247,12 +247,12 @@ def run_service(count: int, scrapes: int) -> dict[str, Any]:
             f"registries: {{'{dead}': {{max_concurrency: 1000, timeout: 2s}}}}\n"
             "watch:\n" + "".join(f"  - image: {ref}\n" for ref in refs)
         )
-        from monitor.config import load_config
+        from monitor.config import load_config, resolve_watches
 
         config = load_config(root / "regmon.yaml")
         engine = make_engine(f"sqlite:///{root / 'regmon.db'}")
         upgrade(engine)
-        watches = config.watches()
+        watches = resolve_watches(config)
         sync_watches(
             engine,
             [

@@ -410,6 +410,7 @@ def _engine_for(config_path: str, *, migrate: bool = False) -> Any:
 @_guard
 def status(as_json: bool, config_path: str) -> None:
     """Current state of every watched tag, from the database."""
+    from monitor.config.resolve import resolve_watches
     from monitor.store.repository import load_states
     from monitor.web.views import image_summary
 
@@ -418,7 +419,7 @@ def status(as_json: bool, config_path: str) -> None:
         states = load_states(engine)
     finally:
         engine.dispose()
-    rows = [image_summary(watch, states.get(watch.key)) for watch in cfg.watches()]
+    rows = [image_summary(watch, states.get(watch.key)) for watch in resolve_watches(cfg)]
     if as_json:
         click.echo(json.dumps({"images": rows}, indent=2))
         return

@@ -17,6 +17,7 @@ from monitor.config import (
     default_config,
     load_config,
     parse_config,
+    resolve_watches,
 )
 from monitor.durations import format_duration, parse_duration
 from monitor.errors import ConfigError, UsageError
@@ -96,7 +97,7 @@ def test_shipped_config_loads() -> None:
     assert config.api_token is None
     assert config.defaults.interval == 300
     assert config.defaults.jitter == pytest.approx(0.10)
-    keys = [watch.key for watch in config.watches()]
+    keys = [watch.key for watch in resolve_watches(config)]
     assert "docker.io/library/alpine:3.20" in keys
     assert len(keys) == len(set(keys)) >= 3
 
@@ -150,7 +151,7 @@ def test_spec_example_loads_and_resolves(tmp_path: Path) -> None:
     assert hook.resolved_secret() == "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     assert config.webhook("ops") is hook
 
-    nginx, api, app = config.watches()
+    nginx, api, app = resolve_watches(config)
     assert (nginx.key, nginx.interval, nginx.cron, nginx.jitter) == (
         "docker.io/library/nginx:1.27",
         300.0,
@@ -177,7 +178,7 @@ def test_default_config() -> None:
     config = default_config()
     assert config == Config()
     assert config.source is None
-    assert config.watches() == ()
+    assert resolve_watches(config) == ()
     assert config.database == "sqlite:///regmon.db"
     assert str(config.listen) == "127.0.0.1:9725"
     assert config.retention == 90 * 86400
@@ -251,7 +252,7 @@ watch:
     webhooks: [b, b]
 """
     )
-    alpine, nginx, busybox = config.watches()
+    alpine, nginx, busybox = resolve_watches(config)
     # Day-of-week numbers are rewritten as names: APScheduler 3 reads 0 as Monday.
     assert (alpine.interval, alpine.cron) == (None, "0 9 * * mon,tue,wed,thu,fri")
     assert (alpine.jitter, alpine.missing_after, alpine.failing_after) == (0.05, 4, 5)

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from monitor.checker import registry_settings
 from monitor.cli import main
-from monitor.config import parse_config
+from monitor.config import parse_config, resolve_watches
 from monitor.errors import ConfigError
 from monitor.interpolation import Substitution, SubstitutionError, substitute
 from monitor.registry.client import RegistrySettings
@@ -45,7 +45,7 @@ def _config_accepts(text: str) -> bool:
             "or linux/arm/v7 (got "
         ), exc
         return False
-    assert config.watches()[0].platforms == (text.strip().lower(),)
+    assert resolve_watches(config)[0].platforms == (text.strip().lower(),)
     return True
 
 

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy.exc
 from prometheus_client import CollectorRegistry
 
-from monitor.config import parse_config
+from monitor.config import parse_config, resolve_watches
 from monitor.domain import Evaluation, Event, EventType, Status, TagState
 from monitor.metrics import Metrics
 from monitor.runtime.recorder import Recorder
@@ -29,7 +29,7 @@ CONFIG = parse_config(
     "database: sqlite:///unused.db\nwatch:\n"
     + "".join(f"  - image: registry.test/app/a{i}:v1\n" for i in range(10))
 )
-WATCHES = {w.key: w for w in CONFIG.watches()}
+WATCHES = {w.key: w for w in resolve_watches(CONFIG)}
 KEYS = list(WATCHES)
 FULL = "database or disk is full"
 NOW = datetime(2026, 12, 1, tzinfo=UTC)

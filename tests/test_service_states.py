@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from support.faults import free_port
 
-from monitor.config import parse_config
+from monitor.config import parse_config, resolve_watches
 from monitor.domain import Evaluation, Status, TagState
 from monitor.service import Service
 from monitor.store import Record, load_versioned_states, make_engine, record_evaluations
@@ -31,7 +31,7 @@ def test_a_write_on_a_stale_state_is_evaluated_again_on_the_stored_one(
         "defaults: {interval: 1h, jitter: 0%, failing_after: 100}\n"
         f"watch:\n  - image: {image}\n"
     )
-    key = config.watches()[0].key
+    key = resolve_watches(config)[0].key
 
     async def main() -> tuple[int, int, dict[str, tuple[TagState, int]]]:
         service = Service(config)

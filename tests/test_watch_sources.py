@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from monitor.config import parse_config
+from monitor.config import parse_config, resolve_watches
 from monitor.domain import Evaluation, Status, TagState
 from monitor.runtime.leader import Coordinator, SingleProcess
 from monitor.runtime.recorder import Recorder
@@ -24,7 +24,7 @@ class Listed:
         self._config = parse_config(config)
 
     def targets(self) -> list[object]:
-        return [replace(w, source=self.name) for w in self._config.watches()]
+        return [replace(w, source=self.name) for w in resolve_watches(self._config)]
 
 
 def test_the_config_file_is_the_first_source_and_its_targets_say_so() -> None:
@@ -66,7 +66,7 @@ def test_single_process_always_leads_and_a_follower_writes_nothing() -> None:
         written.append(list(batch))
         return Recorded()
 
-    watch = CONFIG.watches()[0]
+    watch = resolve_watches(CONFIG)[0]
     evaluation = Evaluation(TagState(watch.key, status=Status.PRESENT))
 
     async def main() -> int:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from support.fakes import FakeView, migrated_engine
 
-from monitor.config import parse_config
+from monitor.config import parse_config, resolve_watches
 from monitor.domain import Reason, Status, TagState
 from monitor.reference import parse_reference
 from monitor.web.app import create_app
@@ -273,15 +273,15 @@ def test_status_page_of_a_filter_with_no_match(app: Starlette) -> None:
 
 
 def test_the_index_is_kept_for_the_same_watches_only() -> None:
-    watches = parse_config(config_text(IMAGES)).watches()
+    watches = resolve_watches(parse_config(config_text(IMAGES)))
     index = ImageIndex(watches)
     assert index.is_for(list(watches))
-    assert not index.is_for(parse_config(config_text(IMAGES)).watches())  # a reload
+    assert not index.is_for(resolve_watches(parse_config(config_text(IMAGES))))  # a reload
     assert not index.is_for(watches[:-1])
 
 
 def test_the_index_counts_every_status() -> None:
-    watches = parse_config(config_text(IMAGES)).watches()
+    watches = resolve_watches(parse_config(config_text(IMAGES)))
     states: dict[str, Any] = {
         "ghcr.io/a/x:1": TagState(image="ghcr.io/a/x:1", status=Status.MISSING),
         "ghcr.io/a/x:2": TagState(image="ghcr.io/a/x:2"),  # a state, never checked

@@ -1,48 +1,25 @@
 """From a validated config to the values other modules use.
 
-Relative paths resolve against the config file's folder (as Prometheus does),
-registry hosts are folded to the key they are configured and looked up under,
-a watch gets every default applied, and a registry's entry becomes the
-``RegistrySettings`` of the registry client. Pure: nothing here reads files.
+A watch gets every default applied (``resolve_watches``: the caller's step, so
+the schema does not depend on this module), and a database path of an older
+layout is pointed out. Pure: nothing here reads files.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from monitor.config.messages import shown
 from monitor.config.paths import SQLITE_URL
-from monitor.reference import ImageReference, canonical_registry
-from monitor.registry.client import RegistrySettings
+from monitor.reference import ImageReference
 
 if TYPE_CHECKING:
-    from monitor.config.schema import Config, RegistryConfig, WatchConfig
+    from monitor.config.schema import Config, WatchConfig
 
-__all__ = [
-    "REGISTRY_DEFAULTS",
-    "Watch",
-    "normalize_registries",
-    "normalize_registry_key",
-    "registry_settings",
-    "resolve_watches",
-    "warn_if_database_moved",
-]
-
-# What a registry without a ``registries:`` entry gets; the registry client states them.
-REGISTRY_DEFAULTS = RegistrySettings()
-
-_REGISTRY_KEY = re.compile(
-    r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
-    r"|\[[a-f0-9:]+\])(?::[0-9]{1,5})?\Z",
-    re.ASCII,
-)
-
+__all__ = ["Watch", "resolve_watches", "warn_if_database_moved"]
 
 # --------------------------------------------------------------------------- paths
 
@@ -69,48 +46,6 @@ def warn_if_database_moved(config: Config, folder: str) -> None:
             before,
             before,
         )
-
-
-# --------------------------------------------------------------------------- registries
-
-
-def normalize_registry_key(host: str) -> str:
-    """The key a registry is configured and looked up under: lowercase, Hub aliases folded."""
-    return canonical_registry(host)
-
-
-def normalize_registries(value: object) -> object:
-    """The ``registries:`` mapping keyed by normalized host; ValueError for a key that
-    is not a host or names a registry twice."""
-    if not isinstance(value, Mapping):
-        return value
-    normalized: dict[object, object] = {}
-    for key, entry in value.items():
-        if not isinstance(key, str):
-            raise ValueError(
-                f"expected a registry host like registry.example.com:5000 (got {shown(key)})"
-            )
-        host = normalize_registry_key(key)
-        if not _REGISTRY_KEY.match(host):
-            raise ValueError(
-                f"expected a registry host like registry.example.com:5000, "
-                f"without scheme or path (got {shown(key)})"
-            )
-        if host in normalized:
-            raise ValueError(f"registry {key!r} is configured twice (as {host!r})")
-        normalized[host] = {} if entry is None else entry
-    return normalized
-
-
-def registry_settings(registry: RegistryConfig) -> RegistrySettings:
-    """What the registry client needs of a ``registries:`` entry."""
-    return RegistrySettings(
-        insecure=registry.insecure,
-        ca_file=registry.ca_file,
-        max_concurrency=registry.max_concurrency,
-        timeout=registry.timeout,
-        manifest_method=registry.manifest_method,
-    )
 
 
 # --------------------------------------------------------------------------- watches

@@ -52,13 +52,10 @@ from monitor.config.fields import (
 )
 from monitor.config.messages import joined, shown
 from monitor.config.paths import sqlite_url
-from monitor.config.resolve import (
+from monitor.config.registries import (
     REGISTRY_DEFAULTS,
-    Watch,
     normalize_registries,
     normalize_registry_key,
-    registry_settings,
-    resolve_watches,
 )
 from monitor.config.secrets import read_secret
 from monitor.errors import ConfigError
@@ -419,7 +416,14 @@ class Config(_Model):
 
     def registry_settings(self, host: str) -> RegistrySettings:
         """What the registry client uses for ``host``: the one place they are built."""
-        return registry_settings(self.registry_for(host))
+        registry = self.registry_for(host)
+        return RegistrySettings(
+            insecure=registry.insecure,
+            ca_file=registry.ca_file,
+            max_concurrency=registry.max_concurrency,
+            timeout=registry.timeout,
+            manifest_method=registry.manifest_method,
+        )
 
     @overload
     def webhook(self, name: str) -> WebhookConfig: ...
@@ -438,7 +442,3 @@ class Config(_Model):
         raise ConfigError(
             f"{self._source or 'config'}: unknown webhook {name!r} (defined: {defined})"
         )
-
-    def watches(self) -> tuple[Watch, ...]:
-        """Every watch with ``defaults`` applied, in file order."""
-        return resolve_watches(self)

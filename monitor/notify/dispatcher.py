@@ -497,12 +497,13 @@ def _log_delivery_failure(exc: Exception, webhook: str, delivery: str) -> None:
 
 def test_payload(config: Config, webhook: str, now: datetime) -> dict[str, Any]:
     """A ``test`` event body with a fresh id, about a watch of ``webhook`` if there is one."""
+    from monitor.config.resolve import resolve_watches
     from monitor.domain import Event, EventType
     from monitor.ids import new_event_id
     from monitor.reference import parse_reference
     from monitor.wire import event_to_payload
 
-    watches = list(config.watches())
+    watches = list(resolve_watches(config))
     chosen = next((w for w in watches if webhook in w.webhooks), None) or (
         watches[0] if watches else None
     )

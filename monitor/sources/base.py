@@ -44,9 +44,11 @@ class ConfigSource:
         self._config = config
 
     def targets(self) -> Sequence[Watch]:
+        from monitor.config.resolve import resolve_watches
+
         return [
             watch if watch.source == self.name else replace(watch, source=self.name)
-            for watch in self._config.watches()
+            for watch in resolve_watches(self._config)
         ]
 
 

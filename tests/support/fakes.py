@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from monitor.config import Config, Watch
+from monitor.config import Config, Watch, resolve_watches
 from monitor.domain import TagState
 from monitor.store.engine import make_engine, upgrade
 
@@ -25,7 +25,7 @@ class FakeView:
     on_check: Callable[[TagState], TagState] | None = None
 
     def watches(self) -> Sequence[Watch]:
-        return self.config.watches()
+        return resolve_watches(self.config)
 
     def states(self) -> Mapping[str, TagState]:
         return self.state_map
