@@ -18,6 +18,7 @@ a test runs the shipped logic on a faster clock. ``extra_args`` adds flags.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +35,7 @@ __all__ = [
     "PROMETHEUS_BINARY",
     "PROMTOOL_BINARY",
     "PrometheusServer",
+    "promtool",
     "require_prometheus_binaries",
     "scale_duration",
     "scale_durations",
@@ -271,3 +273,17 @@ class PrometheusServer:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<PrometheusServer {self.url} {state}>"
+
+
+def promtool() -> str:
+    found = shutil.which("promtool") or (
+        "/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None
+    )
+    if found is None:
+        pytest.fail(
+            "promtool not found on PATH or at /usr/bin/promtool. It is required, not optional: "
+            "install the Debian package that ships it and run the tests again:\n"
+            "    apt-get update && apt-get install -y prometheus && "
+            ".venv/bin/pytest tests/project/test_ops_bundle.py"
+        )
+    return found

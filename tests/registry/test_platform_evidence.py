@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.cli import lines, no_traceback, regmon
 from support.faults import CountingProxy
 from support.images import ImagePusher
 from support.registry import RegistryServer
 from support.service import RegmonProcess
 from support.wait import wait_for
-from test_check_cli import lines, no_traceback, regmon
 
 from monitor.checker import check_reference
 from monitor.domain import CheckResult, Status

@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 import yaml
+from support.paths import ROOT
+from support.prometheus import promtool
 
 from monitor.metrics import METRIC_NAMES
 
-ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 PROM_DIR = ROOT / "config" / "prometheus"
@@ -70,20 +71,6 @@ GRAFANA_SUBSTITUTIONS = {
 def load_yaml(path: Path) -> Any:
     with path.open(encoding="utf-8") as f:
         return yaml.safe_load(f)
-
-
-def promtool() -> str:
-    found = shutil.which("promtool") or (
-        "/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None
-    )
-    if found is None:
-        pytest.fail(
-            "promtool not found on PATH or at /usr/bin/promtool. It is required, not optional: "
-            "install the Debian package that ships it and run the tests again:\n"
-            "    apt-get update && apt-get install -y prometheus && "
-            ".venv/bin/pytest tests/test_ops_bundle.py"
-        )
-    return found
 
 
 def run(cmd: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

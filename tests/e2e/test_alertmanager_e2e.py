@@ -27,6 +27,7 @@ import pytest
 import yaml
 from support.alertmanager import AlertmanagerServer, AlertReceiver
 from support.images import ImagePusher
+from support.paths import ROOT
 from support.prometheus import (
     PrometheusServer,
     require_prometheus_binaries,
@@ -37,7 +38,6 @@ from support.registry import RegistryServer
 from support.service import RegmonProcess
 from support.wait import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "config" / "prometheus" / "alerts.yml"
 ALERTMANAGER = ROOT / "config" / "alertmanager" / "alertmanager.yml"
 SCALE = 1 / 30

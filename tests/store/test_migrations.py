@@ -12,12 +12,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
+from support.paths import ROOT as REPO
 
 from monitor.store import check_schema, make_engine, upgrade
 from monitor.store.engine import alembic_config, downgrade, migrations_dir
 from monitor.store.models import Base
 
-REPO = Path(__file__).resolve().parent.parent
 TABLES = {"watches", "tag_states", "history", "events", "deliveries", "delivery_attempts"}
 
 

@@ -4,11 +4,9 @@ HTTPS-only for remote hosts, one token and one challenge for many concurrent che
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 
 import httpx
-from support.faults import LoopbackHTTPServer, RecordedRequest, Reply
+from support.slow import SlowRegistry
 
 from monitor.checker import check_reference
 from monitor.domain import Reason, Status
@@ -16,38 +14,6 @@ from monitor.reference import parse_reference
 from monitor.registry.client import RegistryClient, RegistrySettings
 
 DIGEST = "sha256:" + "a" * 64
-
-
-class SlowRegistry(LoopbackHTTPServer):
-    """Answers manifests slowly and records how many were in flight at once."""
-
-    def __init__(self, delay: float, headers: list[tuple[str, str]] | None = None) -> None:
-        super().__init__()
-        self.delay = delay
-        self.extra = headers or []
-        self.inflight = 0
-        self.peak = 0
-        self._gauge = threading.Lock()
-
-    def respond(self, request: RecordedRequest) -> Reply:
-        if request.path == "/v2/":
-            return Reply(200)
-        with self._gauge:
-            self.inflight += 1
-            self.peak = max(self.peak, self.inflight)
-        try:
-            time.sleep(self.delay)
-        finally:
-            with self._gauge:
-                self.inflight -= 1
-        return Reply(
-            200,
-            [
-                ("Docker-Content-Digest", DIGEST),
-                ("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
-                *self.extra,
-            ],
-        )
 
 
 def test_requests_to_one_registry_never_exceed_max_concurrency() -> None:

@@ -11,13 +11,12 @@ fires nothing. promtool is mandatory: without it these tests fail.
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
 from support.alertsim import render
+from support.paths import ROOT
 from support.prometheus import PROMTOOL_BINARY, require_prometheus_binaries
 
-ROOT = Path(__file__).resolve().parent.parent
 GENERATED = ROOT / "config" / "prometheus" / "alerts_interval_test.yml"
 
 

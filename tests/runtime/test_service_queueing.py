@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from support.slow import SlowRegistry
 from support.wait import wait_for
-from test_registry_limits import SlowRegistry
 
 from monitor.config import parse_config
 from monitor.domain import Status

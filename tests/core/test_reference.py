@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from support.paths import DATA
 
 from monitor.errors import InvalidReference
 from monitor.reference import ImageReference, canonical_registry, is_valid_digest, parse_reference
 
 VECTORS: list[dict[str, Any]] = json.loads(
-    (Path(__file__).parent / "data" / "reference-vectors.json").read_text(encoding="utf-8")
+    (DATA / "reference-vectors.json").read_text(encoding="utf-8")
 )
 
 # The vectors record distribution/reference, which leaves registry-1.docker.io alone.

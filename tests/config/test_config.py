@@ -9,6 +9,7 @@ import certifi
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.paths import ROOT as REPO_ROOT
 
 from monitor.config import (
     Config,
@@ -21,8 +22,6 @@ from monitor.config import (
 )
 from monitor.durations import format_duration, parse_duration
 from monitor.errors import ConfigError, UsageError
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # SPEC §4, verbatim but for the secret and CA file paths (placeholders filled per test).
 SPEC_EXAMPLE = """\

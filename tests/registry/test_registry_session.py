@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from test_registry_limits import SlowRegistry
+from support.slow import SlowRegistry
 
 from monitor.checker import check_reference, client_from_config
 from monitor.domain import Status

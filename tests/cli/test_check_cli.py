@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.cli import lines, no_traceback, regmon
 from support.faults import (
     CountingProxy,
     free_port,
@@ -26,32 +27,6 @@ from support.registry import RegistryServer
 from support.token_issuer import TokenIssuer
 
 SIX_TYPES = 6
-
-
-def regmon(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """Run the real command line, as a user would, with a clean docker config."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.setdefault("DOCKER_CONFIG", "/nonexistent-regmon-test")
-    full_env.pop("DOCKER_AUTH_CONFIG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "monitor", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def lines(proc: subprocess.CompletedProcess[str]) -> list[list[str]]:
-    return [line.split() for line in proc.stdout.splitlines() if line.strip()]
-
-
-def no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stdout
 
 
 # --- present / missing on the plain registry --------------------------------------------
@@ -498,7 +473,7 @@ def test_many_references_queue_before_their_timeout_starts() -> None:
     Each HEAD has 2 s to spare (1.5 s was too little on CI's 2 loaded cores: a check
     that times out frees its slot while the server still sleeps, so the server saw 9).
     """
-    from test_registry_limits import SlowRegistry
+    from support.slow import SlowRegistry
 
     with SlowRegistry(0.5) as server:
         refs = [f"{server.host}/team/app:v{i}" for i in range(64)]
@@ -520,7 +495,7 @@ def test_first_checks_budget_does_not_pay_for_setup_or_discovery() -> None:
     import time as clock
 
     from support.faults import Reply
-    from test_registry_limits import SlowRegistry
+    from support.slow import SlowRegistry
 
     class SlowDiscovery(SlowRegistry):
         def respond(self, request):  # type: ignore[no-untyped-def]

@@ -11,7 +11,6 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from support.faults import (
@@ -24,6 +23,7 @@ from support.faults import (
     resolve_names,
     self_signed_tls,
 )
+from support.paths import TESTS
 
 from monitor.checker import check_reference
 from monitor.domain import CheckResult, Reason, Status
@@ -241,7 +241,7 @@ with resolve_names({}):
 def test_regmon_check_dns_failure_is_unreachable_with_any_number_of_references(
     count: int,
 ) -> None:
-    tests_dir = str(Path(__file__).resolve().parent)
+    tests_dir = str(TESTS)
     env = {
         **os.environ,
         "DOCKER_CONFIG": "/nonexistent-regmon-test",

@@ -18,10 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.paths import ROOT
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parent.parent
 
 PROBE_PYPROJECT = """\
 [build-system]

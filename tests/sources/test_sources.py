@@ -6,13 +6,14 @@ import io
 from pathlib import Path
 
 import pytest
+from support.paths import DATA
 
 from monitor.errors import InputError
 from monitor.interpolation import SubstitutionError, substitute
 from monitor.report import gather
 from monitor.sources.files import file_kind, images_in_paths, images_in_text
 
-DEPLOY = Path(__file__).parent / "data" / "deploy"
+DEPLOY = DATA / "deploy"
 H = "localhost:5000"
 PINNED = "sha256:3c42b3f0ca16e76a50a84b91fcc9b298f369871ed0ae90103a8cf91913a22360"
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 from junitparser import Failure, JUnitXml
+from support.cli import no_traceback, regmon
 from support.faults import free_port
 from support.images import ImagePusher
+from support.paths import DATA, ROOT
 from support.registry import RegistryServer
-from test_check_cli import no_traceback, regmon
 
-DATA = Path(__file__).parent / "data"
 DEPLOY = DATA / "deploy"
 GOLDEN = DATA / "check-golden"
 
@@ -74,9 +74,7 @@ def regmon_in(cwd: Path, *args: str, stdin: str | None = None) -> subprocess.Com
 
     env = {**os.environ, "DOCKER_CONFIG": "/nonexistent-regmon-test"}
     env.pop("DOCKER_AUTH_CONFIG", None)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).parent.parent), env.get("PYTHONPATH", "")]
-    )
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     return subprocess.run(
         [sys.executable, "-m", "monitor", *args],
         capture_output=True,

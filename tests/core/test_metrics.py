@@ -21,8 +21,8 @@ from prometheus_client.samples import Sample
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from support.fakes import FakeView, migrated_engine
+from support.prometheus import promtool
 from support.records import prepared
-from test_ops_bundle import promtool
 
 from monitor import __version__
 from monitor.config import parse_config

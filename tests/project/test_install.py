@@ -30,12 +30,11 @@ import httpx
 import pytest
 from support.faults import free_port
 from support.images import ImagePusher
+from support.paths import ROOT
 from support.registry import RegistryServer
 from support.wait import wait_for
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)

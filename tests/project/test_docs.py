@@ -13,13 +13,13 @@ from pathlib import Path
 import click
 import pytest
 from pydantic import BaseModel
+from support.paths import ROOT
 
 from monitor.cli import main
 from monitor.config import Config, Listen
 from monitor.domain import EventType
 from monitor.metrics import METRIC_NAMES
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 USER_FILES = sorted(
     [ROOT / "README.md", ROOT / "CHANGELOG.md", ROOT / "config" / "regmon.yaml", *DOCS.glob("*.md")]

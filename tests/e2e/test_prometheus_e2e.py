@@ -21,12 +21,12 @@ from uuid import uuid4
 import pytest
 import yaml
 from support.images import ImagePusher
+from support.paths import ROOT
 from support.prometheus import PrometheusServer, require_prometheus_binaries, shorten_for
 from support.registry import RegistryServer
 from support.service import RegmonProcess
 from support.wait import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "config" / "prometheus" / "alerts.yml"
 SHORT_FOR = "2s"
 
