@@ -1,5 +1,5 @@
-"""The ``regmon`` command line. Heavy modules are imported inside the commands
-so that ``regmon check`` starts fast (no SQLAlchemy, APScheduler or Starlette)."""
+"""``regmon check`` and ``regmon wait``, and their output. Kept lean: no SQLAlchemy,
+APScheduler, Starlette or pydantic unless ``--config`` is given."""
 
 from __future__ import annotations
 
@@ -7,62 +7,18 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
+
+from monitor.cli.base import CONFIG_ENV, duration, guard, main, parse_refs
 
 if TYPE_CHECKING:
     from monitor.config import Config
     from monitor.domain import CheckResult
     from monitor.reference import ImageReference
 
-__all__ = ["main"]
-
-EXIT_OK, EXIT_MISSING, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
-
-# SPEC §3: without --config, this names the config of every command that takes one.
-CONFIG_ENV = "REGMON_CONFIG"
-CONFIG_OPTION: dict[str, Any] = {
-    "envvar": CONFIG_ENV,
-    "show_envvar": True,
-    "default": "config/regmon.yaml",
-    "show_default": True,
-    "help": "Config file.",
-}
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    click.echo(f"regmon: {message}", err=True)
-    sys.exit(code)
-
-
-def _guard(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn regmon's own errors into a one-line message and an exit code; no tracebacks."""
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from monitor.errors import RegmonError, UsageError
-
-        try:
-            return func(*args, **kwargs)
-        except UsageError as exc:
-            _fail(str(exc), EXIT_USAGE)
-        except RegmonError as exc:
-            _fail(str(exc), EXIT_ERROR)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
-
-    return wrapper
-
-
-def _duration(text: str, option: str) -> float:
-    from monitor.durations import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=option) from None
+__all__ = ["check", "exit_code", "wait"]
 
 
 def _load_config(path: str | None) -> Config | None:
@@ -75,12 +31,6 @@ def _load_config(path: str | None) -> Config | None:
     from monitor.config import load_config
 
     return load_config(path, channels=False)
-
-
-def _parse_refs(texts: Sequence[str]) -> list[ImageReference]:
-    from monitor.reference import parse_reference
-
-    return [parse_reference(text) for text in texts]
 
 
 def _parse_platforms(platforms: Sequence[str]) -> list[str]:
@@ -149,12 +99,6 @@ async def _check_all(
         return list(await asyncio.gather(*(one(ref) for ref in refs)))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="regmon", prog_name="regmon")
-def main() -> None:
-    """Watch container image tags in OCI / Docker Registry v2 registries."""
-
-
 @main.command()
 @click.argument("references", nargs=-1)
 @click.option(
@@ -181,7 +125,7 @@ def main() -> None:
 )
 @click.option("--platform", "platforms", multiple=True, help="os/arch[/variant] to resolve.")
 @click.option("--timeout", default="10s", show_default=True, help="Budget per reference.")
-@_guard
+@guard
 def check(
     references: tuple[str, ...],
     files: tuple[str, ...],
@@ -208,9 +152,9 @@ def check(
     if as_json and output_format not in (None, "json"):
         raise click.BadParameter("--json is --format json", param_hint="--format")
     chosen = "json" if as_json else output_format or "text"
-    budget = _duration(timeout, "--timeout")
+    budget = duration(timeout, "--timeout")
     wanted = _parse_platforms(platforms)
-    refs = _parse_refs(references)
+    refs = parse_refs(references)
     found: list[FoundImage] = []
     if files:
         from monitor.sources.files import images_in_paths
@@ -244,7 +188,7 @@ def check(
 )
 @click.option("--platform", "platforms", multiple=True, help="os/arch[/variant] to resolve.")
 @click.option("--json", "as_json", is_flag=True, help="Print the last result as JSON.")
-@_guard
+@guard
 def wait(
     reference: str,
     timeout: str,
@@ -263,10 +207,10 @@ def wait(
     from monitor.domain import Status
     from monitor.durations import format_duration
 
-    total = _duration(timeout, "--timeout")
-    every = _duration(interval, "--interval")
+    total = duration(timeout, "--timeout")
+    every = duration(interval, "--interval")
     wanted = _parse_platforms(platforms)
-    (ref,) = _parse_refs([reference])
+    (ref,) = parse_refs([reference])
     config = _load_config(config_path)
     progress = _wait_progress if sys.stderr.isatty() else None
     result = asyncio.run(_wait(config, ref, wanted, total, every, progress))
@@ -329,199 +273,3 @@ async def _wait(
                 # Whole seconds for people, unless they asked for sub-second polls.
                 progress(result, math.ceil(pause) if every >= 1 else pause)
             await asyncio.sleep(pause)
-
-
-@main.group()
-def config() -> None:
-    """Configuration files."""
-
-
-@config.command("validate")
-@click.argument("file", type=click.Path(dir_okay=False))
-@_guard
-def config_validate(file: str) -> None:
-    """Load FILE, report the first problems with their key paths, exit 2 if invalid.
-
-    Secret and CA files must be readable; docker config.json problems are warnings."""
-    import logging
-
-    from monitor.config import load_config
-    from monitor.registry.credentials import docker_config_path, docker_config_problems
-
-    cfg = load_config(file)
-    # Not errors: check and run go on without these credentials, as docker does.
-    for problem in docker_config_problems(docker_config_path(cfg.docker_config)):
-        logging.getLogger("monitor.registry.credentials").warning("%s", problem)
-    click.echo(f"{file}: ok ({len(cfg.watch)} watches, {len(cfg.webhooks)} webhooks)")
-
-
-@main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), **CONFIG_OPTION)
-@_guard
-def run(config_path: str) -> None:
-    """The service: scheduler, store, metrics and HTTP server."""
-    from monitor.service import run_service
-
-    run_service(config_path)
-
-
-def _engine_for(config_path: str, *, migrate: bool = False) -> Any:
-    """The config and an engine on its database: migrated for ``db upgrade``, else only
-    checked, so ``status`` with a mistyped path does not create an empty database."""
-    from sqlalchemy.engine import make_url
-
-    from monitor.config import load_config
-    from monitor.errors import UsageError
-    from monitor.store.engine import check_schema, make_engine, upgrade
-
-    cfg = load_config(config_path)
-    if not migrate:
-        url = make_url(cfg.database)
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            if not os.path.exists(url.database):
-                raise UsageError(
-                    f"database {url.database} does not exist yet: start regmon run "
-                    "(or regmon db upgrade) with this config first"
-                )
-    engine = make_engine(cfg.database)
-    try:
-        if migrate:
-            from monitor.store.lockfile import hold_sqlite_lock
-
-            # Not under a running service on the same SQLite file: it would change
-            # the schema under that process.
-            lock = hold_sqlite_lock(cfg.database)
-            try:
-                upgrade(engine)
-            finally:
-                if lock is not None:
-                    lock.release()
-        else:
-            check_schema(engine)
-    except BaseException:
-        engine.dispose()
-        raise
-    return cfg, engine
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--config", "config_path", **CONFIG_OPTION)
-@_guard
-def status(as_json: bool, config_path: str) -> None:
-    """Current state of every watched tag, from the database."""
-    from monitor.config.resolve import resolve_watches
-    from monitor.store.repository import load_states
-    from monitor.web.views import image_summary
-
-    cfg, engine = _engine_for(config_path)
-    try:
-        states = load_states(engine)
-    finally:
-        engine.dispose()
-    rows = [image_summary(watch, states.get(watch.key)) for watch in resolve_watches(cfg)]
-    if as_json:
-        click.echo(json.dumps({"images": rows}, indent=2))
-        return
-    for row in rows:
-        third = row["digest"] if row["status"] == "present" else (row["reason"] or "")
-        click.echo(f"{row['status'] or 'unknown':<7}  {row['reference']}  {third}")
-
-
-@main.command()
-@click.argument("reference")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--config", "config_path", **CONFIG_OPTION)
-@_guard
-def history(reference: str, as_json: bool, config_path: str) -> None:
-    """Digest timeline and events of one tag."""
-    from monitor.domain import Reason, Status
-    from monitor.store.repository import get_state
-    from monitor.web.reads import read_history
-
-    (ref,) = _parse_refs([reference])
-    key = str(ref)
-    _, engine = _engine_for(config_path)
-    try:
-        body = read_history(engine, key)
-        state = get_state(engine, key)
-    finally:
-        engine.dispose()
-    if as_json:
-        click.echo(json.dumps(body, indent=2))
-        return
-    changes, events = body["history"], body["events"]
-    # History rows record decided checks only: none yet may mean every check failed.
-    if not changes and state is not None and state.status is Status.ERROR:
-        failure = state.reason or Reason.PROTOCOL
-        click.echo(f"{key}: watched, every check so far failed (error/{failure})")
-    elif not changes and not events:
-        click.echo(f"{key}: no history (not watched yet, or never checked)")
-        return
-    else:
-        click.echo(f"{key}")
-    for change in changes:
-        third = change["digest"] or ""
-        click.echo(f"  {change['recorded_at']}  {change['status']:<7}  {third}")
-    if events:
-        click.echo("events:")
-        for event in events:
-            prev = (event.get("previous") or {}).get("digest") or ""
-            cur = (event.get("current") or {}).get("digest") or ""
-            arrow = f"  {prev} -> {cur}" if event["type"] == "tag.changed" else ""
-            reason = f"  ({event['reason']})" if event.get("reason") else ""
-            click.echo(f"  {event['occurred_at']}  {event['type']}{arrow}{reason}")
-
-
-@main.group()
-def db() -> None:
-    """Database schema."""
-
-
-@db.command("upgrade")
-@click.option("--config", "config_path", **CONFIG_OPTION)
-@_guard
-def db_upgrade(config_path: str) -> None:
-    """Apply Alembic migrations up to the newest (``run`` does this too)."""
-    _, engine = _engine_for(config_path, migrate=True)
-    engine.dispose()
-    click.echo("database is at the newest schema")
-
-
-@main.group()
-def webhook() -> None:
-    """Webhook receivers."""
-
-
-@webhook.command("test")
-@click.argument("name")
-@click.option("--config", "config_path", **CONFIG_OPTION)
-@_guard
-def webhook_test(name: str, config_path: str) -> None:
-    """Send a signed test event to webhook NAME and print the receiver's answer.
-
-    Exit 0 when the receiver answers 2xx, 3 otherwise. The event is not stored.
-    """
-    import asyncio
-
-    from monitor.config import load_config
-
-    cfg = load_config(config_path)
-    status_code, body = asyncio.run(_webhook_test(cfg, name))
-    if status_code is None:  # an apprise: target; a failed send raised
-        click.echo(body)
-        sys.exit(EXIT_OK)
-    click.echo(f"HTTP {status_code}")
-    if body:
-        click.echo(body)
-    sys.exit(EXIT_OK if 200 <= status_code < 300 else EXIT_ERROR)
-
-
-async def _webhook_test(cfg: Config, name: str) -> tuple[int | None, str]:
-    import httpx
-
-    from monitor.notify.dispatcher import send_test
-    from monitor.registry.transport import default_transport_factory
-
-    async with httpx.AsyncClient(transport=default_transport_factory(True)) as http:
-        return await send_test(cfg, name, http)

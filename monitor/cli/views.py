@@ -1,0 +1,80 @@
+"""``regmon status`` and ``regmon history``: the API's views, read from the database."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from monitor.cli.base import CONFIG_OPTION, engine_for, guard, main, parse_refs
+
+__all__ = ["history", "status"]
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--config", "config_path", **CONFIG_OPTION)
+@guard
+def status(as_json: bool, config_path: str) -> None:
+    """Current state of every watched tag, from the database."""
+    from monitor.config.resolve import resolve_watches
+    from monitor.store.repository import load_states
+    from monitor.web.views import image_summary
+
+    cfg, engine = engine_for(config_path)
+    try:
+        states = load_states(engine)
+    finally:
+        engine.dispose()
+    rows = [image_summary(watch, states.get(watch.key)) for watch in resolve_watches(cfg)]
+    if as_json:
+        click.echo(json.dumps({"images": rows}, indent=2))
+        return
+    for row in rows:
+        third = row["digest"] if row["status"] == "present" else (row["reason"] or "")
+        click.echo(f"{row['status'] or 'unknown':<7}  {row['reference']}  {third}")
+
+
+@main.command()
+@click.argument("reference")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--config", "config_path", **CONFIG_OPTION)
+@guard
+def history(reference: str, as_json: bool, config_path: str) -> None:
+    """Digest timeline and events of one tag."""
+    from monitor.domain import Reason, Status
+    from monitor.store.repository import get_state
+    from monitor.web.reads import read_history
+
+    (ref,) = parse_refs([reference])
+    key = str(ref)
+    _, engine = engine_for(config_path)
+    try:
+        body = read_history(engine, key)
+        state = get_state(engine, key)
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps(body, indent=2))
+        return
+    changes, events = body["history"], body["events"]
+    # History rows record decided checks only: none yet may mean every check failed.
+    if not changes and state is not None and state.status is Status.ERROR:
+        failure = state.reason or Reason.PROTOCOL
+        click.echo(f"{key}: watched, every check so far failed (error/{failure})")
+    elif not changes and not events:
+        click.echo(f"{key}: no history (not watched yet, or never checked)")
+        return
+    else:
+        click.echo(f"{key}")
+    for change in changes:
+        third = change["digest"] or ""
+        click.echo(f"  {change['recorded_at']}  {change['status']:<7}  {third}")
+    if events:
+        click.echo("events:")
+        for event in events:
+            prev = (event.get("previous") or {}).get("digest") or ""
+            cur = (event.get("current") or {}).get("digest") or ""
+            arrow = f"  {prev} -> {cur}" if event["type"] == "tag.changed" else ""
+            reason = f"  ({event['reason']})" if event.get("reason") else ""
+            click.echo(f"  {event['occurred_at']}  {event['type']}{arrow}{reason}")
