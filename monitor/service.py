@@ -12,8 +12,6 @@ import contextlib
 import logging
 import signal
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from monitor.config import Config, Watch, load_config
@@ -22,18 +20,18 @@ from monitor.errors import RegmonError
 from monitor.runtime.cache import StateCache
 from monitor.runtime.checks import CheckRunner
 from monitor.runtime.failure import reason
+from monitor.runtime.watches import sync_watches
 from monitor.sources.base import sources_for, targets_of
 
 if TYPE_CHECKING:
-    import httpx
     import uvicorn
     from prometheus_client import CollectorRegistry
     from sqlalchemy.engine import Engine
 
     from monitor.metrics import Metrics
-    from monitor.notify.dispatcher import Dispatcher
     from monitor.registry.client import RegistryClient
     from monitor.registry.transport import TransportFactory
+    from monitor.runtime.deliveries import Deliveries
     from monitor.runtime.leader import Coordinator
     from monitor.runtime.recorder import Recorder
     from monitor.runtime.reloader import Reloader
@@ -50,37 +48,8 @@ log = logging.getLogger("regmon")
 STOP_CHECK_GRACE = 10.0
 # Stop: how long pending results may keep trying to reach the database.
 STOP_WRITE_GRACE = 10.0
-# Stop: a webhook send in flight gets its whole timeout plus this, so an answered
-# delivery is recorded as delivered and never sent again after the restart.
-STOP_SEND_MARGIN = 2.0
 # POST …/check waits this long for its result to be written before answering 503.
 CHECK_NOW_WRITE_WAIT = 3.0
-
-
-@dataclass(frozen=True, slots=True)
-class _WatchRow:
-    """A configured watch as the store's ``sync_watches`` records it."""
-
-    image: str
-    registry: str
-    repository: str
-    tag: str
-    interval_seconds: float | None
-    cron: str | None
-
-
-def _watch_rows(watches: Sequence[Watch]) -> list[_WatchRow]:
-    return [
-        _WatchRow(
-            w.key,
-            w.image.registry,
-            w.image.repository,
-            w.image.tag or w.image.digest or "",
-            w.interval,
-            w.cron,
-        )
-        for w in watches
-    ]
 
 
 class Service:
@@ -119,8 +88,7 @@ class Service:
         self._scheduler: WatchScheduler | None = None
         self._metrics: Metrics | None = None
         self._server: uvicorn.Server | None = None
-        self._dispatcher: Dispatcher | None = None
-        self._webhook_http: httpx.AsyncClient | None = None
+        self._deliveries: Deliveries | None = None
 
     # -- ServiceView -------------------------------------------------------------------
 
@@ -169,6 +137,7 @@ class Service:
     async def start(self, *, serve_http: bool = True) -> None:
         from monitor.metrics import Metrics
         from monitor.notify.routing import Router
+        from monitor.runtime.deliveries import Deliveries
         from monitor.runtime.http import bind, make_server
         from monitor.runtime.pruner import Pruner
         from monitor.runtime.recorder import Recorder
@@ -225,7 +194,13 @@ class Service:
         self._recorder.start()
         pruner = Pruner(self._engine, lambda: self._config.retention)
         self._tasks.append(asyncio.create_task(pruner.run(), name="regmon-pruner"))
-        self._start_dispatcher()
+        self._deliveries = Deliveries(
+            self._engine,
+            lambda: self._config,
+            self._metrics,
+            may_send=self._coordinator.is_leader,
+        )
+        self._deliveries.start()
         if self._config_path:
             self._reloader = Reloader(
                 self._config_path,
@@ -263,7 +238,7 @@ class Service:
         ``STOP_CHECK_GRACE``, pending writes ``STOP_WRITE_GRACE``, webhook sends
         in flight their timeout (concurrently with the rest).
         """
-        sends = self._stop_dispatcher()
+        sends = self._deliveries.stop() if self._deliveries is not None else None
         # Order matters: APScheduler's AsyncIOExecutor.shutdown() cancels running jobs,
         # so wait for the in-flight checks first; jobs firing meanwhile return at once.
         await self._checks.drain(STOP_CHECK_GRACE)
@@ -289,8 +264,8 @@ class Service:
             except Exception:  # keep stopping: everything below must still be closed
                 log.exception("task %s failed", task.get_name())
         await self._checks.aclose()
-        if self._webhook_http is not None:
-            await self._webhook_http.aclose()
+        if self._deliveries is not None:
+            await self._deliveries.aclose()
         if self._engine is not None:
             self._engine.dispose()
         if self._db_lock is not None:
@@ -310,33 +285,6 @@ class Service:
         await stop.wait()
         await self.stop()
 
-    def _start_dispatcher(self) -> None:
-        """Webhooks get their own HTTP client: a slow receiver shares nothing with checks."""
-        import httpx
-
-        from monitor.notify.dispatcher import Dispatcher
-        from monitor.registry.transport import default_transport_factory
-
-        self._webhook_http = httpx.AsyncClient(transport=default_transport_factory(True))
-        self._dispatcher = Dispatcher(
-            self.engine,
-            lambda: self._config,
-            self._webhook_http,
-            self._metrics,
-            may_send=self._coordinator.is_leader,
-        )
-        self._dispatcher.start()
-
-    def _stop_dispatcher(self) -> asyncio.Task[None] | None:
-        """Stop claiming deliveries; sends in flight may finish within their timeout."""
-        if self._dispatcher is None:
-            return None
-        from monitor.notify.dispatcher import STOP_GRACE
-
-        timeouts = [hook.timeout for hook in self._config.webhooks]
-        grace = max([STOP_GRACE, *(t + STOP_SEND_MARGIN for t in timeouts)])
-        return asyncio.create_task(self._dispatcher.stop(grace), name="regmon-webhooks-stop")
-
     # -- reload ------------------------------------------------------------------------
 
     def _reload_soon(self) -> None:
@@ -350,11 +298,7 @@ class Service:
         return await self._reloader.reload()
 
     async def _sync_watches(self, config: Config) -> None:
-        """Each source's watches to the store, on its own: one source never retires another's."""
-        from monitor.store.repository import sync_sources
-
-        rows = {source.name: _watch_rows(source.targets()) for source in sources_for(config)}
-        await asyncio.to_thread(sync_sources, self.engine, rows, datetime.now(UTC))
+        await sync_watches(self.engine, config)
 
     def _commit_config(
         self, config: Config, watches: Mapping[str, Watch], client: RegistryClient | None
@@ -379,8 +323,8 @@ class Service:
         return record_evaluations(self.engine, batch)
 
     def _written(self) -> None:
-        if self._dispatcher is not None:
-            self._dispatcher.wakeup()
+        if self._deliveries is not None:
+            self._deliveries.wakeup()
 
 
 def run_service(config_path: str) -> None:

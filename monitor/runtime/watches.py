@@ -1,0 +1,52 @@
+"""The configured watches to the store, each source's on its own."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from monitor.sources.base import sources_for
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from monitor.config import Config, Watch
+
+__all__ = ["sync_watches"]
+
+
+@dataclass(frozen=True, slots=True)
+class _WatchRow:
+    """A configured watch as the store's ``sync_watches`` records it."""
+
+    image: str
+    registry: str
+    repository: str
+    tag: str
+    interval_seconds: float | None
+    cron: str | None
+
+
+def _watch_rows(watches: Sequence[Watch]) -> list[_WatchRow]:
+    return [
+        _WatchRow(
+            w.key,
+            w.image.registry,
+            w.image.repository,
+            w.image.tag or w.image.digest or "",
+            w.interval,
+            w.cron,
+        )
+        for w in watches
+    ]
+
+
+async def sync_watches(engine: Engine, config: Config) -> None:
+    """Each source's watches to the store, on its own: one source never retires another's."""
+    from monitor.store.repository import sync_sources
+
+    rows = {source.name: _watch_rows(source.targets()) for source in sources_for(config)}
+    await asyncio.to_thread(sync_sources, engine, rows, datetime.now(UTC))
