@@ -35,7 +35,7 @@ from sqlalchemy.orm import aliased
 
 from monitor.domain import DeliveryStatus
 from monitor.store.models import DeliveryAttemptModel, DeliveryModel, EventModel
-from monitor.store.repository import _translated, _write
+from monitor.store.transactions import _translated, _write
 from monitor.text import clean
 
 __all__ = [
