@@ -6,18 +6,19 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, and_, exists, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from monitor.domain import DeliveryStatus
-from monitor.store.models import DeliveryAttemptModel, DeliveryModel, EventModel
+from monitor.store.models import DeliveryModel, EventModel
 from monitor.store.outbox.claims import (
     WAITING,
     ClaimedDelivery,
     _claimable,
     _claimed,
     _claimed_rows,
-    _finished,
+    _finish,
+    _Lost,
 )
 from monitor.store.transactions import _translated, _write
 
@@ -44,10 +45,6 @@ class ClaimedBatch:
     @property
     def created_at(self) -> datetime:
         return min(member.created_at for member in self.members)
-
-
-class _Lost(Exception):
-    """Rolls a write back: another claimer changed a row first."""
 
 
 @_translated
@@ -217,38 +214,15 @@ def finish_batch(
 ) -> bool:
     """``finish_delivery`` for every member of ``batch`` at once: all or none (False when
     the claim was lost); one attempt row per member, so each event's history shows it."""
-    values = _finished(
-        status, attempted_at, status_code, error, latency_ms, next_attempt_at, attempted
+    return _finish(
+        engine,
+        [member.id for member in batch.members],
+        batch.claimed_until,
+        attempted_at=attempted_at,
+        status=status,
+        status_code=status_code,
+        error=error,
+        latency_ms=latency_ms,
+        next_attempt_at=next_attempt_at,
+        attempted=attempted,
     )
-    status, error = values["status"], values["last_error"]
-    ids = [member.id for member in batch.members]
-    try:
-        with _write(engine) as conn:
-            result = conn.execute(
-                update(DeliveryModel)
-                .where(
-                    DeliveryModel.id.in_(ids),
-                    DeliveryModel.status == DeliveryStatus.SENDING,
-                    DeliveryModel.claimed_until == batch.claimed_until,
-                )
-                .values(values)
-            )
-            if result.rowcount != len(ids):
-                raise _Lost
-            if attempted:
-                conn.execute(
-                    insert(DeliveryAttemptModel),
-                    [
-                        {
-                            "delivery_id": delivery_id,
-                            "attempted_at": attempted_at,
-                            "status_code": status_code,
-                            "error": error,
-                            "latency_ms": latency_ms,
-                        }
-                        for delivery_id in ids
-                    ],
-                )
-    except _Lost:
-        return False
-    return True

@@ -178,34 +178,18 @@ def finish_delivery(
     ``attempted=False`` (a delivery given up without sending, e.g. its webhook
     was removed) records no attempt row and leaves the attempt count alone.
     """
-    values = _finished(
-        status, attempted_at, status_code, error, latency_ms, next_attempt_at, attempted
+    return _finish(
+        engine,
+        [delivery.id],
+        delivery.claimed_until,
+        attempted_at=attempted_at,
+        status=status,
+        status_code=status_code,
+        error=error,
+        latency_ms=latency_ms,
+        next_attempt_at=next_attempt_at,
+        attempted=attempted,
     )
-    status, error = values["status"], values["last_error"]
-    with _write(engine) as conn:
-        result = conn.execute(
-            update(DeliveryModel)
-            .where(
-                DeliveryModel.id == delivery.id,
-                DeliveryModel.status == DeliveryStatus.SENDING,
-                DeliveryModel.claimed_until == delivery.claimed_until,
-            )
-            .values(values)
-        )
-        if result.rowcount != 1:
-            return False
-        if not attempted:
-            return True
-        conn.execute(
-            insert(DeliveryAttemptModel).values(
-                delivery_id=delivery.id,
-                attempted_at=attempted_at,
-                status_code=status_code,
-                error=error,
-                latency_ms=latency_ms,
-            )
-        )
-    return True
 
 
 @_translated
@@ -216,11 +200,7 @@ def release_claims(engine: Engine, deliveries: Sequence[ClaimedDelivery], now: d
         for delivery in deliveries:
             result = conn.execute(
                 update(DeliveryModel)
-                .where(
-                    DeliveryModel.id == delivery.id,
-                    DeliveryModel.status == DeliveryStatus.SENDING,
-                    DeliveryModel.claimed_until == delivery.claimed_until,
-                )
+                .where(_owned([delivery.id], delivery.claimed_until))
                 .values(status=DeliveryStatus.PENDING, claimed_until=None, updated_at=now)
             )
             released += result.rowcount
@@ -255,11 +235,7 @@ def kill_removed_webhooks(
 
     A ``sending`` row with a live lease is left to its owner.
     """
-    waiting = or_(
-        DeliveryModel.status == DeliveryStatus.PENDING,
-        and_(DeliveryModel.status == DeliveryStatus.SENDING, DeliveryModel.claimed_until < now),
-    )
-    orphaned = and_(waiting, DeliveryModel.webhook.not_in(sorted(configured)))
+    orphaned = and_(_claimable(now), DeliveryModel.webhook.not_in(sorted(configured)))
     with _write(engine) as conn:
         counts = {
             str(name): int(count)
@@ -281,6 +257,66 @@ def kill_removed_webhooks(
                 )
             )
     return counts
+
+
+class _Lost(Exception):
+    """Rolls a write back: another claimer changed a row first."""
+
+
+def _owned(ids: Sequence[int], claimed_until: datetime) -> Any:
+    """The rows ``ids`` while still claimed under ``claimed_until`` (the fencing token)."""
+    return and_(
+        DeliveryModel.id.in_(ids),
+        DeliveryModel.status == DeliveryStatus.SENDING,
+        DeliveryModel.claimed_until == claimed_until,
+    )
+
+
+def _finish(
+    engine: Engine,
+    ids: Sequence[int],
+    claimed_until: datetime,
+    *,
+    attempted_at: datetime,
+    status: DeliveryStatus | str,
+    status_code: int | None,
+    error: str | None,
+    latency_ms: float | None,
+    next_attempt_at: datetime | None,
+    attempted: bool,
+) -> bool:
+    """Finish an attempt of the deliveries ``ids`` (one, or a batch's members): all or none.
+
+    False (nothing written) when a claim was lost; one attempt row per delivery.
+    """
+    values = _finished(
+        status, attempted_at, status_code, error, latency_ms, next_attempt_at, attempted
+    )
+    status, error = values["status"], values["last_error"]
+    try:
+        with _write(engine) as conn:
+            result = conn.execute(
+                update(DeliveryModel).where(_owned(ids, claimed_until)).values(values)
+            )
+            if result.rowcount != len(ids):
+                raise _Lost
+            if attempted:
+                conn.execute(
+                    insert(DeliveryAttemptModel),
+                    [
+                        {
+                            "delivery_id": delivery_id,
+                            "attempted_at": attempted_at,
+                            "status_code": status_code,
+                            "error": error,
+                            "latency_ms": latency_ms,
+                        }
+                        for delivery_id in ids
+                    ],
+                )
+    except _Lost:
+        return False
+    return True
 
 
 def _finished(
