@@ -60,20 +60,13 @@ def _upsert(
     if not rows:
         return
     dialect = conn.dialect.name
-    if dialect == "sqlite":
-        lite = sqlite.insert(table)
+    if dialect in ("sqlite", "postgresql"):
+        # The two dialects spell ON CONFLICT DO UPDATE alike.
+        native = sqlite.insert(table) if dialect == "sqlite" else postgresql.insert(table)
         conn.execute(
-            lite.on_conflict_do_update(
-                index_elements=[table.c[key]], set_={name: lite.excluded[name] for name in columns}
-            ),
-            list(rows),
-        )
-        return
-    if dialect == "postgresql":
-        pg = postgresql.insert(table)
-        conn.execute(
-            pg.on_conflict_do_update(
-                index_elements=[table.c[key]], set_={name: pg.excluded[name] for name in columns}
+            native.on_conflict_do_update(
+                index_elements=[table.c[key]],
+                set_={name: native.excluded[name] for name in columns},
             ),
             list(rows),
         )
