@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Unpack
 
 from sqlalchemy import Engine, and_, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
@@ -14,6 +15,7 @@ from monitor.store.models import DeliveryModel, EventModel
 from monitor.store.outbox.claims import (
     WAITING,
     ClaimedDelivery,
+    _Attempt,
     _claimable,
     _claimed,
     _claimed_rows,
@@ -200,29 +202,8 @@ def _claim_batch(
 
 
 @_translated
-def finish_batch(
-    engine: Engine,
-    batch: ClaimedBatch,
-    *,
-    attempted_at: datetime,
-    status: DeliveryStatus | str,
-    status_code: int | None = None,
-    error: str | None = None,
-    latency_ms: float | None = None,
-    next_attempt_at: datetime | None = None,
-    attempted: bool = True,
-) -> bool:
+def finish_batch(engine: Engine, batch: ClaimedBatch, **attempt: Unpack[_Attempt]) -> bool:
     """``finish_delivery`` for every member of ``batch`` at once: all or none (False when
     the claim was lost); one attempt row per member, so each event's history shows it."""
-    return _finish(
-        engine,
-        [member.id for member in batch.members],
-        batch.claimed_until,
-        attempted_at=attempted_at,
-        status=status,
-        status_code=status_code,
-        error=error,
-        latency_ms=latency_ms,
-        next_attempt_at=next_attempt_at,
-        attempted=attempted,
-    )
+    ids = [member.id for member in batch.members]
+    return _finish(engine, ids, batch.claimed_until, **attempt)

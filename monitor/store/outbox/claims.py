@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 from sqlalchemy import Engine, Select, and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import aliased
@@ -69,6 +69,18 @@ class ClaimedDelivery:
     attempts: int
     created_at: datetime
     claimed_until: datetime
+
+
+class _Attempt(TypedDict, total=False):
+    """How an attempt ended, as ``finish_delivery`` and ``finish_batch`` take it."""
+
+    attempted_at: Required[datetime]
+    status: Required[DeliveryStatus | str]
+    status_code: int | None
+    error: str | None
+    latency_ms: float | None
+    next_attempt_at: datetime | None
+    attempted: bool
 
 
 def _claimable(now: datetime) -> Any:
@@ -158,18 +170,7 @@ def claim_due_deliveries(
 
 
 @_translated
-def finish_delivery(
-    engine: Engine,
-    delivery: ClaimedDelivery,
-    *,
-    attempted_at: datetime,
-    status: DeliveryStatus | str,
-    status_code: int | None = None,
-    error: str | None = None,
-    latency_ms: float | None = None,
-    next_attempt_at: datetime | None = None,
-    attempted: bool = True,
-) -> bool:
+def finish_delivery(engine: Engine, delivery: ClaimedDelivery, **attempt: Unpack[_Attempt]) -> bool:
     """Record one attempt and move the delivery to ``status`` in one transaction.
 
     ``status``: ``delivered``, ``pending`` (a retry at ``next_attempt_at``),
@@ -178,18 +179,7 @@ def finish_delivery(
     ``attempted=False`` (a delivery given up without sending, e.g. its webhook
     was removed) records no attempt row and leaves the attempt count alone.
     """
-    return _finish(
-        engine,
-        [delivery.id],
-        delivery.claimed_until,
-        attempted_at=attempted_at,
-        status=status,
-        status_code=status_code,
-        error=error,
-        latency_ms=latency_ms,
-        next_attempt_at=next_attempt_at,
-        attempted=attempted,
-    )
+    return _finish(engine, [delivery.id], delivery.claimed_until, **attempt)
 
 
 @_translated
@@ -279,11 +269,11 @@ def _finish(
     *,
     attempted_at: datetime,
     status: DeliveryStatus | str,
-    status_code: int | None,
-    error: str | None,
-    latency_ms: float | None,
-    next_attempt_at: datetime | None,
-    attempted: bool,
+    status_code: int | None = None,
+    error: str | None = None,
+    latency_ms: float | None = None,
+    next_attempt_at: datetime | None = None,
+    attempted: bool = True,
 ) -> bool:
     """Finish an attempt of the deliveries ``ids`` (one, or a batch's members): all or none.
 
