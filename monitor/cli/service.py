@@ -97,7 +97,7 @@ def webhook_test(name: str, config_path: str) -> None:
 async def _webhook_test(cfg: Config, name: str) -> tuple[int | None, str]:
     import httpx
 
-    from monitor.notify.dispatcher import send_test
+    from monitor.notify.trial import send_test
     from monitor.registry.transport import default_transport_factory
 
     async with httpx.AsyncClient(transport=default_transport_factory(True)) as http:

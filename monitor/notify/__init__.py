@@ -7,15 +7,19 @@ sender.py      one POST, and what its answer means for retrying
 webhook.py     the HTTP webhook as a Notifier (payload + sender)
 apprise.py     Apprise URLs as a Notifier (imports apprise lazily: not re-exported here)
 channels.py    one Notifier per configured target (url: or apprise:), rebuilt on change
-dispatcher.py  claim from the outbox (single deliveries, or a batch: window) → send → record;
-               ``send_test``
+dispatcher.py  claim from the outbox (single deliveries, or a batch: window) → send → record
+backoff.py     retry spacing (full jitter)                             pure
+units.py       a claimed delivery or batch: its members, id and name   pure
+trial.py       ``regmon webhook test``: ``send_test``
 """
 
-from monitor.notify.dispatcher import Dispatcher, backoff_delay, send_test
+from monitor.notify.backoff import backoff_delay
+from monitor.notify.dispatcher import Dispatcher
 from monitor.notify.formats import FORMATTERS, Formatter, formatter_for
 from monitor.notify.notifier import Delivery, Notifier, Outcome, Verdict, batch_id
 from monitor.notify.payload import SigningError, WireRequest, build_request, render_body
 from monitor.notify.sender import DeliveryError
+from monitor.notify.trial import send_test
 
 __all__ = [
     "FORMATTERS",

@@ -47,12 +47,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from monitor.domain import DeliveryStatus
-from monitor.errors import ConfigError, UsageError
+from monitor.notify.backoff import BACKOFF_BASE, BACKOFF_CAP, backoff_delay
 from monitor.notify.channels import Channels, target_secrets
 from monitor.notify.masking import mask
-from monitor.notify.notifier import Delivery, Outcome, Verdict, batch_id
-from monitor.notify.payload import SigningError, build_request
-from monitor.notify.sender import post
+from monitor.notify.notifier import Delivery, Outcome, Verdict
+from monitor.notify.units import _label, _members, _what, delivery_id
 
 if TYPE_CHECKING:
     import httpx
@@ -70,14 +69,10 @@ __all__ = [
     "LEASE",
     "Dispatcher",
     "backoff_delay",
-    "send_test",
-    "test_payload",
 ]
 
 log = logging.getLogger("regmon.webhooks")
 
-BACKOFF_BASE: Final = 0.5  # seconds; doubled per attempt
-BACKOFF_CAP: Final = 600.0
 LEASE: Final = 60.0  # seconds a claim lasts at least; longer for slow webhooks
 BATCH: Final = 20  # deliveries claimed per webhook at a time
 MAX_BATCH_EVENTS: Final = 100  # events in one batch delivery; more wait for the next one
@@ -88,18 +83,6 @@ STOP_GRACE: Final = 5.0
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def backoff_delay(
-    attempts: int,
-    *,
-    base: float = BACKOFF_BASE,
-    cap: float = BACKOFF_CAP,
-    rng: random.Random | None = None,
-) -> float:
-    """Seconds before retry number ``attempts + 1``: full jitter over ``min(cap, base*2**n)``."""
-    ceiling = min(cap, base * 2.0 ** min(attempts, 62))
-    return (rng or random).uniform(0.0, ceiling)
 
 
 class Dispatcher:
@@ -438,33 +421,6 @@ class Dispatcher:
             self._metrics.observe_delivery(webhook, outcome)
 
 
-def delivery_id(event_ids: Sequence[str]) -> str:
-    """The ``webhook-id`` of a delivery of ``event_ids``: the event's own id for one,
-    ``batch_id`` for several (as ``Delivery.of`` names them)."""
-    return event_ids[0] if len(event_ids) == 1 else batch_id(event_ids)
-
-
-def _members(unit: _Unit) -> tuple[ClaimedDelivery, ...]:
-    from monitor.store.outbox import ClaimedBatch
-
-    return unit.members if isinstance(unit, ClaimedBatch) else (unit,)
-
-
-def _label(unit: _Unit) -> str:
-    """The delivery's id: the batch id, or the event id."""
-    from monitor.store.outbox import ClaimedBatch
-
-    return unit.batch_id if isinstance(unit, ClaimedBatch) else unit.event_id
-
-
-def _what(unit: _Unit) -> str:
-    from monitor.store.outbox import ClaimedBatch
-
-    if isinstance(unit, ClaimedBatch):
-        return f"batch {unit.batch_id} ({len(unit.members)} events)"
-    return f"{unit.event_type} {unit.image} (event {unit.event_id})"
-
-
 def _log_dispatch_failure(exc: Exception, failures: int) -> None:
     from monitor.store.engine import error_line, is_database_error
 
@@ -490,85 +446,3 @@ def _log_delivery_failure(exc: Exception, webhook: str, delivery: str) -> None:
         )
     else:
         log.exception("webhook %s: delivering %s failed unexpectedly", webhook, delivery)
-
-
-# -- regmon webhook test -------------------------------------------------------------------
-
-
-def test_payload(config: Config, webhook: str, now: datetime) -> dict[str, Any]:
-    """A ``test`` event body with a fresh id, about a watch of ``webhook`` if there is one."""
-    from monitor.config.resolve import resolve_watches
-    from monitor.domain import Event, EventType
-    from monitor.ids import new_event_id
-    from monitor.reference import parse_reference
-    from monitor.wire import event_to_payload
-
-    watches = list(resolve_watches(config))
-    chosen = next((w for w in watches if webhook in w.webhooks), None) or (
-        watches[0] if watches else None
-    )
-    reference = chosen.image if chosen else parse_reference("docker.io/regmon/webhook-test:latest")
-    event = Event(
-        id=new_event_id(),
-        type=EventType.TEST,
-        occurred_at=now,
-        image=str(reference),
-        reason="test delivery from regmon webhook test",
-    )
-    return event_to_payload(event, reference=reference)
-
-
-async def send_test(config: Config, name: str, http: httpx.AsyncClient) -> tuple[int | None, str]:
-    """Send a signed ``test`` event to webhook ``name`` (not stored); the answer's status and body.
-
-    An ``apprise:`` target has no HTTP answer to show: ``(None, "sent to <redacted URL>")``.
-    Raises ``UsageError`` for an unknown name, ``ConfigError`` for an unusable
-    secret and ``DeliveryError`` when no answer came (or Apprise's send failed).
-    """
-    hook = config.webhook(name, default=None)
-    if hook is None:
-        known = ", ".join(h.name for h in config.webhooks) or "none"
-        raise UsageError(f"no webhook named {name!r} in the config (configured: {known})")
-    now = _utcnow()
-    if hook.apprise is not None:
-        return None, await _send_apprise_test(config, hook, now)
-    secret = hook.resolved_secret()
-    if not secret:
-        log.warning("webhook %s has no secret: the test event is not signed", name)
-    try:
-        request = build_request(
-            test_payload(config, name, now),
-            format=hook.format,
-            secret=secret,
-            timestamp=now,
-            extra_headers=hook.headers,
-        )
-    except SigningError as exc:
-        raise ConfigError(f"webhooks: {name}: {exc}") from None
-    response = await post(
-        http,
-        hook.target,
-        request.body,
-        request.headers,
-        timeout_seconds=hook.timeout,
-        redacted_url=hook.redacted_url,
-    )
-    return response.status_code, mask(response.text, target_secrets(hook, secret))
-
-
-async def _send_apprise_test(config: Config, hook: WebhookConfig, now: datetime) -> str:
-    from monitor.notify.apprise import AppriseNotifier
-    from monitor.notify.sender import DeliveryError
-
-    notifier = AppriseNotifier(str(hook.apprise), timeout=hook.timeout, workers=1)
-    try:
-        outcome = await notifier.send(Delivery.of([test_payload(config, hook.name, now)], now))
-    finally:
-        await notifier.aclose()
-    if outcome.verdict is not Verdict.DELIVERED:
-        raise DeliveryError(
-            mask(outcome.error or "failed", target_secrets(hook)),
-            permanent=outcome.permanent,
-            status_code=outcome.status_code,
-        )
-    return f"sent to {notifier.target}"

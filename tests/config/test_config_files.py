@@ -17,10 +17,10 @@ from support.records import prepared
 from support.registry import RegistryServer
 
 from monitor.config import load_config, parse_config
-from monitor.domain import Status, TagState
+from monitor.domain import Evaluation, Status, TagState
 from monitor.errors import ConfigError
 from monitor.store.engine import make_engine
-from monitor.store.repository import Evaluation, record_evaluations
+from monitor.store.repository import record_evaluations
 
 DIGEST = "sha256:" + "d" * 64
 

@@ -1,6 +1,6 @@
 """The webhook outbox: claim due deliveries, record attempts, recover after a crash.
 
-``repository.record_evaluations`` writes one ``pending`` delivery per
+``records.record_evaluations`` writes one ``pending`` delivery per
 (event, webhook) in the transaction that writes the event. From there:
 
     pending ──claim──▶ sending ──2xx──────────────▶ delivered
@@ -25,35 +25,30 @@ ended ``failed`` or ``dead`` no longer hold the queue.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 from sqlalchemy import Engine, Select, and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
 from monitor.domain import DeliveryStatus
 from monitor.store.models import DeliveryAttemptModel, DeliveryModel, EventModel
-from monitor.store.repository import _translated, _write
+from monitor.store.transactions import _translated, _write
 from monitor.text import clean
 
 __all__ = [
     "ERROR_LIMIT",
     "WAITING",
-    "ClaimedBatch",
     "ClaimedDelivery",
-    "DeliveryState",
-    "claim_due_batches",
     "claim_due_deliveries",
-    "delivery_states",
-    "finish_batch",
     "finish_delivery",
-    "form_batch",
     "kill_removed_webhooks",
     "release_claims",
     "reset_sending",
 ]
+
 
 WAITING = DeliveryStatus.waiting()  # statuses that hold later events of the same tag back
 ERROR_LIMIT = 500  # the error columns' size
@@ -76,17 +71,16 @@ class ClaimedDelivery:
     claimed_until: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryState:
-    """Where one delivery of one event stands (for the API's event history)."""
+class _Attempt(TypedDict, total=False):
+    """How an attempt ended, as ``finish_delivery`` and ``finish_batch`` take it."""
 
-    webhook: str
-    status: DeliveryStatus
-    attempts: int
-    last_status_code: int | None
-    last_error: str | None
+    attempted_at: Required[datetime]
+    status: Required[DeliveryStatus | str]
+    status_code: int | None
+    error: str | None
+    latency_ms: float | None
     next_attempt_at: datetime | None
-    delivered_at: datetime | None
+    attempted: bool
 
 
 def _claimable(now: datetime) -> Any:
@@ -176,18 +170,7 @@ def claim_due_deliveries(
 
 
 @_translated
-def finish_delivery(
-    engine: Engine,
-    delivery: ClaimedDelivery,
-    *,
-    attempted_at: datetime,
-    status: DeliveryStatus | str,
-    status_code: int | None = None,
-    error: str | None = None,
-    latency_ms: float | None = None,
-    next_attempt_at: datetime | None = None,
-    attempted: bool = True,
-) -> bool:
+def finish_delivery(engine: Engine, delivery: ClaimedDelivery, **attempt: Unpack[_Attempt]) -> bool:
     """Record one attempt and move the delivery to ``status`` in one transaction.
 
     ``status``: ``delivered``, ``pending`` (a retry at ``next_attempt_at``),
@@ -196,34 +179,7 @@ def finish_delivery(
     ``attempted=False`` (a delivery given up without sending, e.g. its webhook
     was removed) records no attempt row and leaves the attempt count alone.
     """
-    values = _finished(
-        status, attempted_at, status_code, error, latency_ms, next_attempt_at, attempted
-    )
-    status, error = values["status"], values["last_error"]
-    with _write(engine) as conn:
-        result = conn.execute(
-            update(DeliveryModel)
-            .where(
-                DeliveryModel.id == delivery.id,
-                DeliveryModel.status == DeliveryStatus.SENDING,
-                DeliveryModel.claimed_until == delivery.claimed_until,
-            )
-            .values(values)
-        )
-        if result.rowcount != 1:
-            return False
-        if not attempted:
-            return True
-        conn.execute(
-            insert(DeliveryAttemptModel).values(
-                delivery_id=delivery.id,
-                attempted_at=attempted_at,
-                status_code=status_code,
-                error=error,
-                latency_ms=latency_ms,
-            )
-        )
-    return True
+    return _finish(engine, [delivery.id], delivery.claimed_until, **attempt)
 
 
 @_translated
@@ -234,11 +190,7 @@ def release_claims(engine: Engine, deliveries: Sequence[ClaimedDelivery], now: d
         for delivery in deliveries:
             result = conn.execute(
                 update(DeliveryModel)
-                .where(
-                    DeliveryModel.id == delivery.id,
-                    DeliveryModel.status == DeliveryStatus.SENDING,
-                    DeliveryModel.claimed_until == delivery.claimed_until,
-                )
+                .where(_owned([delivery.id], delivery.claimed_until))
                 .values(status=DeliveryStatus.PENDING, claimed_until=None, updated_at=now)
             )
             released += result.rowcount
@@ -273,11 +225,7 @@ def kill_removed_webhooks(
 
     A ``sending`` row with a live lease is left to its owner.
     """
-    waiting = or_(
-        DeliveryModel.status == DeliveryStatus.PENDING,
-        and_(DeliveryModel.status == DeliveryStatus.SENDING, DeliveryModel.claimed_until < now),
-    )
-    orphaned = and_(waiting, DeliveryModel.webhook.not_in(sorted(configured)))
+    orphaned = and_(_claimable(now), DeliveryModel.webhook.not_in(sorted(configured)))
     with _write(engine) as conn:
         counts = {
             str(name): int(count)
@@ -301,230 +249,23 @@ def kill_removed_webhooks(
     return counts
 
 
-@_translated
-def delivery_states(engine: Engine, event_ids: Collection[str]) -> dict[str, list[DeliveryState]]:
-    """``{event id: [DeliveryState per webhook]}`` for the given events (absent: none)."""
-    if not event_ids:
-        return {}
-    query = (
-        select(
-            EventModel.id.label("event_id"),
-            DeliveryModel.webhook,
-            DeliveryModel.status,
-            DeliveryModel.attempts,
-            DeliveryModel.last_status_code,
-            DeliveryModel.last_error,
-            DeliveryModel.next_attempt_at,
-            DeliveryModel.delivered_at,
-        )
-        .join(EventModel, EventModel.seq == DeliveryModel.event_seq)
-        .where(EventModel.id.in_(sorted(event_ids)))
-        .order_by(DeliveryModel.event_seq, DeliveryModel.webhook)
-    )
-    out: dict[str, list[DeliveryState]] = {}
-    with engine.connect() as conn:
-        for row in conn.execute(query):
-            out.setdefault(row.event_id, []).append(
-                DeliveryState(
-                    webhook=row.webhook,
-                    status=DeliveryStatus(row.status),
-                    attempts=row.attempts,
-                    last_status_code=row.last_status_code,
-                    last_error=row.last_error,
-                    next_attempt_at=(
-                        row.next_attempt_at if row.status == DeliveryStatus.PENDING else None
-                    ),
-                    delivered_at=row.delivered_at,
-                )
-            )
-    return out
-
-
-# -- batches (a webhook's ``batch:`` window) -----------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedBatch:
-    """The deliveries of one batch (oldest event first), owned until ``claimed_until``.
-
-    Sent as one delivery under ``batch_id``; every member moves together, so
-    they share their attempts, their next try and their outcome.
-    """
-
-    webhook: str
-    batch_id: str
-    members: tuple[ClaimedDelivery, ...]
-    claimed_until: datetime
-
-    @property
-    def attempts(self) -> int:
-        return max(member.attempts for member in self.members)
-
-    @property
-    def created_at(self) -> datetime:
-        return min(member.created_at for member in self.members)
-
-
 class _Lost(Exception):
     """Rolls a write back: another claimer changed a row first."""
 
 
-@_translated
-def form_batch(
+def _owned(ids: Sequence[int], claimed_until: datetime) -> Any:
+    """The rows ``ids`` while still claimed under ``claimed_until`` (the fencing token)."""
+    return and_(
+        DeliveryModel.id.in_(ids),
+        DeliveryModel.status == DeliveryStatus.SENDING,
+        DeliveryModel.claimed_until == claimed_until,
+    )
+
+
+def _finish(
     engine: Engine,
-    webhook: str,
-    now: datetime,
-    window: timedelta,
-    limit: int,
-    name: Callable[[Sequence[str]], str],
-) -> str | None:
-    """Close the oldest open window of ``webhook`` if it has passed; the batch id, or None.
-
-    The open window holds the webhook's ``pending`` deliveries not yet in a
-    batch; it started at the oldest one's ``created_at``. Once ``window`` has
-    passed since then, the deliveries created within it (at most ``limit``,
-    oldest event first) get one ``batch_id`` (``name`` of their event ids) in
-    one transaction, so a restart finds the same batch under the same id.
-    """
-    query = (
-        select(DeliveryModel.id, DeliveryModel.created_at, EventModel.id.label("event_id"))
-        .join(EventModel, EventModel.seq == DeliveryModel.event_seq)
-        .where(
-            DeliveryModel.webhook == webhook,
-            DeliveryModel.status == DeliveryStatus.PENDING,
-            DeliveryModel.batch_id.is_(None),
-        )
-        .order_by(DeliveryModel.event_seq, DeliveryModel.id)
-        .limit(limit)
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    if not rows or rows[0].created_at + window > now:
-        return None
-    closes = rows[0].created_at + window
-    members = []
-    for row in rows:
-        if row.created_at >= closes:
-            break
-        members.append(row)
-    key = name([row.event_id for row in members])
-    try:
-        with _write(engine) as conn:
-            result = conn.execute(
-                update(DeliveryModel)
-                .where(
-                    DeliveryModel.id.in_([row.id for row in members]),
-                    DeliveryModel.status == DeliveryStatus.PENDING,
-                    DeliveryModel.batch_id.is_(None),
-                )
-                .values(batch_id=key, next_attempt_at=now, updated_at=now)
-            )
-            if result.rowcount != len(members):
-                raise _Lost
-    except _Lost:
-        return None
-    return key
-
-
-@_translated
-def claim_due_batches(
-    engine: Engine,
-    now: datetime,
-    lease: timedelta,
-    *,
-    webhooks: Collection[str],
-    limit: int = 1,
-) -> list[ClaimedBatch]:
-    """Claim up to ``limit`` due batches of ``webhooks``, oldest first, for ``lease``.
-
-    Due: every member ``pending`` (or ``sending`` with an expired lease) with
-    ``next_attempt_at <= now``, and no delivery of the same webhook outside the
-    batch with an earlier event still waiting: a batching webhook keeps the
-    order of all its events, so per-tag order holds too. A batch is claimed
-    whole (one conditional UPDATE whose row count must match) or not at all.
-    """
-    if not webhooks:
-        return []
-    earlier = aliased(DeliveryModel)
-    held_back = exists(
-        select(1)
-        .select_from(earlier)
-        .where(
-            earlier.webhook == DeliveryModel.webhook,
-            earlier.event_seq < DeliveryModel.event_seq,
-            earlier.status.in_(WAITING),
-            or_(earlier.batch_id.is_(None), earlier.batch_id != DeliveryModel.batch_id),
-        )
-    )
-    candidates_query = (
-        select(DeliveryModel.webhook, DeliveryModel.batch_id, func.min(DeliveryModel.event_seq))
-        .where(
-            DeliveryModel.webhook.in_(sorted(webhooks)),
-            DeliveryModel.batch_id.is_not(None),
-            DeliveryModel.status.in_(WAITING),
-        )
-        .group_by(DeliveryModel.webhook, DeliveryModel.batch_id)
-        .order_by(func.min(DeliveryModel.event_seq))
-    )
-    held_query = (
-        select(DeliveryModel.webhook, DeliveryModel.batch_id)
-        .where(
-            DeliveryModel.webhook.in_(sorted(webhooks)),
-            DeliveryModel.batch_id.is_not(None),
-            DeliveryModel.status.in_(WAITING),
-            or_(DeliveryModel.next_attempt_at > now, ~_claimable(now), held_back),
-        )
-        .distinct()
-    )
-    with engine.connect() as conn:
-        held = {(row.webhook, row.batch_id) for row in conn.execute(held_query)}
-        candidates = [
-            (row.webhook, row.batch_id)
-            for row in conn.execute(candidates_query)
-            if (row.webhook, row.batch_id) not in held
-        ]
-    until = now + lease
-    claimed: list[ClaimedBatch] = []
-    for webhook, key in candidates:
-        if len(claimed) >= limit:
-            break
-        batch = _claim_batch(engine, webhook, key, now, until)
-        if batch is not None:
-            claimed.append(batch)
-    return claimed
-
-
-def _claim_batch(
-    engine: Engine, webhook: str, key: str, now: datetime, until: datetime
-) -> ClaimedBatch | None:
-    of_batch = and_(DeliveryModel.webhook == webhook, DeliveryModel.batch_id == key)
-    try:
-        with _write(engine) as conn:
-            waiting = conn.scalar(
-                select(func.count()).where(of_batch, DeliveryModel.status.in_(WAITING))
-            )
-            result = conn.execute(
-                update(DeliveryModel)
-                .where(of_batch, DeliveryModel.next_attempt_at <= now, _claimable(now))
-                .values(status=DeliveryStatus.SENDING, claimed_until=until, updated_at=now)
-            )
-            if not waiting or result.rowcount != waiting:
-                raise _Lost
-            rows = conn.execute(
-                _claimed_rows()
-                .where(of_batch, DeliveryModel.status == DeliveryStatus.SENDING)
-                .order_by(DeliveryModel.event_seq, DeliveryModel.id)
-            ).all()
-    except _Lost:
-        return None
-    members = tuple(_claimed(row, until) for row in rows)
-    return ClaimedBatch(webhook=webhook, batch_id=key, members=members, claimed_until=until)
-
-
-@_translated
-def finish_batch(
-    engine: Engine,
-    batch: ClaimedBatch,
+    ids: Sequence[int],
+    claimed_until: datetime,
     *,
     attempted_at: datetime,
     status: DeliveryStatus | str,
@@ -534,23 +275,18 @@ def finish_batch(
     next_attempt_at: datetime | None = None,
     attempted: bool = True,
 ) -> bool:
-    """``finish_delivery`` for every member of ``batch`` at once: all or none (False when
-    the claim was lost); one attempt row per member, so each event's history shows it."""
+    """Finish an attempt of the deliveries ``ids`` (one, or a batch's members): all or none.
+
+    False (nothing written) when a claim was lost; one attempt row per delivery.
+    """
     values = _finished(
         status, attempted_at, status_code, error, latency_ms, next_attempt_at, attempted
     )
     status, error = values["status"], values["last_error"]
-    ids = [member.id for member in batch.members]
     try:
         with _write(engine) as conn:
             result = conn.execute(
-                update(DeliveryModel)
-                .where(
-                    DeliveryModel.id.in_(ids),
-                    DeliveryModel.status == DeliveryStatus.SENDING,
-                    DeliveryModel.claimed_until == batch.claimed_until,
-                )
-                .values(values)
+                update(DeliveryModel).where(_owned(ids, claimed_until)).values(values)
             )
             if result.rowcount != len(ids):
                 raise _Lost

@@ -1,28 +1,7 @@
-"""Prometheus metrics (SPEC §7) on an injected ``CollectorRegistry``.
-
-Two halves:
-
-* ``Metrics`` owns the service-wide instruments the service updates as work
-  happens (checks, registry requests, webhook deliveries).
-* ``_StateCollector`` is registered beside them and builds the per-image
-  families at scrape time from ``ServiceView.watches()``/``states()``, plus
-  the webhook backlog from one grouped query on the ``deliveries`` table. The
-  state is read on every scrape, so nothing can drift and a restart resets
-  nothing that is persisted (``digest_changes`` lives in ``TagState``).
-  The per-image families (8 series per watch, ~400,000 at 50,000 watches)
-  are rendered straight to exposition lines, and ``exposition()`` (what
-  ``GET /metrics`` serves) writes those lines as they are; everything else
-  goes through the library's encoders.
-
-Labels follow SPEC §7: ``image`` is the watch key; no label is named
-``namespace``/``pod``/``job``/``instance``; a digest only ever appears in
-``regmon_image_digest_info``; no error text, timestamp or version in a label
-(``regmon_build_info{version}`` is the one sanctioned exception, by SPEC).
-"""
+"""The state collector: per-image families and the webhook backlog, read on each scrape."""
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -30,21 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-)
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
 
-import monitor
-from monitor.domain import CheckResult, DeliveryStatus, Status, TagState
+from monitor.domain import DeliveryStatus, Status, TagState
+from monitor.metrics.exposition import _escape, _FamilySpec, _RenderedFamily
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -52,225 +21,13 @@ if TYPE_CHECKING:
     from monitor.config import Watch
     from monitor.view import ServiceView
 
-__all__ = ["CHECK_DURATION_BUCKETS", "DELIVERY_OUTCOMES", "METRIC_NAMES", "Metrics", "exposition"]
+__all__: list[str] = []
 
-log = logging.getLogger(__name__)
+# The package's logger: what a scrape says is said by monitor.metrics.
+log = logging.getLogger("monitor.metrics")
 
-# A HEAD on a nearby registry takes a few ms; a token dance plus a slow GET
-# through a proxy can approach the 10 s default timeout, retries beyond it.
-CHECK_DURATION_BUCKETS: Final = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
-DELIVERY_OUTCOMES: Final = ("delivered", "failed", "retry", "dead")
 _PENDING_STATUSES: Final = tuple(status.value for status in DeliveryStatus.waiting())
 _AVAILABLE_TEXT: Final = {Status.PRESENT: "1", Status.MISSING: "0", Status.DENIED: "0"}
-
-# Names as they appear in the exposition and in PromQL (histograms by their
-# base name: ``_bucket``, ``_sum`` and ``_count`` are derived).
-METRIC_NAMES: Final[frozenset[str]] = frozenset(
-    {
-        "regmon_image_available",
-        "regmon_image_status",
-        "regmon_image_digest_info",
-        "regmon_image_last_check_timestamp_seconds",
-        "regmon_image_last_decided_timestamp_seconds",
-        "regmon_image_last_change_timestamp_seconds",
-        "regmon_image_check_interval_seconds",
-        "regmon_image_digest_changes_total",
-        "regmon_watched_images",
-        "regmon_checks_total",
-        "regmon_check_duration_seconds",
-        "regmon_registry_requests_total",
-        "regmon_registry_up",
-        "regmon_registry_ratelimit_limit",
-        "regmon_registry_ratelimit_remaining",
-        "regmon_webhook_deliveries_total",
-        "regmon_webhook_pending",
-        "regmon_webhook_oldest_pending_age_seconds",
-        "regmon_build_info",
-        "regmon_database_up",
-        "regmon_pending_results",
-        "regmon_pending_results_dropped_total",
-    }
-)
-
-
-class Metrics:
-    """Every regmon metric, registered on ``registry``; state families read ``view`` at scrape."""
-
-    def __init__(self, registry: CollectorRegistry, view: ServiceView) -> None:
-        # No ``_created`` series (SPEC §7): they double the series count and
-        # nothing reads them. The library's only switch is process-wide; it is
-        # flipped here, where regmon builds its metrics, and nowhere else.
-        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in the library
-        self.registry = registry
-        self.checks = Counter(
-            "regmon_checks_total",
-            "Checks of watched tags by outcome; reason is empty for decided checks.",
-            ["registry", "status", "reason"],
-            registry=registry,
-        )
-        self.check_duration = Histogram(
-            "regmon_check_duration_seconds",
-            "Duration of one check of one reference, retries included.",
-            ["registry"],
-            buckets=CHECK_DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.registry_requests = Counter(
-            "regmon_registry_requests_total",
-            "HTTP requests to registries; code is the HTTP status or 'error' for no answer.",
-            ["registry", "method", "code"],
-            registry=registry,
-        )
-        self.registry_up = Gauge(
-            "regmon_registry_up",
-            "1 if the last request to the registry got an HTTP answer, else 0.",
-            ["registry"],
-            registry=registry,
-        )
-        self.ratelimit_limit = Gauge(
-            "regmon_registry_ratelimit_limit",
-            "Pull limit announced by the registry (Docker Hub ratelimit-limit header).",
-            ["registry"],
-            registry=registry,
-        )
-        self.ratelimit_remaining = Gauge(
-            "regmon_registry_ratelimit_remaining",
-            "Pulls left in the window (Docker Hub ratelimit-remaining header).",
-            ["registry"],
-            registry=registry,
-        )
-        self.deliveries = Counter(
-            "regmon_webhook_deliveries_total",
-            "Webhook delivery attempts by outcome (delivered, failed, retry, dead).",
-            ["webhook", "outcome"],
-            registry=registry,
-        )
-        self.build_info = Gauge(
-            "regmon_build_info",
-            "Always 1; the version of regmon in the label.",
-            ["version"],
-            registry=registry,
-        )
-        self.build_info.labels(monitor.__version__).set(1)
-        self.database_up = Gauge(
-            "regmon_database_up",
-            "1 if the last write and the last read of the database succeeded, else 0.",
-            registry=registry,
-        )
-        self.pending_results = Gauge(
-            "regmon_pending_results",
-            "Check results waiting in memory to be written to the database.",
-            registry=registry,
-        )
-        self.pending_dropped = Counter(
-            "regmon_pending_results_dropped_total",
-            "Check results dropped unwritten because too many waited for the database.",
-            registry=registry,
-        )
-        self._database_down = {"write": False, "read": False}
-        self.collector = _StateCollector(view, on_read=self.observe_read)
-        registry.register(self.collector)
-
-    def observe_check(self, result: CheckResult, registry: str) -> None:
-        """Count one finished check and its duration; record rate limits it saw."""
-        reason = "" if result.status.decided else str(result.reason or "")
-        self.checks.labels(registry, str(result.status), reason).inc()
-        self.check_duration.labels(registry).observe(max(result.duration_ms, 0.0) / 1000.0)
-        self.observe_ratelimit(registry, result.ratelimit_limit, result.ratelimit_remaining)
-
-    def observe_request(self, registry: str, method: str, code: str) -> None:
-        """Count one HTTP request; ``code`` is the status (``"200"``) or ``"error"``."""
-        self.registry_requests.labels(registry, method.upper(), code).inc()
-        self.registry_up.labels(registry).set(0 if code == "error" else 1)
-
-    def observe_ratelimit(self, registry: str, limit: int | None, remaining: int | None) -> None:
-        """Record the ``ratelimit-*`` headers of a registry answer (``None``: not sent)."""
-        if limit is not None:
-            self.ratelimit_limit.labels(registry).set(limit)
-        if remaining is not None:
-            self.ratelimit_remaining.labels(registry).set(remaining)
-
-    def observe_database(self, *, up: bool) -> None:
-        """Record whether the last write to the database succeeded."""
-        self._observe_database("write", up)
-
-    def observe_read(self, up: bool) -> None:
-        """Record whether the last read (API, scrape) of the database succeeded."""
-        self._observe_database("read", up)
-
-    def _observe_database(self, side: str, up: bool) -> None:
-        # Either side failing is an outage; a read that works does not hide a failing writer.
-        if side == "read" and self._database_down[side] == (not up):
-            return  # no news: the writer (the recorder) owns the gauge's first value
-        self._database_down[side] = not up
-        self.database_up.set(0 if any(self._database_down.values()) else 1)
-
-    def observe_delivery(self, webhook: str, outcome: str) -> None:
-        """Count one delivery attempt: ``delivered``, ``failed``, ``retry`` or ``dead``."""
-        if outcome not in DELIVERY_OUTCOMES:
-            raise ValueError(f"unknown delivery outcome {outcome!r}")
-        self.deliveries.labels(webhook, outcome).inc()
-
-
-class _Families(Collector):
-    """Already collected families, handed to the library's encoders."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> Iterable[Metric]:
-        return self._families
-
-
-def exposition(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
-    """The body and content type of ``GET /metrics`` for the request's ``Accept`` header.
-
-    The format is negotiated as the library does (text 0.0.4 by default,
-    OpenMetrics when asked for). Per-image families are written from their
-    rendered lines; every other family goes through the library's encoder,
-    which ends an OpenMetrics body with ``# EOF``, so it comes last.
-    """
-    encoder, content_type = choose_encoder(accept)
-    openmetrics = content_type.startswith("application/openmetrics-text")
-    # One growing buffer rather than parts joined at the end: at 50,000
-    # watches the body is ~40 MB, and a join would hold it twice.
-    body = io.BytesIO()
-    others: list[Metric] = []
-    for family in registry.collect():
-        if isinstance(family, _RenderedFamily):
-            family.write(body, openmetrics)
-        else:
-            others.append(family)
-    body.write(encoder(_Families(others)))
-    return body.getvalue(), content_type
-
-
-@dataclass(frozen=True, slots=True)
-class _FamilySpec:
-    """One per-image family: its OpenMetrics name, type and help."""
-
-    name: str
-    type: str
-    documentation: str
-
-    def header(self, openmetrics: bool) -> str:
-        # Text 0.0.4 names a counter family by its sample name; OpenMetrics without _total.
-        shown = self.name if openmetrics or self.type != "counter" else self.name + "_total"
-        return f"# HELP {shown} {self.documentation}\n# TYPE {shown} {self.type}\n"
-
 
 _AVAILABLE_FAMILY: Final = _FamilySpec(
     "regmon_image_available",
@@ -318,44 +75,6 @@ _IMAGE_FAMILIES: Final = (
     _INTERVAL_FAMILY,
     _DIGEST_CHANGES_FAMILY,
 )
-
-
-class _RenderedFamily(Metric):
-    """A per-image family whose samples are already exposition lines.
-
-    ``exposition`` writes ``lines`` as they are: at 50,000 watches the library's
-    path (a ``Sample`` and a label dict per series, then formatting each one)
-    took seconds and hundreds of MB per scrape. ``samples`` parses the lines on
-    first use, so ``registry.collect()``, ``get_sample_value()`` and the
-    library's encoders still see the same series.
-    """
-
-    def __init__(self, spec: _FamilySpec, lines: str) -> None:
-        self.lines = lines
-        self._parsed: list[Sample] | None = None
-        super().__init__(spec.name, spec.documentation, spec.type)
-        self.spec = spec
-
-    @property
-    def samples(self) -> list[Sample]:
-        if self._parsed is None:
-            text = self.spec.header(openmetrics=False) + self.lines
-            self._parsed = [
-                sample
-                for family in text_string_to_metric_families(text)
-                for sample in family.samples
-            ]
-        return self._parsed
-
-    @samples.setter
-    def samples(self, value: list[Sample]) -> None:
-        # Metric.__init__ assigns an empty list; anything else replaces the lines.
-        if value:
-            self._parsed = list(value)
-
-    def write(self, out: io.BytesIO, openmetrics: bool) -> None:
-        out.write(self.spec.header(openmetrics).encode())
-        out.write(self.lines.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -620,13 +339,6 @@ def _render_labels(watch: Watch) -> _WatchLabels:
     )
     interval = None if watch.interval is None else repr(float(watch.interval))
     return _WatchLabels(watch, image, available, interval)
-
-
-def _escape(value: str) -> str:
-    """A label value as the exposition formats (text 0.0.4 and OpenMetrics) quote it."""
-    if "\\" in value or "\n" in value or '"' in value:
-        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-    return value
 
 
 def _read_backlog(engine: Engine) -> dict[str, tuple[int, datetime | None]]:
