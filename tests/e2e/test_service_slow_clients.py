@@ -82,7 +82,8 @@ def test_healthz_answers_a_fresh_client_while_1100_slow_clients_are_connected(
         try:
             began = time.monotonic()
             next_byte = began + BYTE_EVERY
-            while time.monotonic() - began < ATTACK_SECONDS:
+            # At least 10 probes however loaded the machine is (each must answer within 3 s).
+            while time.monotonic() - began < ATTACK_SECONDS or len(probes) < 10:
                 attack.reopen_closed()
                 if time.monotonic() >= next_byte:
                     attack.trickle()
@@ -104,7 +105,6 @@ def test_healthz_answers_a_fresh_client_while_1100_slow_clients_are_connected(
             assert b"\r\nx-content-type-options: nosniff\r\n" in answer
         finally:
             attack.close()
-        assert len(probes) >= 10
         # Every slow client was dropped at least once (cap or head timeout) and came back.
         assert attack.reopened >= SLOW_CLIENTS
         svc.stop()
