@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/wire_faults.py [--only NAME]
 
-Each scenario of the fault table in tests/test_registry_faults.py (refused, DNS,
+Each scenario of the fault table in tests/registry/test_registry_faults.py (refused, DNS,
 TLS, reset, hang, malformed answers) runs ``check_reference`` once per transport
 in a fresh child process, against the same loopback fault servers the tests use
 (DNS through ``resolve_names``, so no resolver is asked). The table shows the

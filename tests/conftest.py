@@ -1,5 +1,14 @@
 """Suite-wide fixtures: real registries on loopback, a token issuer, image pushers.
 
+Layout: test files follow the package. tests/core (the modules at monitor/'s top:
+reference, events, ids, tags, headers, logs, yamlsafe, metrics, scheduler),
+tests/registry, tests/store, tests/notify, tests/web, tests/config, tests/sources,
+tests/runtime (the in-process Service and monitor/runtime/), tests/cli (the command
+line as a subprocess), tests/e2e (``regmon run`` as a real process), tests/project
+(docs, install, scripts, the ops bundle, the harness itself). Shared helpers live in
+tests/support, never in a test file; test file basenames stay unique across folders
+(no __init__.py: pytest's prepend import mode names a module by its basename).
+
 Session-scoped, started once and shared (never stop them in a test; use
 ``registry_factory`` for a registry of your own):
     token_issuer     TokenIssuer on 127.0.0.1 (/token)

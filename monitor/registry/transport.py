@@ -4,7 +4,7 @@ The default is the ``httpx-aiohttp`` transport: httpx's own async pool (httpcore
 collapses under concurrency on small machines (see README "Performance"). Each
 transport is wrapped so that it raises the same httpx exception for the same
 fault; ``classify_failure`` then decides by exception type and cause chain,
-once, whichever transport was used (tests/test_registry_faults.py runs the
+once, whichever transport was used (tests/registry/test_registry_faults.py runs the
 fault table on both).
 """
 

@@ -1,6 +1,6 @@
 """SQLAlchemy models: the schema as the code sees it.
 
-``migrations/`` is the only way the schema changes; ``tests/test_migrations.py``
+``migrations/`` is the only way the schema changes; ``tests/store/test_migrations.py``
 proves these models and the migrations describe the same tables.
 """
 

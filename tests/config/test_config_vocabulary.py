@@ -1,6 +1,6 @@
 """One word for each thing, config side: the platform syntax of ``--platform`` and
 ``platforms:``, the registry settings, the webhook lookup by name, and the config's
-``${ENV}`` dialect of the one interpolation module (compose's: tests/test_sources.py)."""
+``${ENV}`` dialect of the one interpolation module (compose's: tests/sources/test_sources.py)."""
 
 from __future__ import annotations
 

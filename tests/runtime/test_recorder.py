@@ -2,7 +2,7 @@
 
 The write callable is a narrow fake (a switch between raising the store's error
 and recording the batch); the database faults themselves are exercised end to
-end in test_service_database_faults.py.
+end in tests/e2e/test_service_database_faults.py.
 """
 
 from __future__ import annotations

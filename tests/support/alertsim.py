@@ -14,7 +14,7 @@ the last request. The expectations do not restate the rules: they count how
 often each alert fired over the whole run (``changes()`` of its firing series)
 and check that no per-image alert fires without the registry alert above it.
 
-The generated file is committed; tests/test_alert_intervals.py regenerates it,
+The generated file is committed; tests/project/test_alert_intervals.py regenerates it,
 asserts it is unchanged and runs promtool on it.
 """
 
