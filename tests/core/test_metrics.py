@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from support.fakes import FakeView, migrated_engine
+from support.fakes import FakeView
 from support.prometheus import promtool
 from support.records import prepared
 
@@ -56,12 +56,6 @@ watch:
 """
 
 T0 = datetime(2026, 11, 27, 5, 40, 20, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    with migrated_engine(tmp_path) as engine:
-        yield engine
 
 
 @pytest.fixture

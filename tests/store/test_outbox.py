@@ -29,7 +29,7 @@ from monitor.config import Config, parse_config
 from monitor.domain import Evaluation, Event, EventType, Status, TagState
 from monitor.metrics import Metrics
 from monitor.notify import Dispatcher
-from monitor.store import make_engine, record_evaluations, upgrade
+from monitor.store import record_evaluations
 from monitor.store.models import DeliveryAttemptModel, DeliveryModel
 from monitor.store.outbox import (
     claim_due_deliveries,
@@ -52,14 +52,6 @@ def image(name: str) -> str:
 
 def new_id() -> str:
     return f"01OUTBOX{next(_ids):018d}"
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def write_events(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -25,7 +24,6 @@ from monitor.config import parse_config
 from monitor.notify import Dispatcher
 from monitor.notify.dispatcher import delivery_id
 from monitor.notify.notifier import batch_id
-from monitor.store import make_engine, upgrade
 from monitor.store.outbox import (
     claim_due_batches,
     claim_due_deliveries,
@@ -41,14 +39,6 @@ WINDOW = timedelta(seconds=30)
 def fresh_now() -> None:
     # Receivers refuse signatures over five minutes old: "now" is taken per test.
     test_outbox.T0 = datetime.now(UTC).replace(microsecond=0)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def form(engine: Engine, now_offset: float, webhook: str = "ops", limit: int = 100) -> str | None:

@@ -105,14 +105,6 @@ def present(
 
 
 @pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
 def statements(engine: Engine) -> Iterator[list[str]]:
     seen: list[str] = []
 

@@ -1,17 +1,14 @@
-"""A ServiceView for API and metrics tests: a config, a real migrated SQLite store, states."""
+"""A ServiceView for API and metrics tests: a config, a real store (``engine``), states."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
 from monitor.config import Config, Watch, resolve_watches
 from monitor.domain import TagState
-from monitor.store.engine import make_engine, upgrade
 
 
 @dataclass
@@ -41,14 +38,3 @@ class FakeView:
         if self.on_check is not None:
             state = self.state_map[key] = self.on_check(state)
         return state
-
-
-@contextmanager
-def migrated_engine(tmp_path: Path) -> Iterator[Engine]:
-    """A SQLite store at the newest schema, disposed afterwards."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'regmon.db'}")
-    upgrade(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()

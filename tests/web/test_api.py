@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
-from support.fakes import FakeView, migrated_engine
+from support.fakes import FakeView
 from support.records import prepared
 
 from monitor.config import parse_config
@@ -50,12 +50,6 @@ watch:
 """
 
 T0 = datetime(2026, 11, 27, 5, 40, 20, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    with migrated_engine(tmp_path) as engine:
-        yield engine
 
 
 def checked_now(state: TagState) -> TagState:

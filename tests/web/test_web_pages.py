@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
-from support.fakes import FakeView, migrated_engine
+from support.fakes import FakeView
 
 from monitor.config import parse_config, resolve_watches
 from monitor.domain import Reason, Status, TagState
@@ -36,12 +34,6 @@ SECURITY = {
 
 def config_text(images: list[str]) -> str:
     return "watch:\n" + "".join(f"  - image: {image}\n" for image in images)
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    with migrated_engine(tmp_path) as engine:
-        yield engine
 
 
 @pytest.fixture
