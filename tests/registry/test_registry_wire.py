@@ -13,12 +13,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import httpx
 import pytest
 from support.faults import LoopbackHTTPServer, RecordedRequest, Reply, free_port
+from support.loopback import LoopbackServer
 
 from monitor.checker import check_reference, client_from_config
 from monitor.config import parse_config
@@ -402,7 +401,7 @@ class RawRequest:
     headers: dict[str, str]
 
 
-class RawServer:
+class RawServer(LoopbackServer):
     """A ThreadingHTTPServer on any loopback address whose ``handle(h)`` writes the answer.
 
     For what LoopbackHTTPServer cannot do: bind 127.0.0.2, stream a body of unknown length.
@@ -411,15 +410,14 @@ class RawServer:
     def __init__(
         self, handle: Callable[[BaseHTTPRequestHandler], None], address: str = "127.0.0.1"
     ) -> None:
+        super().__init__(address=address)
         self.handle = handle
-        self.address = address
         self.requests: list[RawRequest] = []
         self.bytes_sent = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> Self:
+    def _bind(self) -> int:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -445,31 +443,21 @@ class RawServer:
 
             do_GET = do_HEAD = _any
 
-        server = ThreadingHTTPServer((self.address, 0), Handler)
+        server = ThreadingHTTPServer((self.address, self._bind_port), Handler)
         server.daemon_threads = True
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
+        port: int = server.server_address[1]
+        return port
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _serve(self) -> None:
         assert self._server is not None
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._server.serve_forever(poll_interval=0.05)
 
-    @property
-    def host(self) -> str:
-        assert self._server is not None
-        return f"{self.address}:{self._server.server_address[1]}"
+    def _unbind(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
     def sent(self, n: int) -> None:
         with self._lock:

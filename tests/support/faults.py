@@ -1,8 +1,9 @@
 """Tiny loopback servers for fault tests, and a counting reverse proxy.
 
-Every server here is a context manager that binds 127.0.0.1:<free port> on
-enter and closes every socket and thread on exit; ``.host`` is "127.0.0.1:PORT"
-and ``.url`` is "http://127.0.0.1:PORT". The HTTP ones record each request
+Every server here is a support.loopback.LoopbackServer (as are the receivers, the
+token issuer and the paging proxy): a context manager that binds 127.0.0.1:<free
+port> on enter and closes every socket and thread on exit; ``.host`` is
+"127.0.0.1:PORT" and ``.url`` is "http://127.0.0.1:PORT". The HTTP ones record each request
 (``.requests``, ``.count()``, ``.counts``) and can be ``.reset()``.
 
     with status_server(429, {"Retry-After": "1"}) as srv: ...   # every request -> 429
@@ -22,7 +23,6 @@ import enum
 import hashlib
 import http.client
 import json
-import select
 import socket
 import ssl
 import struct
@@ -31,10 +31,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
+
+from .loopback import LoopbackServer, LoopbackTCPServer
 
 __all__ = [
     "CountingProxy",
@@ -168,71 +169,34 @@ class _OwnedHTTPServer(ThreadingHTTPServer):
     owner: LoopbackHTTPServer
 
 
-class LoopbackHTTPServer:
+class LoopbackHTTPServer(LoopbackServer):
     """A threaded HTTP server on 127.0.0.1:<free port>; subclasses implement ``respond``."""
 
     def __init__(self, *, port: int = 0) -> None:
-        self._bind_port = port  # 0: a free one; a fixed one to come back on a port after close()
+        super().__init__(port=port)
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._server: _OwnedHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     def respond(self, request: RecordedRequest) -> Reply:
         raise NotImplementedError
 
-    # lifecycle
-    def start(self) -> Self:
-        if self._server is not None:
-            return self
-        server = _OwnedHTTPServer(("127.0.0.1", self._bind_port), _Handler)
+    def _bind(self) -> int:
+        server = _OwnedHTTPServer((self.address, self._bind_port), _Handler)
         server.owner = self
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"{type(self).__name__}:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    # addresses
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError(f"{type(self).__name__} is not started")
-        port: int = self._server.server_address[1]
+        port: int = server.server_address[1]
         return port
 
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+    def _serve(self) -> None:
+        assert self._server is not None
+        self._server.serve_forever(poll_interval=0.05)
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
+    def _unbind(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
     # counters
     def _record(self, request: RecordedRequest) -> None:
@@ -304,95 +268,28 @@ def garbage_server() -> GarbageServer:
     return GarbageServer()
 
 
-class HungServer:
+class HungServer(LoopbackTCPServer):
     """Accepts TCP connections and never answers, until closed.
 
     ``connections`` counts accepted connections (no request is ever parsed).
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sock: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-        self._accepted = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
+        self._accepted_count = 0
 
-    def start(self) -> Self:
-        if self._sock is not None:
-            return self
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        self._sock = sock
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._accept_loop, name="HungServer", daemon=True)
-        self._thread.start()
-        return self
-
-    def _accept_loop(self) -> None:
-        sock = self._sock
-        assert sock is not None
-        while not self._stop.is_set():
-            readable, _, _ = select.select([sock], [], [], 0.05)
-            if not readable:
-                continue
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                return
-            with self._lock:
-                self._conns.append(conn)
-                self._accepted += 1
-
-    def close(self) -> None:
-        if self._sock is None:
-            return
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    def _accepted(self, conn: socket.socket) -> None:
         with self._lock:
-            for conn in self._conns:
-                conn.close()
-            self._conns.clear()
-        self._sock.close()
-        self._sock = None
-        self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @property
-    def port(self) -> int:
-        if self._sock is None:
-            raise RuntimeError("HungServer is not started")
-        port: int = self._sock.getsockname()[1]
-        return port
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
+            self._accepted_count += 1
 
     @property
     def connections(self) -> int:
         with self._lock:
-            return self._accepted
+            return self._accepted_count
 
     def reset(self) -> None:
         with self._lock:
-            self._accepted = 0
+            self._accepted_count = 0
 
 
 def hung_server() -> HungServer:
@@ -490,7 +387,7 @@ def bad_request(request: WireRequest) -> bytes:
     return http_answer(400, {"Content-Type": "text/plain"}, b"bad request", keep_alive=False)
 
 
-class WireServer:
+class WireServer(LoopbackTCPServer):
     """Raw TCP (optionally TLS) on 127.0.0.1 that frames requests itself, as many servers
     do: a GET or HEAD is never read as having a body, so a stray body sent after one
     shows up as an invalid next request (``.requests[i].valid``), not silently skipped.
@@ -502,60 +399,24 @@ class WireServer:
     """
 
     def __init__(self, answer: WireAnswer, *, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__()
         self.answer = answer
         self.tls = tls
-        self._lock = threading.Lock()
         self._requests: list[WireRequest] = []
         self._connections = 0
-        self._sock: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> Self:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        self._sock = sock
-        self._thread = threading.Thread(target=self._accept_loop, name="WireServer", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    def _accepted(self, conn: socket.socket) -> None:
         with self._lock:
-            for conn in self._conns:
-                with contextlib.suppress(OSError):
-                    conn.close()
-        if self._sock is not None:
-            self._sock.close()
+            self._connections += 1
+            number = self._connections
+        threading.Thread(target=self._connection, args=(conn, number), daemon=True).start()
 
-    def _accept_loop(self) -> None:
-        sock = self._sock
-        assert sock is not None
-        while not self._stop.is_set():
-            readable, _, _ = select.select([sock], [], [], 0.05)
-            if not readable:
-                continue
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                return
-            with self._lock:
-                self._connections += 1
-                number = self._connections
-                self._conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
-
-    def _serve(self, conn: socket.socket, number: int) -> None:
+    def _connection(self, conn: socket.socket, number: int) -> None:
         try:
             if self.tls is not None:
                 conn.settimeout(5)
                 conn = self.tls.wrap_socket(conn, server_side=True)
-                with self._lock:
-                    self._conns.append(conn)
+                self._keep(conn)
             self._serve_requests(conn, number)
         except (OSError, ssl.SSLError):
             pass  # the client gave up, or the handshake failed: that is the fault under test
@@ -616,16 +477,6 @@ class WireServer:
         )
         method, path = (parts[0], parts[1].partition("?")[0]) if valid else ("", "")
         return WireRequest(number, line, method, path, headers, valid)
-
-    @property
-    def port(self) -> int:
-        assert self._sock is not None
-        port: int = self._sock.getsockname()[1]
-        return port
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     @property
     def requests(self) -> list[WireRequest]:
