@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -127,12 +128,18 @@ def test_json_lines_carry_the_event_fields(caplog: pytest.LogCaptureFixture) -> 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
-    names = ["regmon", "monitor", "apscheduler", "alembic", "asyncio", "aiohttp", "httpx"]
+    names = [
+        "regmon", "monitor", "apscheduler", "alembic", "asyncio", "aiohttp", "httpx", "httpcore",
+        "sqlalchemy", "uvicorn", "uvicorn.error", "uvicorn.access",
+    ]  # fmt: skip
     saved = (root.handlers[:], root.level, {n: logging.getLogger(n).level for n in names})
+    apprise = logging.getLogger("apprise")
+    saved_apprise = (apprise.propagate, apprise.handlers[:])
     yield
     root.handlers[:], root.level = saved[0], saved[1]
     for name, level in saved[2].items():
         logging.getLogger(name).setLevel(level)
+    apprise.propagate, apprise.handlers[:] = saved_apprise
 
 
 @pytest.mark.usefixtures("restore_logging")
@@ -153,3 +160,48 @@ def test_debug_is_regmon_s_own_libraries_stay_at_warning(monkeypatch: pytest.Mon
         "DEBUG   monitor.api: ours too",
         "WARNING asyncio: worth seeing",
     ]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_is_one_object_per_line_with_the_exception(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    setup_logging("info", "json")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("regmon.service").exception("store down")
+    logging.getLogger("regmon.service").debug("not at info")
+    (line,) = stream.getvalue().splitlines()
+    doc = json.loads(line)
+    assert sorted(doc) == ["exception", "level", "logger", "message", "time"]
+    assert (doc["level"], doc["logger"], doc["message"]) == (
+        "error",
+        "regmon.service",
+        "store down",
+    )
+    assert doc["exception"].startswith("Traceback (most recent call last):\n")
+    assert doc["exception"].endswith("\nValueError: boom")
+    assert datetime.fromisoformat(doc["time"]).utcoffset() == timedelta(0)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", doc["time"])
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_at_info_uvicorn_logs_only_errors_and_apprise_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    setup_logging("info", "text")
+    setup_logging("info", "text")  # a reload sets it up again: still one handler each
+    logging.getLogger("regmon.service").info("started")
+    logging.getLogger("regmon.service").debug("hidden")
+    logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
+    logging.getLogger("uvicorn.access").info('127.0.0.1 - "GET /healthz HTTP/1.1" 200')
+    logging.getLogger("uvicorn.error").error("cannot bind")
+    logging.getLogger("apprise").error("Failed to send to ntfy topic topicSecret")
+    lines = [line.split(" ", 1)[1] for line in stream.getvalue().splitlines()]
+    assert lines == ["INFO    regmon.service: started", "ERROR   uvicorn.error: cannot bind"]
+    apprise = logging.getLogger("apprise")
+    assert apprise.propagate is False
+    assert [type(h) for h in apprise.handlers] == [logging.NullHandler]
