@@ -17,10 +17,10 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 from support.faults import free_port, hung_server, status_server
 
-from monitor.domain import Event, EventType, PlatformChange, Status
+from monitor.domain import Event, EventType, Status
 from monitor.notify import FORMATTERS, DeliveryError, SigningError, build_request, render_body
 from monitor.notify.dispatcher import backoff_delay
-from monitor.notify.formats import formatter_for, short_digest
+from monitor.notify.formats import formatter_for
 from monitor.notify.formats.base import PRESENTATION
 from monitor.notify.payload import USER_AGENT
 from monitor.notify.sender import parse_retry_after, send
@@ -109,43 +109,6 @@ def test_an_unusable_secret_is_refused_without_echoing_it(secret: str) -> None:
 def test_json_format_is_the_stored_event_body() -> None:
     body = payload()
     assert json.loads(render_body(body, "json")) == body
-
-
-@pytest.mark.parametrize("fmt", ["slack", "discord"])
-def test_chat_formats_show_reference_and_both_short_digests(fmt: str) -> None:
-    text = render_body(payload(), fmt).decode()
-    assert REF in text
-    assert short_digest(OLD) == "sha256:" + "a1" * 6
-    assert short_digest(OLD) in text and short_digest(NEW) in text
-    assert OLD not in text  # shortened
-    assert "present" in text
-
-
-@pytest.mark.parametrize("fmt", ["slack", "discord"])
-@pytest.mark.parametrize("kind", list(EventType))
-def test_chat_formats_render_every_event_type(fmt: str, kind: EventType) -> None:
-    body = payload(
-        kind,
-        current_status=Status.ERROR if kind is EventType.CHECK_FAILING else Status.MISSING,
-        current_digest=None,
-        reason="unreachable",
-        same_digest=True if kind is EventType.TAG_RESTORED else None,
-    )
-    document = formatter_for(fmt).render(body)
-    json.dumps(document)
-    text = json.dumps(document, ensure_ascii=False)
-    assert REF in text and "unreachable" in text
-    if fmt == "slack":
-        assert document["text"] and document["blocks"]
-    else:
-        assert document["content"] and document["embeds"][0]["color"] == PRESENTATION[kind].colour
-
-
-def test_slack_and_discord_list_changed_platforms() -> None:
-    body = payload(platforms={"linux/arm64": PlatformChange(OLD, NEW)})
-    for fmt in ("slack", "discord"):
-        text = render_body(body, fmt).decode()
-        assert "linux/arm64" in text
 
 
 def test_every_configurable_format_has_a_formatter() -> None:
