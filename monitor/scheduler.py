@@ -63,6 +63,10 @@ class WatchScheduler:
     def running(self) -> bool:
         return bool(self._scheduler.running)
 
+    def keys(self) -> list[str]:
+        """The keys that have a job, in the order they were added."""
+        return list(self._schedules)
+
     def start(self) -> None:
         self._scheduler.start()
 

@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     from monitor.runtime.leader import Coordinator
     from monitor.runtime.recorder import Recorder
     from monitor.runtime.reloader import Reloader
+    from monitor.runtime.targets import Targets
     from monitor.scheduler import WatchScheduler
+    from monitor.sources.base import WatchSource
     from monitor.store.lockfile import ProcessLock
     from monitor.store.repository import Record, Recorded
 
@@ -83,6 +85,7 @@ class Service:
         self._recorder: Recorder | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._reloader: Reloader | None = None
+        self._targets: Targets | None = None
         self._engine: Engine | None = None
         self._db_lock: ProcessLock | None = None  # SQLite: one replica per file
         self._scheduler: WatchScheduler | None = None
@@ -142,6 +145,7 @@ class Service:
         from monitor.runtime.pruner import Pruner
         from monitor.runtime.recorder import Recorder
         from monitor.runtime.reloader import Reloader
+        from monitor.runtime.targets import Targets
         from monitor.scheduler import WatchScheduler
         from monitor.store.engine import (
             make_engine,
@@ -173,8 +177,16 @@ class Service:
             await wait_for_database(self._engine)
             await asyncio.to_thread(upgrade, self._engine)
             stored = await asyncio.to_thread(load_versioned_states, self._engine)
-            await self._sync_watches(self._config)
+            sources = sources_for(self._config)
+            await self._seed(sources)
+            targets = Targets(
+                sources, scheduler=scheduler, sync=self._sync_watches, on_change=self._set_watches
+            )
+            self._watches = dict(targets.watches)
+            plan = scheduler.plan(self.watches())  # with the targets dynamic sources stored
+            await self._sync_watches(targets.rows_for(sources))
             on_failure.pop_all()
+        self._targets = targets
         self._cache = StateCache(stored)
         self._cache.keep(self._watches)
         self._metrics = Metrics(self.metrics_registry, self)
@@ -209,6 +221,7 @@ class Service:
                 make_client=self._checks.make_client,
                 sync_watches=self._sync_watches,
                 commit=self._commit_config,
+                targets=targets,
             )
             self._tasks.append(
                 asyncio.create_task(self._reloader.watch_file(), name="regmon-config")
@@ -297,8 +310,23 @@ class Service:
             return False
         return await self._reloader.reload()
 
-    async def _sync_watches(self, config: Config) -> None:
-        await sync_watches(self.engine, config)
+    async def _sync_watches(self, by_source: Mapping[str, Sequence[Watch]]) -> None:
+        await sync_watches(self.engine, by_source)
+
+    async def _seed(self, sources: Sequence[WatchSource]) -> None:
+        """Dynamic sources start from the watches the store holds for them (a restart)."""
+        from monitor.runtime.targets import DynamicSource
+        from monitor.store.repository import active_watches
+
+        dynamic = [source for source in sources if isinstance(source, DynamicSource)]
+        if not dynamic:
+            return
+        rows = await asyncio.to_thread(active_watches, self.engine)
+        for source in dynamic:
+            source.seed([row.image for row in rows if row.source == source.name])
+
+    def _set_watches(self, watches: Mapping[str, Watch]) -> None:
+        self._watches = dict(watches)
 
     def _commit_config(
         self, config: Config, watches: Mapping[str, Watch], client: RegistryClient | None
