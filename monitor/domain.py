@@ -98,6 +98,8 @@ class EventType(enum.StrEnum):
     TAG_MISSING = "tag.missing"
     TAG_RESTORED = "tag.restored"
     TAG_CREATED = "tag.created"
+    TAG_DELETED = "tag.deleted"
+    VERSION_AVAILABLE = "version.available"
     CHECK_FAILING = "check.failing"
     CHECK_RECOVERED = "check.recovered"
     TEST = "test"
@@ -161,6 +163,7 @@ class Event:
     platforms: Mapping[str, PlatformChange] = field(default_factory=dict)
     reason: str | None = None
     same_digest: bool | None = None
+    version: str | None = None  # version.available: the higher version's tag
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from datetime import datetime
+from typing import Final
 
 from monitor.domain import (
     CheckResult,
@@ -25,7 +27,9 @@ from monitor.domain import (
 )
 from monitor.ids import new_event_id
 
-__all__ = ["diff_platforms", "evaluate"]
+__all__ = ["DELETED", "deleted", "diff_platforms", "evaluate"]
+
+DELETED: Final = "deleted"  # the cause of a tag a repository listing no longer has
 
 
 def evaluate(
@@ -34,9 +38,14 @@ def evaluate(
     *,
     missing_after: int,
     failing_after: int,
+    created: bool = False,
     new_id: Callable[[], str] = new_event_id,
 ) -> Evaluation:
     """Fold ``result`` into ``previous`` (``None`` for a new watch).
+
+    ``created``: the tag has just appeared in its repository's listing (SPEC
+    §9), so a ``present`` result is its ``tag.created``, whatever came before
+    (a baseline, or the state it had before it was deleted).
 
     Rules (SPEC §5), with the choices SPEC leaves open:
 
@@ -153,7 +162,7 @@ def evaluate(
             prev.platforms
         )
         missing_alerted = prev.missing_alerted
-        if not first_decided and prev.digest is None:
+        if created or (not first_decided and prev.digest is None):
             # Never seen present before (an upcoming release tag): a first
             # appearance, whether or not tag.missing fired while it was awaited.
             emit(
@@ -224,6 +233,47 @@ def evaluate(
         failing_alerted=False,
     )
     return Evaluation(state=state, events=tuple(events), changed=status_changed)
+
+
+def deleted(
+    previous: TagState | None,
+    image: str,
+    at: datetime,
+    *,
+    new_id: Callable[[], str] = new_event_id,
+) -> Evaluation:
+    """A selected tag of a repository watch is no longer listed: ``tag.deleted``.
+
+    The state becomes ``missing`` (cause ``deleted``) with a history row; the
+    tag stops being watched, so no ``tag.missing`` follows.
+    """
+    prev = previous if previous is not None else TagState(image=image)
+    event = Event(
+        id=new_id(),
+        type=EventType.TAG_DELETED,
+        occurred_at=at,
+        image=image,
+        previous_status=prev.decided_status,
+        previous_digest=prev.digest,
+        current_status=Status.MISSING,
+        checked_at=at,
+        reason=DELETED,
+    )
+    state = replace(
+        prev,
+        status=Status.MISSING,
+        decided_status=Status.MISSING,
+        reason=None,
+        detail=DELETED,
+        last_checked=at,
+        last_decided=at,
+        last_changed=at if prev.decided_status is not Status.MISSING else prev.last_changed,
+        consecutive_misses=prev.consecutive_misses + 1,
+        consecutive_errors=0,
+        missing_alerted=True,
+        failing_alerted=False,
+    )
+    return Evaluation(state=state, events=(event,), changed=True)
 
 
 def diff_platforms(

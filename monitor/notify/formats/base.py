@@ -67,6 +67,10 @@ PRESENTATION: Final[Mapping[EventType, Presentation]] = {
         "Tag restored", ":large_green_circle:", 0x2EB67D, "success"
     ),
     EventType.TAG_CREATED: Presentation("Tag created", ":new:", 0x3AA3E3, "info"),  # blue
+    EventType.TAG_DELETED: Presentation("Tag deleted", ":wastebasket:", 0x9B59B6, "warning"),
+    EventType.VERSION_AVAILABLE: Presentation(
+        "Newer version", ":arrow_up:", 0x1ABC9C, "info"
+    ),  # teal
     # dark red: the registry cannot tell, which is not the same as "missing"
     EventType.CHECK_FAILING: Presentation("Checks failing", ":x:", 0x992D22, "failure"),
     EventType.CHECK_RECOVERED: Presentation(
@@ -168,6 +172,9 @@ def summary_details(payload: Mapping[str, Any]) -> list[str]:
     digests = digest_change(payload)
     if digests:
         details.insert(0, digests)
+    version = payload.get("version")
+    if isinstance(version, Mapping) and version.get("available"):
+        details.insert(0, f"version {version.get('current')} → {version.get('available')}")
     reason = payload.get("reason")
     if reason:
         details.append(f"reason {reason}")
