@@ -21,6 +21,7 @@ __all__ = [
     "EventType",
     "PlatformChange",
     "Reason",
+    "RepositoryState",
     "Status",
     "TagState",
 ]
@@ -145,6 +146,26 @@ class TagState:
     missing_alerted: bool = False
     failing_alerted: bool = False
     digest_changes: int = 0
+    # ``newer: semver``: the highest higher version the last listing had (None: none).
+    newer_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryState:
+    """A repository watch as the API, the status page and the metrics show it (SPEC §9).
+
+    ``tags`` are the references of its selected tags, ascending; ``status`` is
+    what its last listing found (None before the first), ``listed`` how many
+    tags that listing had.
+    """
+
+    key: str
+    tags: tuple[str, ...] = ()
+    status: Status | None = None
+    reason: Reason | None = None
+    detail: str | None = None
+    listed_at: datetime | None = None
+    listed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ The webhook body of an event and the timestamps in it are ``monitor.wire``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Final
@@ -26,6 +26,7 @@ from monitor.domain import (
     TagState,
 )
 from monitor.ids import new_event_id
+from monitor.tags import announced_versions
 
 __all__ = ["DELETED", "deleted", "diff_platforms", "evaluate"]
 
@@ -39,6 +40,7 @@ def evaluate(
     missing_after: int,
     failing_after: int,
     created: bool = False,
+    newer: Sequence[str] | None = None,
     new_id: Callable[[], str] = new_event_id,
 ) -> Evaluation:
     """Fold ``result`` into ``previous`` (``None`` for a new watch).
@@ -46,6 +48,14 @@ def evaluate(
     ``created``: the tag has just appeared in its repository's listing (SPEC
     §9), so a ``present`` result is its ``tag.created``, whatever came before
     (a baseline, or the state it had before it was deleted).
+
+    ``newer`` (``newer: semver``; None when not listed, or the listing failed):
+    the tags that are higher versions of this one, lowest first
+    (``monitor.tags.newer_versions``). Each one above the highest seen before
+    is a ``version.available``, once; when none was seen before, only the
+    highest is (a watch that starts behind hears of it once, not once per
+    release it missed). ``newer_version`` keeps the highest, for the next
+    listing and ``regmon_image_newer_version_info``.
 
     Rules (SPEC §5), with the choices SPEC leaves open:
 
@@ -205,6 +215,23 @@ def evaluate(
             failing_alerted=False,
             digest_changes=prev.digest_changes + (1 if digest_changed else 0),
         )
+        if newer is not None:
+            for version in announced_versions(prev.newer_version, newer):
+                events.append(
+                    Event(
+                        id=new_id(),
+                        type=EventType.VERSION_AVAILABLE,
+                        occurred_at=checked_at,
+                        image=str(result.reference),
+                        previous_status=Status.PRESENT,
+                        previous_digest=digest,
+                        current_status=Status.PRESENT,
+                        current_digest=digest,
+                        checked_at=checked_at,
+                        version=version,
+                    )
+                )
+            state = replace(state, newer_version=newer[-1] if newer else None)
         changed = status_changed or digest_changed or platforms_changed
         return Evaluation(state=state, events=tuple(events), changed=changed)
 

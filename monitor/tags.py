@@ -32,6 +32,7 @@ __all__ = [
     "TagSelection",
     "TagVersion",
     "VersionRange",
+    "announced_versions",
     "diff_selection",
     "is_artifact_tag",
     "newer_versions",
@@ -216,6 +217,22 @@ def diff_selection(
         deleted=tuple(sorted(tag for tag in before if tag not in present)),
         dropped=tuple(sorted(tag for tag in before if tag in present and tag not in set(now))),
     )
+
+
+def announced_versions(known: str | None, newer: Sequence[str]) -> list[str]:
+    """Which of ``newer`` (``newer_versions``, lowest first) are news after ``known``, the
+    highest seen before: those above it; when none was seen before, only the highest."""
+    if not newer:
+        return []
+    floor = parse_version(known) if known is not None else None
+    if floor is None:
+        return [newer[-1]]
+    key = floor.sort_key()[:2]
+    return [
+        tag
+        for tag in newer
+        if (version := parse_version(tag)) is not None and version.sort_key()[:2] > key
+    ]
 
 
 def newer_versions(current: str, tags: Sequence[str]) -> list[str]:

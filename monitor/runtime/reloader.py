@@ -14,13 +14,14 @@ import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from monitor.config import Config, Watch, load_config
+from monitor.config import Config, Watch, load_config, resolve_repositories
 from monitor.errors import RegmonError
 from monitor.runtime.failure import reason
 from monitor.sources.base import targets_of
 
 if TYPE_CHECKING:
     from monitor.registry.client import RegistryClient
+    from monitor.runtime.listings import Listings
     from monitor.runtime.targets import Targets
     from monitor.scheduler import WatchScheduler
 
@@ -51,6 +52,7 @@ class Reloader:
         sync_watches: Callable[[Mapping[str, Sequence[Watch]]], Awaitable[None]],
         commit: Callable[[Config, Mapping[str, Watch], RegistryClient | None], None],
         targets: Targets,
+        listings: Listings | None = None,
         poll: float = CONFIG_POLL,
     ) -> None:
         self._path = path
@@ -60,6 +62,7 @@ class Reloader:
         self._sync_watches = sync_watches
         self._commit = commit
         self._targets = targets
+        self._listings = listings
         self._poll = poll
         self._lock = asyncio.Lock()
         self._requests: set[asyncio.Task[Any]] = set()
@@ -105,6 +108,9 @@ class Reloader:
         watches = targets_of(sources)
         try:
             plan = self._scheduler.plan(list(watches.values()))
+            listing_plan = (
+                self._listings.plan(resolve_repositories(new)) if self._listings is not None else None
+            )
         except RegmonError as exc:
             log.error("config reload refused, keeping the running config: %s", exc)
             return False
@@ -122,6 +128,8 @@ class Reloader:
         self._targets.commit(sources)
         self._commit(new, watches, client)
         added, removed, rescheduled = self._scheduler.commit(plan)
+        if self._listings is not None and listing_plan is not None:
+            self._listings.commit(listing_plan)
         log.info(
             "config reloaded: %d watches (%d added, %d removed, %d rescheduled)",
             len(watches),

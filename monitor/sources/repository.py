@@ -59,6 +59,13 @@ class RepositorySource:
         # No stored tag: a repository never listed, or one whose selection was empty.
         self._selected = tuple(tags) if tags else None
 
+    def snapshot(self) -> tuple[tuple[str, ...] | None, frozenset[str] | None]:
+        """What ``restore`` puts back: the selection and listing before an ``apply``."""
+        return self._selected, self._listed
+
+    def restore(self, snapshot: tuple[tuple[str, ...] | None, frozenset[str] | None]) -> None:
+        self._selected, self._listed = snapshot
+
     def apply(self, listed: Collection[str]) -> SelectionChange:
         """Take a complete listing in; what came and went (``monitor.tags.diff_selection``)."""
         change = diff_selection(self._selected, self._listed, listed, self.watch.selection)
