@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from monitor.config import Config, Watch, resolve_watches
-from monitor.domain import TagState
+from monitor.domain import RepositoryState, TagState
 from monitor.store.engine import make_engine, upgrade
 
 
@@ -29,6 +29,9 @@ class FakeView:
 
     def states(self) -> Mapping[str, TagState]:
         return self.state_map
+
+    def repositories(self) -> Sequence[RepositoryState]:
+        return []
 
     def is_ready(self) -> bool:
         return self.ready
