@@ -17,6 +17,7 @@ import pytest
 from support.images import ImagePusher
 from support.paging import PagingProxy
 from support.registry import RegistryServer
+from support.service import run_cli
 
 from monitor.config import load_config
 from monitor.domain import Status
@@ -47,8 +48,7 @@ async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
 
 def events(service: Service) -> list[tuple[str, str, str | None]]:
     return [
-        (e["type"], e["image"]["tag"], e["current"]["digest"])
-        for e in list_events(service.engine)
+        (e["type"], e["image"]["tag"], e["current"]["digest"]) for e in list_events(service.engine)
     ]
 
 
@@ -81,10 +81,8 @@ def test_tags_pushed_and_deleted_between_listings_are_one_created_and_one_delete
 ) -> None:
     repo = unique_repo()
     key = f"{registry.host}/{repo}"
-    for tag in ("1.0.0", "1.1.0", "latest", SIG):
-        pusher.push_image(repo, tag)
+    pushed = {tag: pusher.push_image(repo, tag).digest for tag in ("1.0.0", "1.1.0", "latest", SIG)}
     config = write(tmp_path / "regmon.yaml", registry.host, repo)
-    pushed: dict[str, str] = {}
 
     async def body(service: Service) -> None:
         shown = await service.list_repository(key)
@@ -124,6 +122,12 @@ def test_tags_pushed_and_deleted_between_listings_are_one_created_and_one_delete
         assert tagged(service, key) == ["latest", "1.1.0", "1.2.0"]
 
     run(config, after)
+    done = run_cli("status", "--config", str(config))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines() == [
+        *(f"present  {key}:{tag}  {pushed[tag]}" for tag in ("latest", "1.1.0", "1.2.0")),
+        f"repository  {key}  3 tags",
+    ]
 
 
 def test_max_moving_on_unwatches_without_deleted_and_a_reload_keeps_the_tags(
@@ -302,8 +306,11 @@ def test_newer_semver_is_one_version_available_per_new_version(
         event = [e for e in list_events(service.engine) if e["type"] == "version.available"][-1]
         assert event["version"] == {"current": "1.27.2", "available": "1.27.5"}
         assert event["image"]["reference"] == image
-        assert service.metrics_registry.get_sample_value(
-            "regmon_image_newer_version_info", {"image": image, "version": "1.27.5"}
-        ) == 1
+        assert (
+            service.metrics_registry.get_sample_value(
+                "regmon_image_newer_version_info", {"image": image, "version": "1.27.5"}
+            )
+            == 1
+        )
 
     run(config, body)

@@ -82,6 +82,7 @@ class Listings:
         self._states: dict[str, ListingState] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._running: set[asyncio.Task[Any]] = set()
+        self._stopping = False
 
     def use(self, targets: Targets) -> None:
         """The service's targets, once the store has them (listings start after)."""
@@ -103,6 +104,7 @@ class Listings:
 
     async def stop(self, grace: float) -> None:
         """No more listings; one in flight gets ``grace`` seconds, then is cancelled."""
+        self._stopping = True
         self._scheduler.shutdown()
         if self._running:
             _, late = await asyncio.wait(set(self._running), timeout=grace)
@@ -128,7 +130,9 @@ class Listings:
         try:
             await self.list_now(key)
         except asyncio.CancelledError:
-            raise
+            if not self._stopping:
+                raise
+            # Cancelled by stop(): nothing was changed, the next start lists again.
         except Exception:
             log.exception("listing of %s failed unexpectedly", key)
         finally:

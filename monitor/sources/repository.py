@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Final
 
-from monitor.tags import SelectionChange, diff_selection
+from monitor.tags import SelectionChange, TagSelection, diff_selection, select_tags
 
 if TYPE_CHECKING:
     from monitor.config import RepositoryWatch, Watch
@@ -57,7 +57,7 @@ class RepositorySource:
         prefix = f"{self.watch.key}:"
         tags = [key[len(prefix) :] for key in stored if key.startswith(prefix)]
         # No stored tag: a repository never listed, or one whose selection was empty.
-        self._selected = tuple(tags) if tags else None
+        self._selected = tuple(select_tags(tags, TagSelection())) if tags else None
 
     def snapshot(self) -> tuple[tuple[str, ...] | None, frozenset[str] | None]:
         """What ``restore`` puts back: the selection and listing before an ``apply``."""
