@@ -108,9 +108,8 @@ class Reloader:
         watches = targets_of(sources)
         try:
             plan = self._scheduler.plan(list(watches.values()))
-            listing_plan = (
-                self._listings.plan(resolve_repositories(new)) if self._listings is not None else None
-            )
+            listings = self._listings
+            listing_plan = listings.plan(resolve_repositories(new)) if listings else None
         except RegmonError as exc:
             log.error("config reload refused, keeping the running config: %s", exc)
             return False
