@@ -37,6 +37,7 @@ __all__ = [
     "summary_line",
     "take_lines",
     "title_of",
+    "version_change",
 ]
 
 # Apprise's notify types, least to most severe (a batch takes its most severe member's).
@@ -166,15 +167,23 @@ def platform_lines(payload: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def version_change(payload: Mapping[str, Any]) -> str | None:
+    """``1.27.2 → 1.27.3`` for a ``version.available``, else None."""
+    version = payload.get("version")
+    if not isinstance(version, Mapping) or not version.get("available"):
+        return None
+    return f"{version.get('current')} → {version.get('available')}"
+
+
 def summary_details(payload: Mapping[str, Any]) -> list[str]:
     """``[digests, status …, reason …]``: what the one-line summary puts in parentheses."""
     details = [f"status {status_line(payload)}"]
     digests = digest_change(payload)
     if digests:
         details.insert(0, digests)
-    version = payload.get("version")
-    if isinstance(version, Mapping) and version.get("available"):
-        details.insert(0, f"version {version.get('current')} → {version.get('available')}")
+    version = version_change(payload)
+    if version:
+        details.insert(0, f"version {version}")
     reason = payload.get("reason")
     if reason:
         details.append(f"reason {reason}")
