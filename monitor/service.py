@@ -207,7 +207,7 @@ class Service:
             listings = Listings(
                 list_tags=self._checks.list_tags,
                 record_deleted=self._checks.record_deleted,
-                check_created=self._checks.check_created,
+                check_new=self._checks.check_new,
                 may_run=self._coordinator.is_leader,
             )
             listing_plan = listings.plan(resolve_repositories(self._config))

@@ -229,9 +229,13 @@ class CheckRunner:
                 self._recorder.add(evaluation, watch, version=version)
             log.info("tag.deleted %s: no longer listed by its repository", watch.key)
 
-    async def check_created(self, keys: Sequence[str]) -> None:
-        """Check tags new in their repository now: a present one is its ``tag.created``."""
-        await asyncio.gather(*(self.check(key, created=True) for key in keys))
+    async def check_new(self, created: Sequence[str], others: Sequence[str]) -> None:
+        """Check tags that joined a repository's selection now: a present one of those new
+        in the repository (``created``) is its ``tag.created``."""
+        await asyncio.gather(
+            *(self.check(key, created=True) for key in created),
+            *(self.check(key) for key in others),
+        )
 
     def reevaluate(
         self, stale: Sequence[Pending], current: Mapping[str, tuple[TagState, int]]

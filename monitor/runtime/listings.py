@@ -58,9 +58,9 @@ class Listings:
 
     ``list_tags`` lists one repository (within its registry's slots and
     budget; raises ``RegistryError`` when undecided); ``record_deleted`` writes
-    ``tag.deleted`` for the given tag watches; ``check_created`` checks new tags
-    at once with ``created=True``; ``may_run`` is false on a follower and while
-    stopping.
+    ``tag.deleted`` for the given tag watches; ``check_new(created, others)``
+    checks tags that joined the selection at once, the new ones with
+    ``created=True``; ``may_run`` is false on a follower.
     """
 
     def __init__(
@@ -68,7 +68,7 @@ class Listings:
         *,
         list_tags: Callable[[RepositoryWatch], Awaitable[TagListing]],
         record_deleted: Callable[[Sequence[Watch], datetime], None],
-        check_created: Callable[[Sequence[str]], Awaitable[None]],
+        check_new: Callable[[Sequence[str], Sequence[str]], Awaitable[None]],
         may_run: Callable[[], bool],
     ) -> None:
         from monitor.scheduler import WatchScheduler
@@ -76,7 +76,7 @@ class Listings:
         self._targets: Targets | None = None
         self._list_tags = list_tags
         self._record_deleted = record_deleted
-        self._check_created = check_created
+        self._check_new = check_new
         self._may_run = may_run
         self._scheduler: WatchScheduler = WatchScheduler(self._scheduled)
         self._states: dict[str, ListingState] = {}
@@ -178,12 +178,23 @@ class Listings:
                 duration_ms=_ms(began),
             )
         before = source.snapshot()
+        baseline = not source.listed
         change = source.apply(listing.tags)
-        try:
-            await targets.update(source)
-        except BaseException:
-            source.restore(before)  # the next listing finds the same changes again
-            raise
+        added: tuple[str, ...] = ()
+        # An unchanged selection writes nothing: a steady cycle is the listing alone.
+        if baseline or change.selected != before[0]:
+            try:
+                # The baseline's tags get their first checks from the scheduler; tags
+                # that come later are checked below, at once.
+                update = await targets.update(source, first_run_now=baseline)
+            except BaseException:
+                source.restore(before)  # the next listing finds the same changes again
+                raise
+            if update is None:
+                return ListingState(
+                    Status.PRESENT, None, None, at, len(listing.tags), listing.pages, _ms(began)
+                )
+            added = () if baseline else update.added
         if change.deleted:
             self._record_deleted([watch.tag_watch(tag, source.name) for tag in change.deleted], at)
         if change.created or change.deleted or change.dropped:
@@ -195,8 +206,12 @@ class Listings:
                 len(change.deleted),
                 len(change.dropped),
             )
-        if change.created:
-            await self._check_created([str(watch.repository.tagged(t)) for t in change.created])
+        if added:
+            created = {str(watch.repository.tagged(tag)) for tag in change.created}
+            await self._check_new(
+                [key for key in added if key in created],
+                [key for key in added if key not in created],  # back in the selection
+            )
         return ListingState(
             Status.PRESENT, None, None, at, len(listing.tags), listing.pages, _ms(began)
         )
