@@ -21,6 +21,7 @@ __all__ = [
     "EventType",
     "PlatformChange",
     "Reason",
+    "RepositoryState",
     "Status",
     "TagState",
 ]
@@ -98,6 +99,8 @@ class EventType(enum.StrEnum):
     TAG_MISSING = "tag.missing"
     TAG_RESTORED = "tag.restored"
     TAG_CREATED = "tag.created"
+    TAG_DELETED = "tag.deleted"
+    VERSION_AVAILABLE = "version.available"
     CHECK_FAILING = "check.failing"
     CHECK_RECOVERED = "check.recovered"
     TEST = "test"
@@ -143,6 +146,26 @@ class TagState:
     missing_alerted: bool = False
     failing_alerted: bool = False
     digest_changes: int = 0
+    # ``newer: semver``: the highest higher version the last listing had (None: none).
+    newer_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryState:
+    """A repository watch as the API, the status page and the metrics show it (SPEC §9).
+
+    ``tags`` are the references of its selected tags, ascending; ``status`` is
+    what its last listing found (None before the first), ``listed`` how many
+    tags that listing had.
+    """
+
+    key: str
+    tags: tuple[str, ...] = ()
+    status: Status | None = None
+    reason: Reason | None = None
+    detail: str | None = None
+    listed_at: datetime | None = None
+    listed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +184,7 @@ class Event:
     platforms: Mapping[str, PlatformChange] = field(default_factory=dict)
     reason: str | None = None
     same_digest: bool | None = None
+    version: str | None = None  # version.available: the higher version's tag
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,10 @@ The webhook body of an event and the timestamps in it are ``monitor.wire``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
+from typing import Final
 
 from monitor.domain import (
     CheckResult,
@@ -24,8 +26,11 @@ from monitor.domain import (
     TagState,
 )
 from monitor.ids import new_event_id
+from monitor.tags import announced_versions
 
-__all__ = ["diff_platforms", "evaluate"]
+__all__ = ["DELETED", "deleted", "diff_platforms", "evaluate"]
+
+DELETED: Final = "deleted"  # the cause of a tag a repository listing no longer has
 
 
 def evaluate(
@@ -34,9 +39,23 @@ def evaluate(
     *,
     missing_after: int,
     failing_after: int,
+    created: bool = False,
+    newer: Sequence[str] | None = None,
     new_id: Callable[[], str] = new_event_id,
 ) -> Evaluation:
     """Fold ``result`` into ``previous`` (``None`` for a new watch).
+
+    ``created``: the tag has just appeared in its repository's listing (SPEC
+    §9), so a ``present`` result is its ``tag.created``, whatever came before
+    (a baseline, or the state it had before it was deleted).
+
+    ``newer`` (``newer: semver``; None when not listed, or the listing failed):
+    the tags that are higher versions of this one, lowest first
+    (``monitor.tags.newer_versions``). Each one above the highest seen before
+    is a ``version.available``, once; when none was seen before, only the
+    highest is (a watch that starts behind hears of it once, not once per
+    release it missed). ``newer_version`` keeps the highest, for the next
+    listing and ``regmon_image_newer_version_info``.
 
     Rules (SPEC §5), with the choices SPEC leaves open:
 
@@ -153,7 +172,7 @@ def evaluate(
             prev.platforms
         )
         missing_alerted = prev.missing_alerted
-        if not first_decided and prev.digest is None:
+        if created or (not first_decided and prev.digest is None):
             # Never seen present before (an upcoming release tag): a first
             # appearance, whether or not tag.missing fired while it was awaited.
             emit(
@@ -196,6 +215,23 @@ def evaluate(
             failing_alerted=False,
             digest_changes=prev.digest_changes + (1 if digest_changed else 0),
         )
+        if newer is not None:
+            for version in announced_versions(prev.newer_version, newer):
+                events.append(
+                    Event(
+                        id=new_id(),
+                        type=EventType.VERSION_AVAILABLE,
+                        occurred_at=checked_at,
+                        image=str(result.reference),
+                        previous_status=Status.PRESENT,
+                        previous_digest=digest,
+                        current_status=Status.PRESENT,
+                        current_digest=digest,
+                        checked_at=checked_at,
+                        version=version,
+                    )
+                )
+            state = replace(state, newer_version=newer[-1] if newer else None)
         changed = status_changed or digest_changed or platforms_changed
         return Evaluation(state=state, events=tuple(events), changed=changed)
 
@@ -224,6 +260,47 @@ def evaluate(
         failing_alerted=False,
     )
     return Evaluation(state=state, events=tuple(events), changed=status_changed)
+
+
+def deleted(
+    previous: TagState | None,
+    image: str,
+    at: datetime,
+    *,
+    new_id: Callable[[], str] = new_event_id,
+) -> Evaluation:
+    """A selected tag of a repository watch is no longer listed: ``tag.deleted``.
+
+    The state becomes ``missing`` (cause ``deleted``) with a history row; the
+    tag stops being watched, so no ``tag.missing`` follows.
+    """
+    prev = previous if previous is not None else TagState(image=image)
+    event = Event(
+        id=new_id(),
+        type=EventType.TAG_DELETED,
+        occurred_at=at,
+        image=image,
+        previous_status=prev.decided_status,
+        previous_digest=prev.digest,
+        current_status=Status.MISSING,
+        checked_at=at,
+        reason=DELETED,
+    )
+    state = replace(
+        prev,
+        status=Status.MISSING,
+        decided_status=Status.MISSING,
+        reason=None,
+        detail=DELETED,
+        last_checked=at,
+        last_decided=at,
+        last_changed=at if prev.decided_status is not Status.MISSING else prev.last_changed,
+        consecutive_misses=prev.consecutive_misses + 1,
+        consecutive_errors=0,
+        missing_alerted=True,
+        failing_alerted=False,
+    )
+    return Evaluation(state=state, events=(event,), changed=True)
 
 
 def diff_platforms(

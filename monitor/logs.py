@@ -167,6 +167,8 @@ def _describe(event: Event, previous: TagState | None, result: CheckResult) -> s
         return f"{result.status} {result.summary}{was}"
     if kind is EventType.TAG_CREATED:
         return f"present at {event.current_digest} (first seen)"
+    if kind is EventType.VERSION_AVAILABLE:
+        return f"version {event.version} is available"
     if kind is EventType.TAG_RESTORED:
         if event.same_digest is None:
             return f"present at {event.current_digest} (never seen present before)"

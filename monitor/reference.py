@@ -38,10 +38,12 @@ __all__ = [
     "DOCKER_HUB_DOMAIN",
     "HUB_HOSTS",
     "ImageReference",
+    "RepositoryName",
     "canonical_registry",
     "is_loopback",
     "is_valid_digest",
     "parse_reference",
+    "parse_repository",
 ]
 
 DOCKER_HUB_DOMAIN: Final = "docker.io"
@@ -144,6 +146,39 @@ class ImageReference:
         if self.digest is not None:
             text += f"@{self.digest}"
         return text
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryName:
+    """A normalized repository, e.g. ``docker.io/library/nginx``: an image without a tag."""
+
+    domain: str
+    path: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.domain}/{self.path}"
+
+    def tagged(self, tag: str) -> ImageReference:
+        return ImageReference(domain=self.domain, path=self.path, tag=tag, digest=None)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def parse_repository(text: str) -> RepositoryName:
+    """Parse and normalize a repository name (``nginx``, ``ghcr.io/acme/api``) as docker does.
+
+    Raises ``InvalidReference`` naming the offending part; a tag or digest is one.
+    """
+    ref = parse_reference(text)
+    if ref.digest is not None or _has_tag(text):
+        raise InvalidReference(text, "a repository has no tag or digest (watch tags with image:)")
+    return RepositoryName(ref.domain, ref.path)
+
+
+def _has_tag(text: str) -> bool:
+    return ":" in text.rpartition("/")[2]
 
 
 def is_valid_digest(value: str) -> bool:

@@ -6,14 +6,26 @@ import random
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-    from monitor.config import Watch
+__all__ = ["SchedulePlan", "Scheduled", "WatchScheduler", "cron_gap", "cron_period"]
 
-__all__ = ["SchedulePlan", "WatchScheduler", "cron_gap", "cron_period"]
+
+class Scheduled(Protocol):
+    """What gets a job: a tag watch (``Watch``) or a repository listing (``RepositoryWatch``)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def interval(self) -> float | None: ...
+    @property
+    def cron(self) -> str | None: ...
+    @property
+    def jitter(self) -> float: ...
+
 
 FIRST_RUN_SPREAD = 10.0  # seconds: the first cycle starts within this, not all at once
 
@@ -41,11 +53,11 @@ def cron_period(cron: str) -> float:
 class SchedulePlan:
     """Jobs to add or reschedule (watch, its built trigger, is new) and keys to remove."""
 
-    changes: tuple[tuple[Watch, Any, bool], ...]
+    changes: tuple[tuple[Scheduled, Any, bool], ...]
     removed: tuple[str, ...]
 
 
-def _schedule(watch: Watch) -> tuple[float | None, str | None, float]:
+def _schedule(watch: Scheduled) -> tuple[float | None, str | None, float]:
     return (watch.interval, watch.cron, watch.jitter)
 
 
@@ -63,6 +75,10 @@ class WatchScheduler:
     def running(self) -> bool:
         return bool(self._scheduler.running)
 
+    def keys(self) -> list[str]:
+        """The keys that have a job, in the order they were added."""
+        return list(self._schedules)
+
     def start(self) -> None:
         self._scheduler.start()
 
@@ -72,7 +88,7 @@ class WatchScheduler:
             self._scheduler.shutdown(wait=False)
 
     def apply(
-        self, watches: Sequence[Watch], *, first_run_now: bool = True
+        self, watches: Sequence[Scheduled], *, first_run_now: bool = True
     ) -> tuple[int, int, int]:
         """Add, remove and reschedule jobs; return (added, removed, rescheduled).
 
@@ -80,7 +96,7 @@ class WatchScheduler:
         """
         return self.commit(self.plan(watches), first_run_now=first_run_now)
 
-    def plan(self, watches: Sequence[Watch]) -> SchedulePlan:
+    def plan(self, watches: Sequence[Scheduled]) -> SchedulePlan:
         """What ``commit`` will change, with every trigger built and tried; changes nothing.
 
         A schedule APScheduler cannot hold (an interval past ``datetime``'s range, a
@@ -91,7 +107,7 @@ class WatchScheduler:
 
         wanted = {w.key: w for w in watches}
         now = datetime.now(UTC)
-        changes: list[tuple[Watch, Any, bool]] = []
+        changes: list[tuple[Scheduled, Any, bool]] = []
         for key, watch in wanted.items():
             old = self._schedules.get(key)
             if old == _schedule(watch):
@@ -138,7 +154,7 @@ class WatchScheduler:
         return added, len(plan.removed), rescheduled
 
     @staticmethod
-    def _trigger(watch: Watch) -> Any:
+    def _trigger(watch: Scheduled) -> Any:
         from apscheduler.triggers.cron import CronTrigger
         from apscheduler.triggers.interval import IntervalTrigger
 

@@ -14,8 +14,8 @@ import signal
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from monitor.config import Config, Watch, load_config
-from monitor.domain import TagState
+from monitor.config import Config, Watch, load_config, resolve_repositories
+from monitor.domain import RepositoryState, TagState
 from monitor.errors import RegmonError
 from monitor.runtime.cache import StateCache
 from monitor.runtime.checks import CheckRunner
@@ -33,9 +33,12 @@ if TYPE_CHECKING:
     from monitor.registry.transport import TransportFactory
     from monitor.runtime.deliveries import Deliveries
     from monitor.runtime.leader import Coordinator
+    from monitor.runtime.listings import Listings
     from monitor.runtime.recorder import Recorder
     from monitor.runtime.reloader import Reloader
+    from monitor.runtime.targets import Targets
     from monitor.scheduler import WatchScheduler
+    from monitor.sources.base import WatchSource
     from monitor.store.lockfile import ProcessLock
     from monitor.store.repository import Record, Recorded
 
@@ -83,6 +86,8 @@ class Service:
         self._recorder: Recorder | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._reloader: Reloader | None = None
+        self._targets: Targets | None = None
+        self._listings: Listings | None = None
         self._engine: Engine | None = None
         self._db_lock: ProcessLock | None = None  # SQLite: one replica per file
         self._scheduler: WatchScheduler | None = None
@@ -107,6 +112,39 @@ class Service:
 
     def states(self) -> Mapping[str, TagState]:
         return self._cache.states()
+
+    def repositories(self) -> Sequence[RepositoryState]:
+        if self._targets is None or self._listings is None:
+            return []
+        from monitor.sources.repository import RepositorySource
+
+        listed = self._listings.states()
+        shown = []
+        for source in self._targets.sources():
+            if isinstance(source, RepositorySource):
+                last = listed.get(source.watch.key)
+                shown.append(
+                    RepositoryState(
+                        key=source.watch.key,
+                        tags=tuple(w.key for w in source.targets()),
+                        status=None if last is None else last.status,
+                        reason=None if last is None else last.reason,
+                        detail=None if last is None else last.detail,
+                        listed_at=None if last is None else last.listed_at,
+                        listed=0 if last is None else last.listed,
+                    )
+                )
+        return shown
+
+    async def list_repository(self, key: str) -> RepositoryState:
+        """List repository watch ``key`` now and apply what came and went; KeyError if
+        it is not watched."""
+        if self._listings is None or await self._listings.list_now(key) is None:
+            raise KeyError(key)
+        for shown in self.repositories():
+            if shown.key == key:
+                return shown
+        raise KeyError(key)  # pragma: no cover - a listed repository is shown
 
     def is_ready(self) -> bool:
         if self._engine is None or self._scheduler is None or not self._scheduler.running:
@@ -139,9 +177,11 @@ class Service:
         from monitor.notify.routing import Router
         from monitor.runtime.deliveries import Deliveries
         from monitor.runtime.http import bind, make_server
+        from monitor.runtime.listings import Listings
         from monitor.runtime.pruner import Pruner
         from monitor.runtime.recorder import Recorder
         from monitor.runtime.reloader import Reloader
+        from monitor.runtime.targets import Targets
         from monitor.scheduler import WatchScheduler
         from monitor.store.engine import (
             make_engine,
@@ -164,6 +204,13 @@ class Service:
             # scheduler cannot hold is a one-line error, the watches table unchanged.
             scheduler = WatchScheduler(self._checks.scheduled)
             plan = scheduler.plan(self.watches())
+            listings = Listings(
+                list_tags=self._checks.list_tags,
+                record_deleted=self._checks.record_deleted,
+                check_new=self._checks.check_new,
+                may_run=self._coordinator.is_leader,
+            )
+            listing_plan = listings.plan(resolve_repositories(self._config))
             refuse_empty_sqlite_file(self._config.database)
             self._db_lock = hold_sqlite_lock(self._config.database)
             if self._db_lock is not None:
@@ -173,8 +220,18 @@ class Service:
             await wait_for_database(self._engine)
             await asyncio.to_thread(upgrade, self._engine)
             stored = await asyncio.to_thread(load_versioned_states, self._engine)
-            await self._sync_watches(self._config)
+            sources = sources_for(self._config)
+            await self._seed(sources)
+            targets = Targets(
+                sources, scheduler=scheduler, sync=self._sync_watches, on_change=self._set_watches
+            )
+            self._watches = dict(targets.watches)
+            plan = scheduler.plan(self.watches())  # with the targets dynamic sources stored
+            await self._sync_watches(targets.rows_for(sources))
             on_failure.pop_all()
+        self._targets = targets
+        listings.use(targets)
+        self._listings = listings
         self._cache = StateCache(stored)
         self._cache.keep(self._watches)
         self._metrics = Metrics(self.metrics_registry, self)
@@ -191,6 +248,8 @@ class Service:
         self._scheduler = scheduler
         self._scheduler.commit(plan)
         self._scheduler.start()
+        listings.commit(listing_plan)
+        listings.start()
         self._recorder.start()
         pruner = Pruner(self._engine, lambda: self._config.retention)
         self._tasks.append(asyncio.create_task(pruner.run(), name="regmon-pruner"))
@@ -209,6 +268,8 @@ class Service:
                 make_client=self._checks.make_client,
                 sync_watches=self._sync_watches,
                 commit=self._commit_config,
+                targets=targets,
+                listings=listings,
             )
             self._tasks.append(
                 asyncio.create_task(self._reloader.watch_file(), name="regmon-config")
@@ -242,6 +303,8 @@ class Service:
         # Order matters: APScheduler's AsyncIOExecutor.shutdown() cancels running jobs,
         # so wait for the in-flight checks first; jobs firing meanwhile return at once.
         await self._checks.drain(STOP_CHECK_GRACE)
+        if self._listings is not None:
+            await self._listings.stop(STOP_CHECK_GRACE)
         if self._scheduler is not None:
             self._scheduler.shutdown()
         if self._recorder is not None:
@@ -297,8 +360,23 @@ class Service:
             return False
         return await self._reloader.reload()
 
-    async def _sync_watches(self, config: Config) -> None:
-        await sync_watches(self.engine, config)
+    async def _sync_watches(self, by_source: Mapping[str, Sequence[Watch]]) -> None:
+        await sync_watches(self.engine, by_source)
+
+    async def _seed(self, sources: Sequence[WatchSource]) -> None:
+        """Dynamic sources start from the watches the store holds for them (a restart)."""
+        from monitor.runtime.targets import DynamicSource
+        from monitor.store.repository import active_watches
+
+        dynamic = [source for source in sources if isinstance(source, DynamicSource)]
+        if not dynamic:
+            return
+        rows = await asyncio.to_thread(active_watches, self.engine)
+        for source in dynamic:
+            source.seed([row.image for row in rows if row.source == source.name])
+
+    def _set_watches(self, watches: Mapping[str, Watch]) -> None:
+        self._watches = dict(watches)
 
     def _commit_config(
         self, config: Config, watches: Mapping[str, Watch], client: RegistryClient | None

@@ -23,14 +23,17 @@ are never selected: they are artifacts about an image, not versions of it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 __all__ = [
+    "SelectionChange",
     "TagSelection",
     "TagVersion",
     "VersionRange",
+    "announced_versions",
+    "diff_selection",
     "is_artifact_tag",
     "newer_versions",
     "parse_range",
@@ -174,6 +177,62 @@ def select_tags(tags: Iterable[str], selection: TagSelection) -> list[str]:
     if selection.max is not None:
         chosen = chosen[-selection.max :] if selection.max > 0 else []
     return [tag for _, tag in chosen]
+
+
+@dataclass(frozen=True, slots=True)
+class SelectionChange:
+    """How one listing moves a repository watch's selection on (``diff_selection``)."""
+
+    selected: tuple[str, ...]  # the new selection, ascending (select_tags)
+    created: tuple[str, ...] = ()  # newly selected tags that were not listed before
+    deleted: tuple[str, ...] = ()  # selected before, no longer listed
+    dropped: tuple[str, ...] = ()  # selected before, still listed, no longer selected
+
+
+def diff_selection(
+    selected: Collection[str] | None,
+    listed_before: Collection[str] | None,
+    listed: Collection[str],
+    selection: TagSelection,
+) -> SelectionChange:
+    """The new selection from a complete listing, and what came and went.
+
+    ``selected`` is the selection before (None: the repository was never
+    listed, the baseline: nothing is created or deleted); ``listed_before``
+    the listing before (None: not known, say after a restart, when every newly
+    selected tag counts as created). A tag that leaves the selection but is
+    still listed (``max`` moved on, a selection changed) is dropped, not
+    deleted; a tag that enters it but was listed before (``max`` moved back
+    after a deletion) is selected, not created.
+    """
+    now = select_tags(listed, selection)
+    if selected is None:
+        return SelectionChange(tuple(now))
+    before = set(selected)
+    present = set(listed)
+    known = set(listed_before) if listed_before is not None else set()
+    return SelectionChange(
+        selected=tuple(now),
+        created=tuple(tag for tag in now if tag not in before and tag not in known),
+        deleted=tuple(sorted(tag for tag in before if tag not in present)),
+        dropped=tuple(sorted(tag for tag in before if tag in present and tag not in set(now))),
+    )
+
+
+def announced_versions(known: str | None, newer: Sequence[str]) -> list[str]:
+    """Which of ``newer`` (``newer_versions``, lowest first) are news after ``known``, the
+    highest seen before: those above it; when none was seen before, only the highest."""
+    if not newer:
+        return []
+    floor = parse_version(known) if known is not None else None
+    if floor is None:
+        return [newer[-1]]
+    key = floor.sort_key()[:2]
+    return [
+        tag
+        for tag in newer
+        if (version := parse_version(tag)) is not None and version.sort_key()[:2] > key
+    ]
 
 
 def newer_versions(current: str, tags: Sequence[str]) -> list[str]:

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from monitor.config import Config, Watch
-    from monitor.domain import TagState
+    from monitor.domain import RepositoryState, TagState
 
 __all__ = ["ServiceView"]
 
@@ -34,6 +34,10 @@ class ServiceView(Protocol):
 
     def states(self) -> Mapping[str, TagState]:
         """Current state by watch key (``Watch.key``, the normalized reference)."""
+        ...
+
+    def repositories(self) -> Sequence[RepositoryState]:
+        """Every repository watch with its selected tags and its last listing, in config order."""
         ...
 
     def is_ready(self) -> bool:

@@ -43,7 +43,9 @@ def event_to_payload(event: Event, *, reference: ImageReference | None = None) -
 
     ``image`` parts come from ``reference`` or, when not given, from parsing
     ``event.image``. A ``tag.restored`` body also carries ``same_digest``
-    (SPEC §5: the event "says whether the digest is the one it had before").
+    (SPEC §5: the event "says whether the digest is the one it had before"),
+    a ``version.available`` body ``version: {current, available}`` (the
+    watched tag and the higher version's tag, SPEC §9).
     """
     if reference is None:
         from monitor.reference import parse_reference
@@ -76,6 +78,8 @@ def event_to_payload(event: Event, *, reference: ImageReference | None = None) -
     }
     if event.type is EventType.TAG_RESTORED:
         payload["same_digest"] = event.same_digest
+    if event.type is EventType.VERSION_AVAILABLE:
+        payload["version"] = {"current": reference.tag, "available": event.version}
     return payload
 
 
@@ -105,6 +109,7 @@ def payload_to_event(payload: Mapping[str, Any]) -> Event:
         },
         reason=payload.get("reason"),
         same_digest=payload.get("same_digest"),
+        version=(payload.get("version") or {}).get("available"),
     )
 
 

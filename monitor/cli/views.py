@@ -16,23 +16,45 @@ __all__ = ["history", "status"]
 @click.option("--config", "config_path", **CONFIG_OPTION)
 @guard
 def status(as_json: bool, config_path: str) -> None:
-    """Current state of every watched tag, from the database."""
-    from monitor.config.resolve import resolve_watches
-    from monitor.store.repository import load_states
-    from monitor.web.views import image_summary
+    """Current state of every watched tag (a repository's: those it selected), from the
+    database."""
+    from monitor.config.resolve import resolve_repositories, resolve_watches
+    from monitor.domain import RepositoryState
+    from monitor.sources.repository import RepositorySource
+    from monitor.store.repository import active_watches, load_states
+    from monitor.web.views import image_summary, repository_object
 
     cfg, engine = engine_for(config_path)
     try:
         states = load_states(engine)
+        stored = active_watches(engine)
     finally:
         engine.dispose()
-    rows = [image_summary(watch, states.get(watch.key)) for watch in resolve_watches(cfg)]
+    watches = list(resolve_watches(cfg))
+    repositories = []
+    for repository in resolve_repositories(cfg):
+        source = RepositorySource(repository)
+        source.seed([row.image for row in stored if row.source == source.name])
+        tags = source.targets()
+        watches.extend(tags)
+        shown = RepositoryState(repository.key, tuple(w.key for w in tags))
+        repositories.append(repository_object(shown, states))
+    rows = [image_summary(watch, states.get(watch.key)) for watch in watches]
     if as_json:
-        click.echo(json.dumps({"images": rows}, indent=2))
+        body: dict[str, object] = {"images": rows}
+        if repositories:
+            body["repositories"] = [
+                {"repository": r["repository"], "selected": r["selected"], "tags": r["tags"]}
+                for r in repositories
+            ]
+        click.echo(json.dumps(body, indent=2))
         return
     for row in rows:
         third = row["digest"] if row["status"] == "present" else (row["reason"] or "")
         click.echo(f"{row['status'] or 'unknown':<7}  {row['reference']}  {third}")
+    for shown_repository in repositories:
+        name, selected = shown_repository["repository"], shown_repository["selected"]
+        click.echo(f"repository  {name}  {selected} tags")
 
 
 @main.command()

@@ -18,7 +18,7 @@ and each failing key path.
 from monitor.config.fields import EVENT_TYPES
 from monitor.config.loader import default_config, load_config, parse_config
 from monitor.config.registries import normalize_registry_key
-from monitor.config.resolve import Watch, resolve_watches
+from monitor.config.resolve import RepositoryWatch, Watch, resolve_repositories, resolve_watches
 from monitor.config.schema import (
     Config,
     Defaults,
@@ -36,6 +36,7 @@ __all__ = [
     "Listen",
     "LogConfig",
     "RegistryConfig",
+    "RepositoryWatch",
     "Watch",
     "WatchConfig",
     "WebhookConfig",
@@ -43,5 +44,6 @@ __all__ = [
     "load_config",
     "normalize_registry_key",
     "parse_config",
+    "resolve_repositories",
     "resolve_watches",
 ]

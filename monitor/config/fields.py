@@ -28,8 +28,9 @@ from monitor.config.paths import resolve_path
 from monitor.config.secrets import check_ca_file, check_secret_file
 from monitor.domain import EventType
 from monitor.durations import DURATION_HINT, format_duration, parse_duration
-from monitor.reference import ImageReference, parse_reference
+from monitor.reference import ImageReference, RepositoryName, parse_reference, parse_repository
 from monitor.registry.manifests import Platform as _Platform
+from monitor.tags import VersionRange, parse_range
 
 __all__ = [
     "EVENT_TYPES",
@@ -52,7 +53,10 @@ __all__ = [
     "OptionalText",
     "Platform",
     "PositiveDuration",
+    "Repository",
     "SecretFile",
+    "SemverRange",
+    "TagPattern",
     "Timeout",
     "WebhookName",
     "at_least_a_minute",
@@ -242,6 +246,30 @@ def _image(value: object) -> ImageReference:
     return parse_reference(value.strip())  # InvalidReference is a ValueError naming the part
 
 
+def _repository(value: object) -> RepositoryName:
+    if not isinstance(value, str):
+        raise ValueError("expected a repository like ghcr.io/acme/api")
+    return parse_repository(value.strip())
+
+
+def _tag_pattern(value: object) -> re.Pattern[str]:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a regular expression (got {shown(value)})")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc} in {shown(value)}") from None
+
+
+def _semver_range(value: object) -> VersionRange:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected a version range like '>=2.0.0 <3' or '^2' (got {shown(value)})")
+    try:
+        return parse_range(str(value))
+    except ValueError as exc:
+        raise ValueError(f"{one_line(str(exc))} (got {shown(value)})") from None
+
+
 def _header_token(value: str | None) -> str | None:
     # Compared with the bytes of an Authorization header: only visible ASCII can
     # arrive there intact (no spaces: they end the token; no other characters:
@@ -309,3 +337,16 @@ OptionalPath = Annotated[str | None, BeforeValidator(_empty_is_none), AfterValid
 SecretFile = Annotated[OptionalPath, AfterValidator(_secret_file)]
 CaFile = Annotated[OptionalPath, AfterValidator(_ca_file)]
 Image = Annotated[ImageReference, PlainValidator(_image), PlainSerializer(str, return_type=str)]
+Repository = Annotated[
+    RepositoryName, PlainValidator(_repository), PlainSerializer(str, return_type=str)
+]
+TagPattern = Annotated[
+    re.Pattern[str],
+    PlainValidator(_tag_pattern),
+    PlainSerializer(lambda pattern: pattern.pattern, return_type=str),
+]
+SemverRange = Annotated[
+    VersionRange,
+    PlainValidator(_semver_range),
+    PlainSerializer(lambda compiled: compiled.text, return_type=str),
+]

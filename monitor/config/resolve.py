@@ -14,12 +14,19 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from monitor.config.paths import SQLITE_URL
-from monitor.reference import ImageReference
+from monitor.reference import ImageReference, RepositoryName
+from monitor.tags import TagSelection
 
 if TYPE_CHECKING:
     from monitor.config.schema import Config, WatchConfig
 
-__all__ = ["Watch", "resolve_watches", "warn_if_database_moved"]
+__all__ = [
+    "RepositoryWatch",
+    "Watch",
+    "resolve_repositories",
+    "resolve_watches",
+    "warn_if_database_moved",
+]
 
 # --------------------------------------------------------------------------- paths
 
@@ -71,12 +78,76 @@ class Watch:
     failing_after: int
     # The watch source that produced it (``monitor.sources.base``); "config": the file.
     source: str = "config"
+    # ``newer: semver``: look for higher versions of the tag in its repository (SPEC §9).
+    newer: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryWatch:
+    """A ``repository:`` entry with every default applied: listed on its schedule, each
+    selected tag watched as a ``Watch`` with the same settings (``tag_watch``)."""
+
+    repository: RepositoryName
+    key: str
+    selection: TagSelection
+    interval: float | None
+    cron: str | None
+    jitter: float
+    platforms: tuple[str, ...]
+    webhooks: tuple[str, ...]
+    missing_after: int
+    failing_after: int
+
+    def tag_watch(self, tag: str, source: str) -> Watch:
+        image = self.repository.tagged(tag)
+        return Watch(
+            image=image,
+            key=str(image),
+            interval=self.interval,
+            cron=self.cron,
+            jitter=self.jitter,
+            platforms=self.platforms,
+            webhooks=self.webhooks,
+            missing_after=self.missing_after,
+            failing_after=self.failing_after,
+            source=source,
+        )
 
 
 def resolve_watches(config: Config) -> tuple[Watch, ...]:
-    """Every watch of ``config`` with ``defaults`` applied, in file order."""
+    """Every tag watch (``image:``) of ``config`` with ``defaults`` applied, in file order."""
     every_webhook = tuple(webhook.name for webhook in config.webhooks)
-    return tuple(_resolve(config, watch, every_webhook) for watch in config.watch)
+    return tuple(
+        _resolve(config, watch, every_webhook) for watch in config.watch if watch.image is not None
+    )
+
+
+def resolve_repositories(config: Config) -> tuple[RepositoryWatch, ...]:
+    """Every repository watch of ``config`` with ``defaults`` applied, in file order."""
+    every_webhook = tuple(webhook.name for webhook in config.webhooks)
+    resolved = []
+    for entry in config.watch:
+        if entry.repository is None:
+            continue
+        base = _resolve(config, entry, every_webhook)
+        tags = entry.tags
+        resolved.append(
+            RepositoryWatch(
+                repository=entry.repository,
+                key=str(entry.repository),
+                selection=TagSelection()
+                if tags is None
+                else TagSelection(tags.include, tags.exclude, tags.semver, tags.max),
+                interval=base.interval,
+                cron=base.cron,
+                jitter=base.jitter,
+                platforms=base.platforms,
+                webhooks=base.webhooks,
+                missing_after=base.missing_after,
+                failing_after=base.failing_after,
+            )
+        )
+    return tuple(resolved)
 
 
 def _resolve(config: Config, watch: WatchConfig, every_webhook: tuple[str, ...]) -> Watch:
@@ -88,9 +159,11 @@ def _resolve(config: Config, watch: WatchConfig, every_webhook: tuple[str, ...])
     else:
         interval, cron = defaults.interval, None
     webhooks = every_webhook if watch.webhooks is None else tuple(dict.fromkeys(watch.webhooks))
+    # A repository entry borrows a placeholder tag: only its settings are used.
+    image = watch.image if watch.image is not None else _placeholder(watch.repository)
     return Watch(
-        image=watch.image,
-        key=str(watch.image),
+        image=image,
+        key=str(image),
         interval=interval,
         cron=cron,
         jitter=defaults.jitter if watch.jitter is None else watch.jitter,
@@ -98,4 +171,11 @@ def _resolve(config: Config, watch: WatchConfig, every_webhook: tuple[str, ...])
         webhooks=webhooks,
         missing_after=watch.missing_after or defaults.missing_after,
         failing_after=watch.failing_after or defaults.failing_after,
+        newer=watch.newer == "semver",
     )
+
+
+def _placeholder(repository: RepositoryName | None) -> ImageReference:
+    if repository is None:  # pragma: no cover - the schema requires image or repository
+        raise ValueError("a watch needs an image or a repository")
+    return repository.tagged("latest")

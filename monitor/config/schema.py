@@ -44,7 +44,10 @@ from monitor.config.fields import (
     OptionalPath,
     OptionalText,
     Platform,
+    Repository,
     SecretFile,
+    SemverRange,
+    TagPattern,
     Timeout,
     WebhookName,
     at_least_a_minute,
@@ -67,6 +70,7 @@ __all__ = [
     "Listen",
     "LogConfig",
     "RegistryConfig",
+    "TagsConfig",
     "WatchConfig",
     "WebhookConfig",
 ]
@@ -309,10 +313,23 @@ class WebhookConfig(_Model):
         return self.secret
 
 
-class WatchConfig(_Model):
-    """One ``watch:`` entry as written; ``None`` means "use ``defaults``"."""
+class TagsConfig(_Model):
+    """A repository watch's ``tags:`` (SPEC §9): which of the listed tags are watched."""
 
-    image: Image
+    include: TagPattern | None = None
+    exclude: TagPattern | None = None
+    semver: SemverRange | None = None
+    max: int | None = Field(default=None, ge=1)
+
+
+class WatchConfig(_Model):
+    """One ``watch:`` entry as written: a tag (``image:``) or a whole repository
+    (``repository:`` with ``tags:``); ``None`` means "use ``defaults``"."""
+
+    image: Image | None = None
+    repository: Repository | None = None
+    tags: TagsConfig | None = None
+    newer: Literal["semver"] | None = None
     interval: Interval | None = None
     cron: Cron | None = None
     jitter: Jitter | None = None
@@ -340,6 +357,30 @@ class WatchConfig(_Model):
         if self.interval is not None and self.cron is not None:
             raise ValueError("interval and cron are mutually exclusive")
         return self
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        if (self.image is None) == (self.repository is None):
+            raise ValueError("expected exactly one of image (a tag) or repository (its tags)")
+        if self.image is not None and self.tags is not None:
+            raise ValueError("tags: only for repository: entries (image: names one tag)")
+        if self.repository is not None and self.newer is not None:
+            raise ValueError("newer: only for image: entries (a repository lists every version)")
+        if self.image is not None and self.newer is not None:
+            from monitor.tags import parse_version
+
+            tag = self.image.tag
+            if self.image.digest is not None or tag is None or parse_version(tag) is None:
+                raise ValueError(
+                    f"newer: semver needs a tag that is a version like 1.27.2 or v2.1 "
+                    f"(got {shown(tag or self.image.digest)})"
+                )
+        return self
+
+    @property
+    def key(self) -> str:
+        """What names the entry among the others: its image, or its repository."""
+        return str(self.image if self.image is not None else self.repository)
 
 
 class Config(_Model):
@@ -390,10 +431,11 @@ class Config(_Model):
         defined = ", ".join(names) or "none"
         seen: dict[str, int] = {}
         for index, watch in enumerate(self.watch):
-            key = str(watch.image)
+            key = watch.key
             if key in seen:
+                field = "image" if watch.image is not None else "repository"
                 problems.append(
-                    f"watch[{index}].image: {key} is already watched by watch[{seen[key]}]"
+                    f"watch[{index}].{field}: {key} is already watched by watch[{seen[key]}]"
                 )
             seen.setdefault(key, index)
             for position, name in enumerate(watch.webhooks or ()):

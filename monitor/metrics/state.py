@@ -65,6 +65,11 @@ _DIGEST_CHANGES_FAMILY: Final = _FamilySpec(
     "counter",
     "Times the tag's digest changed (overwritten upstream); survives restarts.",
 )
+_NEWER_FAMILY: Final = _FamilySpec(
+    "regmon_image_newer_version_info",
+    "gauge",
+    "1 while a higher version of the tag exists (newer: semver); version is the highest.",
+)
 _IMAGE_FAMILIES: Final = (
     _AVAILABLE_FAMILY,
     _STATUS_FAMILY,
@@ -74,6 +79,7 @@ _IMAGE_FAMILIES: Final = (
     _LAST_CHANGE_FAMILY,
     _INTERVAL_FAMILY,
     _DIGEST_CHANGES_FAMILY,
+    _NEWER_FAMILY,
 )
 
 
@@ -110,6 +116,7 @@ class _StateCollector(Collector):
         return [
             *(_RenderedFamily(spec, "") for spec in _IMAGE_FAMILIES),
             *_service_families(),
+            _repository_family(),
         ]
 
     def collect(self) -> Iterable[Metric]:
@@ -124,6 +131,10 @@ class _StateCollector(Collector):
         self._add_backlog(pending, oldest_pending, now)
         yield pending
         yield oldest_pending
+        repositories = _repository_family()
+        for repository in self._view.repositories():
+            repositories.add_metric([repository.key], float(len(repository.tags)))
+        yield repositories
 
     def _watch_labels(self, watches: Sequence[Watch]) -> list[_WatchLabels]:
         known = self._labels
@@ -214,6 +225,17 @@ class _StateCollector(Collector):
                 [
                     f"regmon_image_digest_changes_total{{{e.image}}} {s.digest_changes:d}\n"
                     for e, s in zip(entries, found, strict=True)
+                ]
+            ),
+        )
+        yield _RenderedFamily(
+            _NEWER_FAMILY,
+            "".join(
+                [
+                    f"regmon_image_newer_version_info{{{e.image},"
+                    f'version="{_escape(s.newer_version)}"}} 1\n'
+                    for e, s in zip(entries, found, strict=True)
+                    if s.newer_version
                 ]
             ),
         )
@@ -327,6 +349,14 @@ def _service_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetr
             "Age of the oldest delivery waiting to be sent; 0 when none.",
             labels=["webhook"],
         ),
+    )
+
+
+def _repository_family() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "regmon_repository_tags",
+        "Tags of a repository watch selected by its last listing (each one a watched tag).",
+        labels=["repository"],
     )
 
 

@@ -9,12 +9,14 @@ and the refused results are evaluated again on top of it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from monitor.events import evaluate
+from monitor.events import deleted, evaluate
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from monitor.config import Watch
     from monitor.domain import CheckResult, Evaluation, TagState
 
@@ -45,7 +47,14 @@ class StateCache:
         """Forget the states of tags that are not watched (their versions stay known)."""
         self._states = {k: v for k, v in self._states.items() if k in keys}
 
-    def evaluate(self, watch: Watch, result: CheckResult) -> tuple[Evaluation, int]:
+    def evaluate(
+        self,
+        watch: Watch,
+        result: CheckResult,
+        *,
+        created: bool = False,
+        newer: Sequence[str] | None = None,
+    ) -> tuple[Evaluation, int]:
         """Fold ``result`` into the cached state; the evaluation and its new version."""
         key = watch.key
         evaluation = evaluate(
@@ -53,11 +62,21 @@ class StateCache:
             result,
             missing_after=watch.missing_after,
             failing_after=watch.failing_after,
+            created=created,
+            newer=newer,
         )
+        return evaluation, self._put(key, evaluation)
+
+    def delete(self, key: str, at: datetime) -> tuple[Evaluation, int]:
+        """A repository's tag is no longer listed (``monitor.events.deleted``)."""
+        evaluation = deleted(self._states.get(key), key, at)
+        return evaluation, self._put(key, evaluation)
+
+    def _put(self, key: str, evaluation: Evaluation) -> int:
         version = self._versions.get(key, 0) + 1
         self._states[key] = evaluation.state
         self._versions[key] = version
-        return evaluation, version
+        return version
 
     def refresh(self, key: str, stored: tuple[TagState, int] | None) -> None:
         """Take the store's state and version of ``key`` (None: never written) in."""

@@ -20,14 +20,19 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from monitor.checker import RegistrySlots, check_reference, client_from_config
+from monitor.domain import Reason, Status
+from monitor.errors import RegistryError
 from monitor.logs import CheckLog
 from monitor.reference import canonical_registry
+from monitor.runtime.failure import reason
 
 if TYPE_CHECKING:
-    from monitor.config import Config, Watch
+    from datetime import datetime
+
+    from monitor.config import Config, RepositoryWatch, Watch
     from monitor.domain import CheckResult, Evaluation, TagState
     from monitor.metrics import Metrics
-    from monitor.registry.client import RegistryClient
+    from monitor.registry.client import RegistryClient, TagListing
     from monitor.registry.transport import TransportFactory
     from monitor.runtime.cache import StateCache
     from monitor.runtime.leader import Coordinator
@@ -133,37 +138,104 @@ class CheckRunner:
             self._queued.pop(task, None)
             self._inflight.discard(task)
 
-    async def check(self, key: str, on_started: Callable[[], None] | None = None) -> None:
-        """Check ``key`` now (one at a time per watch) and evaluate the result."""
+    async def check(
+        self, key: str, on_started: Callable[[], None] | None = None, *, created: bool = False
+    ) -> None:
+        """Check ``key`` now (one at a time per watch) and evaluate the result.
+
+        ``created``: the tag is new in its repository's listing (``tag.created``).
+        A ``newer: semver`` watch that is present lists its repository too.
+        """
         watch = self._watches().get(key)
         if watch is None or self._client is None:
             return
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             settings = self._config().registry_settings(watch.image.host_key)
+            newer: list[str] | None = None
             async with self._slots.get(watch.image, settings.max_concurrency):
                 if on_started is not None:
                     on_started()
                 result = await check_reference(
                     self._client, watch.image, platforms=watch.platforms, budget=settings.timeout
                 )
+                if watch.newer and result.status is Status.PRESENT:
+                    newer = await self._newer_versions(self._client, watch, settings.timeout)
             registry = canonical_registry(watch.image.api_host)
             if self._metrics is not None:
                 self._metrics.observe_check(result, registry)
             previous = self._cache.get(key) if self._cache is not None else None
-            evaluation = self._evaluate(watch, result)
+            evaluation = self._evaluate(watch, result, created=created, newer=newer)
             self._check_log.record(
                 key, previous, result, evaluation, failing_after=watch.failing_after
             )
 
-    def _evaluate(self, watch: Watch, result: CheckResult) -> Evaluation:
+    def _evaluate(
+        self,
+        watch: Watch,
+        result: CheckResult,
+        *,
+        created: bool = False,
+        newer: Sequence[str] | None = None,
+    ) -> Evaluation:
         """Fold ``result`` into the cached state and hand the evaluation to the recorder."""
         if self._cache is None:  # pragma: no cover - start() gives a cache before any check
             raise RuntimeError("check runner not started")
-        evaluation, version = self._cache.evaluate(watch, result)
+        evaluation, version = self._cache.evaluate(watch, result, created=created, newer=newer)
         if self._recorder is not None:
             self._recorder.add(evaluation, watch, version=version, result=result)
         return evaluation
+
+    # -- repositories (monitor.runtime.listings) ---------------------------------------
+
+    async def _newer_versions(
+        self, client: RegistryClient, watch: Watch, budget: float
+    ) -> list[str] | None:
+        """``newer: semver``: the higher versions its repository lists; None when undecided."""
+        from monitor.tags import newer_versions
+
+        try:
+            async with asyncio.timeout(budget):
+                listing = await client.list_tags(watch.image)
+        except (RegistryError, TimeoutError) as exc:
+            log.warning("newer versions of %s: listing failed: %s", watch.key, reason(exc))
+            return None
+        if listing.status is not Status.PRESENT or watch.image.tag is None:
+            return None
+        return newer_versions(watch.image.tag, listing.tags)
+
+    async def list_tags(self, repository: RepositoryWatch) -> TagListing:
+        """One complete listing of ``repository`` within its registry's gate; RegistryError
+        when undecided."""
+        if self._client is None:
+            raise RegistryError(Reason.PROTOCOL, "the check runner is not started")
+        ref = repository.repository.tagged("latest")  # any tag: the listing names none
+        settings = self._config().registry_settings(ref.host_key)
+        async with self._slots.get(ref, settings.max_concurrency):
+            try:
+                # Ten times a check's budget: a listing is one request per page.
+                async with asyncio.timeout(settings.timeout * 10):
+                    return await self._client.list_tags(ref)
+            except TimeoutError:
+                raise RegistryError(Reason.TIMEOUT, f"{ref.name}: tags/list timed out") from None
+
+    def record_deleted(self, watches: Sequence[Watch], at: datetime) -> None:
+        """``tag.deleted`` for tags their repository no longer lists, with their state."""
+        if self._cache is None:  # pragma: no cover - listings start after start()
+            return
+        for watch in watches:
+            evaluation, version = self._cache.delete(watch.key, at)
+            if self._recorder is not None:
+                self._recorder.add(evaluation, watch, version=version)
+            log.info("tag.deleted %s: no longer listed by its repository", watch.key)
+
+    async def check_new(self, created: Sequence[str], others: Sequence[str]) -> None:
+        """Check tags that joined a repository's selection now: a present one of those new
+        in the repository (``created``) is its ``tag.created``."""
+        await asyncio.gather(
+            *(self.check(key, created=True) for key in created),
+            *(self.check(key) for key in others),
+        )
 
     def reevaluate(
         self, stale: Sequence[Pending], current: Mapping[str, tuple[TagState, int]]

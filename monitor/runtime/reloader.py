@@ -11,16 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from monitor.config import Config, Watch, load_config
+from monitor.config import Config, Watch, load_config, resolve_repositories
 from monitor.errors import RegmonError
 from monitor.runtime.failure import reason
-from monitor.sources.base import sources_for, targets_of
+from monitor.sources.base import targets_of
 
 if TYPE_CHECKING:
     from monitor.registry.client import RegistryClient
+    from monitor.runtime.listings import Listings
+    from monitor.runtime.targets import Targets
     from monitor.scheduler import WatchScheduler
 
 __all__ = ["CONFIG_POLL", "Reloader"]
@@ -33,9 +35,11 @@ CONFIG_POLL: Final = 1.0  # seconds between looks at the config file's mtime
 class Reloader:
     """Re-reads ``path`` on request (``reload_soon``, SIGHUP) or when its mtime changes.
 
-    ``sync_watches`` writes the new watches to the store (a failure refuses the
-    reload); ``commit`` swaps the new config, its watches and, when the registry
-    settings changed, a new registry client into the service.
+    ``sync_watches`` writes the new watches to the store, per source (a failure
+    refuses the reload); ``commit`` swaps the new config, its watches and, when
+    the registry settings changed, a new registry client into the service.
+    ``targets`` builds the new sources (dynamic ones keep their run-time targets)
+    and puts them in force; its lock keeps a source's update out of a reload.
     """
 
     def __init__(
@@ -45,8 +49,10 @@ class Reloader:
         current: Callable[[], Config],
         scheduler: WatchScheduler,
         make_client: Callable[[Config], RegistryClient],
-        sync_watches: Callable[[Config], Awaitable[None]],
+        sync_watches: Callable[[Mapping[str, Sequence[Watch]]], Awaitable[None]],
         commit: Callable[[Config, Mapping[str, Watch], RegistryClient | None], None],
+        targets: Targets,
+        listings: Listings | None = None,
         poll: float = CONFIG_POLL,
     ) -> None:
         self._path = path
@@ -55,6 +61,8 @@ class Reloader:
         self._make_client = make_client
         self._sync_watches = sync_watches
         self._commit = commit
+        self._targets = targets
+        self._listings = listings
         self._poll = poll
         self._lock = asyncio.Lock()
         self._requests: set[asyncio.Task[Any]] = set()
@@ -80,7 +88,7 @@ class Reloader:
 
         One reload at a time (SIGHUP and the file watcher may both ask).
         """
-        async with self._lock:
+        async with self._lock, self._targets.lock:
             try:
                 return await self._reload()
             except Exception as exc:
@@ -96,9 +104,12 @@ class Reloader:
             return False
         if new.database != current.database or new.listen != current.listen:
             log.warning("config reload: database and listen changes need a restart")
-        watches = targets_of(sources_for(new))
+        sources = self._targets.for_config(new)
+        watches = targets_of(sources)
         try:
             plan = self._scheduler.plan(list(watches.values()))
+            listings = self._listings
+            listing_plan = listings.plan(resolve_repositories(new)) if listings else None
         except RegmonError as exc:
             log.error("config reload refused, keeping the running config: %s", exc)
             return False
@@ -107,14 +118,17 @@ class Reloader:
             client = self._make_client(new)
         # The store next: if it fails, nothing in memory or in the scheduler has changed.
         try:
-            await self._sync_watches(new)
+            await self._sync_watches(self._targets.rows_for(sources))
         except BaseException:
             if client is not None:
                 await client.aclose()
             raise
         # Commit: nothing below waits, so no check sees half of the new config.
+        self._targets.commit(sources)
         self._commit(new, watches, client)
         added, removed, rescheduled = self._scheduler.commit(plan)
+        if self._listings is not None and listing_plan is not None:
+            self._listings.commit(listing_plan)
         log.info(
             "config reloaded: %d watches (%d added, %d removed, %d rescheduled)",
             len(watches),

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from monitor.sources.base import sources_for
-
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from monitor.config import Config, Watch
+    from monitor.config import Watch
 
 __all__ = ["sync_watches"]
 
@@ -44,9 +42,10 @@ def _watch_rows(watches: Sequence[Watch]) -> list[_WatchRow]:
     ]
 
 
-async def sync_watches(engine: Engine, config: Config) -> None:
-    """Each source's watches to the store, on its own: one source never retires another's."""
+async def sync_watches(engine: Engine, by_source: Mapping[str, Sequence[Watch]]) -> None:
+    """Each source's watches to the store, on its own: one source never retires another's
+    (a source named with no watches has its watches retired)."""
     from monitor.store.repository import sync_sources
 
-    rows = {source.name: _watch_rows(source.targets()) for source in sources_for(config)}
+    rows = {name: _watch_rows(watches) for name, watches in by_source.items()}
     await asyncio.to_thread(sync_sources, engine, rows, datetime.now(UTC))

@@ -4,8 +4,8 @@ A source has a name and yields its targets; each target (``Watch``) carries
 the name of the source that produced it (``Watch.source``), and the store
 syncs the watches of each source on its own (``sync_watches(…, source=)``),
 so one source's reload never deactivates another's watches. The config
-file's ``watch:`` list is the first source; repository listings and
-deployment files (issues 11, 12) come next.
+file's ``watch:`` tags are the first source, each ``repository:`` entry one
+more (``monitor.sources.repository``); deployment files (issue 12) come next.
 """
 
 from __future__ import annotations
@@ -53,8 +53,11 @@ class ConfigSource:
 
 
 def sources_for(config: Config) -> list[WatchSource]:
-    """The sources a config names; today the config file itself."""
-    return [ConfigSource(config)]
+    """The sources a config names: the config file's tags, then each repository watch."""
+    from monitor.config.resolve import resolve_repositories
+    from monitor.sources.repository import RepositorySource
+
+    return [ConfigSource(config), *(RepositorySource(rw) for rw in resolve_repositories(config))]
 
 
 def targets_of(sources: Sequence[WatchSource]) -> dict[str, Watch]:

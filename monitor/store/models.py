@@ -137,6 +137,7 @@ class TagStateModel(Base):
     missing_alerted: Mapped[bool] = mapped_column(Boolean)
     failing_alerted: Mapped[bool] = mapped_column(Boolean)
     digest_changes: Mapped[int] = mapped_column(Integer)
+    newer_version: Mapped[str | None] = mapped_column(String(128))
     # Compare-and-set: a write names the version it read, and is refused when it is stale.
     version: Mapped[int] = mapped_column(Integer, server_default="0")
 

@@ -37,6 +37,7 @@ def _state_to_row(state: TagState, version: int) -> dict[str, Any]:
         "missing_alerted": state.missing_alerted,
         "failing_alerted": state.failing_alerted,
         "digest_changes": state.digest_changes,
+        "newer_version": state.newer_version,
         "version": version,
     }
 
@@ -60,6 +61,7 @@ def _row_to_state(row: Row[Any]) -> TagState:
         missing_alerted=row.missing_alerted,
         failing_alerted=row.failing_alerted,
         digest_changes=row.digest_changes,
+        newer_version=row.newer_version,
     )
 
 

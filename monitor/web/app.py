@@ -41,7 +41,7 @@ from monitor.web.queries import (
     one_line,
 )
 from monitor.web.reads import read_events, read_history
-from monitor.web.views import ImageIndex, image_object, images_body
+from monitor.web.views import ImageIndex, image_object, images_body, repository_object
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -184,6 +184,11 @@ def create_app(
         watch = _find_watch(view, raw_ref)
         return JSONResponse(image_object(watch, view.states().get(watch.key)))
 
+    async def repositories(_: Request) -> Response:
+        states = view.states()
+        shown = [repository_object(repo, states) for repo in view.repositories()]
+        return JSONResponse({"repositories": shown})
+
     async def events(request: Request) -> Response:
         try:
             query = EventQuery.parse(request.query_params)
@@ -201,6 +206,7 @@ def create_app(
         )
         return render_status_page(
             page,
+            repositories=[repository_object(repo, states) for repo in view.repositories()],
             counts=listing.counts(states, found),
             now=datetime.now(UTC),
             statuses=query.statuses,
@@ -238,6 +244,7 @@ def create_app(
         Route("/api/v1/images", images, methods=["GET"]),
         Route("/api/v1/images/{rest:path}", image_route, methods=["GET", "POST"]),
         Route("/api/v1/events", events, methods=["GET"]),
+        Route("/api/v1/repositories", repositories, methods=["GET"]),
     ]
     return _App(routes=routes, exception_handlers={HTTPException: http_error, 500: server_error})
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlencode
 
 from monitor.domain import Status, TagState
-from monitor.web.views import ImagePage, status_name
-from monitor.wire import format_timestamp
+from monitor.web.views import UNKNOWN, ImagePage, status_name
+from monitor.wire import format_timestamp, parse_timestamp
 
 if TYPE_CHECKING:
     from monitor.config import Watch
@@ -24,7 +24,7 @@ __all__ = ["PAGE_CSS_HASH", "render_status_page"]
 _PAGE_CSS: Final = """
 :root { color-scheme: light dark; --muted: #6e7781; --line: rgba(127, 127, 127, .25); }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5rem; }
-h1 { font-size: 1.25rem; margin: 0 0 .5rem; }
+h1 { font-size: 1.25rem; margin: 0 0 .5rem; } h2 { font-size: 1rem; margin: 1rem 0 .5rem; }
 .counts { display: flex; flex-wrap: wrap; gap: .5rem; margin: 0 0 1rem; padding: 0; }
 .counts li { list-style: none; }
 table { border-collapse: collapse; width: 100%; }
@@ -49,6 +49,7 @@ PAGE_CSS_HASH: Final = base64.b64encode(hashlib.sha256(_PAGE_CSS.encode()).diges
 def render_status_page(
     page: ImagePage,
     *,
+    repositories: Sequence[Mapping[str, Any]] = (),
     counts: Mapping[str, int],
     now: datetime,
     statuses: Collection[str] = (),
@@ -56,7 +57,8 @@ def render_status_page(
     limit: int | None = None,
 ) -> str:
     """The HTML status page: one page of watched tags (``page``), the count of every
-    status as filter links, and links to the first and the next page."""
+    status as filter links, and links to the first and the next page; above them the
+    repository watches (``repository_object``s) with their selected tags."""
     total = sum(counts.values())
     rows = [_status_row(watch, state, status_name(state), now) for watch, state in page.rows]
     chosen = set(statuses)
@@ -89,6 +91,7 @@ def render_status_page(
         f"<style>{_PAGE_CSS}</style></head><body>"
         "<h1>regmon</h1>"
         f'<ul class="counts">{summary}</ul>'
+        f"{_repositories(repositories, now)}"
         f'<p class="nav">{nav}</p>'
         "<table><thead><tr><th>Reference</th><th>Status</th><th>Digest</th>"
         "<th>Last change</th><th>Last check</th><th>Reason</th></tr></thead>"
@@ -97,6 +100,41 @@ def render_status_page(
         f"<p><small>Rendered {_e(format_timestamp(now))}. "
         '<a href="/api/v1/images">JSON</a> · <a href="/metrics">metrics</a></small></p>'
         "</body></html>\n"
+    )
+
+
+_NONE: Final = '<span class="muted">none</span>'
+_REPOSITORY_TAGS: Final = 50  # tag badges per repository; the table below has every row
+
+
+def _repositories(repositories: Sequence[Mapping[str, Any]], now: datetime) -> str:
+    if not repositories:
+        return ""
+    rows = []
+    for repo in repositories:
+        listing = str(repo["status"] or UNKNOWN)
+        tags = repo["tags"]
+        badges = " ".join(
+            f'<span class="badge {_e(tag["status"])}" title="{_e(tag["reference"])}">'
+            f"{_e(tag['tag'])}</span>"
+            for tag in tags[:_REPOSITORY_TAGS]
+        )
+        if len(tags) > _REPOSITORY_TAGS:
+            badges += f" <small>and {len(tags) - _REPOSITORY_TAGS} more</small>"
+        listed = repo["listed_at"]
+        when = _moment(parse_timestamp(listed), now) if listed else _moment(None, now)
+        cause = ": ".join(str(part) for part in (repo["reason"], repo["detail"]) if part)
+        rows.append(
+            f"<tr><td><code>{_e(repo['repository'])}</code><br>"
+            f"<small>{repo['selected']} of {repo['listed']} tags selected</small></td>"
+            f'<td><span class="badge {_e(listing)}">{_e(listing)}</span>'
+            f"{'<br><small>' + _e(cause) + '</small>' if cause else ''}</td>"
+            f"<td>{when}</td><td>{badges or _NONE}</td></tr>"
+        )
+    return (
+        "<h2>Repositories</h2><table><thead><tr><th>Repository</th><th>Listing</th>"
+        "<th>Last listed</th><th>Selected tags</th></tr></thead>"
+        "<tbody>\n" + "\n".join(rows) + "\n</tbody></table><h2>Tags</h2>"
     )
 
 

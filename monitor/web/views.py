@@ -16,7 +16,7 @@ from enum import Enum
 from itertools import compress, islice, repeat
 from typing import TYPE_CHECKING, Any, Final
 
-from monitor.domain import Status, TagState
+from monitor.domain import RepositoryState, Status, TagState
 from monitor.wire import format_timestamp
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ __all__ = [
     "image_object",
     "image_summary",
     "images_body",
+    "repository_object",
     "status_name",
     "with_deliveries",
 ]
@@ -70,6 +71,35 @@ def image_object(watch: Watch, state: TagState | None) -> dict[str, Any]:
         "digest_changes": state.digest_changes,
         "interval_seconds": watch.interval,
         "cron": watch.cron,
+        "source": watch.source,
+        "newer_version": state.newer_version,
+    }
+
+
+def repository_object(
+    repository: RepositoryState, states: Mapping[str, TagState]
+) -> dict[str, Any]:
+    """The JSON object of one repository watch: its last listing and its selected tags."""
+    tags = []
+    for key in repository.tags:
+        state = states.get(key)
+        tags.append(
+            {
+                "reference": key,
+                "tag": key.rpartition(":")[2],
+                "status": status_name(state),
+                "digest": state.digest if state is not None else None,
+            }
+        )
+    return {
+        "repository": repository.key,
+        "status": _text(repository.status),
+        "reason": _text(repository.reason),
+        "detail": repository.detail,
+        "listed_at": _time(repository.listed_at),
+        "listed": repository.listed,
+        "selected": len(repository.tags),
+        "tags": tags,
     }
 
 

@@ -385,7 +385,11 @@ ERROR_CASES = [
         "watch:\n  - image: Nginx:latest:x\n",
         ["watch[0].image: invalid image reference 'Nginx:latest:x'"],
     ),
-    ("image missing", "watch:\n  - interval: 5m\n", ["watch[0].image: a value is required"]),
+    (
+        "image missing",
+        "watch:\n  - interval: 5m\n",
+        ["watch[0]: expected exactly one of image (a tag) or repository (its tags)"],
+    ),
     (
         "unknown webhook name",
         BASE.replace("nginx:1.27", "nginx:1.27\n    webhooks: [opz]"),

@@ -19,7 +19,7 @@ from monitor.domain import (
     Status,
     TagState,
 )
-from monitor.events import diff_platforms, evaluate
+from monitor.events import deleted, diff_platforms, evaluate
 from monitor.ids import is_event_id
 from monitor.reference import parse_reference
 from monitor.wire import event_to_payload, format_timestamp, parse_timestamp, payload_to_event
@@ -632,3 +632,57 @@ def test_parse_timestamp_needs_a_zone() -> None:
 
 def test_format_timestamp_naive_is_utc() -> None:
     assert format_timestamp(datetime(2026, 11, 27, 5, 40, 20, 999_999)) == "2026-11-27T05:40:20Z"
+
+
+# --------------------------------------------------------------------------- repositories
+
+
+def test_a_tag_new_in_its_repository_is_created_on_its_first_present_check() -> None:
+    first = evaluate(None, result(P(A), 0), missing_after=2, failing_after=3, created=True)
+    assert [(e.type, e.previous_status, e.current_digest) for e in first.events] == [
+        (CREATED, None, A)
+    ]
+    assert first.changed and first.state.first_seen == at(0)
+    # Missing at its first check (deleted again at once): a baseline, no tag.created.
+    gone = evaluate(None, result(M, 0), missing_after=2, failing_after=3, created=True)
+    assert gone.events == ()
+
+
+def test_a_deleted_tag_then_pushed_again_is_created_not_restored() -> None:
+    [present] = run([P(A)], missing_after=2, failing_after=3)
+    removed = deleted(present.state, str(REF), at(1), new_id=lambda: "id-del")
+    assert [
+        (e.id, e.type, e.previous_status, e.previous_digest, e.current_status, e.reason)
+        for e in removed.events
+    ] == [("id-del", EventType.TAG_DELETED, Status.PRESENT, A, Status.MISSING, "deleted")]
+    assert (removed.state.decided_status, removed.state.detail, removed.changed) == (
+        Status.MISSING,
+        "deleted",
+        True,
+    )
+    again = evaluate(removed.state, result(P(B), 2), missing_after=2, failing_after=3, created=True)
+    assert [(e.type, e.previous_status, e.current_digest) for e in again.events] == [
+        (CREATED, Status.MISSING, B)
+    ]
+
+
+def test_version_available_once_per_new_higher_version() -> None:
+    def check(state: TagState | None, index: int, newer: list[str] | None) -> Evaluation:
+        return evaluate(state, result(P(A), index), missing_after=2, failing_after=3, newer=newer)
+
+    def versions(evaluation: Evaluation) -> list[str | None]:
+        return [e.version for e in evaluation.events if e.type is EventType.VERSION_AVAILABLE]
+
+    first = check(None, 0, ["1.27.3", "1.27.4"])
+    assert versions(first) == ["1.27.4"]  # behind by two: told of the highest, once
+    assert first.state.newer_version == "1.27.4"
+    same = check(first.state, 1, ["1.27.3", "1.27.4"])
+    assert versions(same) == []
+    failed = check(same.state, 2, None)  # the listing failed: nothing known, nothing lost
+    assert (versions(failed), failed.state.newer_version) == ([], "1.27.4")
+    more = check(failed.state, 3, ["1.27.3", "1.27.4", "1.27.5", "1.27.10"])
+    assert versions(more) == ["1.27.5", "1.27.10"]  # one each, lowest first
+    [event] = more.events[:1]
+    assert (event.previous_digest, event.current_digest, event.image) == (A, A, str(REF))
+    gone = check(more.state, 4, [])
+    assert (versions(gone), gone.state.newer_version) == ([], None)

@@ -425,7 +425,8 @@ def _samples(registry: CollectorRegistry, name: str) -> list[Sample]:
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
 # Every per-image family for a small state: ALPINE present (overwritten twice),
-# NGINX present then an error, APP (cron every 15 minutes) never checked.
+# NGINX present then an error, APP (cron every 15 minutes) never checked; a higher
+# version of ALPINE exists.
 GOLDEN_IMAGE_FAMILIES = """\
 # HELP regmon_image_available 1 if the tag was present at the last decided check, 0 if missing or denied.
 # TYPE regmon_image_available gauge
@@ -459,12 +460,15 @@ regmon_image_check_interval_seconds{image="ghcr.io/acme/app:prod"} 900.0
 # TYPE regmon_image_digest_changes_total counter
 regmon_image_digest_changes_total{image="docker.io/library/alpine:3.20"} 2
 regmon_image_digest_changes_total{image="docker.io/library/nginx:1.27"} 0
+# HELP regmon_image_newer_version_info 1 while a higher version of the tag exists (newer: semver); version is the highest.
+# TYPE regmon_image_newer_version_info gauge
+regmon_image_newer_version_info{image="docker.io/library/alpine:3.20",version="3.21"} 1
 """  # noqa: E501
 
 
 @pytest.fixture
 def small_state(view: FakeView) -> FakeView:
-    view.state_map[ALPINE] = present(ALPINE, DIGEST_B, digest_changes=2)
+    view.state_map[ALPINE] = present(ALPINE, DIGEST_B, digest_changes=2, newer_version="3.21")
     view.state_map[NGINX] = present(
         NGINX,
         status=Status.ERROR,
@@ -546,7 +550,7 @@ def test_the_library_sees_the_series_the_exposition_writes(
         library = generate_latest(registry).decode()
         parse = text_string_to_metric_families
     assert _sample_set(parse(ours)) == _sample_set(parse(library))
-    assert len(_sample_set(parse(ours))) == 42
+    assert len(_sample_set(parse(ours))) == 43
 
 
 def test_exposition_parses_and_passes_promtool_check_metrics(

@@ -7,7 +7,9 @@ import re
 import pytest
 
 from monitor.tags import (
+    SelectionChange,
     TagSelection,
+    diff_selection,
     is_artifact_tag,
     newer_versions,
     parse_range,
@@ -199,3 +201,56 @@ def test_newer_versions(current: str, newer: list[str]) -> None:
     if current == "2.0.0-rc.1":
         tags = ["2.0.0-rc.1", "2.0.0-rc.2", "2.0.0", "2.0.0-beta.1"]
     assert newer_versions(current, tags) == newer
+
+
+MAX2 = TagSelection(max=2)
+
+
+@pytest.mark.parametrize(
+    ("selected", "listed_before", "listed", "selection", "change"),
+    [
+        pytest.param(
+            None, None, ["1.0", "1.1", "1.2"], MAX2, SelectionChange(("1.1", "1.2")), id="baseline"
+        ),
+        pytest.param(
+            ["1.1", "1.2"],
+            ["1.0", "1.1", "1.2"],
+            ["1.0", "1.1", "1.2", "1.3"],
+            MAX2,
+            SelectionChange(("1.2", "1.3"), created=("1.3",), dropped=("1.1",)),
+            id="max moves on: created, dropped (not deleted)",
+        ),
+        pytest.param(
+            ["1.2", "1.3"],
+            ["1.0", "1.1", "1.2", "1.3"],
+            ["1.0", "1.1", "1.2"],
+            MAX2,
+            SelectionChange(("1.1", "1.2"), deleted=("1.3",)),
+            id="deleted; the tag max takes back in was listed before: not created",
+        ),
+        pytest.param(
+            ["1.1", "1.2"],
+            None,
+            ["1.1", "1.2", "1.3", "sha256-" + "a" * 64 + ".sig"],
+            MAX2,
+            SelectionChange(("1.2", "1.3"), created=("1.3",), dropped=("1.1",)),
+            id="after a restart (listing before unknown); signatures never selected",
+        ),
+        pytest.param(
+            ["a", "b"],
+            ["a", "b"],
+            [],
+            TagSelection(),
+            SelectionChange((), deleted=("a", "b")),
+            id="every tag deleted",
+        ),
+    ],
+)
+def test_diff_selection(
+    selected: list[str] | None,
+    listed_before: list[str] | None,
+    listed: list[str],
+    selection: TagSelection,
+    change: SelectionChange,
+) -> None:
+    assert diff_selection(selected, listed_before, listed, selection) == change

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 
 from monitor.config import Config, Watch, resolve_watches
-from monitor.domain import TagState
+from monitor.domain import RepositoryState, TagState
 
 
 @dataclass
@@ -26,6 +26,9 @@ class FakeView:
 
     def states(self) -> Mapping[str, TagState]:
         return self.state_map
+
+    def repositories(self) -> Sequence[RepositoryState]:
+        return []
 
     def is_ready(self) -> bool:
         return self.ready

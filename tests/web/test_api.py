@@ -181,6 +181,8 @@ def test_images_lists_every_watch_in_config_order(app: Starlette) -> None:
         "digest_changes": 0,
         "interval_seconds": 300.0,
         "cron": None,
+        "source": "config",
+        "newer_version": None,
     }
     app_image = images[2]
     assert app_image["status"] is None

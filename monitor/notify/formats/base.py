@@ -37,6 +37,7 @@ __all__ = [
     "summary_line",
     "take_lines",
     "title_of",
+    "version_change",
 ]
 
 # Apprise's notify types, least to most severe (a batch takes its most severe member's).
@@ -67,6 +68,10 @@ PRESENTATION: Final[Mapping[EventType, Presentation]] = {
         "Tag restored", ":large_green_circle:", 0x2EB67D, "success"
     ),
     EventType.TAG_CREATED: Presentation("Tag created", ":new:", 0x3AA3E3, "info"),  # blue
+    EventType.TAG_DELETED: Presentation("Tag deleted", ":wastebasket:", 0x9B59B6, "warning"),
+    EventType.VERSION_AVAILABLE: Presentation(
+        "Newer version", ":arrow_up:", 0x1ABC9C, "info"
+    ),  # teal
     # dark red: the registry cannot tell, which is not the same as "missing"
     EventType.CHECK_FAILING: Presentation("Checks failing", ":x:", 0x992D22, "failure"),
     EventType.CHECK_RECOVERED: Presentation(
@@ -162,12 +167,23 @@ def platform_lines(payload: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def version_change(payload: Mapping[str, Any]) -> str | None:
+    """``1.27.2 → 1.27.3`` for a ``version.available``, else None."""
+    version = payload.get("version")
+    if not isinstance(version, Mapping) or not version.get("available"):
+        return None
+    return f"{version.get('current')} → {version.get('available')}"
+
+
 def summary_details(payload: Mapping[str, Any]) -> list[str]:
     """``[digests, status …, reason …]``: what the one-line summary puts in parentheses."""
     details = [f"status {status_line(payload)}"]
     digests = digest_change(payload)
     if digests:
         details.insert(0, digests)
+    version = version_change(payload)
+    if version:
+        details.insert(0, f"version {version}")
     reason = payload.get("reason")
     if reason:
         details.append(f"reason {reason}")

@@ -25,6 +25,7 @@ from monitor.notify.formats.base import (
     status_line,
     summary_details,
     take_lines,
+    version_change,
 )
 
 __all__ = ["DiscordFormatter"]
@@ -52,6 +53,9 @@ class DiscordFormatter:
         reason = payload.get("reason")
 
         fields: list[dict[str, Any]] = []
+        version = version_change(payload)
+        if version:
+            fields.append({"name": "Version", "value": f"`{version}`", "inline": False})
         if digests:
             fields.append({"name": "Digest", "value": f"`{digests}`", "inline": False})
         fields.append({"name": "Status", "value": status, "inline": True})
@@ -70,7 +74,8 @@ class DiscordFormatter:
         occurred = payload.get("occurred_at")
         if occurred:
             embed["timestamp"] = occurred
-        content = f"**{title}**: `{reference}`" + (f" ({digests})" if digests else "")
+        aside = version or digests
+        content = f"**{title}**: `{reference}`" + (f" ({aside})" if aside else "")
         # Discord would ping @everyone from an image name; allow no mentions at all.
         return {"content": content, "embeds": [embed], "allowed_mentions": {"parse": []}}
 

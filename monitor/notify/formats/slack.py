@@ -22,6 +22,7 @@ from monitor.notify.formats.base import (
     status_line,
     summary_details,
     take_lines,
+    version_change,
 )
 
 __all__ = ["SlackFormatter"]
@@ -64,6 +65,9 @@ class SlackFormatter:
         fields: list[dict[str, str]] = [{"type": "mrkdwn", "text": f"*Status*\n{status}"}]
         if digests:
             fields.insert(0, {"type": "mrkdwn", "text": f"*Digest*\n{_code(digests)}"})
+        version = version_change(payload)
+        if version:
+            fields.insert(0, {"type": "mrkdwn", "text": f"*Version*\n{_code(version)}"})
         if reason:
             fields.append({"type": "mrkdwn", "text": f"*Reason*\n{reason}"})
         blocks: list[dict[str, Any]] = [

@@ -1,0 +1,135 @@
+"""What the service watches, by source, and the one place that changes it at run time.
+
+A static source (the config's ``watch:`` list) changes only with the config. A
+dynamic source (a repository's selected tags after each listing, the images
+of deployment files) changes at run time and hands its new target set to
+``Targets.update``: that source's watches are written to the store (a watch
+that goes is deactivated, its history kept), its scheduler jobs are added and
+removed, and the service's watch map follows; the targets and states of every
+other source are left alone.
+
+A reload builds the new config's sources with ``for_config``: a dynamic source
+still configured takes the run-time targets of the one it replaces
+(``DynamicSource.carry_over``), so a repository's tags survive a reload that
+keeps the repository, and a source the new config no longer names has its
+watches retired with it (``rows_for``). ``lock`` is held by updates and
+reloads alike, so the two never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from monitor.sources.base import WatchSource, sources_for, targets_of
+
+if TYPE_CHECKING:
+    from monitor.config import Config, Watch
+    from monitor.scheduler import WatchScheduler
+
+__all__ = ["DynamicSource", "TargetChange", "Targets"]
+
+
+@runtime_checkable
+class DynamicSource(WatchSource, Protocol):
+    """A source whose targets change while the service runs."""
+
+    def carry_over(self, previous: WatchSource) -> None:
+        """Take over the run-time targets of ``previous``, the source of the same name
+        in the config before a reload."""
+        ...
+
+    def seed(self, stored: Sequence[str]) -> None:
+        """Start from the watch keys the store holds for this source (after a restart)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TargetChange:
+    """What one ``update`` changed: watch keys added and removed."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+
+class Targets:
+    """The sources in force and their merged targets (the first source to name a key wins).
+
+    ``sync`` writes the watches of the named sources to the store (one
+    transaction; an empty list retires a source's watches); ``on_change`` gets
+    the new watch map after every change, once the store has it.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[WatchSource],
+        *,
+        scheduler: WatchScheduler,
+        sync: Callable[[Mapping[str, Sequence[Watch]]], Awaitable[None]],
+        on_change: Callable[[Mapping[str, Watch]], None],
+    ) -> None:
+        self._sources: dict[str, WatchSource] = {source.name: source for source in sources}
+        self._watches: dict[str, Watch] = targets_of(sources)
+        self._scheduler = scheduler
+        self._sync = sync
+        self._on_change = on_change
+        self.lock = asyncio.Lock()
+
+    @property
+    def watches(self) -> Mapping[str, Watch]:
+        return self._watches
+
+    def sources(self) -> list[WatchSource]:
+        return list(self._sources.values())
+
+    def source(self, name: str) -> WatchSource | None:
+        return self._sources.get(name)
+
+    def for_config(self, config: Config) -> list[WatchSource]:
+        """The sources of ``config``; dynamic ones carry the current ones' targets over."""
+        fresh = sources_for(config)
+        for source in fresh:
+            old = self._sources.get(source.name)
+            if old is not None and isinstance(source, DynamicSource):
+                source.carry_over(old)
+        return fresh
+
+    def rows_for(self, sources: Sequence[WatchSource]) -> dict[str, Sequence[Watch]]:
+        """What the store is to hold per source once ``sources`` are in force: their targets,
+        and nothing for a source in force now that they no longer name."""
+        rows: dict[str, Sequence[Watch]] = {name: [] for name in self._sources}
+        rows.update({source.name: source.targets() for source in sources})
+        return rows
+
+    def commit(self, sources: Sequence[WatchSource]) -> dict[str, Watch]:
+        """Put ``sources`` in force (a reload, after the store has their watches)."""
+        self._sources = {source.name: source for source in sources}
+        self._watches = targets_of(sources)
+        self._on_change(self._watches)
+        return self._watches
+
+    async def update(
+        self, source: WatchSource, *, first_run_now: bool = True
+    ) -> TargetChange | None:
+        """``source`` has new targets: the store, the scheduler and the watch map follow.
+
+        None (and nothing changed) when ``source`` is no longer in force: a reload
+        replaced it meanwhile, and its successor carries the targets on. A schedule
+        that cannot be held or a store that fails raises, with nothing changed.
+        """
+        async with self.lock:
+            if self._sources.get(source.name) is not source:
+                return None
+            watches = targets_of(list(self._sources.values()))
+            plan = self._scheduler.plan(list(watches.values()))
+            await self._sync({source.name: source.targets()})
+            before = self._watches
+            self._watches = watches
+            self._scheduler.commit(plan, first_run_now=first_run_now)
+            self._on_change(watches)
+            return TargetChange(
+                added=tuple(key for key in watches if key not in before),
+                removed=tuple(key for key in before if key not in watches),
+            )
