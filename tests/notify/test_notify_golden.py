@@ -69,19 +69,37 @@ FIELDS: dict[EventType, dict[str, Any]] = {
         "current_digest": OLD,
     },
     EventType.TEST: {"reason": "test delivery from regmon webhook test"},
+    EventType.TAG_DELETED: {
+        "previous_status": Status.PRESENT,
+        "previous_digest": OLD,
+        "current_status": Status.MISSING,
+        "reason": "deleted",
+    },
+    EventType.VERSION_AVAILABLE: {
+        "previous_status": Status.PRESENT,
+        "previous_digest": OLD,
+        "current_status": Status.PRESENT,
+        "current_digest": OLD,
+        "version": "1.27.3",
+    },
 }
 
 
+# A version is announced about a tag that is a version itself.
+IMAGES = {EventType.VERSION_AVAILABLE: "registry.example.com:5000/team/app:1.27.2"}
+
+
 def payload(kind: EventType) -> dict[str, Any]:
+    image = IMAGES.get(kind, REF)
     event = Event(
         id="01JD9Z6K3M2Y8T0QX4V5R7N1AB",
         type=kind,
         occurred_at=AT,
-        image=REF,
+        image=image,
         checked_at=None if kind is EventType.TEST else AT,
         **FIELDS[kind],
     )
-    return event_to_payload(event, reference=parse_reference(REF))
+    return event_to_payload(event, reference=parse_reference(image))
 
 
 def rendered(fmt: str, kind: EventType) -> Any:
@@ -97,6 +115,7 @@ CASES = [(fmt, kind) for fmt in FORMATTERS for kind in EventType]
 
 @pytest.mark.parametrize(("fmt", "kind"), CASES, ids=[f"{f}-{k}" for f, k in CASES])
 def test_the_body_is_the_golden_document(fmt: str, kind: EventType) -> None:
+    assert kind in FIELDS, f"{kind}: add what it carries to FIELDS, then regenerate"
     path = golden_path(fmt, kind)
     assert path.is_file(), (
         f"no golden {path}: run python {Path(__file__).relative_to(DATA.parent.parent)}"
