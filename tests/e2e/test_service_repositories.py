@@ -9,11 +9,13 @@ selected; a reload that keeps the repository and a restart keep its tags.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.faults import CountingProxy, RecordedRequest, Reply
 from support.images import ImagePusher
 from support.paging import PagingProxy
 from support.registry import RegistryServer
@@ -314,3 +316,46 @@ def test_newer_semver_is_one_version_available_per_new_version(
         )
 
     run(config, body)
+
+
+class Vanishing(CountingProxy):
+    """The registry, until ``gone``: then the repository is unknown, as a registry answers
+    for a repository deleted as a whole (``NAME_UNKNOWN`` / ``MANIFEST_UNKNOWN``)."""
+
+    gone = False
+
+    def respond(self, request: RecordedRequest) -> Reply:
+        if self.gone and request.path.startswith("/v2/") and request.path != "/v2/":
+            code = "NAME_UNKNOWN" if request.path.endswith("/tags/list") else "MANIFEST_UNKNOWN"
+            body = json.dumps({"errors": [{"code": code, "message": "unknown"}]}).encode()
+            return Reply(404, [("Content-Type", "application/json")], body)
+        return super().respond(request)
+
+
+def test_a_repository_that_goes_missing_keeps_its_tags_and_they_go_missing(
+    registry: RegistryServer, pusher: ImagePusher, unique_repo: Callable[..., str], tmp_path: Path
+) -> None:
+    repo = unique_repo()
+    for tag in ("1.0.0", "1.1.0"):
+        pusher.push_image(repo, tag)
+    with Vanishing(registry.host) as proxy:
+        key = f"{proxy.host}/{repo}"
+        config = write(tmp_path / "regmon.yaml", proxy.host, repo)
+
+        async def body(service: Service) -> None:
+            await service.list_repository(key)
+            await checked(service, key)
+            proxy.gone = True
+            shown = await service.list_repository(key)
+            assert (shown.status, shown.detail) == (Status.MISSING, "name unknown")
+            assert tagged(service, key) == ["1.0.0", "1.1.0"]  # nothing deleted
+            for tag in ("1.0.0", "1.1.0"):
+                state = await service.check_now(f"{key}:{tag}")
+                assert state.status is Status.MISSING
+            await service.flush()
+            assert [(kind, tag) for kind, tag, _ in events(service)] == [
+                ("tag.missing", "1.0.0"),  # missing_after: 1
+                ("tag.missing", "1.1.0"),
+            ]
+
+        run(config, body)
