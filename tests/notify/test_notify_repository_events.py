@@ -1,11 +1,11 @@
-"""tag.deleted and version.available (SPEC §9) as every format renders them: golden documents."""
+"""tag.deleted and version.available (SPEC §9): their json bodies and the Apprise text.
+
+The Slack and Discord documents of both are goldens in tests/data/formats/.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
-
-import pytest
 
 from monitor.domain import Event, EventType, Status
 from monitor.notify.formats import formatter_for
@@ -70,134 +70,6 @@ def test_the_json_body_of_tag_deleted() -> None:
     )
     assert "version" not in payload and "same_digest" not in payload
     assert payload_to_event(payload) == DELETED
-
-
-GOLDEN: list[tuple[Event, str, Any]] = [
-    (
-        AVAILABLE,
-        "slack",
-        {
-            "text": ":arrow_up: Newer version: docker.io/library/nginx:1.27.2 "
-            "(version 1.27.2 → 1.27.3, sha256:a1a1a1a1a1a1, status present)",
-            "blocks": [
-                {
-                    "type": "section",
-                    "text": {
-                        "type": "mrkdwn",
-                        "text": ":arrow_up: *Newer version*\n`docker.io/library/nginx:1.27.2`",
-                    },
-                },
-                {
-                    "type": "section",
-                    "fields": [
-                        {"type": "mrkdwn", "text": "*Version*\n`1.27.2 → 1.27.3`"},
-                        {"type": "mrkdwn", "text": "*Digest*\n`sha256:a1a1a1a1a1a1`"},
-                        {"type": "mrkdwn", "text": "*Status*\npresent"},
-                    ],
-                },
-                {
-                    "type": "context",
-                    "elements": [
-                        {
-                            "type": "mrkdwn",
-                            "text": "regmon · 2026-11-27T05:40:20Z · 01JD9Z6K3M2Y8T0QX4V5R7N1AB",
-                        }
-                    ],
-                },
-            ],
-        },
-    ),
-    (
-        AVAILABLE,
-        "discord",
-        {
-            "content": "**Newer version**: `docker.io/library/nginx:1.27.2` (1.27.2 → 1.27.3)",
-            "embeds": [
-                {
-                    "title": "Newer version",
-                    "description": "`docker.io/library/nginx:1.27.2`",
-                    "color": 0x1ABC9C,
-                    "fields": [
-                        {"name": "Version", "value": "`1.27.2 → 1.27.3`", "inline": False},
-                        {"name": "Digest", "value": "`sha256:a1a1a1a1a1a1`", "inline": False},
-                        {"name": "Status", "value": "present", "inline": True},
-                    ],
-                    "footer": {"text": "regmon · 01JD9Z6K3M2Y8T0QX4V5R7N1AB"},
-                    "timestamp": "2026-11-27T05:40:20Z",
-                }
-            ],
-            "allowed_mentions": {"parse": []},
-        },
-    ),
-    (
-        DELETED,
-        "slack",
-        {
-            "text": ":wastebasket: Tag deleted: ghcr.io/acme/api:v2.0.0 "
-            "(sha256:a1a1a1a1a1a1 → none, status present → missing, reason deleted)",
-            "blocks": [
-                {
-                    "type": "section",
-                    "text": {
-                        "type": "mrkdwn",
-                        "text": ":wastebasket: *Tag deleted*\n`ghcr.io/acme/api:v2.0.0`",
-                    },
-                },
-                {
-                    "type": "section",
-                    "fields": [
-                        {"type": "mrkdwn", "text": "*Digest*\n`sha256:a1a1a1a1a1a1 → none`"},
-                        {"type": "mrkdwn", "text": "*Status*\npresent → missing"},
-                        {"type": "mrkdwn", "text": "*Reason*\ndeleted"},
-                    ],
-                },
-                {
-                    "type": "context",
-                    "elements": [
-                        {
-                            "type": "mrkdwn",
-                            "text": "regmon · 2026-11-27T05:40:20Z · 01JD9Z6K3M2Y8T0QX4V5R7N1AC",
-                        }
-                    ],
-                },
-            ],
-        },
-    ),
-    (
-        DELETED,
-        "discord",
-        {
-            "content": "**Tag deleted**: `ghcr.io/acme/api:v2.0.0` (sha256:a1a1a1a1a1a1 → none)",
-            "embeds": [
-                {
-                    "title": "Tag deleted",
-                    "description": "`ghcr.io/acme/api:v2.0.0`",
-                    "color": 0x9B59B6,
-                    "fields": [
-                        {
-                            "name": "Digest",
-                            "value": "`sha256:a1a1a1a1a1a1 → none`",
-                            "inline": False,
-                        },
-                        {"name": "Status", "value": "present → missing", "inline": True},
-                        {"name": "Reason", "value": "deleted", "inline": True},
-                    ],
-                    "footer": {"text": "regmon · 01JD9Z6K3M2Y8T0QX4V5R7N1AC"},
-                    "timestamp": "2026-11-27T05:40:20Z",
-                }
-            ],
-            "allowed_mentions": {"parse": []},
-        },
-    ),
-]
-
-
-@pytest.mark.parametrize(
-    ("event", "fmt", "document"),
-    [pytest.param(e, f, d, id=f"{e.type}-{f}") for e, f, d in GOLDEN],
-)
-def test_chat_formats(event: Event, fmt: str, document: Any) -> None:
-    assert formatter_for(fmt).render(event_to_payload(event)) == document
 
 
 def test_apprise_text() -> None:
