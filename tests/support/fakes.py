@@ -20,6 +20,7 @@ class FakeView:
     checked: list[str] = field(default_factory=list)
     # What a "check now" turns the state into; None leaves it as it is.
     on_check: Callable[[TagState], TagState] | None = None
+    repository_list: list[RepositoryState] = field(default_factory=list)
 
     def watches(self) -> Sequence[Watch]:
         return resolve_watches(self.config)
@@ -28,7 +29,7 @@ class FakeView:
         return self.state_map
 
     def repositories(self) -> Sequence[RepositoryState]:
-        return []
+        return self.repository_list
 
     def is_ready(self) -> bool:
         return self.ready
