@@ -36,6 +36,9 @@ class RepositorySource:
         self.name = source_name(watch.key)
         self._selected: tuple[str, ...] | None = None  # None: never listed
         self._listed: frozenset[str] | None = None  # the last listing, when this process saw it
+        # The same Watch objects until the selection changes: the API's index and the
+        # metrics' label cache are kept by identity.
+        self._targets: tuple[Watch, ...] | None = None
 
     @property
     def selected(self) -> tuple[str, ...]:
@@ -47,28 +50,37 @@ class RepositorySource:
         return self._selected is not None
 
     def targets(self) -> Sequence[Watch]:
-        return [self.watch.tag_watch(tag, self.name) for tag in self.selected]
+        if self._targets is None:
+            self._targets = tuple(self.watch.tag_watch(tag, self.name) for tag in self.selected)
+        return self._targets
 
     def carry_over(self, previous: WatchSource) -> None:
         if isinstance(previous, RepositorySource):
-            self._selected, self._listed = previous._selected, previous._listed
+            self._select(previous._selected)
+            self._listed = previous._listed
+
+    def _select(self, selected: tuple[str, ...] | None) -> None:
+        if selected != self._selected:
+            self._targets = None
+        self._selected = selected
 
     def seed(self, stored: Sequence[str]) -> None:
         prefix = f"{self.watch.key}:"
         tags = [key[len(prefix) :] for key in stored if key.startswith(prefix)]
         # No stored tag: a repository never listed, or one whose selection was empty.
-        self._selected = tuple(select_tags(tags, TagSelection())) if tags else None
+        self._select(tuple(select_tags(tags, TagSelection())) if tags else None)
 
     def snapshot(self) -> tuple[tuple[str, ...] | None, frozenset[str] | None]:
         """What ``restore`` puts back: the selection and listing before an ``apply``."""
         return self._selected, self._listed
 
     def restore(self, snapshot: tuple[tuple[str, ...] | None, frozenset[str] | None]) -> None:
-        self._selected, self._listed = snapshot
+        self._select(snapshot[0])
+        self._listed = snapshot[1]
 
     def apply(self, listed: Collection[str]) -> SelectionChange:
         """Take a complete listing in; what came and went (``monitor.tags.diff_selection``)."""
         change = diff_selection(self._selected, self._listed, listed, self.watch.selection)
-        self._selected = change.selected
+        self._select(change.selected)
         self._listed = frozenset(listed)
         return change
