@@ -48,6 +48,12 @@ async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
     return value
 
 
+async def first_listing(service: Service, key: str) -> None:
+    """Wait for the listing the scheduler starts with (jitter 0%: at once), so that it
+    cannot land inside a test's request count on a loaded machine."""
+    await until(lambda: any(r.key == key and r.listed_at for r in service.repositories()))
+
+
 def events(service: Service) -> list[tuple[str, str, str | None]]:
     return [
         (e["type"], e["image"]["tag"], e["current"]["digest"]) for e in list_events(service.engine)
@@ -190,6 +196,7 @@ def test_a_listing_that_fails_mid_pagination_deletes_nothing(
         config = write(tmp_path / "regmon.yaml", proxy.host, repo)
 
         async def body(service: Service) -> None:
+            await first_listing(service, key)
             shown = await service.list_repository(key)
             assert (shown.status, tagged(service, key)) == (Status.PRESENT, tags)
             await checked(service, key)
@@ -233,6 +240,7 @@ def test_a_repository_of_more_tags_than_a_page(
         config = write(tmp_path / "regmon.yaml", proxy.host, repo, selection)
 
         async def body(service: Service) -> None:
+            await first_listing(service, key)
             proxy.reset()
             shown = await service.list_repository(key)
             assert (shown.status, shown.listed) == (Status.PRESENT, TAG_COUNT + 2)
