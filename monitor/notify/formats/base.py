@@ -144,8 +144,15 @@ def reference_of(payload: Mapping[str, Any]) -> str:
     return str(_part(payload, "image").get("reference") or "unknown image")
 
 
-def _registry_line(registry: Mapping[str, Any]) -> str:
-    return f"{registry.get('errors', '?')} of {registry.get('tags', '?')} tags in error"
+def _registry_line(payload: Mapping[str, Any]) -> str:
+    """``5 of 5 tags in error``; on recovery, how many tags the registry answered so far
+    (the others are checked again at their interval)."""
+    registry = _part(payload, "registry")
+    tags, errors = registry.get("tags"), registry.get("errors")
+    if payload.get("type") == EventType.REGISTRY_RECOVERED:
+        answered = tags - errors if isinstance(tags, int) and isinstance(errors, int) else "?"
+        return f"answering again, {answered} of {tags} tags answered so far"
+    return f"{errors} of {tags} tags in error"
 
 
 def digest_change(payload: Mapping[str, Any]) -> str | None:
@@ -166,9 +173,8 @@ def digest_change(payload: Mapping[str, Any]) -> str | None:
 def status_line(payload: Mapping[str, Any]) -> str:
     """``present → missing`` or just the current status; ``4 of 5 tags in error`` for a
     registry."""
-    registry = _part(payload, "registry")
-    if registry:
-        return _registry_line(registry)
+    if _part(payload, "registry"):
+        return _registry_line(payload)
     old = _part(payload, "previous").get("status")
     new = _part(payload, "current").get("status")
     if old and new and old != new:
@@ -199,7 +205,7 @@ def version_change(payload: Mapping[str, Any]) -> str | None:
 def summary_details(payload: Mapping[str, Any]) -> list[str]:
     """``[digests, status …, reason …]``: what the one-line summary puts in parentheses."""
     registry = _part(payload, "registry")
-    details = [_registry_line(registry) if registry else f"status {status_line(payload)}"]
+    details = [_registry_line(payload) if registry else f"status {status_line(payload)}"]
     digests = digest_change(payload)
     if digests:
         details.insert(0, digests)
