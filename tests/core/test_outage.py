@@ -15,7 +15,7 @@ from itertools import count
 
 import pytest
 
-from monitor.config import Config, Watch, parse_config
+from monitor.config import Config, Watch, parse_config, resolve_watches
 from monitor.domain import CheckResult, Reason, RegistryState, Status
 from monitor.notify.routing import Router
 from monitor.outage import MIN_TAGS, Tally
@@ -83,7 +83,7 @@ class Harness:
     records: list[Record] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.watches: dict[str, Watch] = {w.key: w for w in self.config.watches()}
+        self.watches: dict[str, Watch] = {w.key: w for w in resolve_watches(self.config)}
         self.keys = list(self.watches)
         self.cache = StateCache(None, self.outages)
         self.outages.watch(self.watches, self.cache.states())
@@ -283,7 +283,7 @@ def test_removed_watches_leave_the_tally_on_reload() -> None:
     h.cycle(OK)
     h.cycle(ERR, tags=[0, 1, 2])
     smaller = config(2)
-    h.outages.watch({w.key: w for w in smaller.watches()}, h.cache.states())
+    h.outages.watch({w.key: w for w in resolve_watches(smaller)}, h.cache.states())
     # Two watched tags remain: never an outage.
     sent = h.cycle(ERR, tags=[0, 1]) + h.cycle(ERR, tags=[0, 1])
     assert recorded(sent) == ["check.failing", "check.failing"]
