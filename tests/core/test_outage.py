@@ -8,6 +8,7 @@ webhooks each one goes to.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ import pytest
 
 from monitor.config import Config, Watch, parse_config, resolve_watches
 from monitor.domain import CheckResult, Reason, RegistryState, Status
+from monitor.logs import CheckLog
 from monitor.notify.routing import Router
 from monitor.outage import MIN_TAGS, Tally
 from monitor.runtime.cache import StateCache
@@ -287,3 +289,27 @@ def test_removed_watches_leave_the_tally_on_reload() -> None:
     # Two watched tags remain: never an outage.
     sent = h.cycle(ERR, tags=[0, 1]) + h.cycle(ERR, tags=[0, 1])
     assert recorded(sent) == ["check.failing", "check.failing"]
+
+
+def test_the_log_names_the_registry(caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness(config(3))
+    h.cycle(OK)
+    h.cycle(ERR), h.cycle(ERR)
+    previous = h.cache.get(h.keys[0])
+    h.check(0, ERR)
+    log = CheckLog(logging.getLogger("regmon.test-outage"))
+    with caplog.at_level(logging.INFO, "regmon.test-outage"):
+        record = h.records[-1]
+        result = CheckResult(h.watches[h.keys[0]].image, ERR, T0, reason=Reason.UNREACHABLE)
+        log.record(h.keys[0], previous, result, record.evaluation, failing_after=3)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "WARNING",
+            "registry.failing reg.example.com: 3 of 3 tags in error; per-tag check events held"
+            " back (reg.example.com/team/app0:v1: error unreachable)",
+        ),
+        (
+            "WARNING",
+            "check.failing reg.example.com/team/app0:v1: 3 consecutive errors, last unreachable",
+        ),
+    ]
