@@ -69,7 +69,7 @@ def test_outage_of_five_tags_is_one_notification_each_way_per_webhook(
             [
                 "log: {level: info}",
                 "defaults: {interval: 1s, jitter: 0%, missing_after: 1, failing_after: 2}",
-                f"registries: {{'{proxy.host}': {{timeout: 2s}}}}",
+                f"registries: {{'{proxy.host}': {{timeout: 1s}}}}",
                 "webhooks:",
                 f"  - {{name: ops, url: '{ops.url}', secret: '{SECRET}'}}",
                 f"  - {{name: chat, url: '{chat.url}', secret: '{SECRET}'}}",
