@@ -190,7 +190,7 @@ class RegistryState:
     """What the service remembers about one registry (``monitor.outage``).
 
     ``failing`` is true between ``registry.failing`` and ``registry.recovered``;
-    ``since`` is when that ``registry.failing`` happened.
+    ``since`` is when the last of the two happened (None: never failed).
     """
 
     name: str

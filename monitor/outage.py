@@ -27,12 +27,18 @@ is every ``check.recovered`` of a tag whose ``check.failing`` was covered or
 that recovers while the registry is failing. Covered events are recorded
 (history, events, API) but not sent to the webhooks that take the registry
 event; routing decides that per webhook.
+
+A tag whose ``check.failing`` was covered and that still fails after its
+registry recovered has a problem of its own: its first check that *began*
+after the recovery and ends in ``error`` emits a new ``check.failing``, not
+covered (a check already running when the registry came back proves nothing).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Final
 
 from monitor.domain import (
@@ -115,7 +121,7 @@ def assess(
             _registry_event(EventType.REGISTRY_FAILING, registry.name, tally, result, new_id)
         )
     elif failing and result.status.decided and not tally.outage:
-        changed = RegistryState(registry.name)
+        changed = RegistryState(registry.name, failing=False, since=result.checked_at)
         lead.append(
             _registry_event(EventType.REGISTRY_RECOVERED, registry.name, tally, result, new_id)
         )
@@ -130,14 +136,46 @@ def assess(
             failing or (previous is not None and previous.failing_covered)
         ):
             covered.add(event.id)
-    if not lead and not covered:
+    tail: list[Event] = []
+    if (
+        not failing_now
+        and state.failing_covered
+        and not result.status.decided
+        and registry.since is not None
+        and _began(result) >= registry.since
+    ):
+        tail.append(_still_failing(previous, result, new_id))
+        state = replace(state, failing_covered=False)
+    if not lead and not covered and not tail:
         return evaluation
     return replace(
         evaluation,
         state=state,
-        events=(*lead, *evaluation.events),
+        events=(*lead, *evaluation.events, *tail),
         registry=changed,
         covered=frozenset(covered),
+    )
+
+
+def _began(result: CheckResult) -> datetime:
+    return result.checked_at - timedelta(milliseconds=max(result.duration_ms, 0.0))
+
+
+def _still_failing(
+    previous: TagState | None, result: CheckResult, new_id: Callable[[], str]
+) -> Event:
+    """The ``check.failing`` of a tag that its registry's outage covered and that fails on."""
+    return Event(
+        id=new_id(),
+        type=EventType.CHECK_FAILING,
+        occurred_at=result.checked_at,
+        image=str(result.reference),
+        previous_status=previous.decided_status if previous is not None else None,
+        previous_digest=previous.digest if previous is not None else None,
+        current_status=result.status,
+        current_digest=result.digest,
+        checked_at=result.checked_at,
+        reason=_reason(result),
     )
 
 

@@ -91,7 +91,8 @@ class Harness:
         self.outages.watch(self.watches, self.cache.states())
         self.router = Router(lambda: self.config, self.outages.webhooks)
 
-    def check(self, index: int, status: Status) -> list[Sent]:
+    def check(self, index: int, status: Status, *, took: float = 0.0) -> list[Sent]:
+        """One check of tag ``index`` that took ``took`` seconds (it ends on the clock)."""
         watch = self.watches[self.keys[index]]
         at = T0 + timedelta(seconds=next(self.clock))
         result = CheckResult(
@@ -100,6 +101,7 @@ class Harness:
             at,
             digest=DIGEST if status is OK else None,
             reason=Reason.UNREACHABLE if status is ERR else None,
+            duration_ms=took * 1000,
         )
         evaluation, _ = self.cache.evaluate(watch, result)
         record = self.router.prepare(evaluation, watch)
@@ -214,6 +216,25 @@ def test_with_failing_after_1_the_tags_before_the_share_is_known_are_sent() -> N
         ("registry.recovered", "app1:v1", ("ops",)),
         ("check.recovered", "app2:v1", ("ops",)),
     ]
+
+
+def test_a_covered_tag_that_still_fails_after_the_outage_is_announced_once() -> None:
+    h = Harness(config(5))
+    h.cycle(OK)
+    h.cycle(ERR), h.cycle(ERR), h.cycle(ERR)
+    # The registry answers again, except for app4 (a problem of its own). Its first check
+    # after the recovery was already running when the registry came back (5 s, while the
+    # recovery was 3 s before it ended): it proves nothing.
+    sent = h.cycle(OK, tags=[0, 1, 2, 3]) + h.check(4, ERR, took=5)
+    assert delivered(sent) == [("registry.recovered", "app1:v1", ("ops",))]
+    sent = h.check(4, ERR) + h.check(4, ERR)
+    assert delivered(sent) == [("check.failing", "app4:v1", ("ops",))]
+    assert recorded(sent) == ["check.failing"]
+    (announced,) = h.records[-2].evaluation.events
+    assert (announced.previous_status, announced.current_status) == (OK, ERR)
+    assert announced.reason == "unreachable"
+    # Its recovery is its own again.
+    assert delivered(h.check(4, OK)) == [("check.recovered", "app4:v1", ("ops",))]
 
 
 def test_a_webhook_that_does_not_take_registry_events_still_gets_every_per_tag_event() -> None:
