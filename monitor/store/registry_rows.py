@@ -18,9 +18,7 @@ _REGISTRY_STATES: Table = Base.metadata.tables["registry_states"]
 _COLUMNS = [c.name for c in _REGISTRY_STATES.columns if c.name != "registry"]
 
 
-def write_registry_states(
-    conn: Connection, states: Sequence[RegistryState], now: datetime
-) -> None:
+def write_registry_states(conn: Connection, states: Sequence[RegistryState], now: datetime) -> None:
     """Upsert ``states`` (the last one of a registry wins), in the caller's transaction."""
     rows: dict[str, Mapping[str, Any]] = {
         state.name: {
