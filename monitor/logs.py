@@ -129,12 +129,14 @@ class CheckLog:
         else:
             self._erroring.discard(key)
         for event in evaluation.events:
+            covered = " (covered by the registry's event)" if event.id in evaluation.covered else ""
             log.log(
                 EVENT_LEVELS.get(event.type, logging.INFO),
-                "%s %s: %s",
+                "%s %s: %s%s",
                 event.type,
                 key if event.registry is None else event.registry.name,
                 _describe(event, previous, result),
+                covered,
                 extra=_fields(
                     key,
                     event=str(event.type),

@@ -331,6 +331,7 @@ def test_the_log_names_the_registry(caplog: pytest.LogCaptureFixture) -> None:
         ),
         (
             "WARNING",
-            "check.failing reg.example.com/team/app0:v1: 3 consecutive errors, last unreachable",
+            "check.failing reg.example.com/team/app0:v1: 3 consecutive errors, last unreachable"
+            " (covered by the registry's event)",
         ),
     ]
