@@ -382,7 +382,10 @@ class Service:
             source.seed([row.image for row in rows if row.source == source.name])
 
     def _set_watches(self, watches: Mapping[str, Watch]) -> None:
+        """Every change of the watch set ends here: a reload, a listing, a deployment file."""
         self._watches = dict(watches)
+        if self._outages is not None:
+            self._outages.watch(self._watches, self._cache.states())
 
     def _commit_config(
         self, config: Config, watches: Mapping[str, Watch], client: RegistryClient | None
@@ -391,8 +394,6 @@ class Service:
             self._checks.swap_client(client)
         self._config = config
         self._watches = dict(watches)
-        if self._outages is not None:
-            self._outages.watch(self._watches, self._cache.states())
 
     # -- writes ----------------------------------------------------------------
 
