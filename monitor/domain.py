@@ -21,6 +21,8 @@ __all__ = [
     "EventType",
     "PlatformChange",
     "Reason",
+    "RegistryState",
+    "RegistrySummary",
     "RepositoryState",
     "Status",
     "TagState",
@@ -103,6 +105,8 @@ class EventType(enum.StrEnum):
     VERSION_AVAILABLE = "version.available"
     CHECK_FAILING = "check.failing"
     CHECK_RECOVERED = "check.recovered"
+    REGISTRY_FAILING = "registry.failing"
+    REGISTRY_RECOVERED = "registry.recovered"
     TEST = "test"
 
     @classmethod
@@ -126,7 +130,9 @@ class TagState:
     ``regmon_image_available``. ``digest``/``platforms`` are the last digests
     seen while present. ``missing_alerted`` is true between ``tag.missing`` and
     ``tag.restored``; ``failing_alerted`` between ``check.failing`` and
-    ``check.recovered``.
+    ``check.recovered``. ``failing_covered`` is true when that ``check.failing``
+    was covered by a ``registry.failing`` (``monitor.outage``): its
+    ``check.recovered`` is covered too.
     """
 
     image: str
@@ -148,6 +154,7 @@ class TagState:
     digest_changes: int = 0
     # ``newer: semver``: the highest higher version the last listing had (None: none).
     newer_version: str | None = None
+    failing_covered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +176,36 @@ class RepositoryState:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistrySummary:
+    """What a ``registry.*`` event says about its registry: of the watched tags that have
+    been checked (``tags``), how many ended their last check in ``error``."""
+
+    name: str
+    tags: int
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryState:
+    """What the service remembers about one registry (``monitor.outage``).
+
+    ``failing`` is true between ``registry.failing`` and ``registry.recovered``;
+    ``since`` is when the last of the two happened (None: never failed).
+    """
+
+    name: str
+    failing: bool = False
+    since: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
-    """One event, in the shape of the webhook ``json`` body (SPEC §6)."""
+    """One event, in the shape of the webhook ``json`` body (SPEC §6).
+
+    A ``registry.*`` event is about the check that changed its registry's
+    state: ``image`` and the statuses are that check's, ``registry`` says about
+    the registry as a whole.
+    """
 
     id: str
     type: EventType
@@ -185,6 +220,7 @@ class Event:
     reason: str | None = None
     same_digest: bool | None = None
     version: str | None = None  # version.available: the higher version's tag
+    registry: RegistrySummary | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,9 +230,14 @@ class Evaluation:
     ``changed`` is true when a history row is due: the first decided check,
     or a change of decided status, digest or platform digests. The store
     writes ``state``, ``events`` and (when ``changed``) a history row in one
-    transaction.
+    transaction, and ``registry`` (the registry's new state, when a
+    ``registry.*`` event changed it) in the same one. ``covered`` holds the ids
+    of the per-tag events that a registry event covers: recorded, but not sent
+    to the webhooks that take the registry event (``monitor.notify.routing``).
     """
 
     state: TagState
     events: tuple[Event, ...] = ()
     changed: bool = False
+    registry: RegistryState | None = None
+    covered: frozenset[str] = frozenset()

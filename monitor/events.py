@@ -213,6 +213,7 @@ def evaluate(
             consecutive_errors=0,
             missing_alerted=missing_alerted,
             failing_alerted=False,
+            failing_covered=False,
             digest_changes=prev.digest_changes + (1 if digest_changed else 0),
         )
         if newer is not None:
@@ -258,6 +259,7 @@ def evaluate(
         consecutive_errors=0,
         missing_alerted=missing_alerted,
         failing_alerted=False,
+        failing_covered=False,
     )
     return Evaluation(state=state, events=tuple(events), changed=status_changed)
 

@@ -83,6 +83,8 @@ EVENT_LEVELS: Final[Mapping[EventType, int]] = {
     EventType.TAG_RESTORED: logging.INFO,
     EventType.TAG_CREATED: logging.INFO,
     EventType.CHECK_RECOVERED: logging.INFO,
+    EventType.REGISTRY_FAILING: logging.WARNING,
+    EventType.REGISTRY_RECOVERED: logging.INFO,
 }  # any other event at INFO
 
 
@@ -127,12 +129,14 @@ class CheckLog:
         else:
             self._erroring.discard(key)
         for event in evaluation.events:
+            covered = " (covered by the registry's event)" if event.id in evaluation.covered else ""
             log.log(
                 EVENT_LEVELS.get(event.type, logging.INFO),
-                "%s %s: %s",
+                "%s %s: %s%s",
                 event.type,
-                key,
+                key if event.registry is None else event.registry.name,
                 _describe(event, previous, result),
+                covered,
                 extra=_fields(
                     key,
                     event=str(event.type),
@@ -180,6 +184,10 @@ def _describe(event: Event, previous: TagState | None, result: CheckResult) -> s
         return f"{errors} consecutive errors, last {_outcome(result).removeprefix('error ')}"
     if kind is EventType.CHECK_RECOVERED:
         return f"{_outcome(result)} after {_errors_before(previous)} failed checks"
+    if event.registry is not None:
+        counts = f"{event.registry.errors} of {event.registry.tags} tags in error"
+        held = "; per-tag check events held back" if kind is EventType.REGISTRY_FAILING else ""
+        return f"{counts}{held} ({event.image}: {_outcome(result)})"
     return _outcome(result)
 
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from monitor.runtime.deliveries import Deliveries
     from monitor.runtime.leader import Coordinator
     from monitor.runtime.listings import Listings
+    from monitor.runtime.outages import Outages
     from monitor.runtime.recorder import Recorder
     from monitor.runtime.reloader import Reloader
     from monitor.runtime.targets import Targets
@@ -84,6 +85,7 @@ class Service:
             transport_factory=transport_factory,
         )
         self._recorder: Recorder | None = None
+        self._outages: Outages | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._reloader: Reloader | None = None
         self._targets: Targets | None = None
@@ -178,6 +180,7 @@ class Service:
         from monitor.runtime.deliveries import Deliveries
         from monitor.runtime.http import bind, make_server
         from monitor.runtime.listings import Listings
+        from monitor.runtime.outages import Outages
         from monitor.runtime.pruner import Pruner
         from monitor.runtime.recorder import Recorder
         from monitor.runtime.reloader import Reloader
@@ -191,7 +194,7 @@ class Service:
         )
         from monitor.store.health import wait_for_database
         from monitor.store.lockfile import hold_sqlite_lock
-        from monitor.store.repository import load_versioned_states
+        from monitor.store.repository import load_registry_states, load_versioned_states
         from monitor.web.app import create_app
 
         # Bind first: a taken port (say, a second regmon started by mistake) is a
@@ -220,6 +223,7 @@ class Service:
             await wait_for_database(self._engine)
             await asyncio.to_thread(upgrade, self._engine)
             stored = await asyncio.to_thread(load_versioned_states, self._engine)
+            registries = await asyncio.to_thread(load_registry_states, self._engine)
             sources = sources_for(self._config)
             await self._seed(sources)
             targets = Targets(
@@ -232,12 +236,14 @@ class Service:
         self._targets = targets
         listings.use(targets)
         self._listings = listings
-        self._cache = StateCache(stored)
-        self._cache.keep(self._watches)
         self._metrics = Metrics(self.metrics_registry, self)
+        self._outages = Outages(registries, self._metrics)
+        self._cache = StateCache(stored, self._outages)
+        self._cache.keep(self._watches)
+        self._outages.watch(self._watches, self._cache.states())
         self._recorder = Recorder(
             self._write_batch,
-            prepare=Router(lambda: self._config).prepare,
+            prepare=Router(lambda: self._config, self._outages.webhooks).prepare,
             stored_versions=self._cache.versions(),
             on_refused=self._checks.reevaluate,
             on_written=self._written,
@@ -376,7 +382,10 @@ class Service:
             source.seed([row.image for row in rows if row.source == source.name])
 
     def _set_watches(self, watches: Mapping[str, Watch]) -> None:
+        """Every change of the watch set ends here: a reload, a listing, a deployment file."""
         self._watches = dict(watches)
+        if self._outages is not None:
+            self._outages.watch(self._watches, self._cache.states())
 
     def _commit_config(
         self, config: Config, watches: Mapping[str, Watch], client: RegistryClient | None

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from monitor.domain import Event, EventType, PlatformChange, Status
+from monitor.domain import Event, EventType, PlatformChange, RegistrySummary, Status
 
 if TYPE_CHECKING:
     from monitor.reference import ImageReference
@@ -45,7 +45,9 @@ def event_to_payload(event: Event, *, reference: ImageReference | None = None) -
     ``event.image``. A ``tag.restored`` body also carries ``same_digest``
     (SPEC §5: the event "says whether the digest is the one it had before"),
     a ``version.available`` body ``version: {current, available}`` (the
-    watched tag and the higher version's tag, SPEC §9).
+    watched tag and the higher version's tag, SPEC §9); a ``registry.*`` body
+    carries ``registry``: its name and, of its checked watched tags, how many
+    there are and how many ended in ``error``.
     """
     if reference is None:
         from monitor.reference import parse_reference
@@ -80,6 +82,12 @@ def event_to_payload(event: Event, *, reference: ImageReference | None = None) -
         payload["same_digest"] = event.same_digest
     if event.type is EventType.VERSION_AVAILABLE:
         payload["version"] = {"current": reference.tag, "available": event.version}
+    if event.registry is not None:
+        payload["registry"] = {
+            "name": event.registry.name,
+            "tags": event.registry.tags,
+            "errors": event.registry.errors,
+        }
     return payload
 
 
@@ -93,6 +101,7 @@ def payload_to_event(payload: Mapping[str, Any]) -> Event:
     current = payload.get("current") or {}
     checked_at = current.get("checked_at")
     platforms = payload.get("platforms") or {}
+    registry = payload.get("registry")
     return Event(
         id=payload["id"],
         type=EventType(payload["type"]),
@@ -110,6 +119,9 @@ def payload_to_event(payload: Mapping[str, Any]) -> Event:
         reason=payload.get("reason"),
         same_digest=payload.get("same_digest"),
         version=(payload.get("version") or {}).get("available"),
+        registry=None
+        if registry is None
+        else RegistrySummary(registry["name"], registry["tags"], registry["errors"]),
     )
 
 

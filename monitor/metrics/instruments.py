@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import (
@@ -56,6 +57,7 @@ METRIC_NAMES: Final[frozenset[str]] = frozenset(
         "regmon_check_duration_seconds",
         "regmon_registry_requests_total",
         "regmon_registry_up",
+        "regmon_registry_failing",
         "regmon_registry_ratelimit_limit",
         "regmon_registry_ratelimit_remaining",
         "regmon_webhook_deliveries_total",
@@ -100,6 +102,12 @@ class Metrics:
         self.registry_up = Gauge(
             "regmon_registry_up",
             "1 if the last request to the registry got an HTTP answer, else 0.",
+            ["registry"],
+            registry=registry,
+        )
+        self.registry_failing = Gauge(
+            "regmon_registry_failing",
+            "1 while the registry is failing (between registry.failing and registry.recovered).",
             ["registry"],
             registry=registry,
         )
@@ -158,6 +166,13 @@ class Metrics:
         """Count one HTTP request; ``code`` is the status (``"200"``) or ``"error"``."""
         self.registry_requests.labels(registry, method.upper(), code).inc()
         self.registry_up.labels(registry).set(0 if code == "error" else 1)
+
+    def observe_registries(self, failing: Mapping[str, bool], *, replace: bool = False) -> None:
+        """Set ``regmon_registry_failing`` per registry; ``replace``: these are all there are."""
+        if replace:
+            self.registry_failing.clear()
+        for name, value in failing.items():
+            self.registry_failing.labels(name).set(1 if value else 0)
 
     def observe_ratelimit(self, registry: str, limit: int | None, remaining: int | None) -> None:
         """Record the ``ratelimit-*`` headers of a registry answer (``None``: not sent)."""

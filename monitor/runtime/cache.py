@@ -5,6 +5,9 @@ the cache moves the version on by one. When the store refuses a write because
 its expected version is stale (another writer moved the tag on,
 ``monitor.store.states``), ``refresh`` takes the store's state and version in,
 and the refused results are evaluated again on top of it.
+
+With ``outages`` (``monitor.runtime.outages``), each evaluation also gets its
+registry's part (registry events, covered per-tag events) before it is cached.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ if TYPE_CHECKING:
 
     from monitor.config import Watch
     from monitor.domain import CheckResult, Evaluation, TagState
+    from monitor.runtime.outages import Outages
 
 __all__ = ["StateCache"]
 
@@ -26,7 +30,12 @@ __all__ = ["StateCache"]
 class StateCache:
     """Tag states by watch key, each with its version."""
 
-    def __init__(self, stored: Mapping[str, tuple[TagState, int]] | None = None) -> None:
+    def __init__(
+        self,
+        stored: Mapping[str, tuple[TagState, int]] | None = None,
+        outages: Outages | None = None,
+    ) -> None:
+        self._outages = outages
         self._states: dict[str, TagState] = {}
         self._versions: dict[str, int] = {}
         for key, (state, version) in (stored or {}).items():
@@ -57,14 +66,17 @@ class StateCache:
     ) -> tuple[Evaluation, int]:
         """Fold ``result`` into the cached state; the evaluation and its new version."""
         key = watch.key
+        previous = self._states.get(key)
         evaluation = evaluate(
-            self._states.get(key),
+            previous,
             result,
             missing_after=watch.missing_after,
             failing_after=watch.failing_after,
             created=created,
             newer=newer,
         )
+        if self._outages is not None:
+            evaluation = self._outages.assess(watch, previous, evaluation, result)
         return evaluation, self._put(key, evaluation)
 
     def delete(self, key: str, at: datetime) -> tuple[Evaluation, int]:
@@ -85,3 +97,5 @@ class StateCache:
             self._versions.pop(key, None)
         else:
             self._states[key], self._versions[key] = stored
+        if self._outages is not None:
+            self._outages.observe(key, self._states.get(key))

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -37,6 +38,7 @@ __all__ = [
     "EventModel",
     "HistoryModel",
     "IdType",
+    "RegistryStateModel",
     "TagStateModel",
     "UTCDateTime",
     "WatchModel",
@@ -140,6 +142,19 @@ class TagStateModel(Base):
     newer_version: Mapped[str | None] = mapped_column(String(128))
     # Compare-and-set: a write names the version it read, and is refused when it is stale.
     version: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Its check.failing was covered by a registry.failing: so is its check.recovered.
+    failing_covered: Mapped[bool] = mapped_column(Boolean, server_default=false())
+
+
+class RegistryStateModel(Base):
+    """``monitor.domain.RegistryState``, one row per registry that has had an outage."""
+
+    __tablename__ = "registry_states"
+
+    registry_name: Mapped[str] = mapped_column("registry", String(255), primary_key=True)
+    failing: Mapped[bool] = mapped_column(Boolean)
+    since: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
 
 
 class HistoryModel(Base):

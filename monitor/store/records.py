@@ -14,8 +14,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert
 
-from monitor.domain import Evaluation, Status, TagState
+from monitor.domain import Evaluation, RegistryState, Status, TagState
 from monitor.store.models import DeliveryModel, EventModel, HistoryModel
+from monitor.store.registry_rows import write_registry_states
 from monitor.store.state_rows import _STATE_COLUMNS, _TAG_STATES, _state_to_row, _value, _versioned
 from monitor.store.states import lock_states, refused, stored_versions
 from monitor.store.transactions import _translated, _upsert, _write
@@ -72,8 +73,9 @@ def record_evaluations(
     """Write a batch of prepared evaluations in ONE transaction.
 
     Writes the upserted tag states, a history row per ``changed`` evaluation, an
-    events row per event (with its prepared body) and a pending delivery per
-    channel name. Either all of it is written or none. A record whose expected
+    events row per event (with its prepared body), a pending delivery per
+    channel name and the registry states the evaluations changed. Either all of
+    it is written or none. A record whose expected
     version is stale is not written (nor its history, events, deliveries): it is
     returned in ``refused`` with the store's current state of its tag.
     """
@@ -95,6 +97,7 @@ def record_evaluations(
 
 def _insert_records(conn: Connection, records: Sequence[Record], now: datetime) -> list[int]:
     states: dict[str, dict[str, Any]] = {}
+    registries: list[RegistryState] = []
     history: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     webhooks: list[tuple[str, str]] = []
@@ -108,6 +111,8 @@ def _insert_records(conn: Connection, records: Sequence[Record], now: datetime) 
         state = evaluation.state
         # The last evaluation of an image wins.
         states[state.image] = _state_to_row(state, record.version)
+        if evaluation.registry is not None:
+            registries.append(evaluation.registry)
         if evaluation.changed:
             history.append(_history_row(evaluation, now))
         for index, ev in enumerate(evaluation.events):
@@ -126,6 +131,7 @@ def _insert_records(conn: Connection, records: Sequence[Record], now: datetime) 
 
     seq_by_id: dict[str, int] = {}
     _upsert(conn, _TAG_STATES, list(states.values()), "image", _STATE_COLUMNS)
+    write_registry_states(conn, registries, now)
     if history:
         conn.execute(insert(HistoryModel), history)
     if events:

@@ -39,6 +39,7 @@ def _state_to_row(state: TagState, version: int) -> dict[str, Any]:
         "digest_changes": state.digest_changes,
         "newer_version": state.newer_version,
         "version": version,
+        "failing_covered": state.failing_covered,
     }
 
 
@@ -62,6 +63,7 @@ def _row_to_state(row: Row[Any]) -> TagState:
         failing_alerted=row.failing_alerted,
         digest_changes=row.digest_changes,
         newer_version=row.newer_version,
+        failing_covered=row.failing_covered,
     )
 
 

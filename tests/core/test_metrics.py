@@ -378,6 +378,7 @@ def test_exposition_labels_and_names(
     metrics.observe_request("docker.io", "HEAD", "200")
     metrics.observe_ratelimit("docker.io", 100, 50)
     metrics.observe_delivery("ops", "delivered")
+    metrics.observe_registries({"docker.io": False}, replace=True)
 
     text = generate_latest(registry).decode()
     forbidden = {"namespace", "pod", "job", "instance"}

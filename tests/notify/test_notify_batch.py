@@ -158,10 +158,10 @@ def test_text_single_event_golden() -> None:
 
 
 def test_a_type_this_version_does_not_know_is_counted_by_its_name_after_the_known_ones() -> None:
-    batch = [{**mixed_batch()[0], "type": "registry.failing"}, *mixed_batch()[3:5]]
+    batch = [{**mixed_batch()[0], "type": "repository.renamed"}, *mixed_batch()[3:5]]
     document = formatter_for("slack").render_batch(BATCH_ID, batch)
     assert document["text"] == (
-        "3 events: Tag missing: 1 · Checks recovered: 1 · registry.failing: 1"
+        "3 events: Tag missing: 1 · Checks recovered: 1 · repository.renamed: 1"
     )
     assert text_message(batch).level == "failure"
 

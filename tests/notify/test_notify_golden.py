@@ -20,7 +20,7 @@ if __name__ == "__main__":  # regenerating: make `support` importable as pytest 
 
 from support.paths import DATA
 
-from monitor.domain import Event, EventType, PlatformChange, Status
+from monitor.domain import Event, EventType, PlatformChange, RegistrySummary, Status
 from monitor.notify import FORMATTERS, render_body
 from monitor.reference import parse_reference
 from monitor.wire import event_to_payload
@@ -81,6 +81,19 @@ FIELDS: dict[EventType, dict[str, Any]] = {
         "current_status": Status.PRESENT,
         "current_digest": OLD,
         "version": "1.27.3",
+    },
+    EventType.REGISTRY_FAILING: {
+        "previous_status": Status.PRESENT,
+        "previous_digest": OLD,
+        "current_status": Status.ERROR,
+        "reason": "unreachable",
+        "registry": RegistrySummary("registry.example.com:5000", 5, 5),
+    },
+    EventType.REGISTRY_RECOVERED: {
+        "previous_status": Status.ERROR,
+        "current_status": Status.PRESENT,
+        "current_digest": OLD,
+        "registry": RegistrySummary("registry.example.com:5000", 5, 3),
     },
 }
 

@@ -18,7 +18,16 @@ from monitor.store import check_schema, make_engine, upgrade
 from monitor.store.engine import alembic_config, downgrade, migrations_dir
 from monitor.store.models import Base
 
-TABLES = {"watches", "tag_states", "history", "events", "deliveries", "delivery_attempts"}
+TABLES = {
+    "watches",
+    "tag_states",
+    "history",
+    "events",
+    "deliveries",
+    "delivery_attempts",
+    "registry_states",
+}
+HEAD = "0004"
 
 
 @pytest.fixture
@@ -32,7 +41,7 @@ def empty(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
 
 def test_single_head() -> None:
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0003"]
+    assert script.get_heads() == [HEAD]
     # A checkout (this suite runs on one) migrates with its own top-level tree.
     assert migrations_dir() == REPO / "migrations"
 
@@ -43,7 +52,7 @@ def test_upgrade_empty_database_to_head(empty: Engine) -> None:
     assert TABLES <= set(inspect(empty).get_table_names())
     check_schema(empty)
     with empty.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_heads() == ("0003",)
+        assert MigrationContext.configure(conn).get_current_heads() == (HEAD,)
 
 
 def test_upgrade_by_url(tmp_path: Path) -> None:
@@ -86,6 +95,22 @@ def test_0002_versions_stored_states_and_credits_watches_to_the_config(empty: En
     with empty.connect() as conn:
         assert conn.execute(text("SELECT source FROM watches")).all() == [("config",)]
         assert conn.execute(text("SELECT version FROM tag_states")).all() == [(0,)]
+
+
+def test_0004_stored_states_start_uncovered_and_no_registry_is_failing(empty: Engine) -> None:
+    upgrade(empty, "0003")
+    with empty.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO tag_states (image, platforms, consecutive_misses,"
+                " consecutive_errors, missing_alerted, failing_alerted, digest_changes)"
+                " VALUES ('r.io/a:1', '{}', 0, 3, false, true, 0)"
+            )
+        )
+    upgrade(empty)
+    with empty.connect() as conn:
+        assert conn.execute(text("SELECT failing_covered FROM tag_states")).all() == [(False,)]
+        assert conn.execute(text("SELECT count(*) FROM registry_states")).scalar() == 0
 
 
 def test_downgrade_and_upgrade_again(empty: Engine) -> None:

@@ -77,6 +77,13 @@ PRESENTATION: Final[Mapping[EventType, Presentation]] = {
     EventType.CHECK_RECOVERED: Presentation(
         "Checks recovered", ":white_check_mark:", 0x2EB67D, "success"
     ),
+    # One notification for a registry outage: as severe as a failing check, in the same colours.
+    EventType.REGISTRY_FAILING: Presentation(
+        "Registry failing", ":rotating_light:", 0x992D22, "failure"
+    ),
+    EventType.REGISTRY_RECOVERED: Presentation(
+        "Registry recovered", ":white_check_mark:", 0x2EB67D, "success"
+    ),
     EventType.TEST: Presentation("Test event", ":wave:", 0x5865F2, "info"),  # blurple
 }
 _UNKNOWN = Presentation("Event", ":bell:", 0x99AAB5, "info")
@@ -130,11 +137,28 @@ def _part(payload: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 
 def reference_of(payload: Mapping[str, Any]) -> str:
+    """What the event is about: the image, or for a ``registry.*`` event the registry."""
+    registry = _part(payload, "registry")
+    if registry:
+        return str(registry.get("name") or "unknown registry")
     return str(_part(payload, "image").get("reference") or "unknown image")
+
+
+def _registry_line(payload: Mapping[str, Any]) -> str:
+    """``5 of 5 tags in error``; on recovery, how many tags the registry answered so far
+    (the others are checked again at their interval)."""
+    registry = _part(payload, "registry")
+    tags, errors = registry.get("tags"), registry.get("errors")
+    if payload.get("type") == EventType.REGISTRY_RECOVERED:
+        answered = tags - errors if isinstance(tags, int) and isinstance(errors, int) else "?"
+        return f"answering again, {answered} of {tags} tags answered so far"
+    return f"{errors} of {tags} tags in error"
 
 
 def digest_change(payload: Mapping[str, Any]) -> str | None:
     """``old → new`` (shortened) when the event is about a digest, else the one digest known."""
+    if _part(payload, "registry"):
+        return None  # about a registry: the digest of the check that tipped it says nothing
     old = _part(payload, "previous").get("digest")
     new = _part(payload, "current").get("digest")
     if old and new and old != new:
@@ -147,7 +171,10 @@ def digest_change(payload: Mapping[str, Any]) -> str | None:
 
 
 def status_line(payload: Mapping[str, Any]) -> str:
-    """``present → missing`` or just the current status."""
+    """``present → missing`` or just the current status; ``4 of 5 tags in error`` for a
+    registry."""
+    if _part(payload, "registry"):
+        return _registry_line(payload)
     old = _part(payload, "previous").get("status")
     new = _part(payload, "current").get("status")
     if old and new and old != new:
@@ -177,7 +204,8 @@ def version_change(payload: Mapping[str, Any]) -> str | None:
 
 def summary_details(payload: Mapping[str, Any]) -> list[str]:
     """``[digests, status …, reason …]``: what the one-line summary puts in parentheses."""
-    details = [f"status {status_line(payload)}"]
+    registry = _part(payload, "registry")
+    details = [_registry_line(payload) if registry else f"status {status_line(payload)}"]
     digests = digest_change(payload)
     if digests:
         details.insert(0, digests)
