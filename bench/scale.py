@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/scale.py [--watches 2000,10000,50000] [--repos 100]
         [--concurrency 8] [--soak SECONDS --soak-watches N --soak-interval 60s
-         --scrape-every 15] [--callgrind 200,800] [--time-limit 1800]
+         --scrape-every 15] [--callgrind 200,800] [--tree PATH] [--time-limit 1800]
 
 Starts /usr/bin/docker-registry (no auth) on 127.0.0.1 in a temp dir and gives it
 max(N) tags spread over R repositories ``public/rNNN/app``: one image is pushed per
@@ -28,6 +28,9 @@ over time, its growth from the first to the last third, and the checks done.
 ``valgrind --tool=callgrind``; prints the instructions (Ir) of each and the marginal
 instructions per check, (Ir(B) - Ir(A)) / (B - A), a count that machine noise does not
 change.
+
+``--tree PATH`` runs ``python -m monitor`` from another checkout (say an export of
+main, for a before/after) instead of this one.
 """
 
 from __future__ import annotations
@@ -65,6 +68,15 @@ from tests.support.images import ImagePusher  # noqa: E402
 from tests.support.registry import RegistryServer  # noqa: E402
 
 POLL = 0.25
+TREE = ROOT  # where ``python -m monitor`` runs from (--tree)
+
+
+def monitor_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "DOCKER_CONFIG": "/nonexistent-regmon-bench",
+        "PYTHONPATH": str(TREE),
+    }
 
 
 def layout(tags: int, repos: int) -> list[tuple[str, str]]:
@@ -125,11 +137,11 @@ class Service:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "monitor", "run", "--config", str(self.config)],
-                cwd=ROOT,
+                cwd=TREE,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "DOCKER_CONFIG": "/nonexistent-regmon-bench"},
+                env=monitor_env(),
             )
         return time.monotonic()
 
@@ -286,11 +298,11 @@ def callgrind(
                 "10m",
                 *refs,
             ],
-            cwd=ROOT,
+            cwd=TREE,
             capture_output=True,
             text=True,
             check=False,
-            env={**os.environ, "DOCKER_CONFIG": "/nonexistent-regmon-bench"},
+            env=monitor_env(),
         )
         present = sum(1 for line in proc.stdout.splitlines() if line.startswith("present"))
         if proc.returncode != 0 or present != count:
@@ -319,13 +331,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak-interval", default="60s")
     parser.add_argument("--scrape-every", type=float, default=15.0)
     parser.add_argument("--callgrind", default="", help="A,B: regmon check of A and B refs")
+    parser.add_argument("--tree", default=str(ROOT), help="checkout to run regmon from")
     parser.add_argument("--time-limit", type=float, default=1800.0)
     args = parser.parse_args(argv)
+    global TREE
+    TREE = Path(args.tree).resolve()
 
     sizes = [int(x) for x in args.watches.split(",") if x]
     grind = [int(x) for x in args.callgrind.split(",") if x]
     dl = Deadline(args.time_limit)
     env = environment()
+    env["tree"] = str(TREE)
     print(f"environment: {env}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="regmon-bench-scale-"))
     registry = RegistryServer(tmp / "registry", "noauth").start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from monitor.config import parse_config
+from monitor.config import parse_config, resolve_watches
 from monitor.scheduler import LANE_DEPTH, WatchScheduler
 
 FAST = "127.0.0.1:9"
@@ -17,7 +17,7 @@ def watches(count: int, host: str, interval: str = "1h") -> list:
     config = parse_config(
         f"defaults: {{interval: {interval}, jitter: 0%}}\nwatch:\n{refs}", source="test.yaml"
     )
-    return list(config.watches())
+    return list(resolve_watches(config))
 
 
 class Checks:
