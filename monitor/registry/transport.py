@@ -11,6 +11,7 @@ fault table on both).
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -31,6 +32,7 @@ __all__ = [
     "describe_failure",
     "failure_reason",
     "httpx_transport",
+    "tls_context",
 ]
 
 TransportFactory = Callable[[ssl.SSLContext | bool], httpx.AsyncBaseTransport]
@@ -39,6 +41,35 @@ _LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepa
 
 
 MAX_REDIRECTS = 5  # registries send manifests and blobs to storage once, not in chains
+
+
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """The context that verifies registries: ``ca_file`` alone, else the system's CAs.
+
+    The system's CAs are looked up in its hashed certificate directory when there is
+    one (OpenSSL reads the issuer it needs at handshake time, ~30 µs to set up)
+    instead of parsing the whole bundle up front (~0.1-0.25 s, paid by every
+    ``regmon check``, plain-HTTP registries included). The same CAs either way; with
+    ``SSL_CERT_FILE`` set, or no such directory, the default (the bundle) as before.
+    """
+    if ca_file is not None:
+        return ssl.create_default_context(cafile=ca_file)
+    paths = ssl.get_default_verify_paths()
+    capath = paths.capath
+    if (
+        capath
+        and not os.environ.get(paths.openssl_cafile_env)
+        and any(name.endswith(".0") for name in _listdir(capath))
+    ):
+        return ssl.create_default_context(capath=capath)
+    return ssl.create_default_context()
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 def default_transport_factory(verify: ssl.SSLContext | bool) -> httpx.AsyncBaseTransport:
