@@ -124,7 +124,8 @@ class RegistryHTTPClient(httpx.AsyncClient):
             headers = httpx.Headers(kwargs.pop("headers", None))
             headers.setdefault("Host", target.netloc.decode("ascii"))
             kwargs["headers"] = headers
-        return super().build_request(method, url, **kwargs)
+        # The parsed URL, not the text: httpx would parse it twice more (merge, Request).
+        return super().build_request(method, target, **kwargs)
 
 
 class ServerDisconnected(httpx.ReadError):
