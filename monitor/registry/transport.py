@@ -49,18 +49,18 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
     The system's CAs are looked up in its hashed certificate directory when there is
     one (OpenSSL reads the issuer it needs at handshake time, ~30 µs to set up)
     instead of parsing the whole bundle up front (~0.1-0.25 s, paid by every
-    ``regmon check``, plain-HTTP registries included). The same CAs either way; with
-    ``SSL_CERT_FILE`` set, or no such directory, the default (the bundle) as before.
+    ``regmon check``, plain-HTTP registries included). The same CAs either way: the
+    system's tool (``update-ca-certificates``, ``c_rehash``) writes the bundle and the
+    directory from one set. ``SSL_CERT_FILE`` naming another bundle, or no hashed
+    directory, is the default as before (the bundle parsed up front).
     """
     if ca_file is not None:
         return ssl.create_default_context(cafile=ca_file)
     paths = ssl.get_default_verify_paths()
     capath = paths.capath
-    if (
-        capath
-        and not os.environ.get(paths.openssl_cafile_env)
-        and any(name.endswith(".0") for name in _listdir(capath))
-    ):
+    named = os.environ.get(paths.openssl_cafile_env)
+    system_bundle = not named or os.path.realpath(named) == os.path.realpath(paths.openssl_cafile)
+    if capath and system_bundle and any(name.endswith(".0") for name in _listdir(capath)):
         return ssl.create_default_context(capath=capath)
     return ssl.create_default_context()
 
