@@ -162,15 +162,10 @@ class _MappedAiohttp(httpx.AsyncBaseTransport):
         with _map_aiohttp():
             response = await self._inner.handle_async_request(request)
         stream = response.stream
-        if not isinstance(stream, httpx.AsyncByteStream):  # pragma: no cover
-            return response
-        return httpx.Response(
-            status_code=response.status_code,
-            headers=response.headers,
-            stream=_MappedStream(stream),
-            request=request,
-            extensions=response.extensions,
-        )
+        if isinstance(stream, httpx.AsyncByteStream):
+            # Swapped in place: a second Response would copy the headers again.
+            response.stream = _MappedStream(stream)
+        return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()
