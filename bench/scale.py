@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/scale.py [--watches 2000,10000,50000] [--repos 100]
         [--concurrency 8] [--soak SECONDS --soak-watches N --soak-interval 60s
-         --scrape-every 15] [--callgrind 200,800] [--tree PATH] [--time-limit 1800]
+         --scrape-every 15] [--callgrind 200,800] [--tree PATH[,PATH]] [--ready-only]
+        [--time-limit 1800]
 
 Starts /usr/bin/docker-registry (no auth) on 127.0.0.1 in a temp dir and gives it
 max(N) tags spread over R repositories ``public/rNNN/app``: one image is pushed per
@@ -29,8 +30,9 @@ over time, its growth from the first to the last third, and the checks done.
 instructions per check, (Ir(B) - Ir(A)) / (B - A), a count that machine noise does not
 change.
 
-``--tree PATH`` runs ``python -m monitor`` from another checkout (say an export of
-main, for a before/after) instead of this one.
+``--tree PATH[,PATH]`` runs ``python -m monitor`` from other checkouts (say an export
+of main, for a before/after; several: each N back to back per tree) instead of this one;
+``--ready-only`` stops each scale run at /readyz (start-up figures only).
 """
 
 from __future__ import annotations
@@ -198,7 +200,7 @@ def one_scale(
     tmp: Path, registry: RegistryServer, pairs: list[tuple[str, str]], args: Any, dl: Deadline
 ) -> dict[str, Any]:
     n = len(pairs)
-    svc = Service(tmp / f"scale-{n}", registry.host, pairs, args.concurrency)
+    svc = Service(tmp / f"scale-{n}-{TREE.name}", registry.host, pairs, args.concurrency)
     v: dict[str, Any] = {"watches": n}
     try:
         reg_cpu0 = cpu_seconds(registry_pid(registry))
@@ -206,6 +208,8 @@ def one_scale(
         svc.wait_ready(dl)
         v["ready_s"] = time.monotonic() - t0
         v["rss_ready_mib"] = svc.rss_kb() / 1024
+        if args.ready_only:
+            return v
         cpu_ready = cpu_seconds(svc.pid)
         t_first, t_all, _ = svc.probe.wait_cycle(n, None, svc.alive, dl, "the first cycle")
         v["cycle_s"] = t_all - t0
@@ -331,17 +335,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak-interval", default="60s")
     parser.add_argument("--scrape-every", type=float, default=15.0)
     parser.add_argument("--callgrind", default="", help="A,B: regmon check of A and B refs")
-    parser.add_argument("--tree", default=str(ROOT), help="checkout to run regmon from")
+    parser.add_argument(
+        "--tree", default=str(ROOT), help="checkout(s) to run regmon from, comma-separated"
+    )
+    parser.add_argument(
+        "--ready-only", action="store_true", help="scale: stop at /readyz (start-up only)"
+    )
     parser.add_argument("--time-limit", type=float, default=1800.0)
     args = parser.parse_args(argv)
     global TREE
-    TREE = Path(args.tree).resolve()
+    trees = [Path(t).resolve() for t in args.tree.split(",")]
+    TREE = trees[-1]  # soak and callgrind: the last one
 
     sizes = [int(x) for x in args.watches.split(",") if x]
     grind = [int(x) for x in args.callgrind.split(",") if x]
     dl = Deadline(args.time_limit)
     env = environment()
-    env["tree"] = str(TREE)
+    env["tree"] = args.tree
     print(f"environment: {env}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="regmon-bench-scale-"))
     registry = RegistryServer(tmp / "registry", "noauth").start()
@@ -352,9 +362,12 @@ def main(argv: list[str] | None = None) -> int:
         took = seed(registry, pairs)
         print(f"registry {registry.host}: {total} tags seeded in {took:.1f} s", flush=True)
         for n in sizes:
-            print(f"scale: {n} watches ...", flush=True)
-            results.append(one_scale(tmp, registry, pairs[:n], args, dl))
-            print(f"  {results[-1]}", flush=True)
+            for tree in trees:  # back to back: the same machine load for each tree
+                TREE = tree
+                print(f"scale: {n} watches, {tree} ...", flush=True)
+                results.append({"tree": tree.name, **one_scale(tmp, registry, pairs[:n], args, dl)})
+                print(f"  {results[-1]}", flush=True)
+        TREE = trees[-1]
         soaked = soak(tmp, registry, pairs[: args.soak_watches], args, dl) if args.soak else None
         ir = callgrind(tmp, registry, pairs, grind) if grind else {}
     finally:
@@ -363,7 +376,15 @@ def main(argv: list[str] | None = None) -> int:
     env["load after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print()
     print(", ".join(f"{k} {v}" for k, v in env.items()))
-    if results:
+    if results and args.ready_only:
+        print("| tree | watches | start → /readyz s | RSS at ready MiB |")
+        print("|---|---:|---:|---:|")
+        for v in results:
+            print(
+                f"| {v['tree']} | {v['watches']:,} | {v['ready_s']:.2f} | "
+                f"{v['rss_ready_mib']:.0f} |"
+            )
+    elif results:
         print("| watches | start → /readyz s | start → cycle done s | checks/s | "
               "service CPU ms/check | registry CPU ms/check | RSS ready / after cycle / "
               "peak MiB | present | warnings |")  # fmt: skip
