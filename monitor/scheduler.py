@@ -249,9 +249,7 @@ class WatchScheduler:
             entry = self._entries.get(key)
             schedule = self._interned.setdefault(_schedule(watch), _schedule(watch))
             if entry is None:
-                entry = self._entries[key] = _Entry(
-                    schedule, trigger, sys.intern(watch.image.host_key)
-                )
+                entry = self._entries[key] = _Entry(schedule, trigger, _registry(watch))
             else:
                 entry.schedule, entry.trigger = schedule, trigger
             entry.base = now
