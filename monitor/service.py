@@ -205,7 +205,10 @@ class Service:
                 on_failure.callback(sock.close)
             # Every trigger built before the database is touched: a schedule the
             # scheduler cannot hold is a one-line error, the watches table unchanged.
-            scheduler = WatchScheduler(self._checks.scheduled)
+            scheduler = WatchScheduler(
+                self._checks.scheduled,
+                concurrency=lambda host: self._config.registry_settings(host).max_concurrency,
+            )
             plan = scheduler.plan(self.watches())
             listings = Listings(
                 list_tags=self._checks.list_tags,
@@ -306,9 +309,11 @@ class Service:
         in flight their timeout (concurrently with the rest).
         """
         sends = self._deliveries.stop() if self._deliveries is not None else None
-        # Order matters: APScheduler's AsyncIOExecutor.shutdown() cancels running jobs,
-        # so wait for the in-flight checks first; jobs firing meanwhile return at once.
-        await self._checks.drain(STOP_CHECK_GRACE)
+        # Order matters: the scheduler's shutdown() cancels the checks still running, so
+        # wait for the in-flight checks first; checks started meanwhile return at once.
+        # Due checks still waiting in the scheduler's lanes are dropped with the queued.
+        dropped = self._scheduler.drop_queued() if self._scheduler is not None else 0
+        await self._checks.drain(STOP_CHECK_GRACE, dropped=dropped)
         if self._listings is not None:
             await self._listings.stop(STOP_CHECK_GRACE)
         if self._scheduler is not None:

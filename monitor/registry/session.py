@@ -34,6 +34,7 @@ from monitor.registry.transport import (
     default_transport_factory,
     describe_failure,
     failure_reason,
+    tls_context,
 )
 
 __all__ = [
@@ -236,7 +237,7 @@ class Session:
                 verify = False
             else:
                 try:
-                    verify = ssl.create_default_context(cafile=settings.ca_file)
+                    verify = tls_context(settings.ca_file)
                 except (OSError, ssl.SSLError) as exc:
                     reason = getattr(exc, "strerror", None) or type(exc).__name__
                     raise RegistryError(

@@ -254,15 +254,16 @@ class CheckRunner:
             if pending.result is not None and key in watches:
                 self._evaluate(pending.watch, pending.result)
 
-    async def drain(self, grace: float) -> None:
+    async def drain(self, grace: float, *, dropped: int = 0) -> None:
         """Stop: no new checks; queued ones are dropped at once, those in flight get
-        ``grace`` seconds before they are cancelled."""
+        ``grace`` seconds before they are cancelled. ``dropped``: due checks the
+        scheduler held back and dropped (counted in the log line)."""
         self._stopping.set()
         queued = [task for task in self._queued if not task.done()]
         log.info(
             "regmon stopping: draining %d in-flight checks, dropping %d queued",
             len(self._inflight),
-            len(queued),
+            len(queued) + dropped,
         )
         for task in queued:
             task.cancel()  # scheduled() ends quietly: nothing was sent yet

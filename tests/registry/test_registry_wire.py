@@ -126,6 +126,33 @@ def present_head(request: RecordedRequest) -> Reply:
     )
 
 
+def test_cookies_a_registry_sets_are_not_kept_or_sent_back() -> None:
+    """As docker's and containerd's clients (no cookie jar): a load balancer's
+    Set-Cookie on every answer is not sent back, so no jar is kept per answer."""
+
+    def with_cookie(request: RecordedRequest) -> Reply:
+        reply = present_head(request)
+        reply.headers.append(("Set-Cookie", "AWSALB=sticky; Path=/"))
+        return reply
+
+    def ping(request: RecordedRequest) -> Reply:
+        return json_reply(200, {}, ("Set-Cookie", "session=abc; Path=/"))
+
+    async def main(host: str) -> list[CheckResult]:
+        client = RegistryClient()
+        try:
+            ref = parse_reference(f"{host}/team/app:v1")
+            return [await check_reference(client, ref, budget=5.0) for _ in range(3)]
+        finally:
+            await client.aclose()
+
+    with FakeRegistry(with_cookie, ping) as server:
+        results = asyncio.run(main(server.host))
+        assert [r.status for r in results] == [Status.PRESENT] * 3
+        assert [r.path for r in server.requests] == ["/v2/"] + [MANIFEST_PATH] * 3
+        assert [r.headers.get("cookie") for r in server.requests] == [None] * 4
+
+
 # --------------------------------------------------------------------------- digests
 
 
