@@ -32,7 +32,7 @@ def empty(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
 
 def test_single_head() -> None:
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0003"]
+    assert script.get_heads() == ["0003_lease"]
     # A checkout (this suite runs on one) migrates with its own top-level tree.
     assert migrations_dir() == REPO / "migrations"
 
@@ -43,7 +43,7 @@ def test_upgrade_empty_database_to_head(empty: Engine) -> None:
     assert TABLES <= set(inspect(empty).get_table_names())
     check_schema(empty)
     with empty.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_heads() == ("0003",)
+        assert MigrationContext.configure(conn).get_current_heads() == ("0003_lease",)
 
 
 def test_upgrade_by_url(tmp_path: Path) -> None:
