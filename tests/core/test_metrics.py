@@ -580,7 +580,7 @@ def test_the_library_sees_the_series_the_exposition_writes(
         library = generate_latest(registry).decode()
         parse = text_string_to_metric_families
     assert _sample_set(parse(ours)) == _sample_set(parse(library))
-    assert len(_sample_set(parse(ours))) == 43
+    assert len(_sample_set(parse(ours))) == 44
 
 
 def test_exposition_parses_and_passes_promtool_check_metrics(
