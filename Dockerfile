@@ -26,7 +26,8 @@ RUN pip wheel --no-deps --wheel-dir /dist /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 # The smoke test runs away from /src, so it proves the installed package alone works.
-RUN pip install /dist/regmon-*.whl \
+# With the postgres extra (its driver): the same image runs replicas on PostgreSQL.
+RUN pip install "$(ls /dist/regmon-*.whl)[postgres]" \
     && cd /tmp \
     && printf 'database: sqlite:////tmp/smoke.db\nwatch: []\n' > smoke.yaml \
     && regmon db upgrade --config smoke.yaml \

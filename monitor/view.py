@@ -40,6 +40,10 @@ class ServiceView(Protocol):
         """Every repository watch with its selected tags and its last listing, in config order."""
         ...
 
+    def is_leader(self) -> bool:
+        """Whether this replica leads (checks, records, delivers); always, on SQLite."""
+        ...
+
     def is_ready(self) -> bool:
         """Database reachable and scheduler running."""
         ...

@@ -37,8 +37,10 @@ __all__ = [
     "LONGEST",
     "LONGEST_BATCH",
     "LONGEST_INTERVAL",
+    "LONGEST_LEASE",
     "LONGEST_TIMEOUT",
     "SHORTEST_INTERVAL",
+    "SHORTEST_LEASE",
     "BatchWindow",
     "CaFile",
     "Cron",
@@ -48,6 +50,7 @@ __all__ = [
     "Image",
     "Interval",
     "Jitter",
+    "LeaseDuration",
     "LongDuration",
     "OptionalPath",
     "OptionalText",
@@ -69,6 +72,9 @@ LONGEST_INTERVAL: Final = 365 * 86400.0
 LONGEST_TIMEOUT: Final = 300.0
 LONGEST: Final = 36500 * 86400.0
 LONGEST_BATCH: Final = 3600.0  # a digest held longer than an hour is a late page
+# A replica's lease: renewed every third of it; a failover takes up to one lease.
+SHORTEST_LEASE: Final = 1.0
+LONGEST_LEASE: Final = 600.0
 
 _WEBHOOK_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z", re.ASCII)
 _TOKEN = re.compile(r"[\x21-\x7e]+", re.ASCII)
@@ -326,6 +332,7 @@ Timeout = Annotated[PositiveDuration, _bounded(None, LONGEST_TIMEOUT)]
 LongDuration = Annotated[PositiveDuration, _bounded(None, LONGEST)]
 # How long a webhook collects events into one delivery (``batch:``, SPEC §6).
 BatchWindow = Annotated[PositiveDuration, _bounded(SHORTEST_INTERVAL, LONGEST_BATCH)]
+LeaseDuration = Annotated[PositiveDuration, _bounded(SHORTEST_LEASE, LONGEST_LEASE)]
 Jitter = Annotated[float, BeforeValidator(_jitter)]
 Cron = Annotated[str, AfterValidator(_cron)]
 Platform = Annotated[str, AfterValidator(_platform)]

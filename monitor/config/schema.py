@@ -40,6 +40,7 @@ from monitor.config.fields import (
     Image,
     Interval,
     Jitter,
+    LeaseDuration,
     LongDuration,
     OptionalPath,
     OptionalText,
@@ -67,6 +68,7 @@ from monitor.registry.client import ManifestMethod, RegistrySettings
 __all__ = [
     "Config",
     "Defaults",
+    "HaConfig",
     "Listen",
     "LogConfig",
     "RegistryConfig",
@@ -160,6 +162,12 @@ class Defaults(_Model):
         if self.cron is not None and "interval" in self.model_fields_set:
             raise ValueError("interval and cron are mutually exclusive")
         return self
+
+
+class HaConfig(_Model):
+    """Replicas on one PostgreSQL database (SPEC §11): the leader's lease."""
+
+    lease: LeaseDuration = 15.0
 
 
 class RegistryConfig(_Model):
@@ -392,6 +400,7 @@ class Config(_Model):
     log: LogConfig = LogConfig()
     retention: LongDuration = 90 * 86400.0
     defaults: Defaults = Defaults()
+    ha: HaConfig = HaConfig()
     docker_config: OptionalPath = None
     registries: Annotated[
         Mapping[str, RegistryConfig],

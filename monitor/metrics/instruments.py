@@ -67,6 +67,7 @@ METRIC_NAMES: Final[frozenset[str]] = frozenset(
         "regmon_database_up",
         "regmon_pending_results",
         "regmon_pending_results_dropped_total",
+        "regmon_leader",
     }
 )
 
@@ -151,6 +152,12 @@ class Metrics:
             "Check results dropped unwritten because too many waited for the database.",
             registry=registry,
         )
+        self.leader = Gauge(
+            "regmon_leader",
+            "1 on the replica that checks, records and delivers (the lease holder), else 0.",
+            registry=registry,
+        )
+        self.leader.set_function(lambda: 1.0 if view.is_leader() else 0.0)
         self._database_down = {"write": False, "read": False}
         self.collector = _StateCollector(view, on_read=self.observe_read)
         registry.register(self.collector)
@@ -195,6 +202,12 @@ class Metrics:
             return  # no news: the writer (the recorder) owns the gauge's first value
         self._database_down[side] = not up
         self.database_up.set(0 if any(self._database_down.values()) else 1)
+
+    def forget_registries(self) -> None:
+        """Drop the registry gauges a check set (a replica that no longer leads): the
+        leader's are the ones in force, and two of them would page twice."""
+        for gauge in (self.registry_up, self.ratelimit_limit, self.ratelimit_remaining):
+            gauge.clear()
 
     def observe_delivery(self, webhook: str, outcome: str) -> None:
         """Count one delivery attempt: ``delivered``, ``failed``, ``retry`` or ``dead``."""

@@ -121,20 +121,24 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         watches = self._view.watches()
-        states = self._view.states()
         now = datetime.now(UTC)
-        labels = self._watch_labels(watches)
-        yield from self._image_families(labels, states, now)
+        # Per-image series and the backlog come from the leader only: with every replica
+        # scraped, each alert then has one series to fire on, not one per replica.
+        leading = self._view.is_leader()
+        if leading:
+            labels = self._watch_labels(watches)
+            yield from self._image_families(labels, self._view.states(), now)
         watched, pending, oldest_pending = _service_families()
         watched.add_metric([], float(len(watches)))
         yield watched
-        self._add_backlog(pending, oldest_pending, now)
-        yield pending
-        yield oldest_pending
-        repositories = _repository_family()
-        for repository in self._view.repositories():
-            repositories.add_metric([repository.key], float(len(repository.tags)))
-        yield repositories
+        if leading:
+            self._add_backlog(pending, oldest_pending, now)
+            yield pending
+            yield oldest_pending
+            repositories = _repository_family()
+            for repository in self._view.repositories():
+                repositories.add_metric([repository.key], float(len(repository.tags)))
+            yield repositories
 
     def _watch_labels(self, watches: Sequence[Watch]) -> list[_WatchLabels]:
         known = self._labels

@@ -21,13 +21,17 @@ delivery at a time. So:
   a tag while an earlier one waits, and one webhook sends one at a time.
 
 Crash safety: a claim is a lease (``claimed_until``). A process killed
-mid-send leaves a ``sending`` row; ``start()`` turns every ``sending`` row
-back to ``pending`` before the first claim, which is right because **one
-regmon runs per database** (the service is a single scheduler; running two
-against one database would double checks and events anyway). Were that to
-change, the lease alone still recovers such rows once it expires. The
-receiver may see a delivery twice after a crash (at-least-once); it
-de-duplicates on ``webhook-id``, the event id or the batch id.
+mid-send leaves a ``sending`` row. Each time this dispatcher begins to send
+(at start, or when its replica takes the lead, ``may_send`` turning true)
+it turns every ``sending`` row it does not own itself back to ``pending``
+before its first claim: only the leader claims, and the leader before it is
+fenced out of the database (``monitor.store.lease``), so such a row is a
+leftover of a process that died or lost the lead mid-send. A follower
+resets nothing. Otherwise the claim's own expiry still recovers a row. The
+receiver may see a delivery twice after a crash or a failover (at-least-once:
+a send in flight when its leader died is sent again, with the same
+``webhook-id``); it de-duplicates on ``webhook-id``, the event id or the
+batch id.
 
 Retries: exponential backoff with full jitter, ``uniform(0, min(cap, base *
 2**attempts))``, base ``BACKOFF_BASE``, cap ``BACKOFF_CAP``; a Retry-After is
@@ -121,6 +125,7 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._workers: dict[str, asyncio.Task[int]] = {}
         self._inflight: dict[int, ClaimedDelivery] = {}
+        self._sending: set[int] = set()  # ids of the unit being sent right now
         self._next_retry: datetime | None = None
         self._known_webhooks: frozenset[str] | None = None
         self._last_sweep: datetime | None = None
@@ -185,15 +190,22 @@ class Dispatcher:
         while True:
             self._wakeup.clear()
             try:
-                if not recovered:
+                if self._may_send is not None and not self._may_send():
+                    recovered = False  # taking the lead again recovers again
+                elif not recovered:
                     count = await asyncio.to_thread(
-                        reset_sending, self._engine, self._clock(), all_leases=True
+                        reset_sending,
+                        self._engine,
+                        self._clock(),
+                        all_leases=True,
+                        keep=frozenset(self._sending),
                     )
                     recovered = True
                     if count:
                         log.warning(
-                            "%d webhook deliveries were being sent when regmon last stopped; "
-                            "sending them again (receivers de-duplicate on webhook-id)",
+                            "%d webhook deliveries were being sent when regmon (or the last "
+                            "leader) stopped; sending them again (receivers de-duplicate on "
+                            "webhook-id)",
                             count,
                         )
                 await self._dispatch()
@@ -295,14 +307,18 @@ class Dispatcher:
         handled = 0
         try:
             for unit in claimed:
-                if self._stopping:
-                    break
+                if self._stopping or (self._may_send is not None and not self._may_send()):
+                    break  # lost the lead: the next leader sends what is left
+                ids = {delivery.id for delivery in _members(unit)}
+                self._sending |= ids
                 try:
                     await self._deliver(unit)
                 except Exception as exc:
                     # A bug or a database outage: the claim's lease brings the rows back.
                     _log_delivery_failure(exc, name, _label(unit))
                     continue
+                finally:
+                    self._sending -= ids
                 for delivery in _members(unit):
                     self._inflight.pop(delivery.id, None)
                 handled += len(_members(unit))

@@ -52,6 +52,13 @@ class StateCache:
     def versions(self) -> dict[str, int]:
         return dict(self._versions)
 
+    def load(self, stored: Mapping[str, tuple[TagState, int]], keys: Mapping[str, object]) -> None:
+        """Take the store's states in, in place (every holder of this cache sees them), and
+        keep those of ``keys``: a replica that takes the lead, or a follower's re-read."""
+        self._states = {key: state for key, (state, _) in stored.items()}
+        self._versions = {key: version for key, (_, version) in stored.items()}
+        self.keep(keys)
+
     def keep(self, keys: Mapping[str, object]) -> None:
         """Forget the states of tags that are not watched (their versions stay known)."""
         self._states = {k: v for k, v in self._states.items() if k in keys}

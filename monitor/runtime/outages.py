@@ -55,6 +55,10 @@ class Outages:
                 {name: self.is_failing(name) for name in self._webhooks}, replace=True
             )
 
+    def load(self, stored: Mapping[str, RegistryState]) -> None:
+        """Take the store's registry states (a replica taking the lead another one held)."""
+        self._states = dict(stored)
+
     def is_failing(self, name: str) -> bool:
         state = self._states.get(name)
         return state is not None and state.failing

@@ -29,8 +29,10 @@ class Pruner:
         retention: Callable[[], float],
         *,
         interval: float = PRUNE_INTERVAL,
+        may_run: Callable[[], bool] | None = None,
     ) -> None:
         self._engine = engine
+        self._may_run = may_run  # the leader prunes; followers leave the store to it
         self._retention = retention  # seconds; read each time, since a reload may change it
         self._interval = interval
 
@@ -39,6 +41,9 @@ class Pruner:
 
         while True:
             cutoff = datetime.now(UTC) - timedelta(seconds=self._retention())
+            if self._may_run is not None and not self._may_run():
+                await asyncio.sleep(self._interval)
+                continue
             try:
                 deleted = await asyncio.to_thread(prune, self._engine, cutoff)
                 if deleted:

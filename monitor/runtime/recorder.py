@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 from monitor.store.engine import DatabaseUnavailable, error_line, is_database_error
+from monitor.store.lease import Fenced
 
 if TYPE_CHECKING:
     from monitor.config import Watch
@@ -242,6 +243,13 @@ class Recorder:
                     recorded = await asyncio.shield(asyncio.to_thread(self._write, chunk))
                     written += len(chunk)
                     self._settle(pendings, chunk, recorded)
+            except Fenced as exc:
+                # The lead was lost under this write: nothing of it was written. What is
+                # pending waits: written if this replica leads again with nobody in between,
+                # dropped (``restart``) if another replica led meanwhile.
+                self._requeue(dict(items[written:]))
+                log.warning("%s; %d results wait for the lead", exc, len(self._pending))
+                return
             except Exception as exc:
                 self._requeue(dict(items[written:]))
                 self._failed(exc)
@@ -252,6 +260,22 @@ class Recorder:
                 if written and self._on_written is not None:
                     self._on_written()
             self._succeeded(written)
+
+    async def restart(self, stored_versions: Mapping[str, int]) -> None:
+        """Take the lead on the store's state: what is pending was checked before another
+        replica led, on states it has moved on since, so it is dropped (that replica checked
+        the same tags itself; the store has what it found)."""
+        async with self._lock:
+            dropped = list(self._pending.values())
+            self._pending, self._last = {}, {}
+            self._stored = dict(stored_versions)
+        if dropped:
+            log.warning(
+                "%d check results (%d events) from before another replica led were dropped; "
+                "the store has that replica's findings",
+                len(dropped),
+                sum(len(p.evaluation.events) for p in dropped),
+            )
 
     async def flush_now(self, wait: float) -> None:
         """Flush for a caller that waits (``POST …/check``): fail fast while the database fails.
@@ -281,7 +305,11 @@ class Recorder:
             await self._task  # ends at its next turn; a write in progress finishes first
             self._task = None
         deadline = time.monotonic() + grace
+        lost_lead = False
         while self._pending:
+            if self._coordinator is not None and not self._coordinator.is_leader():
+                lost_lead = True  # flush() writes nothing: another replica leads (or will)
+                break
             flushing = asyncio.ensure_future(self.flush())
             done, _ = await asyncio.wait({flushing}, timeout=max(deadline - time.monotonic(), 0))
             if not done:
@@ -308,7 +336,9 @@ class Recorder:
                 len(unwritten) + self.dropped,
                 events + self.dropped_events,
                 f" ({self.dropped} of them dropped earlier over the cap)" if self.dropped else "",
-                self._failure or f"the database did not answer within {grace:g}s",
+                self._failure
+                or ("this replica no longer leads" if lost_lead else None)
+                or f"the database did not answer within {grace:g}s",
             )
 
     def _records(self, pendings: Sequence[Pending]) -> list[Record]:

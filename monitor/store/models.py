@@ -38,6 +38,7 @@ __all__ = [
     "EventModel",
     "HistoryModel",
     "IdType",
+    "LeaseModel",
     "RegistryStateModel",
     "TagStateModel",
     "UTCDateTime",
@@ -234,3 +235,19 @@ class DeliveryAttemptModel(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(String(500))
     latency_ms: Mapped[float | None] = mapped_column(Float)
+
+
+class LeaseModel(Base):
+    """A lease held by one replica (``monitor.store.lease``): the leader's is named ``leader``.
+
+    ``expires_at`` is always set from the database's clock, never a replica's.
+    """
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    # The fencing token: grows by one with each acquisition.
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, upd
 from sqlalchemy.dialects import postgresql, sqlite
 
 from monitor.store.engine import SQLITE_BEGIN, StoreError, redact_url
+from monitor.store.lease import FENCE
 
 __all__: list[str] = []
 
@@ -42,10 +43,17 @@ def _translated(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 
 @contextmanager
 def _write(engine: Engine) -> Iterator[Connection]:
-    """A write transaction; on SQLite it takes the write lock up front (BEGIN IMMEDIATE)."""
+    """A write transaction; on SQLite it takes the write lock up front (BEGIN IMMEDIATE).
+
+    A leader's engine carries a fence (``monitor.store.lease``): checked first, in the
+    same transaction, so a write under a lost lease is refused whole (``Fenced``).
+    """
     with engine.connect() as conn:
         conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
         with conn.begin():
+            fence = conn.get_execution_options().get(FENCE)
+            if fence is not None:
+                fence.check(conn)
             yield conn
 
 

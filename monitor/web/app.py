@@ -108,9 +108,10 @@ def create_app(
         except Exception:
             log.warning("readiness probe failed", exc_info=True)
             ready = False
+        role = "leader" if view.is_leader() else "follower"
         if ready:
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "not ready"}, status_code=503)
+            return JSONResponse({"status": "ready", "role": role})
+        return JSONResponse({"status": "not ready", "role": role}, status_code=503)
 
     def _images_body() -> bytes:
         states = view.states()

@@ -181,6 +181,7 @@ def test_default_config() -> None:
     assert config.database == "sqlite:///regmon.db"
     assert str(config.listen) == "127.0.0.1:9725"
     assert config.retention == 90 * 86400
+    assert config.ha.lease == 15.0  # SPEC §11
     assert config.registry_for("docker.io") == RegistryConfig()
     assert config.registry_for("docker.io").manifest_method == "head"
 
@@ -554,6 +555,21 @@ BOUND_CASES = [
         "webhooks[0].timeout: expected a duration of at most 5m (got '1h')",
     ),
     (
+        "a replica lease below a second",
+        "ha: {lease: 500ms}\n",
+        "ha.lease: expected a duration of at least 1s (got '500ms')",
+    ),
+    (
+        "a replica lease of an hour (a failover that long is an outage)",
+        "ha: {lease: 1h}\n",
+        "ha.lease: expected a duration of at most 10m (got '1h')",
+    ),
+    (
+        "an unknown ha key",
+        "ha: {lease: 15s, leader: true}\n",
+        "ha.leader: unknown key",
+    ),
+    (
         "a number too big for a float",
         "retention: " + "9" * 400 + "\n",
         "retention: expected a duration like 30s, 5m, 1h (got a huge number)",
@@ -625,12 +641,14 @@ def test_values_the_service_cannot_hold_are_refused_at_load(text: str, expected:
         ("defaults: {interval: 1s}\n", "interval", 1.0),
         ("defaults: {interval: 365d}\n", "interval", 365 * 86400.0),
         ("retention: 36500d\n", "retention", 36500 * 86400.0),
+        ("ha: {lease: 1s}\n", "lease", 1.0),
+        ("ha: {lease: 10m}\n", "lease", 600.0),
     ],
 )
 def test_bounds_are_inclusive(text: str, attribute: str, seconds: float) -> None:
     config = parse_config(text)
-    holder = config.defaults if attribute == "interval" else config
-    assert getattr(holder, attribute) == seconds
+    holders = {"interval": config.defaults, "lease": config.ha}
+    assert getattr(holders.get(attribute, config), attribute) == seconds
 
 
 def test_rare_cron_and_every_visible_ascii_token_are_accepted() -> None:

@@ -266,6 +266,36 @@ def test_registry_up_follows_the_last_request(
     )
 
 
+def test_a_follower_exports_leader_0_and_no_series_another_replica_also_exports(
+    registry: CollectorRegistry, metrics: Metrics, view: FakeView, engine: Engine
+) -> None:
+    """Both replicas scraped: per-image series, the backlog and the registry gauges come
+    from the leader alone, so no alert has two series to fire on (issue 14)."""
+    view.state_map = {ALPINE: present(ALPINE)}
+    record_events(engine, 1, webhooks=["ops"], now=datetime.now(UTC))
+    metrics.observe_request("ghcr.io", "HEAD", "200")
+    metrics.observe_ratelimit("docker.io", 100, 5)
+    assert registry.get_sample_value("regmon_leader") == 1
+    assert len(_samples(registry, "regmon_image_available")) == 1
+    assert registry.get_sample_value("regmon_webhook_pending", {"webhook": "ops"}) == 1
+
+    view.leader = False
+    metrics.forget_registries()  # what the service does when it loses the lead
+    names = {sample.name for family in registry.collect() for sample in family.samples}
+    assert registry.get_sample_value("regmon_leader") == 0
+    assert not {name for name in names if name.startswith("regmon_image_")}, names
+    for gone in (
+        "regmon_webhook_pending",
+        "regmon_webhook_oldest_pending_age_seconds",
+        "regmon_registry_up",
+        "regmon_registry_ratelimit_limit",
+        "regmon_registry_ratelimit_remaining",
+    ):
+        assert gone not in names, names
+    assert registry.get_sample_value("regmon_watched_images") == 3
+    assert registry.get_sample_value("regmon_build_info", {"version": __version__}) == 1
+
+
 def test_observe_delivery(registry: CollectorRegistry, metrics: Metrics) -> None:
     metrics.observe_delivery("ops", "retry")
     metrics.observe_delivery("ops", "delivered")
@@ -551,7 +581,7 @@ def test_the_library_sees_the_series_the_exposition_writes(
         library = generate_latest(registry).decode()
         parse = text_string_to_metric_families
     assert _sample_set(parse(ours)) == _sample_set(parse(library))
-    assert len(_sample_set(parse(ours))) == 43
+    assert len(_sample_set(parse(ours))) == 44
 
 
 def test_exposition_parses_and_passes_promtool_check_metrics(

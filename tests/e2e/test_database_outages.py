@@ -9,6 +9,7 @@ meanwhile is written when it is back. Real processes, a real PostgreSQL 15.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -378,3 +379,82 @@ def test_database_up_is_0_while_the_writer_or_the_reader_fails() -> None:
     assert up() == 0.0
     metrics.observe_database(up=True)
     assert up() == 1.0
+
+
+def test_sigterm_during_a_postgres_outage_says_exactly_what_could_not_be_written(
+    own_postgres: PostgresServer,
+    services: Callable[..., RegmonProcess],
+    registry: RegistryServer,
+    pusher: ImagePusher,
+    unique_repo: Callable[..., str],
+) -> None:
+    """The leader (lease held) loses its database with a change not yet written: the stop
+    is bounded and names the loss; no traceback, no SQL (issue 14)."""
+    repo = unique_repo("lost")
+    ref = f"{registry.host}/{repo}:v1"
+    pusher.push_image(repo, "v1", seed="one")
+    url = own_postgres.create_database()
+    svc = services(service_config(url, ref, registry, hook=True))
+    assert svc.get("/readyz").json() == {"status": "ready", "role": "leader"}
+    wait_for(lambda: svc.images()[ref]["status"] == "present", message="baseline")
+    own_postgres.stop()
+    changed = pusher.push_image(repo, "v1", seed="two")
+    wait_for(lambda: svc.image(ref).get("digest") == changed.digest, timeout=20)
+    took = svc.stop(timeout=30)
+    assert took < 15, f"stop took {took:.1f}s"
+    log = svc.log_text()
+    lost = re.findall(
+        r"regmon stopping: (\d+) check results \((\d+) events\) could not be written to the "
+        r"database and are lost: connection failed: .*Connection refused",
+        log,
+    )
+    assert len(lost) == 1 and lost[0][1] == "1", svc.log_tail()
+    assert log.rstrip().endswith("regmon stopped"), svc.log_tail()
+    assert "Traceback" not in log and "INSERT" not in log, svc.log_tail()
+
+
+def test_a_leader_that_lost_its_lease_in_an_outage_leads_again_and_writes_what_it_kept(
+    own_postgres: PostgresServer,
+    services: Callable[..., RegmonProcess],
+    registry: RegistryServer,
+    pusher: ImagePusher,
+    unique_repo: Callable[..., str],
+) -> None:
+    """An outage longer than the lease: the leader stops (it cannot renew), keeps what it
+    checked before, and when the database is back takes the lease again with nobody in
+    between, writes what it kept and checks again within a lease (issue 14)."""
+    lease = 1.5
+    repo = unique_repo("relead")
+    ref = f"{registry.host}/{repo}:v1"
+    pusher.push_image(repo, "v1", seed="one")
+    url = own_postgres.create_database()
+    svc = services(f"ha: {{lease: {lease}s}}\n" + service_config(url, ref, registry))
+    wait_for(lambda: svc.images()[ref]["status"] == "present", message="baseline")
+    own_postgres.stop()
+    changed = pusher.push_image(repo, "v1", seed="two")
+    wait_for(lambda: svc.image(ref).get("digest") == changed.digest, timeout=20)
+    wait_for(lambda: "lost the lead: " in svc.log_text(), timeout=20, message=svc.log_tail())
+    assert svc.get("/readyz").json()["role"] == "follower"
+    assert svc.metrics()[metric_key("regmon_leader")] == 0.0
+
+    own_postgres.start()
+    began = time.monotonic()
+    wait_for(lambda: svc.get("/readyz").json()["role"] == "leader", timeout=20)
+    took = time.monotonic() - began
+    assert took <= 2 * lease, f"led again {took:.2f}s after the database came back"
+    wait_for(lambda: svc.get("/readyz").status_code == 200, timeout=20, message=svc.log_tail())
+    changes = wait_for(lambda: [e for e in svc.events() if e["type"] == "tag.changed"])
+    assert [e["current"]["digest"] for e in changes] == [changed.digest]
+    log = svc.log_text()
+    assert "leading (lease epoch 2, again;" in log, log[-3000:]
+    assert "were dropped" not in log and "Traceback" not in log, log[-3000:]
+    # Checking goes on: the next change is recorded by the same leader.
+    third = pusher.push_image(repo, "v1", seed="three")
+    wait_for(
+        lambda: (
+            [e["current"]["digest"] for e in svc.events() if e["type"] == "tag.changed"]
+            == [changed.digest, third.digest]
+        ),
+        timeout=10,
+        message=svc.log_tail(),
+    )

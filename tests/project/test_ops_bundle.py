@@ -20,6 +20,7 @@ import yaml
 from support.paths import ROOT
 from support.prometheus import promtool
 
+from monitor.config import load_config, resolve_watches
 from monitor.metrics import METRIC_NAMES
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -31,6 +32,7 @@ PROM_CONFIG = PROM_DIR / "prometheus.yml"
 ALERTMANAGER = ROOT / "config" / "alertmanager" / "alertmanager.yml"
 DASHBOARD = ROOT / "config" / "grafana" / "dashboards" / "regmon.json"
 COMPOSE_REGMON = ROOT / "config" / "compose" / "regmon.yaml"
+COMPOSE_REGMON_HA = ROOT / "config" / "compose" / "regmon-ha.yaml"
 SEED = ROOT / "config" / "compose" / "seed.sh"
 
 # The metric names of SPEC §7. Must match what monitor/metrics.py exports;
@@ -492,6 +494,27 @@ def test_compose_regmon_config() -> None:
     assert seeded_images() <= watched
 
 
+def test_compose_ha_profile_is_postgres_and_two_replicas_and_stays_out_of_a_plain_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    services = compose()["services"]
+    ha = {name for name, service in services.items() if "ha" in service.get("profiles", [])}
+    assert ha == {"postgres", "regmon-a", "regmon-b"}
+    # A plain `docker compose up` starts what it started before: no service has another profile.
+    assert all(set(s.get("profiles", [])) <= {"ha"} for s in services.values())
+    for name in ("regmon-a", "regmon-b"):
+        replica = services[name]
+        path = host_path(replica, "/etc/regmon/regmon.yaml")
+        assert path is not None and path.resolve() == COMPOSE_REGMON_HA.resolve()
+        assert replica["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert services["regmon-a"]["ports"] != services["regmon-b"]["ports"]
+    monkeypatch.delenv("REGMON_DB_PASSWORD", raising=False)
+    config = load_config(str(COMPOSE_REGMON_HA))
+    assert config.database == "postgresql+psycopg://regmon:regmon@postgres:5432/regmon"
+    assert config.ha.lease == 15.0
+    assert {watch.key for watch in resolve_watches(config)} >= seeded_images()
+
+
 def test_seed_script_is_valid_sh() -> None:
     assert_ok(run(["sh", "-n", str(SEED)]))
 
@@ -556,7 +579,7 @@ def test_dockerfile_builds_a_wheel_and_installs_it() -> None:
     wheel = [r for r in runs if "pip wheel" in r]
     assert len(wheel) == 1 and "--wheel-dir /dist" in wheel[0]
     install = [r for r in runs if "pip install" in r]
-    assert len(install) == 1 and "pip install /dist/regmon-*.whl" in install[0]
+    assert len(install) == 1 and 'pip install "$(ls /dist/regmon-*.whl)[postgres]"' in install[0]
     assert not any(re.search(r"pip install\b.*(\s-e\b|--editable)", r) for r in runs)
     # The builder proves the installed package migrates and reads a database on its own.
     assert "regmon db upgrade" in install[0] and "regmon status" in install[0]

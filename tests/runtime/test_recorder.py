@@ -49,6 +49,9 @@ class FakeView:
     def states(self) -> dict[str, TagState]:
         return {}
 
+    def is_leader(self) -> bool:
+        return True
+
 
 class Store:
     def __init__(self) -> None:

@@ -26,8 +26,9 @@ TABLES = {
     "deliveries",
     "delivery_attempts",
     "registry_states",
+    "leases",
 }
-HEAD = "0004"
+HEAD = "0005"
 
 
 @pytest.fixture

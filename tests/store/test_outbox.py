@@ -240,6 +240,9 @@ class FakeView:
     def states(self) -> dict[str, Any]:
         return {}
 
+    def is_leader(self) -> bool:
+        return True
+
 
 class Clock:
     def __init__(self, now: datetime) -> None:

@@ -17,6 +17,7 @@ class FakeView:
     engine: Engine
     state_map: dict[str, TagState] = field(default_factory=dict)
     ready: bool = True
+    leader: bool = True
     checked: list[str] = field(default_factory=list)
     # What a "check now" turns the state into; None leaves it as it is.
     on_check: Callable[[TagState], TagState] | None = None
@@ -33,6 +34,9 @@ class FakeView:
 
     def is_ready(self) -> bool:
         return self.ready
+
+    def is_leader(self) -> bool:
+        return self.leader
 
     async def check_now(self, key: str) -> TagState:
         self.checked.append(key)

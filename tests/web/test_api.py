@@ -127,12 +127,18 @@ def test_healthz(app: Starlette) -> None:
     assert response.json() == {"status": "ok"}
 
 
-def test_readyz(app: Starlette, view: FakeView) -> None:
-    assert get(app, "/readyz").status_code == 200
+def test_readyz_says_the_role(app: Starlette, view: FakeView) -> None:
+    response = get(app, "/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "role": "leader"}
+    view.leader = False  # a follower serves the API: ready, and says it follows
+    response = get(app, "/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "role": "follower"}
     view.ready = False
     response = get(app, "/readyz")
     assert response.status_code == 503
-    assert response.json() == {"status": "not ready"}
+    assert response.json() == {"status": "not ready", "role": "follower"}
 
 
 def test_metrics(app: Starlette) -> None:

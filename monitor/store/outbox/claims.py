@@ -198,16 +198,22 @@ def release_claims(engine: Engine, deliveries: Sequence[ClaimedDelivery], now: d
 
 
 @_translated
-def reset_sending(engine: Engine, now: datetime, *, all_leases: bool = False) -> int:
+def reset_sending(
+    engine: Engine, now: datetime, *, all_leases: bool = False, keep: Collection[int] = ()
+) -> int:
     """Turn ``sending`` rows back into ``pending``; returns how many.
 
     By default only rows whose lease has expired. ``all_leases=True`` is for
-    the start of the one regmon that runs against a database: every
-    ``sending`` row is then a leftover of a process that died mid-send.
+    a dispatcher that begins to send as the only one (the one process on its
+    database, or the leader that just took over, the one before it fenced out):
+    every ``sending`` row but its own (``keep``, by id) is then a leftover of a
+    process that died or lost the lead mid-send.
     """
     condition = DeliveryModel.status == DeliveryStatus.SENDING
     if not all_leases:
         condition = and_(condition, DeliveryModel.claimed_until < now)
+    if keep:
+        condition = and_(condition, DeliveryModel.id.not_in(sorted(keep)))
     with _write(engine) as conn:
         result = conn.execute(
             update(DeliveryModel)

@@ -1,0 +1,317 @@
+"""Two real ``regmon run`` replicas on one real PostgreSQL (issue 14, SPEC §11).
+
+Exactly one leads (checks, records, delivers); the other serves the API and
+``/metrics`` from the store and takes over when the leader dies or freezes.
+Every event is recorded once and delivered once; a delivery in flight when
+its leader died is sent again by the next one with the same ``webhook-id``
+(the documented at-least-once); a leader frozen past its lease writes and
+delivers nothing when it runs again (fencing). Short leases keep this quick.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from support.images import ImagePusher
+from support.paths import ROOT
+from support.postgres import PostgresServer
+from support.prometheus import PrometheusServer, require_prometheus_binaries, shorten_for
+from support.receiver import HUNG, WebhookReceiver
+from support.registry import RegistryServer
+from support.service import RegmonProcess, metric_key
+from support.wait import wait_for
+
+from monitor.store.engine import make_engine
+
+SECRET = "whsec_" + "cmVwbGljYXMtc2VjcmV0LTAxMjM0NTY3ODk="
+LEASE = 1.5  # seconds; failover within two of them
+ALERTS = ROOT / "config" / "prometheus" / "alerts.yml"
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver(SECRET) as rx:
+        yield rx
+
+
+@pytest.fixture
+def database(postgres: PostgresServer) -> Iterator[str]:
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture
+def replicas(tmp_path: Path) -> Iterator[Callable[[str, str], RegmonProcess]]:
+    started: list[RegmonProcess] = []
+
+    def make(name: str, config: str) -> RegmonProcess:
+        proc = RegmonProcess(config, tmp_path / name)
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:
+        if proc.running:
+            os.kill(proc.pid, signal.SIGCONT)  # a frozen one must be able to die
+        proc.close()
+
+
+def config(database: str, registry: RegistryServer, receiver: WebhookReceiver, *refs: str) -> str:
+    watches = "\n".join(f"  - image: '{ref}'" for ref in refs)
+    return (
+        f"database: {database}\n"
+        f"ha: {{lease: {LEASE}s}}\n"
+        "defaults: {interval: 1s, jitter: 0%, missing_after: 1}\n"
+        f"registries:\n  '{registry.host}': {{timeout: 2s}}\n"
+        f"webhooks:\n  - {{name: ops, url: '{receiver.url}', secret: '{SECRET}', timeout: 3s}}\n"
+        f"watch:\n{watches}\n"
+    )
+
+
+def role(svc: RegmonProcess) -> str:
+    answer: dict[str, Any] = svc.get("/readyz").json()
+    return str(answer["role"])
+
+
+def events(svc: RegmonProcess, kind: str) -> list[dict[str, Any]]:
+    return [event for event in svc.events() if event["type"] == kind]
+
+
+def start_pair(
+    make: Callable[[str, str], RegmonProcess], text_: str
+) -> tuple[RegmonProcess, RegmonProcess]:
+    first = make("a", text_)
+    wait_for(lambda: role(first) == "leader", message=first.log_tail())
+    second = make("b", text_)
+    assert role(second) == "follower", second.log_tail()
+    return first, second
+
+
+def take_over_seconds(follower: RegmonProcess, since: float) -> float:
+    wait_for(lambda: role(follower) == "leader", timeout=15, message=follower.log_tail())
+    return time.monotonic() - since
+
+
+def lease_row(database: str) -> tuple[str, int]:
+    engine = make_engine(database)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT holder, epoch FROM leases")).one()
+    finally:
+        engine.dispose()
+    return str(row.holder), int(row.epoch)
+
+
+def test_one_leader_records_and_delivers_each_event_once_and_a_killed_one_is_replaced(
+    database: str,
+    registry: RegistryServer,
+    pusher: ImagePusher,
+    unique_repo: Callable[..., str],
+    receiver: WebhookReceiver,
+    replicas: Callable[[str, str], RegmonProcess],
+) -> None:
+    repo = unique_repo("replicas")
+    one, two = f"{registry.host}/{repo}:one", f"{registry.host}/{repo}:two"
+    pusher.push_image(repo, "one", seed="one-a")
+    pusher.push_image(repo, "two", seed="two-a")
+    leader, follower = start_pair(replicas, config(database, registry, receiver, one, two))
+    wait_for(lambda: leader.images()[two]["status"] == "present", message=leader.log_tail())
+
+    changed = pusher.push_image(repo, "one", seed="one-b")
+    wait_for(lambda: len(receiver.delivered()) == 1, message=leader.log_tail())
+    # The follower serves what the leader recorded, from the store.
+    wait_for(lambda: follower.images()[one].get("digest") == changed.digest, timeout=10)
+    assert [e["current"]["digest"] for e in events(follower, "tag.changed")] == [changed.digest]
+    leading, following = leader.metrics(), follower.metrics()
+    assert leading[metric_key("regmon_leader")] == 1.0
+    assert following[metric_key("regmon_leader")] == 0.0
+    assert not [key for key in following if key[0].startswith("regmon_image_")]
+    available = metric_key(
+        "regmon_image_available", image=one, registry=registry.host, repository=repo, tag="one"
+    )
+    assert leading[available] == 1.0
+    assert not [key for key in following if key[0] == "regmon_checks_total"], following
+
+    # SIGKILL the leader mid-cycle (it checks every second): the follower takes over.
+    holder, epoch = lease_row(database)
+    leader.kill()
+    took = take_over_seconds(follower, time.monotonic())
+    assert took <= 2 * LEASE + 1.0, f"took over after {took:.2f}s\n{follower.log_tail()}"
+    assert lease_row(database)[0] != holder and lease_row(database)[1] == epoch + 1
+    pusher.delete_tag(repo, "two")
+    wait_for(lambda: len(receiver.delivered()) == 2, message=follower.log_tail())
+    again = pusher.push_image(repo, "one", seed="one-c")
+    wait_for(lambda: len(receiver.delivered()) == 3, message=follower.log_tail())
+
+    kinds = [(r.type, r.body["image"]["reference"]) for r in receiver.delivered()]
+    assert kinds == [("tag.changed", one), ("tag.missing", two), ("tag.changed", one)]
+    ids = receiver.delivered_ids()
+    assert len(set(ids)) == 3 and len(receiver.attempts) == 3, receiver.attempts
+    recorded = [e["id"] for e in follower.events()]
+    assert recorded == ids, (recorded, ids)  # recorded once each, in order
+    assert receiver.delivered()[-1].body["current"]["digest"] == again.digest
+    assert not receiver.invalid
+    assert "Traceback" not in follower.log_text()
+
+
+def test_a_delivery_in_flight_when_its_leader_dies_is_sent_again_with_the_same_id(
+    database: str,
+    registry: RegistryServer,
+    pusher: ImagePusher,
+    unique_repo: Callable[..., str],
+    receiver: WebhookReceiver,
+    replicas: Callable[[str, str], RegmonProcess],
+) -> None:
+    repo = unique_repo("inflight")
+    ref = f"{registry.host}/{repo}:v1"
+    pusher.push_image(repo, "v1", seed="a")
+    leader, follower = start_pair(replicas, config(database, registry, receiver, ref))
+    wait_for(lambda: leader.images()[ref]["status"] == "present", message=leader.log_tail())
+    receiver.hang()
+    pusher.push_image(repo, "v1", seed="b")
+    wait_for(lambda: receiver.hanging == 1, message=leader.log_tail())
+    leader.kill()  # mid-delivery: the row stays 'sending', claimed by a dead leader
+    began = time.monotonic()
+    receiver.answer(200)
+    wait_for(lambda: len(receiver.delivered()) == 1, timeout=15, message=follower.log_tail())
+    took = time.monotonic() - began
+    assert took <= 2 * LEASE + 1.5, f"re-sent after {took:.2f}s\n{follower.log_tail()}"
+    [event] = events(follower, "tag.changed")
+    tries = receiver.attempts_for(event["id"])
+    assert [r.status for r in tries] == [HUNG, 200], tries
+    assert {r.headers["webhook-id"] for r in tries} == {event["id"]}
+    assert "sending them again (receivers de-duplicate on webhook-id)" in follower.log_text()
+
+
+def test_a_leader_frozen_past_its_lease_writes_and_delivers_nothing_when_it_runs_again(
+    database: str,
+    registry: RegistryServer,
+    pusher: ImagePusher,
+    unique_repo: Callable[..., str],
+    receiver: WebhookReceiver,
+    replicas: Callable[[str, str], RegmonProcess],
+) -> None:
+    repo = unique_repo("frozen")
+    ref = f"{registry.host}/{repo}:v1"
+    pusher.push_image(repo, "v1", seed="a")
+    leader, follower = start_pair(replicas, config(database, registry, receiver, ref))
+    wait_for(lambda: leader.images()[ref]["status"] == "present", message=leader.log_tail())
+
+    changed = pusher.push_image(repo, "v1", seed="b")
+    os.kill(leader.pid, signal.SIGSTOP)  # mid-cycle: it may have checked, or be checking
+    try:
+        take_over_seconds(follower, time.monotonic())
+        wait_for(lambda: len(receiver.delivered()) == 1, timeout=15, message=follower.log_tail())
+    finally:
+        os.kill(leader.pid, signal.SIGCONT)
+    wait_for(lambda: "lost the lead" in leader.log_text(), message=leader.log_tail())
+    assert role(leader) == "follower"
+    # A full cycle of the old leader's loops (checks every 1 s, renewals every 0.5 s).
+    wait_for(lambda: leader.metrics()[metric_key("regmon_leader")] == 0.0)
+    after = pusher.push_image(repo, "v1", seed="c")
+    wait_for(lambda: len(receiver.delivered()) == 2, timeout=15, message=follower.log_tail())
+
+    digests = [e["current"]["digest"] for e in events(follower, "tag.changed")]
+    assert digests == [changed.digest, after.digest], digests
+    assert len(receiver.attempts) == 2 and len(set(receiver.delivered_ids())) == 2
+    log = leader.log_text()
+    assert "Traceback" not in log, log[-4000:]
+    assert role(follower) == "leader"
+    assert log.count("leading (lease epoch") == 1, log[-4000:]
+
+    # A clean stop hands the lease over at once; the replica that was frozen leads now.
+    follower.stop()
+    assert "lease released: another replica may lead at once" in follower.log_text()
+    began = time.monotonic()
+    took = take_over_seconds(leader, began)
+    assert took < LEASE, f"took over {took:.2f}s after the stop\n{leader.log_tail()}"
+    final = pusher.push_image(repo, "v1", seed="d")
+    wait_for(lambda: len(receiver.delivered()) == 3, timeout=15, message=leader.log_tail())
+    assert receiver.delivered()[-1].body["current"]["digest"] == final.digest
+    assert len(receiver.attempts) == 3 and not receiver.invalid
+
+
+@pytest.mark.slow
+def test_prometheus_scraping_both_replicas_sees_each_series_and_each_alert_once(
+    database: str,
+    registry: RegistryServer,
+    pusher: ImagePusher,
+    unique_repo: Callable[..., str],
+    receiver: WebhookReceiver,
+    replicas: Callable[[str, str], RegmonProcess],
+    tmp_path: Path,
+) -> None:
+    """The shipped rules (``for:`` shortened) over a real Prometheus scraping leader and
+    follower: one series per image, one RegmonImageMissing, one leader; and after the
+    leader is killed, still one of each, now from the other replica."""
+    require_prometheus_binaries()
+    repo = unique_repo("scraped")
+    present, missing = f"{registry.host}/{repo}:present", f"{registry.host}/{repo}:missing"
+    pusher.push_image(repo, "present", seed="p")
+    receiver.answer(500)  # the tag.missing delivery stays pending: a backlog series
+    leader, follower = start_pair(replicas, config(database, registry, receiver, present, missing))
+    targets = [svc.url.removeprefix("http://") for svc in (leader, follower)]
+    scrape = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "regmon", "static_configs": [{"targets": targets}]}],
+    }
+    rules = shorten_for(ALERTS, tmp_path / "alerts-short.yml", "2s")
+    with PrometheusServer(tmp_path / "prometheus", scrape, rules) as prom:
+
+        def values(expr: str) -> list[str]:
+            return sorted(sample["value"][1] for sample in prom.query(expr))
+
+        def settled(instance: str, up: list[str]) -> bool:
+            return (
+                values('up{job="regmon"}') == up
+                and values("sum(regmon_leader)") == ["1"]
+                and values(f'regmon_leader{{instance="{instance}"}}') == ["1"]
+                and values("count(regmon_image_available)") == ["2"]
+                and values("count(regmon_webhook_pending)") == ["1"]
+                and len(missing_alerts(prom, missing)) == 1
+            )
+
+        wait_for(
+            lambda: settled(targets[0], ["1", "1"]),
+            timeout=30,
+            interval=0.2,
+            message=prom.read_log(),
+        )
+        [alert] = missing_alerts(prom, missing)
+        assert alert["state"] == "firing" and alert["labels"]["instance"] == targets[0]
+        assert values("count(regmon_image_available)") == ["2"]
+        assert values(f'count(regmon_image_available{{instance="{targets[1]}"}})') == []
+
+        leader.kill()
+        wait_for(lambda: role(follower) == "leader", timeout=15, message=follower.log_tail())
+        wait_for(
+            lambda: settled(targets[1], ["0", "1"]),
+            timeout=30,
+            interval=0.2,
+            message=prom.read_log(),
+        )
+        firing = [a for a in prom.alerts() if a["state"] == "firing"]
+        assert {a["labels"]["alertname"] for a in firing} <= {"RegmonImageMissing", "RegmonDown"}
+        assert [a["labels"]["instance"] for a in missing_alerts(prom, missing)] == [targets[1]]
+        # Every shipped rule evaluated without error over both replicas' series.
+        rules = [r for g in prom.rule_groups() for r in g["rules"]]
+        errors = {r["name"]: r.get("lastError") for r in rules if r["health"] == "err"}
+        assert errors == {}, errors
+
+
+def missing_alerts(prom: PrometheusServer, image: str) -> list[dict[str, Any]]:
+    return [
+        alert
+        for alert in prom.alerts()
+        if alert["labels"].get("alertname") == "RegmonImageMissing"
+        and alert["labels"].get("image") == image
+        and alert["state"] == "firing"
+    ]
