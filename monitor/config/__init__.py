@@ -25,6 +25,7 @@ from monitor.config.schema import (
     Listen,
     LogConfig,
     RegistryConfig,
+    SourceConfig,
     WatchConfig,
     WebhookConfig,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "LogConfig",
     "RegistryConfig",
     "RepositoryWatch",
+    "SourceConfig",
     "Watch",
     "WatchConfig",
     "WebhookConfig",

@@ -41,11 +41,13 @@ __all__ = [
     "LONGEST_TIMEOUT",
     "SHORTEST_INTERVAL",
     "SHORTEST_LEASE",
+    "SOURCE_NAME",
     "BatchWindow",
     "CaFile",
     "Cron",
     "Duration",
     "EventName",
+    "FileGlob",
     "HeaderToken",
     "Image",
     "Interval",
@@ -59,6 +61,7 @@ __all__ = [
     "Repository",
     "SecretFile",
     "SemverRange",
+    "SourceName",
     "TagPattern",
     "Timeout",
     "WebhookName",
@@ -77,6 +80,7 @@ SHORTEST_LEASE: Final = 1.0
 LONGEST_LEASE: Final = 600.0
 
 _WEBHOOK_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z", re.ASCII)
+SOURCE_NAME = re.compile(r"[\x21-\x7e]{1,64}\Z", re.ASCII)  # fits watches.source
 _TOKEN = re.compile(r"[\x21-\x7e]+", re.ASCII)
 
 
@@ -288,6 +292,16 @@ def _header_token(value: str | None) -> str | None:
     return value
 
 
+def _source_name(value: str) -> str:
+    if not SOURCE_NAME.match(value):
+        raise ValueError(
+            f"expected a name of up to 64 visible ASCII characters, no spaces (got {shown(value)})"
+        )
+    if value == "config":
+        raise ValueError("'config' names the watch: list; choose another name")
+    return value
+
+
 def _empty_is_none(value: object) -> object:
     return None if value == "" else value
 
@@ -305,6 +319,15 @@ def folder_of(info: ValidationInfo) -> str | None:
 def _path(value: str | None, info: ValidationInfo) -> str | None:
     # As Prometheus does: a relative path means beside the config file, not the cwd.
     return None if value is None else resolve_path(value, folder_of(info))
+
+
+def _glob(value: str, info: ValidationInfo) -> str:
+    # Relative to the config file's folder, as every path in it; ``**`` spans folders.
+    if not value.strip():
+        raise ValueError("expected a file name or glob like deploy/**/*.yaml")
+    if "\x00" in value:
+        raise ValueError("expected a file name or glob without NUL characters")
+    return resolve_path(value.strip(), folder_of(info))
 
 
 def _secret_file(value: str | None, info: ValidationInfo) -> str | None:
@@ -338,6 +361,8 @@ Cron = Annotated[str, AfterValidator(_cron)]
 Platform = Annotated[str, AfterValidator(_platform)]
 EventName = Annotated[str, AfterValidator(_event_type)]
 WebhookName = Annotated[str, AfterValidator(_webhook_name)]
+SourceName = Annotated[str, AfterValidator(_source_name)]
+FileGlob = Annotated[str, AfterValidator(_glob)]
 OptionalText = Annotated[str | None, BeforeValidator(_empty_is_none)]
 HeaderToken = Annotated[OptionalText, AfterValidator(_header_token)]
 OptionalPath = Annotated[str | None, BeforeValidator(_empty_is_none), AfterValidator(_path)]

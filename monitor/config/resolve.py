@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
@@ -18,12 +18,13 @@ from monitor.reference import ImageReference, RepositoryName
 from monitor.tags import TagSelection
 
 if TYPE_CHECKING:
-    from monitor.config.schema import Config, WatchConfig
+    from monitor.config.schema import Config, SourceConfig, WatchConfig, _WatchSettings
 
 __all__ = [
     "RepositoryWatch",
     "Watch",
     "resolve_repositories",
+    "resolve_source_watch",
     "resolve_watches",
     "warn_if_database_moved",
 ]
@@ -80,6 +81,9 @@ class Watch:
     source: str = "config"
     # ``newer: semver``: look for higher versions of the tag in its repository (SPEC §9).
     newer: bool = False
+    # Where a deployment file uses the image (``file:line``, relative to the config's
+    # folder when inside it); empty for a ``watch:`` entry.
+    places: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +154,26 @@ def resolve_repositories(config: Config) -> tuple[RepositoryWatch, ...]:
     return tuple(resolved)
 
 
+def resolve_source_watch(
+    config: Config, entry: SourceConfig, image: ImageReference, places: tuple[str, ...]
+) -> Watch:
+    """An image found by the ``sources:`` entry ``entry``, with its keys as the defaults,
+    then ``defaults``."""
+    every_webhook = tuple(webhook.name for webhook in config.webhooks)
+    watch = _with_defaults(config, entry, image, every_webhook)
+    return replace(watch, source=entry.name, places=places)
+
+
 def _resolve(config: Config, watch: WatchConfig, every_webhook: tuple[str, ...]) -> Watch:
+    # A repository entry borrows a placeholder tag: only its settings are used.
+    image = watch.image if watch.image is not None else _placeholder(watch.repository)
+    resolved = _with_defaults(config, watch, image, every_webhook)
+    return replace(resolved, newer=watch.newer == "semver")
+
+
+def _with_defaults(
+    config: Config, watch: _WatchSettings, image: ImageReference, every_webhook: tuple[str, ...]
+) -> Watch:
     defaults = config.defaults
     if watch.cron is not None or watch.interval is not None:
         interval, cron = watch.interval, watch.cron
@@ -159,8 +182,6 @@ def _resolve(config: Config, watch: WatchConfig, every_webhook: tuple[str, ...])
     else:
         interval, cron = defaults.interval, None
     webhooks = every_webhook if watch.webhooks is None else tuple(dict.fromkeys(watch.webhooks))
-    # A repository entry borrows a placeholder tag: only its settings are used.
-    image = watch.image if watch.image is not None else _placeholder(watch.repository)
     return Watch(
         image=image,
         key=str(image),
@@ -171,7 +192,6 @@ def _resolve(config: Config, watch: WatchConfig, every_webhook: tuple[str, ...])
         webhooks=webhooks,
         missing_after=watch.missing_after or defaults.missing_after,
         failing_after=watch.failing_after or defaults.failing_after,
-        newer=watch.newer == "semver",
     )
 
 

@@ -10,6 +10,7 @@ header values, the API token, the database URL) never appear in messages or in
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -32,10 +33,12 @@ from pydantic_core.core_schema import SerializerFunctionWrapHandler
 
 from monitor.config.fields import (
     EVENT_TYPES,
+    SOURCE_NAME,
     BatchWindow,
     CaFile,
     Cron,
     EventName,
+    FileGlob,
     HeaderToken,
     Image,
     Interval,
@@ -48,6 +51,7 @@ from monitor.config.fields import (
     Repository,
     SecretFile,
     SemverRange,
+    SourceName,
     TagPattern,
     Timeout,
     WebhookName,
@@ -72,6 +76,7 @@ __all__ = [
     "Listen",
     "LogConfig",
     "RegistryConfig",
+    "SourceConfig",
     "TagsConfig",
     "WatchConfig",
     "WebhookConfig",
@@ -330,14 +335,10 @@ class TagsConfig(_Model):
     max: int | None = Field(default=None, ge=1)
 
 
-class WatchConfig(_Model):
-    """One ``watch:`` entry as written: a tag (``image:``) or a whole repository
-    (``repository:`` with ``tags:``); ``None`` means "use ``defaults``"."""
+class _WatchSettings(_Model):
+    """The keys a ``watch:`` entry and a ``sources:`` entry share; ``None`` means "use
+    ``defaults``"."""
 
-    image: Image | None = None
-    repository: Repository | None = None
-    tags: TagsConfig | None = None
-    newer: Literal["semver"] | None = None
     interval: Interval | None = None
     cron: Cron | None = None
     jitter: Jitter | None = None
@@ -346,11 +347,6 @@ class WatchConfig(_Model):
     webhooks: tuple[str, ...] | None = None
     missing_after: int | None = Field(default=None, ge=1)
     failing_after: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, data: object) -> object:
-        return {"image": data} if isinstance(data, str) else data
 
     @field_validator("platforms")
     @classmethod
@@ -365,6 +361,21 @@ class WatchConfig(_Model):
         if self.interval is not None and self.cron is not None:
             raise ValueError("interval and cron are mutually exclusive")
         return self
+
+
+class WatchConfig(_WatchSettings):
+    """One ``watch:`` entry as written: a tag (``image:``) or a whole repository
+    (``repository:`` with ``tags:``); ``None`` means "use ``defaults``"."""
+
+    image: Image | None = None
+    repository: Repository | None = None
+    tags: TagsConfig | None = None
+    newer: Literal["semver"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: object) -> object:
+        return {"image": data} if isinstance(data, str) else data
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
@@ -391,6 +402,46 @@ class WatchConfig(_Model):
         return str(self.image if self.image is not None else self.repository)
 
 
+class SourceConfig(_WatchSettings):
+    """One ``sources:`` entry (SPEC §10): deployment files whose images are watched,
+    with the other keys as the defaults of those watches.
+
+    ``name`` is what its watches are stored under; by default it is made of the globs
+    as written, so it stays the same while the entry does, wherever it sits in the list.
+    """
+
+    files: tuple[FileGlob, ...]
+    name: SourceName
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name(cls, data: object) -> object:
+        if not isinstance(data, Mapping) or "name" in data:
+            return data
+        files = data.get("files")
+        if not isinstance(files, list | tuple) or not all(isinstance(f, str) for f in files):
+            files = ()  # the field's own validation says what is wrong with it
+        return {**data, "name": _default_source_name(files)}
+
+    @field_validator("files")
+    @classmethod
+    def _some_files(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("expected at least one file name or glob like deploy/**/*.yaml")
+        return value
+
+
+def _default_source_name(files: list[str] | tuple[str, ...]) -> str:
+    """``files:`` and the globs as written; shortened with a hash of them when it would
+    not fit the stored name (64 visible ASCII characters)."""
+    written = "files:" + ",".join(file.strip() for file in files)
+    if SOURCE_NAME.match(written):
+        return written
+    digest = hashlib.sha256(written.encode()).hexdigest()[:8]
+    safe = re.sub(r"[^\x21-\x7e]", "_", written)[:55]
+    return f"{safe}~{digest}"
+
+
 class Config(_Model):
     """The whole configuration; ``source`` is the file it came from (``None``: defaults)."""
 
@@ -409,6 +460,7 @@ class Config(_Model):
     ] = Field(default_factory=lambda: MappingProxyType({}))
     webhooks: tuple[WebhookConfig, ...] = ()
     watch: tuple[WatchConfig, ...] = ()
+    sources: tuple[SourceConfig, ...] = ()
 
     _source: str | None = PrivateAttr(default=None)
 
@@ -453,9 +505,28 @@ class Config(_Model):
                         f"watch[{index}].webhooks[{position}]: unknown webhook {name!r} "
                         f"(defined: {defined})"
                     )
+        problems.extend(self._source_problems(names, defined))
         if problems:
             raise ValueError(joined(problems))
         return self
+
+    def _source_problems(self, webhooks: Mapping[str, int], defined: str) -> list[str]:
+        problems: list[str] = []
+        seen: dict[str, int] = {}
+        for index, entry in enumerate(self.sources):
+            if entry.name in seen:
+                problems.append(
+                    f"sources[{index}].name: duplicate source name {entry.name!r} "
+                    f"(also sources[{seen[entry.name]}]; give one a name:)"
+                )
+            seen.setdefault(entry.name, index)
+            for position, name in enumerate(entry.webhooks or ()):
+                if name not in webhooks:
+                    problems.append(
+                        f"sources[{index}].webhooks[{position}]: unknown webhook {name!r} "
+                        f"(defined: {defined})"
+                    )
+        return problems
 
     @property
     def source(self) -> str | None:

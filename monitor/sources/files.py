@@ -22,7 +22,14 @@ from typing import BinaryIO
 from monitor.errors import InputError
 from monitor.sources.found import FoundImage
 
-__all__ = ["MAX_FILE_BYTES", "STDIN", "file_kind", "images_in_paths", "images_in_text"]
+__all__ = [
+    "MAX_FILE_BYTES",
+    "STDIN",
+    "file_kind",
+    "images_in_paths",
+    "images_in_text",
+    "walk_folder",
+]
 
 # `kubectl get … -A -o yaml` of a large cluster runs to tens of MiB; more than this
 # is not a deployment file but a mistake (or an attack), refused before parsing.
@@ -67,7 +74,7 @@ def images_in_paths(
             found.extend(images_in_text(text, STDIN_NAME, None, os.getcwd(), environ))
             continue
         if os.path.isdir(path):
-            for file in _walk(path):
+            for file in walk_folder(path):
                 found.extend(_images_in_file(file, file_kind(file), environ))
             continue
         if not os.path.exists(path):
@@ -76,7 +83,8 @@ def images_in_paths(
     return found
 
 
-def _walk(folder: str) -> Iterable[str]:
+def walk_folder(folder: str) -> Iterable[str]:
+    """The deployment files in ``folder`` and below, as ``-f FOLDER`` reads them."""
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         if "Chart.yaml" in files and "templates" in dirs:

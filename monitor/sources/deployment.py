@@ -1,0 +1,166 @@
+"""The service's ``sources:`` entries (SPEC §10): the images of deployment files as watches.
+
+A :class:`FileSource` globs its entry's ``files`` (``**`` spans folders; a folder
+matched is searched as ``check -f`` searches it), reads every file with the same
+extractors as ``check -f``, and yields one watch per image (used in several places:
+once, with every place), the entry's keys applied as defaults. It keeps its last good
+read: a file that no longer parses is an error for the caller to log, and the source
+goes on yielding what it read before, so nothing stored is lost over a typo.
+
+Reading is I/O (glob, stat, read): callers run :meth:`FileSource.read` and
+:meth:`FileSource.fingerprint` in a worker thread.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from monitor.errors import InputError
+
+if TYPE_CHECKING:
+    from monitor.config import Config, SourceConfig, Watch
+    from monitor.reference import ImageReference
+
+__all__ = ["FileSource", "Fingerprint", "file_sources", "matched_files"]
+
+# What says a file changed without reading it: path → (inode, size, mtime in ns).
+Fingerprint = Mapping[str, tuple[int, int, int]]
+
+
+def matched_files(patterns: Sequence[str]) -> list[str]:
+    """The files ``patterns`` match now, each once, in pattern then name order; a folder
+    matched stands for the deployment files in it (as ``check -f`` finds them)."""
+    from monitor.sources.files import walk_folder
+
+    files: dict[str, None] = {}
+    for pattern in patterns:
+        for path in sorted(glob.glob(pattern, recursive=True)):
+            if os.path.isdir(path):
+                files.update(dict.fromkeys(walk_folder(path)))
+            elif os.path.isfile(path):
+                files.setdefault(os.path.normpath(path), None)
+    return list(files)
+
+
+def _fingerprint(files: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    stats: dict[str, tuple[int, int, int]] = {}
+    # A compose file's .env changes what its images interpolate to.
+    dotenvs = {os.path.join(os.path.dirname(path), ".env") for path in files}
+    for path in [*files, *sorted(dotenvs)]:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            continue
+        stats[path] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    return stats
+
+
+class FileSource:
+    """The watches of one ``sources:`` entry; empty until the first good :meth:`read`."""
+
+    def __init__(self, config: Config, entry: SourceConfig) -> None:
+        self._config = config
+        self._entry = entry
+        source = config.source
+        self._folder = os.path.dirname(os.path.abspath(source)) if source else os.getcwd()
+        self._images: dict[str, tuple[ImageReference, tuple[str, ...]]] = {}
+        self._targets: tuple[Watch, ...] = ()
+        # Of the files as the last read, good or not, saw them: a broken file is
+        # reported once per change, not on every look.
+        self._seen: Fingerprint | None = None
+        self._loaded = False
+        self._files: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self._entry.name
+
+    @property
+    def entry(self) -> SourceConfig:
+        return self._entry
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The files the last read matched (none: a glob that matches nothing yet)."""
+        return self._files
+
+    def targets(self) -> Sequence[Watch]:
+        return self._targets
+
+    def adopt(self, previous: FileSource) -> None:
+        """Start from ``previous``'s last good read (a config reload that kept the entry):
+        if the files are broken now, its images stay watched, with this entry's keys."""
+        self._images = dict(previous._images)
+        self._seen = previous._seen
+        self._loaded = previous._loaded
+        self._files = previous._files
+        self._targets = self._resolve()
+
+    def fingerprint(self) -> Fingerprint:
+        """The files the entry matches now, with what says each changed (I/O: a thread)."""
+        return _fingerprint(matched_files(self._entry.files))
+
+    def stale(self, fingerprint: Fingerprint) -> bool:
+        """Whether ``fingerprint`` differs from what the last read saw."""
+        return self._seen is None or dict(fingerprint) != dict(self._seen)
+
+    def read(self, environ: Mapping[str, str] | None = None) -> bool:
+        """Glob and read the files now (I/O: a thread); True when the targets changed.
+
+        ``InputError`` (one line naming the file and line) when a file cannot be read
+        or parsed or names an image that is no reference: the last good read stays.
+        """
+        from monitor.report import gather
+        from monitor.sources.files import images_in_paths
+
+        files = matched_files(self._entry.files)
+        # Taken before reading: a file written meanwhile is seen as changed next time.
+        self._seen = _fingerprint(files)
+        try:
+            found = gather([], images_in_paths(files, os.environ if environ is None else environ))
+        except InputError as exc:
+            raise InputError(f"source {self.name}: {exc}") from None
+        images = {
+            str(item.reference): (
+                item.reference,
+                tuple(self._place(place.file, place.line) for place in item.places),
+            )
+            for item in found
+        }
+        self._files = tuple(files)
+        if self._loaded and images == self._images:
+            return False
+        self._images = images
+        self._loaded = True
+        self._targets = self._resolve()
+        return True
+
+    def _place(self, file: str, line: int) -> str:
+        path = os.path.abspath(file)
+        inside = path.startswith(self._folder.rstrip(os.sep) + os.sep)
+        return f"{os.path.relpath(path, self._folder) if inside else path}:{line}"
+
+    def _resolve(self) -> tuple[Watch, ...]:
+        from monitor.config.resolve import resolve_source_watch
+
+        return tuple(
+            resolve_source_watch(self._config, self._entry, image, places)
+            for image, places in self._images.values()
+        )
+
+
+def file_sources(config: Config, previous: Sequence[object] = ()) -> list[FileSource]:
+    """One unread :class:`FileSource` per ``sources:`` entry; an entry of the same name in
+    ``previous`` (the sources in force before a reload) hands over its last good read."""
+    before = {s.name: s for s in previous if isinstance(s, FileSource)}
+    sources = []
+    for entry in config.sources:
+        source = FileSource(config, entry)
+        old = before.get(entry.name)
+        if old is not None:
+            source.adopt(old)
+        sources.append(source)
+    return sources
