@@ -198,6 +198,7 @@ class Service:
         from monitor.runtime.reloader import Reloader
         from monitor.runtime.targets import Targets
         from monitor.scheduler import WatchScheduler
+        from monitor.sources.deployment import read_sources
         from monitor.store.engine import (
             make_engine,
             redact_url,
@@ -222,6 +223,11 @@ class Service:
                 self._checks.scheduled,
                 concurrency=lambda host: self._config.registry_settings(host).max_concurrency,
             )
+            # Deployment files read before the database too: one that does not read
+            # refuses the start, with nothing stored changed.
+            sources = sources_for(self._config)
+            await asyncio.to_thread(read_sources, sources)
+            self._watches = targets_of(sources)
             plan = scheduler.plan(self.watches())
             listings = Listings(
                 list_tags=self._checks.list_tags,
@@ -257,14 +263,14 @@ class Service:
             registries = await asyncio.to_thread(load_registry_states, self._engine)
             if self._coordinator.is_leader() and self._coordinator.epoch == epoch:
                 self._lead.loaded(epoch)
-            sources = sources_for(self._config)
             await self._seed(sources)
             targets = Targets(
                 sources, scheduler=scheduler, sync=self._sync_watches, on_change=self._set_watches
             )
             self._watches = dict(targets.watches)
             plan = scheduler.plan(self.watches())  # with the targets dynamic sources stored
-            await self._sync_watches(targets.rows_for(sources))
+            # Exclusive: a source no longer configured (since the last run) retires.
+            await self._sync_watches(targets.rows_for(sources), exclusive=True)
             on_failure.pop_all()
         self._targets = targets
         listings.use(targets)
@@ -473,8 +479,10 @@ class Service:
             return False
         return await self._reloader.reload()
 
-    async def _sync_watches(self, by_source: Mapping[str, Sequence[Watch]]) -> None:
-        await sync_watches(self.engine, by_source)
+    async def _sync_watches(
+        self, by_source: Mapping[str, Sequence[Watch]], *, exclusive: bool = False
+    ) -> None:
+        await sync_watches(self.engine, by_source, exclusive=exclusive)
 
     async def _seed(self, sources: Sequence[WatchSource]) -> None:
         """Dynamic sources start from the watches the store holds for them (a restart)."""

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
 
 from monitor.cli.base import CONFIG_OPTION, engine_for, guard, main, parse_refs
+
+if TYPE_CHECKING:
+    from monitor.config import Config, Watch
+    from monitor.store.repository import WatchRow
 
 __all__ = ["history", "status"]
 
@@ -39,6 +45,8 @@ def status(as_json: bool, config_path: str) -> None:
         watches.extend(tags)
         shown = RepositoryState(repository.key, tuple(w.key for w in tags))
         repositories.append(repository_object(shown, states))
+    seen = {watch.key for watch in watches}
+    watches.extend(w for w in _file_watches(cfg, stored) if w.key not in seen)
     rows = [image_summary(watch, states.get(watch.key)) for watch in watches]
     if as_json:
         body: dict[str, object] = {"images": rows}
@@ -52,9 +60,32 @@ def status(as_json: bool, config_path: str) -> None:
     for row in rows:
         third = row["digest"] if row["status"] == "present" else (row["reason"] or "")
         click.echo(f"{row['status'] or 'unknown':<7}  {row['reference']}  {third}")
+        if row["places"]:
+            click.echo(f"         from {row['source']}: {', '.join(row['places'])}")
     for shown_repository in repositories:
         name, selected = shown_repository["repository"], shown_repository["selected"]
         click.echo(f"repository  {name}  {selected} tags")
+
+
+def _file_watches(cfg: Config, stored: Sequence[WatchRow]) -> list[Watch]:
+    """The images of the ``sources:`` files, each once. A source whose files do not read
+    now is told on stderr and shown as the store has it (``stored``), without places."""
+    from monitor.errors import InputError
+    from monitor.sources.deployment import file_sources, stored_watch
+
+    watches: list[Watch] = []
+    for source in file_sources(cfg):
+        try:
+            source.read()
+        except InputError as exc:
+            click.echo(f"warning: {exc}; its watches as stored", err=True)
+            watches.extend(stored_watch(row) for row in stored if row.source == source.name)
+            continue
+        watches.extend(source.targets())
+    unique: dict[str, Watch] = {}
+    for watch in watches:
+        unique.setdefault(watch.key, watch)  # the first source to name a key wins
+    return list(unique.values())
 
 
 @main.command()

@@ -1,9 +1,11 @@
 """The config reloader: SIGHUP and file polling ask, one reload runs at a time, all or nothing.
 
-A reload builds everything first (the new config, its scheduler triggers, a
-registry client when the registry settings changed), then writes the watches
-to the store; only when all of that worked is the new config committed to the
-service and the scheduler, so a refused reload leaves all of them as they were.
+A reload builds everything first (the new config, its sources' watches, its
+scheduler triggers, a registry client when the registry settings changed), then
+writes the watches to the store; only when all of that worked is the new config
+committed to the service and the scheduler, so a refused reload leaves all of
+them as they were. The files of the ``sources:`` entries are watched the same
+way, each source on its own (``follow``), through ``Targets.update``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from monitor.config import Config, Watch, load_config, resolve_repositories
 from monitor.errors import RegmonError
 from monitor.runtime.failure import reason
 from monitor.sources.base import targets_of
+from monitor.sources.deployment import FileSource, read_sources
 
 if TYPE_CHECKING:
     from monitor.registry.client import RegistryClient
@@ -75,13 +78,50 @@ class Reloader:
         task.add_done_callback(self._requests.discard)
 
     async def watch_file(self) -> None:
-        """Reload whenever the file's mtime changes; runs until cancelled."""
+        """Reload whenever the file's mtime changes, follow the sources' files whenever
+        they change (re-globbed, so new files are found); runs until cancelled."""
         while True:
             await asyncio.sleep(self._poll)
             mtime = _mtime(self._path)
             if mtime is not None and mtime != self._mtime:
                 self._mtime = mtime
                 await self.reload()
+            for source in self._targets.sources():
+                if isinstance(source, FileSource):
+                    await self.follow(source)
+
+    async def follow(self, source: FileSource) -> bool:
+        """Re-read ``source``'s files if they changed since it last looked; True when its
+        new targets are in force. A file that no longer parses is logged once per change
+        and the source keeps its last good targets."""
+        try:
+            fingerprint = await asyncio.to_thread(source.fingerprint)
+            if not source.stale(fingerprint):
+                return False
+            try:
+                fresh = await asyncio.to_thread(source.reread)
+            except RegmonError as exc:
+                log.error("%s; keeping its last good watches", exc)
+                return False
+            if fresh is None:
+                return False
+            change = await self._targets.update(fresh, replacing=source)
+        except Exception as exc:
+            source.unsee()  # the store or the scheduler refused: the next look tries again
+            log.error(
+                "source %s: its files changed but the watches did not: %s", source.name, reason(exc)
+            )
+            return False
+        if change is None:
+            return False  # a config reload replaced the source meanwhile and read it anew
+        log.info(
+            "source %s reloaded: %d watches (%d added, %d removed)",
+            fresh.name,
+            len(fresh.targets()),
+            len(change.added),
+            len(change.removed),
+        )
+        return True
 
     async def reload(self) -> bool:
         """Re-read the config file; a broken one is refused and the old one stays.
@@ -105,6 +145,12 @@ class Reloader:
         if new.database != current.database or new.listen != current.listen:
             log.warning("config reload: database and listen changes need a restart")
         sources = self._targets.for_config(new)
+        try:
+            for problem in await asyncio.to_thread(read_sources, sources):
+                log.error("%s; keeping its last good watches", problem)
+        except RegmonError as exc:  # a new entry's files, with no good read to keep
+            log.error("config reload refused, keeping the running config: %s", exc)
+            return False
         watches = targets_of(sources)
         try:
             plan = self._scheduler.plan(list(watches.values()))

@@ -19,7 +19,7 @@ reloads alike, so the two never interleave.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from monitor.config import Config, Watch
     from monitor.scheduler import WatchScheduler
 
-__all__ = ["DynamicSource", "TargetChange", "Targets"]
+__all__ = ["DynamicSource", "TargetChange", "Targets", "by_source"]
 
 
 @runtime_checkable
@@ -44,6 +44,22 @@ class DynamicSource(WatchSource, Protocol):
     def seed(self, stored: Sequence[str]) -> None:
         """Start from the watch keys the store holds for this source (after a restart)."""
         ...
+
+
+def by_source(
+    sources: Sequence[WatchSource], watches: Mapping[str, Watch], names: Collection[str]
+) -> dict[str, list[Watch]]:
+    """The watches of each source in ``names`` that it wins (``watches`` as ``targets_of``
+    merges them), every named source present, with an empty list when it wins none.
+
+    What the store holds per source: a key two sources name is stored under the winner
+    only, so the other dropping it never retires the winner's watch.
+    """
+    grouped: dict[str, list[Watch]] = {s.name: [] for s in sources if s.name in names}
+    for watch in watches.values():
+        if watch.source in grouped:
+            grouped[watch.source].append(watch)
+    return grouped
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +116,7 @@ class Targets:
         """What the store is to hold per source once ``sources`` are in force: their targets,
         and nothing for a source in force now that they no longer name."""
         rows: dict[str, Sequence[Watch]] = {name: [] for name in self._sources}
-        rows.update({source.name: source.targets() for source in sources})
+        rows.update(by_source(sources, targets_of(sources), {source.name for source in sources}))
         return rows
 
     def commit(self, sources: Sequence[WatchSource]) -> dict[str, Watch]:
@@ -111,20 +127,28 @@ class Targets:
         return self._watches
 
     async def update(
-        self, source: WatchSource, *, first_run_now: bool = True
+        self,
+        source: WatchSource,
+        *,
+        first_run_now: bool = True,
+        replacing: WatchSource | None = None,
     ) -> TargetChange | None:
         """``source`` has new targets: the store, the scheduler and the watch map follow.
 
-        None (and nothing changed) when ``source`` is no longer in force: a reload
+        ``replacing``: the source in force that ``source`` takes the place of (a new
+        read of deployment files), else ``source`` is the one in force, changed.
+        None (and nothing changed) when that source is no longer in force: a reload
         replaced it meanwhile, and its successor carries the targets on. A schedule
         that cannot be held or a store that fails raises, with nothing changed.
         """
         async with self.lock:
-            if self._sources.get(source.name) is not source:
+            if self._sources.get(source.name) is not (replacing or source):
                 return None
-            watches = targets_of(list(self._sources.values()))
+            sources = {**self._sources, source.name: source}
+            watches = targets_of(list(sources.values()))
             plan = self._scheduler.plan(list(watches.values()))
-            await self._sync({source.name: source.targets()})
+            await self._sync(by_source(list(sources.values()), watches, {source.name}))
+            self._sources = sources
             before = self._watches
             self._watches = watches
             self._scheduler.commit(plan, first_run_now=first_run_now)

@@ -42,10 +42,13 @@ def _watch_rows(watches: Sequence[Watch]) -> list[_WatchRow]:
     ]
 
 
-async def sync_watches(engine: Engine, by_source: Mapping[str, Sequence[Watch]]) -> None:
+async def sync_watches(
+    engine: Engine, by_source: Mapping[str, Sequence[Watch]], *, exclusive: bool = False
+) -> None:
     """Each source's watches to the store, on its own: one source never retires another's
-    (a source named with no watches has its watches retired)."""
+    (a source named with no watches has its watches retired; ``exclusive``: these are
+    all the sources, the watches of any other retire too)."""
     from monitor.store.repository import sync_sources
 
     rows = {name: _watch_rows(watches) for name, watches in by_source.items()}
-    await asyncio.to_thread(sync_sources, engine, rows, datetime.now(UTC))
+    await asyncio.to_thread(sync_sources, engine, rows, datetime.now(UTC), exclusive=exclusive)

@@ -5,7 +5,8 @@ the name of the source that produced it (``Watch.source``), and the store
 syncs the watches of each source on its own (``sync_watches(…, source=)``),
 so one source's reload never deactivates another's watches. The config
 file's ``watch:`` tags are the first source, each ``repository:`` entry one
-more (``monitor.sources.repository``); deployment files (issue 12) come next.
+more (``monitor.sources.repository``), then the deployment files of each
+``sources:`` entry (``monitor.sources.deployment``).
 """
 
 from __future__ import annotations
@@ -53,11 +54,17 @@ class ConfigSource:
 
 
 def sources_for(config: Config) -> list[WatchSource]:
-    """The sources a config names: the config file's tags, then each repository watch."""
+    """The sources a config names: the config file's tags, each repository watch, then
+    each ``sources:`` entry, unread (``monitor.sources.deployment.read_sources``)."""
     from monitor.config.resolve import resolve_repositories
+    from monitor.sources.deployment import file_sources
     from monitor.sources.repository import RepositorySource
 
-    return [ConfigSource(config), *(RepositorySource(rw) for rw in resolve_repositories(config))]
+    return [
+        ConfigSource(config),
+        *(RepositorySource(rw) for rw in resolve_repositories(config)),
+        *file_sources(config),
+    ]
 
 
 def targets_of(sources: Sequence[WatchSource]) -> dict[str, Watch]:

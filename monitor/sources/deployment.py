@@ -23,8 +23,16 @@ from monitor.errors import InputError
 if TYPE_CHECKING:
     from monitor.config import Config, SourceConfig, Watch
     from monitor.reference import ImageReference
+    from monitor.store.repository import WatchRow as StoredWatch
 
-__all__ = ["FileSource", "Fingerprint", "file_sources", "matched_files"]
+__all__ = [
+    "FileSource",
+    "Fingerprint",
+    "file_sources",
+    "matched_files",
+    "read_sources",
+    "stored_watch",
+]
 
 # What says a file changed without reading it: path → (inode, size, mtime in ns).
 Fingerprint = Mapping[str, tuple[int, int, int]]
@@ -107,6 +115,23 @@ class FileSource:
         """Whether ``fingerprint`` differs from what the last read saw."""
         return self._seen is None or dict(fingerprint) != dict(self._seen)
 
+    @property
+    def loaded(self) -> bool:
+        """Whether a read has worked (this one's, or the one it adopted)."""
+        return self._loaded
+
+    def reread(self) -> FileSource | None:
+        """A new source with what the files say now (I/O: a thread), or None when the
+        watches would be the same; this one is left as it is, so a change the service
+        refuses can be retried. ``InputError`` as :meth:`read`."""
+        fresh = FileSource(self._config, self._entry)
+        fresh.adopt(self)
+        try:
+            changed = fresh.read()
+        finally:
+            self._seen = fresh._seen  # looked at: a broken file is told once per change
+        return fresh if changed else None
+
     def read(self, environ: Mapping[str, str] | None = None) -> bool:
         """Glob and read the files now (I/O: a thread); True when the targets changed.
 
@@ -164,3 +189,43 @@ def file_sources(config: Config, previous: Sequence[object] = ()) -> list[FileSo
             source.adopt(old)
         sources.append(source)
     return sources
+
+
+def read_sources(sources: Sequence[object]) -> list[str]:
+    """Read every :class:`FileSource` in ``sources`` (I/O: a thread).
+
+    A source with a last good read that fails now keeps it: its one-line error is
+    returned for the log. One that has never read its files raises ``InputError``:
+    there is nothing to keep (the service refuses to start, a reload is refused).
+    """
+    problems = []
+    for source in sources:
+        if not isinstance(source, FileSource):
+            continue
+        try:
+            source.read()
+        except InputError as exc:
+            if not source.loaded:
+                raise
+            problems.append(str(exc))
+    return problems
+
+
+def stored_watch(row: StoredWatch) -> Watch:
+    """A watch as the store has it (image, schedule, source; no places): what ``regmon
+    status`` shows for a source whose files do not read now."""
+    from monitor.config import Watch
+    from monitor.reference import parse_reference
+
+    return Watch(
+        image=parse_reference(row.image),
+        key=row.image,
+        interval=row.interval_seconds,
+        cron=row.cron,
+        jitter=0.0,
+        platforms=(),
+        webhooks=(),
+        missing_after=1,
+        failing_after=1,
+        source=row.source,
+    )

@@ -65,12 +65,26 @@ def sync_watches(
 
 @_translated
 def sync_sources(
-    engine: Engine, by_source: Mapping[str, Sequence[WatchLike]], now: datetime
+    engine: Engine,
+    by_source: Mapping[str, Sequence[WatchLike]],
+    now: datetime,
+    *,
+    exclusive: bool = False,
 ) -> None:
-    """``sync_watches`` for several sources in ONE transaction: a reload is all or nothing."""
+    """``sync_watches`` for several sources in ONE transaction: a reload is all or nothing.
+
+    ``exclusive``: these are all the sources there are; the active watches of any other
+    (a ``sources:`` entry since removed) are made inactive too.
+    """
     with _write(engine) as conn:
         for source, watches in by_source.items():
             _sync_source(conn, source, watches, now)
+        if exclusive:
+            conn.execute(
+                update(_WATCHES)
+                .where(_WATCHES.c.active.is_(True), _WATCHES.c.source.not_in(list(by_source)))
+                .values(active=False, removed_at=now)
+            )
 
 
 def _sync_source(

@@ -165,13 +165,28 @@ def _status_row(watch: Watch, state: TagState | None, status: str, now: datetime
         decided = f"<br><small>last decided: {_e(str(state.decided_status))}</small>"
     schedule = f"every {_duration(watch.interval)}" if watch.interval else f"cron {watch.cron}"
     return (
-        f"<tr><td><code>{_e(watch.key)}</code><br><small>{_e(schedule)}</small></td>"
+        f"<tr><td><code>{_e(watch.key)}</code><br><small>{_e(schedule)}</small>"
+        f"{_origin(watch)}</td>"
         f'<td><span class="badge {_e(status)}">{_e(status)}</span>{decided}</td>'
         f"<td>{digest_cell}</td>"
         f"<td>{_moment(state.last_changed if state else None, now)}</td>"
         f"<td>{_moment(state.last_checked if state else None, now)}</td>"
         f"<td>{_e(reason)}</td></tr>"
     )
+
+
+_PLACES_SHOWN: Final = 3  # a base image used in 200 manifests would fill the page
+
+
+def _origin(watch: Watch) -> str:
+    """Where a deployment file's image came from; nothing for a ``watch:`` entry."""
+    if not watch.places:
+        return ""
+    shown = ", ".join(watch.places[:_PLACES_SHOWN])
+    more = len(watch.places) - _PLACES_SHOWN
+    if more > 0:
+        shown += f" and {more} more"
+    return f"<br><small>{_e(watch.source)}: {_e(shown)}</small>"
 
 
 def _moment(moment: datetime | None, now: datetime) -> str:

@@ -72,6 +72,7 @@ def image_object(watch: Watch, state: TagState | None) -> dict[str, Any]:
         "interval_seconds": watch.interval,
         "cron": watch.cron,
         "source": watch.source,
+        "places": list(watch.places),
         "newer_version": state.newer_version,
     }
 
@@ -113,6 +114,8 @@ def image_summary(watch: Watch, state: TagState | None) -> dict[str, Any]:
         "reason": image["reason"] or image["detail"],
         "last_checked": image["last_checked"],
         "last_changed": image["last_changed"],
+        "source": image["source"],
+        "places": image["places"],
     }
 
 
