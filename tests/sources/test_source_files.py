@@ -12,13 +12,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support.paths import DATA
 
 from monitor.config import load_config, parse_config
 from monitor.errors import ConfigError, InputError
 from monitor.sources.base import ConfigSource, sources_for, targets_of
 from monitor.sources.deployment import FileSource, file_sources, read_sources
-
-DATA = Path(__file__).parent / "data"
 
 
 def golden_images() -> list[tuple[str, tuple[str, ...]]]:
