@@ -180,7 +180,10 @@ def test_status_json(config: Path) -> None:
         (NEVER, None, None, None, None, None),
     ]
     keys = ("reference", "status", "digest", "reason", "last_checked", "last_changed")
-    expected = {"images": [dict(zip(keys, row, strict=True)) for row in rows]}
+    origin = {"source": "config", "places": []}
+    expected = {
+        "images": [{**dict(zip(keys, row, strict=True)), **origin} for row in rows]
+    }
     assert text == json.dumps(expected, indent=2) + "\n"
 
 

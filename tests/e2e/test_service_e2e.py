@@ -515,6 +515,8 @@ def test_config_validate_and_db_upgrade(tmp_path: Path, registry: RegistryServer
             "reason": None,
             "last_checked": None,
             "last_changed": None,
+            "source": "config",
+            "places": [],
         }
     ]
 

@@ -188,6 +188,7 @@ def test_images_lists_every_watch_in_config_order(app: Starlette) -> None:
         "interval_seconds": 300.0,
         "cron": None,
         "source": "config",
+        "places": [],
         "newer_version": None,
     }
     app_image = images[2]
