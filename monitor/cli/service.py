@@ -37,7 +37,17 @@ def config_validate(file: str) -> None:
     # Not errors: check and run go on without these credentials, as docker does.
     for problem in docker_config_problems(docker_config_path(cfg.docker_config)):
         logging.getLogger("monitor.registry.credentials").warning("%s", problem)
-    click.echo(f"{file}: ok ({len(cfg.watch)} watches, {len(cfg.webhooks)} webhooks)")
+    found = ""
+    if cfg.sources:
+        from monitor.sources.base import sources_for
+        from monitor.sources.deployment import read_sources
+
+        # As regmon run reads them at start: a file it would refuse is refused here.
+        sources = sources_for(cfg)[1:]
+        read_sources(sources)
+        images = sum(len(source.targets()) for source in sources)
+        found = f", {images} images in {len(sources)} sources"
+    click.echo(f"{file}: ok ({len(cfg.watch)} watches, {len(cfg.webhooks)} webhooks{found})")
 
 
 @main.command()

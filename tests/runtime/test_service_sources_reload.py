@@ -173,3 +173,21 @@ def test_status_shows_a_broken_sources_watches_as_stored(root: Path) -> None:
         "127.0.0.1:9/k8s/a:1",
         "127.0.0.1:9/k8s/shared:1",
     ]
+
+
+def test_config_validate_reads_the_sources_files(root: Path) -> None:
+    config = write_config(root, SOURCES)
+    proc = regmon("config", "validate", str(config))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        0,
+        f"{config}: ok (1 watches, 0 webhooks, 2 images in 1 sources)\n",
+        "",
+    )
+    (root / "k8s" / "b.yaml").write_text("kind: [\n")
+    proc = regmon("config", "validate", str(config))
+    no_traceback(proc)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == (
+        f"regmon: source files:k8s/*.yaml: {root}/k8s/b.yaml: line 2, column 1: invalid "
+        "YAML: while parsing a flow node; did not find expected node content\n"
+    )
