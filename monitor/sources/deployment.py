@@ -120,6 +120,11 @@ class FileSource:
         """Whether a read has worked (this one's, or the one it adopted)."""
         return self._loaded
 
+    def unsee(self) -> None:
+        """Forget what the files looked like: the next look reads them again (a change
+        read but not applied)."""
+        self._seen = None
+
     def reread(self) -> FileSource | None:
         """A new source with what the files say now (I/O: a thread), or None when the
         watches would be the same; this one is left as it is, so a change the service

@@ -191,3 +191,61 @@ def test_config_validate_reads_the_sources_files(root: Path) -> None:
         f"regmon: source files:k8s/*.yaml: {root}/k8s/b.yaml: line 2, column 1: invalid "
         "YAML: while parsing a flow node; did not find expected node content\n"
     )
+
+
+def test_a_change_the_store_refuses_is_applied_at_the_next_look(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from monitor.runtime.reloader import Reloader
+    from monitor.runtime.targets import TargetChanges
+    from monitor.scheduler import WatchScheduler
+    from monitor.sources.base import sources_for
+    from monitor.sources.deployment import FileSource, read_sources
+    from monitor.store.engine import StoreError
+
+    config = load_config(write_config(root, SOURCES))
+    sources = sources_for(config)
+    read_sources(sources)
+    in_force = {"sources": sources}
+    writes: list[dict[str, list[str]]] = []
+
+    async def store(by_source: object, exclusive: bool) -> None:
+        writes.append({name: [w.key for w in ws] for name, ws in by_source.items()})  # type: ignore[attr-defined]
+        if len(writes) == 1:
+            raise StoreError("database is locked")
+
+    async def main() -> list[bool]:
+        async def check(key: str) -> None:
+            return None
+
+        targets = TargetChanges(
+            scheduler=WatchScheduler(check),
+            store=store,
+            commit=lambda s, _w: in_force.update(sources=list(s)),
+        )
+        reloader = Reloader(
+            str(config),
+            current=lambda: config,
+            sources=lambda: in_force["sources"],
+            targets=targets,
+            make_client=lambda _c: None,  # type: ignore[arg-type,return-value]
+            commit=lambda _c, _client: None,
+        )
+        (root / "k8s" / "b.yaml").write_text(pod("b", "127.0.0.1:9/k8s/new:1"))
+        [_, source] = in_force["sources"]
+        assert isinstance(source, FileSource)
+        first = await reloader.follow(source)
+        second = await reloader.follow(source)  # the same files: looked at again all the same
+        return [first, second]
+
+    with caplog.at_level(logging.INFO, logger="regmon"):
+        assert asyncio.run(main()) == [False, True]
+    expected = ["127.0.0.1:9/k8s/a:1", "127.0.0.1:9/k8s/shared:1", "127.0.0.1:9/k8s/new:1"]
+    assert writes == [{"files:k8s/*.yaml": expected}] * 2
+    [_, now] = in_force["sources"]
+    assert [w.key for w in now.targets()] == expected
+    assert [r.getMessage() for r in caplog.records if r.name == "regmon"] == [
+        "source files:k8s/*.yaml: its files changed but the watches did not: database is locked",
+        # A fresh scheduler: the watch: entry's job is added too.
+        "source files:k8s/*.yaml reloaded: 3 watches (4 added, 0 removed, 0 rescheduled)",
+    ]
