@@ -545,6 +545,30 @@ def test_sync_watches_per_source(engine: Engine) -> None:
     }
 
 
+def test_sync_sources_exclusive_retires_the_watches_of_sources_no_longer_named(
+    engine: Engine,
+) -> None:
+    a, b, c = Watch("r.io/team/app:1"), Watch("r.io/x/y:1"), Watch("r.io/x/z:1")
+    sync_sources(engine, {"config": [a], "files:deploy": [b], "files:old": [c]}, T0)
+    later = T0 + timedelta(hours=1)
+    # Not exclusive: a source not named is left as it is.
+    sync_sources(engine, {"config": [a]}, later)
+    assert sorted(w.image for w in active_watches(engine)) == [a.image, b.image, c.image]
+    # Exclusive: these are all the sources; the rest retire, their rows kept.
+    sync_sources(engine, {"config": [a], "files:deploy": [b]}, later, exclusive=True)
+    assert {w.image: w.source for w in active_watches(engine)} == {
+        a.image: "config",
+        b.image: "files:deploy",
+    }
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("select active, removed_at, source from watches where image = :i"),
+            {"i": c.image},
+        ).all()
+    assert [(bool(active), source) for active, _, source in rows] == [(False, "files:old")]
+    assert rows[0][1] is not None
+
+
 # --- retention ------------------------------------------------------------------------
 
 
