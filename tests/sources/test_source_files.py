@@ -8,6 +8,7 @@ order, with the same places.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -284,3 +285,34 @@ def test_places_outside_the_config_folder_stay_absolute(
     source = source_of(root, f"sources:\n  - files: [{elsewhere}/Dockerfile]\n")
     source.read()
     assert source.targets()[0].places == (f"{elsewhere}/Dockerfile:6",)
+
+
+def test_only_the_files_that_changed_are_parsed_again(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import monitor.sources.files as files
+
+    parsed: list[str] = []
+    real = files.images_in_paths
+
+    def counting(paths: list[str], environ: object) -> object:
+        parsed.extend(os.path.relpath(path, root) for path in paths)
+        return real(paths, environ)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(files, "images_in_paths", counting)
+    source = source_of(root, "sources:\n  - files: [deploy]\n")
+    source.read()
+    assert len(parsed) == len(set(parsed)) == 10  # every deployment file, once
+    parsed.clear()
+    jobs = root / "deploy" / "k8s" / "jobs.yaml"
+    jobs.write_text(jobs.read_text().replace("migrate:2.1.0", "migrate:2.2.0"))
+    fresh = source.reread()
+    assert parsed == ["deploy/k8s/jobs.yaml"]
+    assert fresh is not None
+    assert "localhost:5000/shop/migrate:2.2.0" in [w.key for w in fresh.targets()]
+    # A compose file is read again when the .env beside it changes.
+    parsed.clear()
+    dotenv = root / "deploy" / "compose" / ".env"
+    dotenv.write_text(dotenv.read_text() + "UNUSED=1\n")
+    assert fresh.reread() is None  # the same images: nothing to apply
+    assert parsed == ["deploy/compose/compose.override.yml", "deploy/compose/compose.yaml"]
