@@ -111,6 +111,14 @@ class FileSource:
         self._parsed = previous._parsed
         self._targets = self._resolve()
 
+    def carry_over(self, previous: object) -> None:
+        """The dynamic-source seam's name for :meth:`adopt` (``previous`` of any kind)."""
+        if isinstance(previous, FileSource):
+            self.adopt(previous)
+
+    def seed(self, stored: Sequence[str]) -> None:
+        """Nothing to take from the store: the files are read at start."""
+
     def fingerprint(self) -> Fingerprint:
         """The files the entry matches now, with what says each changed (I/O: a thread)."""
         return _fingerprint(matched_files(self._entry.files))
