@@ -181,9 +181,7 @@ def test_status_json(config: Path) -> None:
     ]
     keys = ("reference", "status", "digest", "reason", "last_checked", "last_changed")
     origin = {"source": "config", "places": []}
-    expected = {
-        "images": [{**dict(zip(keys, row, strict=True)), **origin} for row in rows]
-    }
+    expected = {"images": [{**dict(zip(keys, row, strict=True)), **origin} for row in rows]}
     assert text == json.dumps(expected, indent=2) + "\n"
 
 

@@ -149,13 +149,11 @@ def test_status_shows_a_broken_sources_watches_as_stored(root: Path) -> None:
     asyncio.run(once())
     good = regmon("status", "--json", "--config", str(config))
     assert (good.returncode, good.stderr) == (0, "")
-    assert [(i["reference"], i["origin"]) for i in json.loads(good.stdout)["images"]] == [
-        (CONFIG_ONLY, {"source": "config", "places": []}),
-        ("127.0.0.1:9/k8s/a:1", {"source": "files:k8s/*.yaml", "places": ["k8s/a.yaml:6"]}),
-        (
-            "127.0.0.1:9/k8s/shared:1",
-            {"source": "files:k8s/*.yaml", "places": ["k8s/a.yaml:7", "k8s/b.yaml:6"]},
-        ),
+    images = json.loads(good.stdout)["images"]
+    assert [(i["reference"], i["source"], i["places"]) for i in images] == [
+        (CONFIG_ONLY, "config", []),
+        ("127.0.0.1:9/k8s/a:1", "files:k8s/*.yaml", ["k8s/a.yaml:6"]),
+        ("127.0.0.1:9/k8s/shared:1", "files:k8s/*.yaml", ["k8s/a.yaml:7", "k8s/b.yaml:6"]),
     ]
     (root / "k8s" / "a.yaml").write_text("kind: [\n")
     proc = regmon("status", "--config", str(config))
@@ -196,8 +194,11 @@ def test_config_validate_reads_the_sources_files(root: Path) -> None:
 def test_a_change_the_store_refuses_is_applied_at_the_next_look(
     root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from collections.abc import Mapping, Sequence
+
+    from monitor.config import Watch
     from monitor.runtime.reloader import Reloader
-    from monitor.runtime.targets import TargetChanges
+    from monitor.runtime.targets import Targets
     from monitor.scheduler import WatchScheduler
     from monitor.sources.base import sources_for
     from monitor.sources.deployment import FileSource, read_sources
@@ -206,46 +207,43 @@ def test_a_change_the_store_refuses_is_applied_at_the_next_look(
     config = load_config(write_config(root, SOURCES))
     sources = sources_for(config)
     read_sources(sources)
-    in_force = {"sources": sources}
     writes: list[dict[str, list[str]]] = []
 
-    async def store(by_source: object, exclusive: bool) -> None:
-        writes.append({name: [w.key for w in ws] for name, ws in by_source.items()})  # type: ignore[attr-defined]
+    async def store(by_source: Mapping[str, Sequence[Watch]]) -> None:
+        writes.append({name: [w.key for w in ws] for name, ws in by_source.items()})
         if len(writes) == 1:
             raise StoreError("database is locked")
 
-    async def main() -> list[bool]:
-        async def check(key: str) -> None:
-            return None
+    async def check(key: str) -> None:
+        return None
 
-        targets = TargetChanges(
-            scheduler=WatchScheduler(check),
-            store=store,
-            commit=lambda s, _w: in_force.update(sources=list(s)),
-        )
+    async def main() -> tuple[list[bool], Targets]:
+        scheduler = WatchScheduler(check)
+        targets = Targets(sources, scheduler=scheduler, sync=store, on_change=lambda _w: None)
+        scheduler.commit(scheduler.plan(list(targets.watches.values())))
         reloader = Reloader(
             str(config),
             current=lambda: config,
-            sources=lambda: in_force["sources"],
-            targets=targets,
+            scheduler=scheduler,
             make_client=lambda _c: None,  # type: ignore[arg-type,return-value]
-            commit=lambda _c, _client: None,
+            sync_watches=store,
+            commit=lambda _c, _w, _client: None,
+            targets=targets,
         )
         (root / "k8s" / "b.yaml").write_text(pod("b", "127.0.0.1:9/k8s/new:1"))
-        [_, source] = in_force["sources"]
+        [_, source] = targets.sources()
         assert isinstance(source, FileSource)
         first = await reloader.follow(source)
         second = await reloader.follow(source)  # the same files: looked at again all the same
-        return [first, second]
+        return [first, second], targets
 
     with caplog.at_level(logging.INFO, logger="regmon"):
-        assert asyncio.run(main()) == [False, True]
+        followed, targets = asyncio.run(main())
+    assert followed == [False, True]
     expected = ["127.0.0.1:9/k8s/a:1", "127.0.0.1:9/k8s/shared:1", "127.0.0.1:9/k8s/new:1"]
     assert writes == [{"files:k8s/*.yaml": expected}] * 2
-    [_, now] = in_force["sources"]
-    assert [w.key for w in now.targets()] == expected
+    assert list(targets.watches) == [CONFIG_ONLY, *expected]
     assert [r.getMessage() for r in caplog.records if r.name == "regmon"] == [
         "source files:k8s/*.yaml: its files changed but the watches did not: database is locked",
-        # A fresh scheduler: the watch: entry's job is added too.
-        "source files:k8s/*.yaml reloaded: 3 watches (4 added, 0 removed, 0 rescheduled)",
+        "source files:k8s/*.yaml reloaded: 3 watches (1 added, 0 removed)",
     ]

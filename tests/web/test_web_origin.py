@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
-from support.fakes import FakeView, migrated_engine
+from support.fakes import FakeView
 
 from monitor.config import Watch, parse_config, resolve_watches
 from monitor.web.app import create_app
@@ -34,12 +33,6 @@ class SourcedView(FakeView):
             replace(base, source=SOURCE, places=MANY),
             replace(db, source=SOURCE, places=("deploy/db.yaml:7",)),
         ]
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    with migrated_engine(tmp_path) as engine:
-        yield engine
 
 
 @pytest.fixture
