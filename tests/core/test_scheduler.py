@@ -1,22 +1,30 @@
-"""monitor.scheduler: one APScheduler job per watch, what apply() reports, refused schedules.
+"""monitor.scheduler: one timer heap over every watch, what apply() reports, triggers,
+the first run's spread, refused schedules.
 
-The scheduler is never started here: APScheduler keeps added jobs pending, with every
-option as given, which is what the wiring decides (the firing itself is APScheduler's).
+The scheduler is never started here: committed watches wait in the heap with their
+first due time (the loop's clock), which is what the wiring decides; the firing and the
+per-registry lanes are tests/runtime/test_scheduler_lanes.py's.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.config import Watch
 from monitor.errors import ConfigError
 from monitor.reference import parse_reference
-from monitor.scheduler import FIRST_RUN_SPREAD, WatchScheduler, cron_gap, cron_period
+from monitor.scheduler import (
+    FIRST_RUN_SPREAD,
+    WatchScheduler,
+    _Cron,
+    _Every,
+    cron_gap,
+    cron_period,
+)
 
 
 def watch(
@@ -40,7 +48,16 @@ async def nothing(key: str) -> None:
 
 
 def jobs(scheduler: WatchScheduler) -> dict[str, Any]:
-    return {job.id: job for job in scheduler._scheduler.get_jobs()}
+    """Each scheduled watch's entry (trigger, schedule), by key."""
+    return {key: scheduler._entries[key] for key in scheduler.keys()}
+
+
+def due(scheduler: WatchScheduler) -> dict[str, float]:
+    """Each watch's current due time in the heap (stale heap items skipped)."""
+    entries = scheduler._entries
+    return {
+        key: at for at, seq, key in scheduler._heap if key in entries and entries[key].seq == seq
+    }
 
 
 A = "r.example/team/a:1"
@@ -57,35 +74,30 @@ def test_apply_counts_added_removed_rescheduled_and_leaves_unchanged_watches_alo
     assert sorted(jobs(scheduler)) == [B]
 
 
-def test_a_job_is_coalesced_single_instance_named_by_the_watch_with_a_grace_of_one_interval() -> (
-    None
-):
+def test_an_interval_watch_runs_every_interval_without_jitter_unless_asked() -> None:
     scheduler = WatchScheduler(nothing)
     scheduler.apply([watch(A, interval=90.0)])
-    job = jobs(scheduler)[A]
-    assert (job.id, job.name, job.args) == (A, A, (A,))
-    assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, 90)
-    assert isinstance(job.trigger, IntervalTrigger)
-    assert job.trigger.interval == timedelta(seconds=90)
-    assert job.trigger.jitter is None
+    assert jobs(scheduler)[A].trigger == _Every(interval=90.0, jitter=0.0)
 
 
 def test_the_first_run_is_spread_over_at_most_ten_seconds_and_the_jittered_share() -> None:
     scheduler = WatchScheduler(nothing)
-    before = datetime.now(UTC)
+    before = time.monotonic()
     # 300 s * 1% = 3 s: the spread is the smaller of that and FIRST_RUN_SPREAD.
     scheduler.apply([watch(A, jitter=0.01), watch(B, jitter=0.5)])
-    after = datetime.now(UTC)
-    starts = {key: job.next_run_time for key, job in jobs(scheduler).items()}
-    assert before <= starts[A] <= after + timedelta(seconds=3)
-    assert before <= starts[B] <= after + timedelta(seconds=FIRST_RUN_SPREAD)
+    after = time.monotonic()
+    starts = due(scheduler)
+    assert before <= starts[A] <= after + 3
+    assert before <= starts[B] <= after + FIRST_RUN_SPREAD
     assert FIRST_RUN_SPREAD == 10.0
 
 
 def test_first_run_now_false_leaves_the_first_run_to_the_trigger() -> None:
     scheduler = WatchScheduler(nothing)
+    before = time.monotonic()
     scheduler.apply([watch(A)], first_run_now=False)
-    assert jobs(scheduler)[A].next_run_time is None
+    after = time.monotonic()
+    assert before + 300 <= due(scheduler)[A] <= after + 300
 
 
 def test_jitter_is_a_share_of_the_interval_or_of_the_cron_period() -> None:
@@ -94,12 +106,15 @@ def test_jitter_is_a_share_of_the_interval_or_of_the_cron_period() -> None:
         [watch(A, interval=600.0, jitter=0.1), watch(B, cron="*/5 * * * *", jitter=0.2)]
     )
     interval, cron = jobs(scheduler)[A].trigger, jobs(scheduler)[B].trigger
-    assert isinstance(interval, IntervalTrigger)
-    assert interval.jitter == 60.0
-    assert isinstance(cron, CronTrigger)
-    assert cron.jitter == 60
-    assert str(cron) == "cron[month='*', day='*', day_of_week='*', hour='*', minute='*/5']"
-    assert jobs(scheduler)[B].misfire_grace_time == 60
+    assert interval == _Every(interval=600.0, jitter=60.0)
+    assert isinstance(cron, _Cron)
+    assert cron.trigger.jitter == 60
+    assert str(cron.trigger) == (
+        "cron[month='*', day='*', day_of_week='*', hour='*', minute='*/5']"
+    )
+    fires = cron.first(datetime(2026, 12, 1, 10, 2, tzinfo=UTC))
+    five = datetime(2026, 12, 1, 10, 5, tzinfo=UTC)
+    assert fires is not None and five <= fires <= five + timedelta(seconds=60)  # its jitter
 
 
 def test_a_schedule_that_cannot_be_held_is_refused_naming_the_watch_and_nothing_changes() -> None:
