@@ -181,9 +181,10 @@ class CheckRunner:
         """Fold ``result`` into the cached state and hand the evaluation to the recorder."""
         if self._cache is None:  # pragma: no cover - start() gives a cache before any check
             raise RuntimeError("check runner not started")
+        previous = self._cache.get(watch.key)
         evaluation, version = self._cache.evaluate(watch, result, created=created, newer=newer)
         if self._recorder is not None:
-            self._recorder.add(evaluation, watch, version=version, result=result)
+            self._recorder.add(evaluation, watch, version=version, result=result, previous=previous)
         return evaluation
 
     # -- repositories (monitor.runtime.listings) ---------------------------------------

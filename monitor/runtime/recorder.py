@@ -65,19 +65,28 @@ class Pending:
     """One result waiting to be written, with the watch it came from (for its payload).
 
     ``version`` is the version of its state in the service's cache; ``result``
-    the check it came from, evaluated again when the store refuses the write.
+    the check it came from, evaluated again when the store refuses the write;
+    ``previous`` the cached state it was evaluated on (at ``version - 1``).
     """
 
     evaluation: Evaluation
     watch: Watch
     version: int = 0
     result: CheckResult | None = None
+    previous: TagState | None = None
 
 
 def _trivial(evaluation: Evaluation) -> bool:
     # Only the tag state row changes (last_checked and the like): a later result
     # of the same watch carries all of it.
     return not evaluation.events and not evaluation.changed
+
+
+def _timestamps_only(before: TagState, after: TagState) -> bool:
+    """True when ``after`` differs from ``before`` in its check timestamps at most."""
+    return after == replace(
+        before, last_checked=after.last_checked, last_decided=after.last_decided
+    )
 
 
 class Recorder:
@@ -158,13 +167,14 @@ class Recorder:
         *,
         version: int = 0,
         result: CheckResult | None = None,
+        previous: TagState | None = None,
     ) -> None:
         key = evaluation.state.image
         last = self._last.get(key)
         if last is not None and _trivial(self._pending[last].evaluation):
             del self._pending[last]
         self._seq += 1
-        self._pending[self._seq] = Pending(evaluation, watch, version, result)
+        self._pending[self._seq] = Pending(evaluation, watch, version, result, previous)
         self._last[key] = self._seq
         self._enforce_cap()
         if len(self._pending) >= self._batch and self._failure is None:
@@ -349,7 +359,13 @@ class Recorder:
             key = pending.evaluation.state.image
             record = self._prepare(pending.evaluation, pending.watch)
             expected = running.get(key, self._stored.get(key, 0))
-            records.append(replace(record, expected=expected, version=pending.version))
+            # The store holds ``previous`` exactly when it holds its version (CAS).
+            touch = (
+                pending.previous is not None
+                and expected == pending.version - 1
+                and _timestamps_only(pending.previous, pending.evaluation.state)
+            )
+            records.append(replace(record, expected=expected, version=pending.version, touch=touch))
             running[key] = pending.version
         return records
 

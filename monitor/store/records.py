@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, Engine, bindparam, insert, update
 
 from monitor.domain import Evaluation, RegistryState, Status, TagState
 from monitor.store.models import DeliveryModel, EventModel, HistoryModel
@@ -32,7 +32,10 @@ class Record:
     ``expected`` is the version of the tag's state this evaluation was made on
     (0: never written); the write is refused when the store holds another
     (``monitor.store.states``). ``None`` writes whatever the store holds.
-    ``version`` is the version the new state is stored with.
+    ``version`` is the version the new state is stored with. ``touch``: the new
+    state differs from the one stored at ``expected`` only in its check timestamps
+    (``last_checked``, ``last_decided``), so only those and the version are written;
+    it relies on the compare-and-set, so it is honoured only with an ``expected``.
     """
 
     evaluation: Evaluation
@@ -40,6 +43,7 @@ class Record:
     channels: tuple[tuple[str, ...], ...] = ()
     expected: int | None = None
     version: int = 0
+    touch: bool = False
 
     @property
     def image(self) -> str:
@@ -97,6 +101,7 @@ def record_evaluations(
 
 def _insert_records(conn: Connection, records: Sequence[Record], now: datetime) -> list[int]:
     states: dict[str, dict[str, Any]] = {}
+    touches: dict[str, dict[str, Any]] = {}
     registries: list[RegistryState] = []
     history: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
@@ -109,8 +114,18 @@ def _insert_records(conn: Connection, records: Sequence[Record], now: datetime) 
         ):
             raise ValueError(f"{evaluation.state.image}: one payload (and channels) per event")
         state = evaluation.state
-        # The last evaluation of an image wins.
-        states[state.image] = _state_to_row(state, record.version)
+        # The last evaluation of an image wins. A touch on top of a full row of the same
+        # batch is written as a full row: its base is not in the table yet.
+        if record.touch and record.expected and state.image not in states:
+            touches[state.image] = {
+                "_image": state.image,
+                "_last_checked": state.last_checked,
+                "_last_decided": state.last_decided,
+                "_version": record.version,
+            }
+        else:
+            touches.pop(state.image, None)
+            states[state.image] = _state_to_row(state, record.version)
         if evaluation.registry is not None:
             registries.append(evaluation.registry)
         if evaluation.changed:
@@ -131,6 +146,9 @@ def _insert_records(conn: Connection, records: Sequence[Record], now: datetime) 
 
     seq_by_id: dict[str, int] = {}
     _upsert(conn, _TAG_STATES, list(states.values()), "image", _STATE_COLUMNS)
+    if touches:
+        # Most checks change nothing but the check timestamps: 3 columns, not 20.
+        conn.execute(_TOUCH, list(touches.values()))
     write_registry_states(conn, registries, now)
     if history:
         conn.execute(insert(HistoryModel), history)
@@ -160,6 +178,18 @@ def _insert_records(conn: Connection, records: Sequence[Record], now: datetime) 
             ],
         )
     return sorted(seq_by_id.values())
+
+
+# bindparam names must not be column names in an UPDATE ... SET.
+_TOUCH = (
+    update(_TAG_STATES)
+    .where(_TAG_STATES.c.image == bindparam("_image"))
+    .values(
+        last_checked=bindparam("_last_checked"),
+        last_decided=bindparam("_last_decided"),
+        version=bindparam("_version"),
+    )
+)
 
 
 def _history_row(evaluation: Evaluation, now: datetime) -> dict[str, Any]:
