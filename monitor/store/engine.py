@@ -14,18 +14,19 @@ import importlib.resources
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy.exc
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 
 import monitor
 from monitor.errors import ConfigError, RegmonError
+
+if TYPE_CHECKING:
+    # Alembic (~50 modules, several MB) is imported only to migrate: a database
+    # already at head is recognised from the migration files and alembic_version.
+    from alembic.config import Config
 
 __all__ = [
     "MIGRATION_LOCK",
@@ -206,6 +207,8 @@ def _sqlite_on_begin(conn: Connection) -> None:
 
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic config pointing at the migrations of the imported package, whatever the cwd."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     if url is not None:
@@ -215,12 +218,18 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
-    """Migrate the database up to ``revision``, in-process."""
+    """Migrate the database up to ``revision``, in-process (nothing to do at head)."""
+    if revision == "head" and isinstance(url_or_engine, Engine) and _at_head(url_or_engine):
+        return
+    from alembic import command
+
     _migrate(command.upgrade, url_or_engine, revision)
 
 
 def downgrade(url_or_engine: str | Engine, revision: str) -> None:
     """Migrate the database down to ``revision`` (``"base"``: drop everything)."""
+    from alembic import command
+
     _migrate(command.downgrade, url_or_engine, revision)
 
 
@@ -245,10 +254,48 @@ def _migrate(
             engine.dispose()
 
 
+_REVISION = re.compile(r"^revision(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision(?::[^=]*)?=(.*)$", re.MULTILINE)
+_QUOTED = re.compile(r"['\"]([^'\"]+)['\"]")
+
+
 @functools.cache
 def _migration_heads() -> frozenset[str]:
-    # The scripts do not change while the process runs; /readyz asks often.
+    # The scripts do not change while the process runs; /readyz asks often. Read
+    # from the files (their ``revision``/``down_revision`` lines) rather than through
+    # Alembic's ScriptDirectory, which would import Alembic for a database at head.
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (migrations_dir() / "versions").glob("*.py"):
+        source = script.read_text(encoding="utf-8")
+        revision = _REVISION.search(source)
+        down = _DOWN_REVISION.search(source)
+        if revision is None or down is None:
+            return _alembic_heads()  # a script written another way: ask Alembic
+        revisions.add(revision.group(1))
+        parents.update(_QUOTED.findall(down.group(1)))
+    return frozenset(revisions - parents) or _alembic_heads()
+
+
+def _alembic_heads() -> frozenset[str]:
+    from alembic.script import ScriptDirectory
+
     return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def _current_heads(conn: Connection) -> set[str]:
+    """The revisions ``alembic_version`` holds (none: a database never migrated)."""
+    if not inspect(conn).has_table("alembic_version"):
+        return set()
+    return set(conn.scalars(text("SELECT version_num FROM alembic_version")))
+
+
+def _at_head(engine: Engine) -> bool:
+    try:
+        with engine.connect() as conn:
+            return _current_heads(conn) == _migration_heads()
+    except sqlalchemy.exc.SQLAlchemyError:
+        return False  # Alembic's own path says what is wrong
 
 
 def check_schema(engine: Engine) -> None:
@@ -257,7 +304,7 @@ def check_schema(engine: Engine) -> None:
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-            current = set(MigrationContext.configure(conn).get_current_heads())
+            current = _current_heads(conn)
     except sqlalchemy.exc.SQLAlchemyError as exc:
         raise StoreError(
             f"database {redact_url(engine.url)} unreachable: {_first_line(exc)}"
