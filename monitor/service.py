@@ -236,6 +236,7 @@ class Service:
                 may_run=self._lead.is_leader,
             )
             listing_plan = listings.plan(resolve_repositories(self._config))
+            self._config = _resolved(self._config)
             refuse_empty_sqlite_file(self._config.database)
             self._db_lock = hold_sqlite_lock(self._config.database)
             if self._db_lock is not None:
@@ -507,7 +508,7 @@ class Service:
     ) -> None:
         if client is not None:
             self._checks.swap_client(client)
-        self._config = config
+        self._config = _resolved(config)
         self._watches = dict(watches)
 
     # -- writes ----------------------------------------------------------------
@@ -529,6 +530,12 @@ class Service:
             self._deliveries.wakeup()
 
 
+def _resolved(config: Config) -> Config:
+    """``config`` without its ``watch:`` entries, once its sources have resolved them: at
+    50,000 watches they are ~30 MB of pydantic models that nothing reads again."""
+    return config.model_copy(update={"watch": ()}) if config.watch else config
+
+
 def _session_options(lease: float | None) -> dict[str, Any]:
     if lease is None:
         return {}
@@ -544,4 +551,5 @@ def run_service(config_path: str) -> None:
     config = load_config(config_path)
     setup_logging(config.log.level, config.log.format)
     service = Service(config, config_path=config_path)
+    del config  # the service keeps what it needs of it (``_resolved``)
     asyncio.run(service.run_until_signalled())

@@ -42,15 +42,16 @@ class ConfigSource:
     name: Final = CONFIG_SOURCE
 
     def __init__(self, config: Config) -> None:
-        self._config = config
-
-    def targets(self) -> Sequence[Watch]:
         from monitor.config.resolve import resolve_watches
 
-        return [
+        # Resolved once: the service then drops the config's watch entries (memory).
+        self._targets = tuple(
             watch if watch.source == self.name else replace(watch, source=self.name)
-            for watch in resolve_watches(self._config)
-        ]
+            for watch in resolve_watches(config)
+        )
+
+    def targets(self) -> Sequence[Watch]:
+        return list(self._targets)
 
 
 def sources_for(config: Config) -> list[WatchSource]:
