@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from monitor.domain import CheckResult, Status
-from monitor.errors import InputError, InvalidReference
-from monitor.reference import ImageReference, parse_reference
-from monitor.sources.found import FoundImage
+from monitor.sources.found import Checked, FoundImage, gather
 
 __all__ = [
     "EXIT_ERROR",
@@ -33,34 +30,6 @@ __all__ = [
 EXIT_OK, EXIT_MISSING, EXIT_ERROR = 0, 1, 3
 FORMATS = ("text", "json", "github", "junit")
 NOT_PINNED = "not pinned"
-
-
-@dataclass(frozen=True, slots=True)
-class Checked:
-    """One reference to check, and every place a deployment file uses it."""
-
-    reference: ImageReference
-    places: tuple[FoundImage, ...] = ()
-
-
-def gather(arguments: Sequence[ImageReference], found: Sequence[FoundImage]) -> list[Checked]:
-    """The arguments, then the images found, each normalized reference once (first
-    appearance decides the order). A found image that does not parse is an error
-    naming its place."""
-    order: dict[str, ImageReference] = {}
-    places: dict[str, list[FoundImage]] = {}
-    for ref in arguments:
-        order.setdefault(str(ref), ref)
-        places.setdefault(str(ref), [])
-    for image in found:
-        try:
-            ref = parse_reference(image.image)
-        except InvalidReference as exc:
-            hint = f" ({image.hint})" if image.hint else ""
-            raise InputError(f"{image.file}: line {image.line}: {exc}{hint}") from None
-        order.setdefault(str(ref), ref)
-        places.setdefault(str(ref), []).append(image)
-    return [Checked(ref, tuple(places[key])) for key, ref in order.items()]
 
 
 def violation(result: CheckResult, require_digest: bool) -> str | None:

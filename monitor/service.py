@@ -21,7 +21,8 @@ from monitor.runtime.cache import StateCache
 from monitor.runtime.checks import CheckRunner
 from monitor.runtime.failure import reason
 from monitor.runtime.watches import sync_watches
-from monitor.sources.base import sources_for, targets_of
+from monitor.sources.all import sources_for
+from monitor.sources.base import targets_of
 
 if TYPE_CHECKING:
     import uvicorn

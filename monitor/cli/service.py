@@ -39,7 +39,7 @@ def config_validate(file: str) -> None:
         logging.getLogger("monitor.registry.credentials").warning("%s", problem)
     found = ""
     if cfg.sources:
-        from monitor.sources.base import sources_for
+        from monitor.sources.all import sources_for
         from monitor.sources.deployment import read_sources
 
         # As regmon run reads them at start: a file it would refuse is refused here.

@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from monitor.sources.base import WatchSource, sources_for, targets_of
+from monitor.sources.all import sources_for
+from monitor.sources.base import WatchSource, targets_of
 
 if TYPE_CHECKING:
     from monitor.config import Config, Watch

@@ -6,7 +6,8 @@ syncs the watches of each source on its own (``sync_watches(…, source=)``),
 so one source's reload never deactivates another's watches. The config
 file's ``watch:`` tags are the first source, each ``repository:`` entry one
 more (``monitor.sources.repository``), then the deployment files of each
-``sources:`` entry (``monitor.sources.deployment``).
+``sources:`` entry (``monitor.sources.deployment``); ``monitor.sources.all``
+knows them all.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 if TYPE_CHECKING:
     from monitor.config import Config, Watch
 
-__all__ = ["CONFIG_SOURCE", "ConfigSource", "WatchSource", "sources_for", "targets_of"]
+__all__ = ["CONFIG_SOURCE", "ConfigSource", "WatchSource", "targets_of"]
 
 CONFIG_SOURCE: Final = "config"
 
@@ -52,20 +53,6 @@ class ConfigSource:
 
     def targets(self) -> Sequence[Watch]:
         return list(self._targets)
-
-
-def sources_for(config: Config) -> list[WatchSource]:
-    """The sources a config names: the config file's tags, each repository watch, then
-    each ``sources:`` entry, unread (``monitor.sources.deployment.read_sources``)."""
-    from monitor.config.resolve import resolve_repositories
-    from monitor.sources.deployment import file_sources
-    from monitor.sources.repository import RepositorySource
-
-    return [
-        ConfigSource(config),
-        *(RepositorySource(rw) for rw in resolve_repositories(config)),
-        *file_sources(config),
-    ]
 
 
 def targets_of(sources: Sequence[WatchSource]) -> dict[str, Watch]:

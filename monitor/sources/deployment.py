@@ -156,8 +156,8 @@ class FileSource:
         ``InputError`` (one line naming the file and line) when a file cannot be read
         or parsed or names an image that is no reference: the last good read stays.
         """
-        from monitor.report import gather
         from monitor.sources.files import images_in_paths
+        from monitor.sources.found import gather
 
         files = matched_files(self._entry.files)
         # Taken before reading: a file written meanwhile is seen as changed next time.

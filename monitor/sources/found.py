@@ -1,10 +1,15 @@
-"""What an extractor finds: an image reference as written, and where it was written."""
+"""What an extractor finds: an image reference as written, and where it was written;
+and the references those finds name, each once with every place (:func:`gather`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["FoundImage"]
+from monitor.errors import InputError, InvalidReference
+from monitor.reference import ImageReference, parse_reference
+
+__all__ = ["Checked", "FoundImage", "gather"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +53,31 @@ class FoundImage:
         if self.container:
             return f"{self.object} container {self.container}"
         return self.object
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """One reference to check, and every place a deployment file uses it."""
+
+    reference: ImageReference
+    places: tuple[FoundImage, ...] = ()
+
+
+def gather(arguments: Sequence[ImageReference], found: Sequence[FoundImage]) -> list[Checked]:
+    """The arguments, then the images found, each normalized reference once (first
+    appearance decides the order). A found image that does not parse is an error
+    naming its place."""
+    order: dict[str, ImageReference] = {}
+    places: dict[str, list[FoundImage]] = {}
+    for ref in arguments:
+        order.setdefault(str(ref), ref)
+        places.setdefault(str(ref), [])
+    for image in found:
+        try:
+            ref = parse_reference(image.image)
+        except InvalidReference as exc:
+            hint = f" ({image.hint})" if image.hint else ""
+            raise InputError(f"{image.file}: line {image.line}: {exc}{hint}") from None
+        order.setdefault(str(ref), ref)
+        places.setdefault(str(ref), []).append(image)
+    return [Checked(ref, tuple(places[key])) for key, ref in order.items()]

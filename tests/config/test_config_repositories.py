@@ -7,7 +7,7 @@ import pytest
 from monitor.config import parse_config, resolve_repositories, resolve_watches
 from monitor.errors import ConfigError
 from monitor.reference import RepositoryName
-from monitor.sources.base import sources_for
+from monitor.sources.all import sources_for
 from monitor.sources.repository import RepositorySource
 
 SPEC_EXAMPLE = r"""

@@ -200,7 +200,7 @@ def test_a_change_the_store_refuses_is_applied_at_the_next_look(
     from monitor.runtime.reloader import Reloader
     from monitor.runtime.targets import Targets
     from monitor.scheduler import WatchScheduler
-    from monitor.sources.base import sources_for
+    from monitor.sources.all import sources_for
     from monitor.sources.deployment import FileSource, read_sources
     from monitor.store.engine import StoreError
 

@@ -17,7 +17,8 @@ from support.paths import DATA
 
 from monitor.config import load_config, parse_config
 from monitor.errors import ConfigError, InputError
-from monitor.sources.base import ConfigSource, sources_for, targets_of
+from monitor.sources.all import sources_for
+from monitor.sources.base import ConfigSource, targets_of
 from monitor.sources.deployment import FileSource, file_sources, read_sources
 
 

@@ -9,7 +9,8 @@ from monitor.config import parse_config, resolve_watches
 from monitor.domain import Evaluation, Status, TagState
 from monitor.runtime.leader import Coordinator, SingleProcess
 from monitor.runtime.recorder import Recorder
-from monitor.sources.base import ConfigSource, WatchSource, sources_for, targets_of
+from monitor.sources.all import sources_for
+from monitor.sources.base import ConfigSource, WatchSource, targets_of
 from monitor.store.repository import Record, Recorded
 
 CONFIG = parse_config(
