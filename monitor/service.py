@@ -33,8 +33,7 @@ if TYPE_CHECKING:
     from monitor.registry.client import RegistryClient
     from monitor.registry.transport import TransportFactory
     from monitor.runtime.deliveries import Deliveries
-    from monitor.runtime.leader import Coordinator, LoadedLead
-    from monitor.runtime.lease import LeaseCoordinator
+    from monitor.runtime.leader import Coordinator
     from monitor.runtime.listings import Listings
     from monitor.runtime.outages import Outages
     from monitor.runtime.recorder import Recorder
@@ -72,14 +71,14 @@ class Service:
     ) -> None:
         from prometheus_client import CollectorRegistry
 
-        from monitor.runtime.leader import LoadedLead, SingleProcess
+        from monitor.runtime.replica import Replica
 
         self._config = config
         self._config_path = config_path
-        self._coordinator: Coordinator = coordinator or SingleProcess()
-        self._coordinator_given = coordinator is not None
-        self._lease: LeaseCoordinator | None = None  # PostgreSQL: replicas share the database
-        self._lead: LoadedLead = LoadedLead(self._coordinator)
+        self._replica = Replica(
+            coordinator, config=lambda: self._config, watches=lambda: self._watches
+        )
+        self._lead = self._replica.lead
         self._writer: Engine | None = None  # the engine of the leader's (fenced) writes
         self.metrics_registry = metrics_registry or CollectorRegistry()
         self._watches: dict[str, Watch] = targets_of(sources_for(config))
@@ -197,19 +196,11 @@ class Service:
         from monitor.runtime.pruner import Pruner
         from monitor.runtime.recorder import Recorder
         from monitor.runtime.reloader import Reloader
+        from monitor.runtime.startup import open_store
         from monitor.runtime.targets import Targets
         from monitor.scheduler import WatchScheduler
         from monitor.sources.deployment import read_sources
-        from monitor.store.engine import (
-            make_engine,
-            redact_url,
-            refuse_empty_sqlite_file,
-            upgrade,
-        )
-        from monitor.store.health import wait_for_database
-        from monitor.store.lease import Fence, fenced
-        from monitor.store.lockfile import hold_sqlite_lock
-        from monitor.store.repository import load_registry_states, load_versioned_states
+        from monitor.store.engine import redact_url
         from monitor.web.app import create_app
 
         # Bind first: a taken port (say, a second regmon started by mistake) is a
@@ -238,33 +229,8 @@ class Service:
             )
             listing_plan = listings.plan(resolve_repositories(self._config))
             self._config = _resolved(self._config)
-            refuse_empty_sqlite_file(self._config.database)
-            self._db_lock = hold_sqlite_lock(self._config.database)
-            if self._db_lock is not None:
-                on_failure.callback(self._db_lock.release)
-            lease = self._lease_seconds()
-            self._engine = make_engine(self._config.database, **_session_options(lease))
-            on_failure.callback(self._engine.dispose)
-            await wait_for_database(self._engine)
-            await asyncio.to_thread(upgrade, self._engine)
-            self._writer = self._engine
-            if lease is not None:
-                from monitor.runtime.lease import LeaseCoordinator
-
-                self._lease = LeaseCoordinator(self._config.database, lease)
-                on_failure.callback(self._lease.dispose)
-                self._coordinator = self._lease
-                self._lead.lead_by(self._lease)
-                self._writer = fenced(self._engine, Fence(self._lease.lead))
-                await self._lease.step()  # the lead at once when it is free
-                # Renewed from now on: the rest of start-up may take longer than a lease.
-                self._lease.start(self._on_role)
-            # Loaded after the lease is ours: every write of the previous leader is in.
-            epoch = self._coordinator.epoch if self._coordinator.is_leader() else None
-            stored = await asyncio.to_thread(load_versioned_states, self._engine)
-            registries = await asyncio.to_thread(load_registry_states, self._engine)
-            if self._coordinator.is_leader() and self._coordinator.epoch == epoch:
-                self._lead.loaded(epoch)
+            store = await open_store(self._config, self._replica, on_failure)
+            self._engine, self._writer, self._db_lock = store.engine, store.writer, store.lock
             await self._seed(sources)
             targets = Targets(
                 sources, scheduler=scheduler, sync=self._sync_watches, on_change=self._set_watches
@@ -278,8 +244,8 @@ class Service:
         listings.use(targets)
         self._listings = listings
         self._metrics = Metrics(self.metrics_registry, self)
-        self._outages = Outages(registries, self._metrics)
-        self._cache = StateCache(stored, self._outages)
+        self._outages = Outages(store.registries, self._metrics)
+        self._cache = StateCache(store.stored, self._outages)
         self._cache.keep(self._watches)
         self._outages.watch(self._watches, self._cache.states())
         self._recorder = Recorder(
@@ -307,10 +273,16 @@ class Service:
             may_send=self._lead.is_leader,
         )
         self._deliveries.start()
-        if self._lease is not None:
-            self._tasks.append(
-                asyncio.create_task(self._follow(self._lease.renew_every), name="regmon-follow")
-            )
+        self._replica.attach(
+            cache=self._cache,
+            recorder=self._recorder,
+            outages=self._outages,
+            metrics=self._metrics,
+            deliveries=self._deliveries,
+        )
+        if (lease := self._replica.lease) is not None:
+            follow = self._replica.follow(lease.renew_every)
+            self._tasks.append(asyncio.create_task(follow, name="regmon-follow"))
         if self._config_path:
             self._reloader = Reloader(
                 self._config_path,
@@ -341,7 +313,9 @@ class Service:
             len(self._watches),
             redact_url(self._config.database),
             self._config.listen if serve_http else "-",
-            "" if self._lease is None else f", {'leader' if self.is_leader() else 'follower'}",
+            ""
+            if self._replica.lease is None
+            else f", {'leader' if self.is_leader() else 'follower'}",
         )
 
     async def stop(self) -> None:
@@ -368,8 +342,10 @@ class Service:
                 await sends
             except Exception as exc:  # keep stopping: everything below must still be closed
                 log.error("stopping the webhook dispatcher failed: %s", reason(exc))
-        if self._lease is not None:
-            await self._lease.close()  # written and delivered: the next leader may start now
+        if self._replica.lease is not None:
+            await (
+                self._replica.lease.close()
+            )  # written and delivered: the next leader may start now
         if self._server is not None:
             self._server.should_exit = True
         for task in self._tasks:
@@ -403,71 +379,6 @@ class Service:
             return
         await stop.wait()
         await self.stop()
-
-    # -- replicas (PostgreSQL) ---------------------------------------------------------
-
-    def _lease_seconds(self) -> float | None:
-        """The lease of replicas sharing a PostgreSQL database; None: this process is alone."""
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        if self._coordinator_given:
-            return None
-        try:
-            backend = make_url(self._config.database).get_backend_name()
-        except ArgumentError:
-            return None  # make_engine says what is wrong with it
-        return self._config.ha.lease if backend == "postgresql" else None
-
-    async def _on_role(self, leading: bool, fresh: bool) -> None:
-        """The lease coordinator's news: take the lead (loading the store first when another
-        replica led meanwhile), or lose it (the checks and sends stop on their own)."""
-        from monitor.store.repository import load_registry_states, load_versioned_states
-
-        if not leading:
-            if self._metrics is not None:
-                self._metrics.forget_registries()  # a follower's gauges would page twice
-            return
-        if self._recorder is None:
-            return  # still starting: start() loads, or the follower loop catches up
-        epoch = self._coordinator.epoch
-        if fresh:
-            try:
-                stored = await asyncio.to_thread(load_versioned_states, self.engine)
-                registries = await asyncio.to_thread(load_registry_states, self.engine)
-            except Exception as exc:
-                log.warning("cannot load the states to lead: %s; trying again", reason(exc))
-                return  # not loaded: not leading; the next renewal brings us back here
-            self._cache.load(stored, self._watches)
-            if self._outages is not None:  # the outage the previous leader was in, if any
-                self._outages.load(registries)
-                self._outages.watch(self._watches, self._cache.states())
-            if self._recorder is not None:
-                await self._recorder.restart(self._cache.versions())
-        if self._coordinator.is_leader() and self._coordinator.epoch == epoch:
-            self._lead.loaded(epoch)
-            if self._deliveries is not None:
-                self._deliveries.wakeup()
-
-    async def _follow(self, every: float) -> None:
-        """A follower's view of the store: states re-read every ``every`` seconds. Also a
-        leader whose first load failed tries it again here."""
-        from monitor.store.repository import load_versioned_states
-
-        while True:
-            await asyncio.sleep(every)
-            if self._lead.is_leader():
-                continue
-            if self._coordinator.is_leader():
-                await self._on_role(True, True)
-                continue
-            epoch = self._coordinator.epoch
-            try:
-                stored = await asyncio.to_thread(load_versioned_states, self.engine)
-            except Exception:  # noqa: S112 - the API's reads say it (503), not each tick
-                continue
-            if not self._coordinator.is_leader() and self._coordinator.epoch == epoch:
-                self._cache.load(stored, self._watches)
 
     # -- reload ------------------------------------------------------------------------
 
@@ -535,14 +446,6 @@ def _resolved(config: Config) -> Config:
     """``config`` without its ``watch:`` entries, once its sources have resolved them: at
     50,000 watches they are ~30 MB of pydantic models that nothing reads again."""
     return config.model_copy(update={"watch": ()}) if config.watch else config
-
-
-def _session_options(lease: float | None) -> dict[str, Any]:
-    if lease is None:
-        return {}
-    from monitor.runtime.lease import session_options
-
-    return session_options(lease)
 
 
 def run_service(config_path: str) -> None:

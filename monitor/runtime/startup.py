@@ -1,4 +1,5 @@
-"""Start-up that a stop request can end: SIGTERM while ``start()`` waits for the database."""
+"""Start-up steps of the service: opening the store (``open_store``), and a start-up that
+a stop request can end (SIGTERM while ``start()`` waits for the database)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["start_unless_stopped"]
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from monitor.config import Config
+    from monitor.domain import RegistryState, TagState
+    from monitor.runtime.replica import Replica
+    from monitor.store.lockfile import ProcessLock
+
+__all__ = ["OpenStore", "open_store", "start_unless_stopped"]
 
 log = logging.getLogger("regmon")
 
@@ -30,3 +40,41 @@ async def start_unless_stopped(start: Coroutine[Any, Any, None], stop: asyncio.E
         await starting
     log.info("regmon stopped before it started")
     return False
+
+
+@dataclass(frozen=True, slots=True)
+class OpenStore:
+    """The database as ``open_store`` leaves it: upgraded, its lease taken part in, its
+    states loaded."""
+
+    engine: Engine
+    writer: Engine  # the leader's (fenced) writes go through this one
+    lock: ProcessLock | None  # SQLite: one replica per file
+    stored: dict[str, tuple[TagState, int]]
+    registries: dict[str, RegistryState]
+
+
+async def open_store(
+    config: Config, replica: Replica, on_failure: contextlib.ExitStack
+) -> OpenStore:
+    """Open the store in the order start-up needs: an empty file refused, the SQLite lock,
+    the engine, the wait for the database, the upgrade, the lease, then the states.
+
+    What it opens is closed by ``on_failure`` if start-up fails later on.
+    """
+    from monitor.store.engine import make_engine, refuse_empty_sqlite_file, upgrade
+    from monitor.store.health import wait_for_database
+    from monitor.store.lockfile import hold_sqlite_lock
+
+    refuse_empty_sqlite_file(config.database)
+    lock = hold_sqlite_lock(config.database)
+    if lock is not None:
+        on_failure.callback(lock.release)
+    lease = replica.lease_seconds()
+    engine = make_engine(config.database, **replica.engine_options(lease))
+    on_failure.callback(engine.dispose)
+    await wait_for_database(engine)
+    await asyncio.to_thread(upgrade, engine)
+    writer = await replica.open(engine, lease, on_failure)
+    stored, registries = await replica.load(engine)
+    return OpenStore(engine, writer, lock, stored, registries)
