@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.config import Config, Watch, load_config, resolve_repositories
 from monitor.domain import RepositoryState, TagState
-from monitor.errors import RegmonError
 from monitor.runtime.cache import StateCache
 from monitor.runtime.checks import CheckRunner
 from monitor.runtime.failure import reason
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
     from monitor.runtime.reloader import Reloader
     from monitor.runtime.targets import Targets
     from monitor.scheduler import WatchScheduler
-    from monitor.sources.base import WatchSource
     from monitor.store.lockfile import ProcessLock
     from monitor.store.repository import Record, Recorded
 
@@ -121,27 +119,7 @@ class Service:
         return self._cache.states()
 
     def repositories(self) -> Sequence[RepositoryState]:
-        if self._targets is None or self._listings is None:
-            return []
-        from monitor.sources.repository import RepositorySource
-
-        listed = self._listings.states()
-        shown = []
-        for source in self._targets.sources():
-            if isinstance(source, RepositorySource):
-                last = listed.get(source.watch.key)
-                shown.append(
-                    RepositoryState(
-                        key=source.watch.key,
-                        tags=tuple(w.key for w in source.targets()),
-                        status=None if last is None else last.status,
-                        reason=None if last is None else last.reason,
-                        detail=None if last is None else last.detail,
-                        listed_at=None if last is None else last.listed_at,
-                        listed=0 if last is None else last.listed,
-                    )
-                )
-        return shown
+        return [] if self._listings is None else self._listings.shown()
 
     async def list_repository(self, key: str) -> RepositoryState:
         """List repository watch ``key`` now and apply what came and went; KeyError if
@@ -190,7 +168,7 @@ class Service:
         from monitor.metrics import Metrics
         from monitor.notify.routing import Router
         from monitor.runtime.deliveries import Deliveries
-        from monitor.runtime.http import bind, make_server
+        from monitor.runtime.http import bind, make_server, serve
         from monitor.runtime.listings import Listings
         from monitor.runtime.outages import Outages
         from monitor.runtime.pruner import Pruner
@@ -198,6 +176,7 @@ class Service:
         from monitor.runtime.reloader import Reloader
         from monitor.runtime.startup import open_store
         from monitor.runtime.targets import Targets
+        from monitor.runtime.watches import seed_sources
         from monitor.scheduler import WatchScheduler
         from monitor.sources.deployment import read_sources
         from monitor.store.engine import redact_url
@@ -231,7 +210,7 @@ class Service:
             self._config = _resolved(self._config)
             store = await open_store(self._config, self._replica, on_failure)
             self._engine, self._writer, self._db_lock = store.engine, store.writer, store.lock
-            await self._seed(sources)
+            await seed_sources(self.engine, sources)
             targets = Targets(
                 sources, scheduler=scheduler, sync=self._sync_watches, on_change=self._set_watches
             )
@@ -300,14 +279,7 @@ class Service:
         if sock is not None:
             app = create_app(self, self.metrics_registry, on_read=self._metrics.observe_read)
             self._server = make_server(app, self._config)
-            serving = asyncio.create_task(self._server.serve(sockets=[sock]), name="regmon-http")
-            self._tasks.append(serving)
-            while not self._server.started:
-                if serving.done():
-                    raise RegmonError(
-                        f"listen {self._config.listen}: the HTTP server did not start"
-                    )
-                await asyncio.sleep(0.01)
+            self._tasks.append(await serve(self._server, sock, self._config))
         log.info(
             "regmon started: %d watches, database %s, listening on %s%s",
             len(self._watches),
@@ -396,18 +368,6 @@ class Service:
         self, by_source: Mapping[str, Sequence[Watch]], *, exclusive: bool = False
     ) -> None:
         await sync_watches(self.engine, by_source, exclusive=exclusive)
-
-    async def _seed(self, sources: Sequence[WatchSource]) -> None:
-        """Dynamic sources start from the watches the store holds for them (a restart)."""
-        from monitor.runtime.targets import DynamicSource
-        from monitor.store.repository import active_watches
-
-        dynamic = [source for source in sources if isinstance(source, DynamicSource)]
-        if not dynamic:
-            return
-        rows = await asyncio.to_thread(active_watches, self.engine)
-        for source in dynamic:
-            source.seed([row.image for row in rows if row.source == source.name])
 
     def _set_watches(self, watches: Mapping[str, Watch]) -> None:
         """Every change of the watch set ends here: a reload, a listing, a deployment file."""

@@ -7,14 +7,14 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, RegmonError
 
 if TYPE_CHECKING:
     import uvicorn
 
     from monitor.config import Config
 
-__all__ = ["bind", "make_server"]
+__all__ = ["bind", "make_server", "serve"]
 
 log = logging.getLogger("regmon")
 
@@ -48,3 +48,16 @@ def make_server(app: Any, config: Config) -> uvicorn.Server:
     return httpserver.make_server(
         app, config.listen.host, config.listen.port, max_connections=cap, headers=SECURITY_HEADERS
     )
+
+
+async def serve(server: uvicorn.Server, sock: socket.socket, config: Config) -> asyncio.Task[None]:
+    """Serve on ``sock``; the serving task once the server has started (RegmonError if it
+    ends before)."""
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name="regmon-http")
+    while not server.started:
+        if serving.done():
+            # Retrieved here: nobody awaits a server task that never started.
+            failed = None if serving.cancelled() else serving.exception()
+            raise RegmonError(f"listen {config.listen}: the HTTP server did not start") from failed
+        await asyncio.sleep(0.01)
+    return serving

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from monitor.domain import Reason, Status
+from monitor.domain import Reason, RepositoryState, Status
 from monitor.errors import RegistryError
 from monitor.sources.repository import RepositorySource, source_name
 
@@ -118,6 +118,27 @@ class Listings:
     def states(self) -> Mapping[str, ListingState]:
         """The last listing of each repository watch, by its key."""
         return dict(self._states)
+
+    def shown(self) -> list[RepositoryState]:
+        """Each repository watch with the tags it has now and its last listing (API, status)."""
+        if self._targets is None:
+            return []
+        shown = []
+        for source in self._targets.sources():
+            if isinstance(source, RepositorySource):
+                last = self._states.get(source.watch.key) or ListingState()
+                shown.append(
+                    RepositoryState(
+                        key=source.watch.key,
+                        tags=tuple(w.key for w in source.targets()),
+                        status=last.status,
+                        reason=last.reason,
+                        detail=last.detail,
+                        listed_at=last.listed_at,
+                        listed=last.listed,
+                    )
+                )
+        return shown
 
     # -- listing -------------------------------------------------------------------------
 

@@ -12,8 +12,9 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from monitor.config import Watch
+    from monitor.sources.base import WatchSource
 
-__all__ = ["sync_watches"]
+__all__ = ["seed_sources", "sync_watches"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +53,16 @@ async def sync_watches(
 
     rows = {name: _watch_rows(watches) for name, watches in by_source.items()}
     await asyncio.to_thread(sync_sources, engine, rows, datetime.now(UTC), exclusive=exclusive)
+
+
+async def seed_sources(engine: Engine, sources: Sequence[WatchSource]) -> None:
+    """Dynamic sources start from the watches the store holds for them (a restart)."""
+    from monitor.runtime.targets import DynamicSource
+    from monitor.store.repository import active_watches
+
+    dynamic = [source for source in sources if isinstance(source, DynamicSource)]
+    if not dynamic:
+        return
+    rows = await asyncio.to_thread(active_watches, engine)
+    for source in dynamic:
+        source.seed([row.image for row in rows if row.source == source.name])
