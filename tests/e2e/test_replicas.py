@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from sqlalchemy import text
@@ -32,6 +33,7 @@ from monitor.store.engine import make_engine
 
 SECRET = "whsec_" + "cmVwbGljYXMtc2VjcmV0LTAxMjM0NTY3ODk="
 LEASE = 1.5  # seconds; failover within two of them
+SCRAPED_LEASE = 4.0  # longer than two scrape intervals plus one evaluation interval
 ALERTS = ROOT / "config" / "prometheus" / "alerts.yml"
 
 
@@ -64,12 +66,19 @@ def replicas(tmp_path: Path) -> Iterator[Callable[[str, str], RegmonProcess]]:
         proc.close()
 
 
-def config(database: str, registry: RegistryServer, receiver: WebhookReceiver, *refs: str) -> str:
+def config(
+    database: str,
+    registry: RegistryServer,
+    receiver: WebhookReceiver,
+    *refs: str,
+    lease: float = LEASE,
+    interval: str = "1s",
+) -> str:
     watches = "\n".join(f"  - image: '{ref}'" for ref in refs)
     return (
         f"database: {database}\n"
-        f"ha: {{lease: {LEASE}s}}\n"
-        "defaults: {interval: 1s, jitter: 0%, missing_after: 1}\n"
+        f"ha: {{lease: {lease}s}}\n"
+        f"defaults: {{interval: {interval}, jitter: 0%, missing_after: 1}}\n"
         f"registries:\n  '{registry.host}': {{timeout: 2s}}\n"
         f"webhooks:\n  - {{name: ops, url: '{receiver.url}', secret: '{SECRET}', timeout: 3s}}\n"
         f"watch:\n{watches}\n"
@@ -251,13 +260,21 @@ def test_prometheus_scraping_both_replicas_sees_each_series_and_each_alert_once(
 ) -> None:
     """The shipped rules (``for:`` shortened) over a real Prometheus scraping leader and
     follower: one series per image, one RegmonImageMissing, one leader; and after the
-    leader is killed, still one of each, now from the other replica."""
+    leader is killed, still one of each, now from the other replica, and the alert is
+    the one that fired before the failover: it never resolved and fired again."""
     require_prometheus_binaries()
     repo = unique_repo("scraped")
     present, missing = f"{registry.host}/{repo}:present", f"{registry.host}/{repo}:missing"
     pusher.push_image(repo, "present", seed="p")
     receiver.answer(500)  # the tag.missing delivery stays pending: a backlog series
-    leader, follower = start_pair(replicas, config(database, registry, receiver, present, missing))
+    # Killed at k, the leader's next scrape fails by k + 1 s and Prometheus marks its series
+    # stale; the follower cannot lead before k + 2/3 of a lease = k + 2.7 s: so at least one
+    # rule evaluation (every 1 s) sees no per-image series at all, which the alert survives.
+    # Checks every 2 s: the failover gap stays under the 4 intervals of RegmonChecksStale.
+    text_ = config(
+        database, registry, receiver, present, missing, lease=SCRAPED_LEASE, interval="2s"
+    )
+    leader, follower = start_pair(replicas, text_)
     targets = [svc.url.removeprefix("http://") for svc in (leader, follower)]
     scrape = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
@@ -286,10 +303,12 @@ def test_prometheus_scraping_both_replicas_sees_each_series_and_each_alert_once(
             message=prom.read_log(),
         )
         [alert] = missing_alerts(prom, missing)
-        assert alert["state"] == "firing" and alert["labels"]["instance"] == targets[0]
+        # The rules aggregate the replicas away, so a failover keeps the alert's identity.
+        assert alert["state"] == "firing" and "instance" not in alert["labels"]
         assert values("count(regmon_image_available)") == ["2"]
         assert values(f'count(regmon_image_available{{instance="{targets[1]}"}})') == []
 
+        killed = time.monotonic()
         leader.kill()
         wait_for(lambda: role(follower) == "leader", timeout=15, message=follower.log_tail())
         wait_for(
@@ -300,7 +319,16 @@ def test_prometheus_scraping_both_replicas_sees_each_series_and_each_alert_once(
         )
         firing = [a for a in prom.alerts() if a["state"] == "firing"]
         assert {a["labels"]["alertname"] for a in firing} <= {"RegmonImageMissing", "RegmonDown"}
-        assert [a["labels"]["instance"] for a in missing_alerts(prom, missing)] == [targets[1]]
+        # The same alert, never resolved in between: one that resolved and fired again
+        # would be a new one, active since the failover.
+        assert missing_alerts(prom, missing) == [alert | {"value": ANY}]
+        for_state = f'ALERTS_FOR_STATE{{alertname="RegmonImageMissing",image="{missing}"}}'
+        assert values(f"changes({for_state}[1h])") == ["0"]
+        assert values(f"count(count_over_time({for_state}[1h]))") == ["1"]
+        # And the failover did leave a gap with no per-image series from either replica.
+        since = int(time.monotonic() - killed) + 1
+        gap = f'absent(regmon_image_available{{image="{missing}"}})[{since}s:1s]'
+        assert values(f"max_over_time({gap})") == ["1"]
         # Every shipped rule evaluated without error over both replicas' series.
         rules = [r for g in prom.rule_groups() for r in g["rules"]]
         errors = {r["name"]: r.get("lastError") for r in rules if r["health"] == "err"}
