@@ -180,6 +180,11 @@ class Replica:
                 continue
             if self._engine is None or self._cache is None:
                 continue  # pragma: no cover - follow() starts after attach()
+            if self._recorder is not None and self._recorder.pending:
+                # Results of our own lead not yet written (a database outage cost us the
+                # lease): the cache is ahead of the store, and loading the store would
+                # evaluate the next checks on a state older than those results.
+                continue
             epoch = self._coordinator.epoch
             try:
                 stored = await asyncio.to_thread(load_versioned_states, self._engine)
