@@ -50,7 +50,9 @@ def test_sigterm_with_10000_queued_checks_is_bounded_and_quiet(
     stopping = re.findall(r"regmon stopping: draining (\d+) in-flight checks, dropping (\d+)", log)
     assert len(stopping) == 1, svc.log_tail()
     inflight, queued = map(int, stopping[0])
-    assert inflight == 8, stopping
+    # At most the registry's 8 slots are in flight; fewer when SIGTERM lands as a wave of
+    # 3 s timeouts ends and the next wave has not yet taken its slots (seen on CI: 4).
+    assert 1 <= inflight <= 8, stopping
     # Every other check was queued: at most a few rounds of 8 (3 s each) ended before SIGTERM.
     assert WATCHES - 8 * 10 <= inflight + queued <= WATCHES, stopping
     lines = log.splitlines()
