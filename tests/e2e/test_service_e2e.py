@@ -111,6 +111,7 @@ def cli_json(*args: str) -> Any:
 
 
 def test_overwrite_delete_and_restore_a_tag(
+    db_url: str,
     service: Service,
     registry: RegistryServer,
     pusher: ImagePusher,
@@ -119,7 +120,7 @@ def test_overwrite_delete_and_restore_a_tag(
     repo = unique_repo("e2e")
     ref = f"{registry.host}/{repo}:v1"
     old = pusher.push_image(repo, "v1", seed="old")
-    svc = service(watch_yaml(ref))
+    svc = service(f"database: {db_url}\n" + watch_yaml(ref))  # on each backend
     wait_image(svc, ref, present_with(old.digest), "baseline present with the old digest")
 
     # Overwritten upstream: exactly one tag.changed, old -> new.
@@ -259,6 +260,7 @@ def test_registry_outage_is_failing_never_missing(
 
 
 def test_restart_repeats_no_event_and_keeps_counters(
+    db_url: str,
     service: Service,
     registry: RegistryServer,
     pusher: ImagePusher,
@@ -267,7 +269,7 @@ def test_restart_repeats_no_event_and_keeps_counters(
     repo = unique_repo("restart")
     ref, gone = f"{registry.host}/{repo}:v1", f"{registry.host}/{repo}:gone"
     first = pusher.push_image(repo, "v1", seed="first")
-    svc = service(watch_yaml(ref, gone))
+    svc = service(f"database: {db_url}\n" + watch_yaml(ref, gone))  # on each backend
     wait_image(svc, ref, present_with(first.digest), "baseline")
     wait_event(svc, gone, "tag.missing")
     second = pusher.push_image(repo, "v1", seed="second")

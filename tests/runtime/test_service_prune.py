@@ -33,9 +33,9 @@ def _evaluation(at: datetime) -> Evaluation:
     return Evaluation(state=state, events=(event,), changed=True)
 
 
-def test_old_events_are_pruned_and_recent_ones_kept(tmp_path: Path) -> None:
+def test_old_events_are_pruned_and_recent_ones_kept(tmp_path: Path, db_url: str) -> None:
     config = parse_config(
-        f"database: sqlite:///{tmp_path / 'regmon.db'}\nretention: 1h\nwatch: []\n"
+        f"database: {db_url}\nretention: 1h\nwatch: []\n"
     )
 
     async def main() -> tuple[list[str], str]:

@@ -13,12 +13,12 @@ from monitor.domain import Status
 from monitor.service import Service
 
 
-def test_queued_checks_do_not_time_out(tmp_path: Path) -> None:
+def test_queued_checks_do_not_time_out(tmp_path: Path, db_url: str) -> None:
     """30 watches, 2 slots, 0.2 s per answer, 1 s timeout: about 3 s of queueing."""
     with SlowRegistry(0.2) as server:
         watches = "\n".join(f"  - image: {server.host}/team/app:v{i}" for i in range(30))
         config = parse_config(
-            f"database: sqlite:///{tmp_path / 'regmon.db'}\n"
+            f"database: {db_url}\n"
             f"defaults: {{interval: 1h, jitter: 0%}}\n"
             f'registries:\n  "{server.host}": {{max_concurrency: 2, timeout: 1s}}\n'
             f"watch:\n{watches}\n"

@@ -18,11 +18,9 @@ ONE = "127.0.0.1:9/reload/one:v1"
 TWO = "127.0.0.1:9/reload/two:v1"
 
 
-def write(path: Path, db: Path, *refs: str) -> None:
+def write(path: Path, db: str, *refs: str) -> None:
     watches = "".join(f"  - image: {ref}\n" for ref in refs)
-    path.write_text(
-        f"database: sqlite:///{db}\ndefaults: {{interval: 1h, jitter: 0%}}\nwatch:\n{watches}"
-    )
+    path.write_text(f"database: {db}\ndefaults: {{interval: 1h, jitter: 0%}}\nwatch:\n{watches}")
 
 
 def active(service: Service) -> list[str]:
@@ -30,9 +28,9 @@ def active(service: Service) -> list[str]:
 
 
 def test_a_reload_the_scheduler_refuses_leaves_store_scheduler_and_view_unchanged(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, db_url: str
 ) -> None:
-    config, db = tmp_path / "regmon.yaml", tmp_path / "regmon.db"
+    config, db = tmp_path / "regmon.yaml", db_url
     write(config, db, ONE)
     real_trigger = WatchScheduler._trigger
 

@@ -22,12 +22,12 @@ from monitor.store import Record, load_versioned_states, make_engine, record_eva
 
 
 def test_a_write_on_a_stale_state_is_evaluated_again_on_the_stored_one(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, db_url: str
 ) -> None:
     # Nothing listens there: every check is an error, with no network beyond loopback.
     image = f"127.0.0.1:{free_port()}/team/app:v1"
     config = parse_config(
-        f"database: sqlite:///{tmp_path / 'regmon.db'}\n"
+        f"database: {db_url}\n"
         "defaults: {interval: 1h, jitter: 0%, failing_after: 100}\n"
         f"watch:\n  - image: {image}\n"
     )
