@@ -13,9 +13,10 @@ import json
 import math
 import re
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import httpx
@@ -296,12 +297,18 @@ class TokenCache:
             self._tokens[key] = token
             return token
 
+    def peek(self, key: TokenKey) -> Token | None:
+        """The cached token for ``key`` while it is valid, without fetching one."""
+        token = self._tokens.get(key)
+        return token if token is not None and token.valid(self._clock()) else None
+
     def drop(self, key: TokenKey) -> None:
         """Forget a token the registry rejected, so the next use fetches a new one."""
         self._tokens.pop(key, None)
 
 
 UNKNOWN: Any = object()  # a host's challenge before discovery learned it
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 class AuthHost(Protocol):
@@ -359,12 +366,7 @@ class Authorizer:
             raise RegistryError(
                 Reason.PROTOCOL, f"unsupported auth scheme ({clean(challenge.scheme, limit=40)})"
             )
-        key = (
-            challenge.realm or "",
-            challenge.service or "",
-            scopes,
-            credential.id if credential else "anonymous",
-        )
+        key = _token_key(challenge, scopes, credential)
         plain_http_ok = host.insecure or (host.base_url or "").startswith("http://")
 
         async def fetch() -> Token:
@@ -389,6 +391,34 @@ class Authorizer:
         token = await self.tokens.get(key, fetch)
         return Authorization({"Authorization": f"Bearer {token.value}"}, credential)
 
+    async def ready(self, host: AuthHost, scopes: tuple[str, ...]) -> Mapping[str, str] | None:
+        """The headers ``authorize`` gives now when that needs no request (no challenge,
+        basic, a valid cached token for the scopes), else None (a token to fetch, an
+        unknown or unsupported challenge: ``authorize`` fetches or says why)."""
+        challenge = host.challenge
+        if challenge is None:
+            return _NO_HEADERS
+        if challenge is UNKNOWN or challenge.scheme not in ("basic", "bearer"):
+            return None
+        credential = await self.credentials.get(host.name)
+        if challenge.scheme == "basic":
+            if credential is None or credential.username is None:
+                return _NO_HEADERS
+            return {"Authorization": basic_header(credential.username, credential.password or "")}
+        token = self.tokens.peek(_token_key(challenge, scopes, credential))
+        return None if token is None else {"Authorization": f"Bearer {token.value}"}
+
+
+def _token_key(
+    challenge: Challenge, scopes: tuple[str, ...], credential: Credential | None
+) -> TokenKey:
+    return (
+        challenge.realm or "",
+        challenge.service or "",
+        scopes,
+        credential.id if credential else "anonymous",
+    )
+
 
 class RegistryAuth(httpx.Auth):
     """One registry request's auth: send with what the host's challenge asks for; on a
@@ -404,6 +434,11 @@ class RegistryAuth(httpx.Auth):
         self._host = host
         self._scopes = scopes
         self._authorizer = authorizer
+
+    async def ready(self) -> Mapping[str, str] | None:
+        """The auth headers of the flow's first request when they need no network
+        round trip, else None (see ``Authorizer.ready``)."""
+        return await self._authorizer.ready(self._host, self._scopes)
 
     async def async_auth_flow(
         self, request: httpx.Request

@@ -50,7 +50,7 @@ from monitor.registry.session import (
     RequestObserver,
     Session,
 )
-from monitor.registry.transport import TransportFactory
+from monitor.registry.transport import Answer, TransportFactory
 from monitor.text import clean
 
 __all__ = [
@@ -189,6 +189,12 @@ class RegistryClient:
         url = f"{host.base_url}{path}"
         return await self._session.send(host, method, url, {"Accept": accept}, auth=auth)
 
+    async def _head(self, host: Host, path: str, scopes: tuple[str, ...], accept: str) -> Answer:
+        """As ``_request`` for a HEAD, on the transport's lean path where it can be."""
+        await self._session.discover(host)
+        auth = RegistryAuth(host, scopes, self._auth)
+        return await self._session.head(host, f"{host.base_url}{path}", accept, auth)
+
     async def _list_tags(self, host: Host, ref: ImageReference) -> TagListing:
         scopes = (f"repository:{ref.path}:pull",)
         path = f"/v2/{ref.path}/tags/list?n={TAGS_PAGE_SIZE}"
@@ -265,7 +271,7 @@ class RegistryClient:
             )
         else:
             path = f"/v2/{ref.path}/manifests/{ref.target}"
-            response = await self._request(host, "HEAD", path, scopes, ACCEPT_HEADER)
+            response = await self._head(host, path, scopes, ACCEPT_HEADER)
             try:
                 status = response.status_code
                 if status != 200:
@@ -387,7 +393,7 @@ class RegistryClient:
         return blob
 
     async def _classify_failure(
-        self, host: Host, response: httpx.Response, ref: ImageReference, *, body_read: bool
+        self, host: Host, response: Answer, ref: ImageReference, *, body_read: bool
     ) -> None:
         """Turn a non-200 manifest answer into a decision or a RegistryError (always raises).
 
@@ -397,13 +403,15 @@ class RegistryClient:
         is ``404 page not found``).
         """
         status = response.status_code
+        # Only a HEAD's answer is not an httpx.Response (the lean path's).
+        readable = None if body_read or not isinstance(response, httpx.Response) else response
         if status == 404:
-            if body_read:
+            if readable is None:
                 # HEAD answers carry no body: ask once with GET what the 404 means.
                 await response.aclose()
                 body = await self._get_error_body(host, ref)
             else:
-                body = await self._read_body(response)
+                body = await self._read_body(readable)
             not_found(host.name, body)
         if status == 403:
             raise AccessDenied("denied", http_status=403)
@@ -412,8 +420,8 @@ class RegistryClient:
                 Reason.SERVER_ERROR, f"{host.name} answered HTTP {status}", http_status=status
             )
         code = ""
-        if not body_read:
-            code = parse_error_body(await self._read_error(response)).code
+        if readable is not None:
+            code = parse_error_body(await self._read_error(readable)).code
         raise RegistryError(
             Reason.PROTOCOL,
             f"{host.name} answered HTTP {status}{' ' + code if code else ''}",

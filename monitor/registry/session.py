@@ -14,10 +14,10 @@ import contextlib
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import httpx
 
@@ -25,10 +25,13 @@ from monitor.domain import Reason
 from monitor.errors import RegistryError
 from monitor.headers import parse_retry_after
 from monitor.reference import ImageReference, is_loopback
-from monitor.registry.auth import UNKNOWN, Challenge, parse_challenges
+from monitor.registry.auth import UNKNOWN, Challenge, RegistryAuth, parse_challenges
 from monitor.registry.bodies import ACCEPT_ENCODING
 from monitor.registry.transport import (
+    ANSWERED,
     MAX_REDIRECTS,
+    Answer,
+    LeanHead,
     RegistryHTTPClient,
     TransportFactory,
     default_transport_factory,
@@ -52,6 +55,7 @@ __all__ = [
 RequestObserver = Callable[[str, str, str], None]
 ManifestMethod = Literal["head", "get"]
 DEFAULT_RETRY_AFTER = 1.0  # a 429 without a usable Retry-After
+_A = TypeVar("_A", bound=Answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +180,8 @@ class Host:
         self.backoff_until = 0.0
         self.ratelimit_limit: int | None = None
         self.ratelimit_remaining: int | None = None
+        # The lean HEAD's request headers but Authorization, by Accept (see Session.head).
+        self.head_headers: dict[str, dict[str, str]] = {}
 
     @property
     def timeout(self) -> float:
@@ -210,6 +216,7 @@ class Session:
         self.slots = slots or RegistrySlots()
         self._hosts: dict[str, Host] = {}
         self._clients: dict[tuple[bool, str | None], httpx.AsyncClient] = {}
+        self._lean: dict[tuple[bool, str | None], LeanHead | None] = {}
 
     async def aclose(self) -> None:
         for client in self._clients.values():
@@ -243,13 +250,15 @@ class Session:
                     raise RegistryError(
                         Reason.TLS, f"ca_file {settings.ca_file}: {reason}"
                     ) from exc
+            transport = self._transport_factory(verify)
             client = RegistryHTTPClient(
-                transport=self._transport_factory(verify),
+                transport=transport,
                 follow_redirects=True,  # httpx drops Authorization on a cross-origin redirect
                 max_redirects=MAX_REDIRECTS,
                 headers={"User-Agent": "regmon", "Accept-Encoding": ACCEPT_ENCODING},
             )
             self._clients[key] = client
+            self._lean[key] = transport if isinstance(transport, LeanHead) else None
         return client
 
     def _observe(self, host: Host, method: str, code: str) -> None:
@@ -265,6 +274,7 @@ class Session:
         *,
         auth: httpx.Auth | None = None,
         observe_failure: bool = True,
+        answered: httpx.Response | None = None,
     ) -> httpx.Response:
         """One request through the registry's gate; body not read yet.
 
@@ -273,6 +283,8 @@ class Session:
         after a 401 too, passes the gate, the back-off and the request metrics.
         ``observe_failure=False`` keeps a probe whose failure is expected (HTTPS
         tried first on a plain-HTTP loopback registry) out of the request metrics.
+        ``answered``: the answer the lean HEAD got to the flow's first request
+        (counted there), a 401 for the flow or a redirect for httpx to follow.
         """
         http = self.http(host.settings)
         request = http.build_request(method, url, headers=headers, timeout=host.settings.timeout)
@@ -281,7 +293,13 @@ class Session:
         flow = auth.async_auth_flow(request)
         request = await flow.__anext__()
         while True:
-            response = await self._send_one(host, http, request, observe_failure)
+            if answered is not None and answered.status_code == 401:
+                response, answered = answered, None
+            else:
+                if answered is not None:  # the transport hands it back to httpx
+                    request.extensions[ANSWERED] = answered
+                    answered = None
+                response = await self._send_one(host, http, request, observe_failure)
             if response.status_code == 401:
                 # The flow reads its headers only: free the connection before a token fetch.
                 await response.aclose()
@@ -294,22 +312,70 @@ class Session:
                 raise
             await response.aclose()
 
+    async def head(self, host: Host, url: str, accept: str, auth: RegistryAuth) -> Answer:
+        """``HEAD url`` with ``auth``: on the transport's lean path when it has one and
+        the auth needs no round trip (the steady state), else as ``send``.
+
+        A 401 or a redirect on the lean path goes on through ``send`` from the
+        answer already got (the auth flow learns or renews; httpx follows), so the
+        requests, the metrics and the answer are those of the httpx path.
+        """
+        http = self.http(host.settings)
+        transport = self._lean.get((host.settings.insecure, host.settings.ca_file))
+        authorization = None if transport is None else await auth.ready()
+        if transport is None or authorization is None:
+            return await self.send(host, "HEAD", url, {"Accept": accept}, auth=auth)
+        lean = transport
+        headers = host.head_headers.get(accept)
+        if headers is None:
+            # httpx's own request headers for it, as httpx-aiohttp hands them to aiohttp.
+            request = http.build_request("HEAD", url, headers={"Accept": accept})
+            headers = host.head_headers[accept] = dict(request.headers)
+        if authorization:
+            headers = {**headers, **{k.lower(): v for k, v in authorization.items()}}
+        timeout = host.settings.timeout
+        answer = await self._exchange(host, "HEAD", True, lambda: lean.head(url, headers, timeout))
+        status = answer.status_code
+        if 300 <= status < 400:  # observed once followed, as httpx's are
+            await answer.aclose()
+            return await self.send(
+                host, "HEAD", url, {"Accept": accept}, auth=auth, answered=answer.response()
+            )
+        await self._answered(host, "HEAD", answer)
+        if status != 401:
+            return answer
+        await answer.aclose()
+        return await self.send(
+            host, "HEAD", url, {"Accept": accept}, auth=auth, answered=answer.response()
+        )
+
     async def _send_one(
         self, host: Host, http: httpx.AsyncClient, request: httpx.Request, observe_failure: bool
     ) -> httpx.Response:
-        method = request.method
+        response = await self._exchange(
+            host, request.method, observe_failure, lambda: http.send(request, stream=True)
+        )
+        return await self._answered(host, request.method, response)
+
+    async def _exchange(
+        self, host: Host, method: str, observe_failure: bool, send: Callable[[], Awaitable[_A]]
+    ) -> _A:
+        """``send()`` through the back-off and the gate, its failure a RegistryError."""
         delay = host.backoff_until - time.monotonic()
         if delay > 0:
             raise RegistryError(Reason.RATE_LIMITED, f"{host.name} is backing off after HTTP 429")
         async with host.gate.hold():
             try:
-                response = await http.send(request, stream=True)
+                return await send()
             except httpx.HTTPError as exc:
                 if observe_failure:
                     self._observe(host, method, "error")
                 raise RegistryError(
                     failure_reason(exc), f"{host.name}: {describe_failure(exc)}"
                 ) from exc
+
+    async def _answered(self, host: Host, method: str, response: _A) -> _A:
+        """Count the answer, learn the rate limit; a 429 backs the host off and raises."""
         self._observe(host, method, str(response.status_code))
         limit = _ratelimit(response.headers.get("ratelimit-limit"))
         if limit is not None:

@@ -5,7 +5,13 @@ collapses under concurrency on small machines (see README "Performance"). Each
 transport is wrapped so that it raises the same httpx exception for the same
 fault; ``classify_failure`` then decides by exception type and cause chain,
 once, whichever transport was used (tests/registry/test_registry_faults.py runs the
-fault table on both).
+fault table on both, and on the lean HEAD below).
+
+The aiohttp transport also has a lean path for the one request a steady-state check
+makes, the manifest HEAD (``LeanHead.head``): sent on the same aiohttp session, with
+the headers, timeouts and exception mapping the httpx path gives it, it skips httpx's
+request/response model stacked on aiohttp's (half of a check's instructions). The
+client takes it only when nothing of httpx's is needed (see ``Session.head``).
 """
 
 from __future__ import annotations
@@ -14,16 +20,25 @@ import contextlib
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import httpx
 
 from monitor.domain import Reason
 from monitor.text import clean
 
+if TYPE_CHECKING:
+    from aiohttp import ClientResponse, ClientTimeout
+    from httpx_aiohttp import AiohttpTransport
+
 __all__ = [
+    "ANSWERED",
     "MAX_REDIRECTS",
+    "Answer",
+    "AnswerHeaders",
+    "LeanAnswer",
+    "LeanHead",
     "RegistryHTTPClient",
     "ServerDisconnected",
     "TransportFactory",
@@ -41,6 +56,40 @@ _LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepa
 
 
 MAX_REDIRECTS = 5  # registries send manifests and blobs to storage once, not in chains
+# A request extension: the answer the lean HEAD already got to this request, which the
+# aiohttp transport hands back instead of sending it again (a redirect for httpx to follow).
+ANSWERED = "regmon.answered"
+
+
+class AnswerHeaders(Protocol):
+    def get(self, key: str, /) -> str | None: ...
+
+
+class Answer(Protocol):
+    """What is read of a HEAD's answer: an ``httpx.Response`` or a ``LeanAnswer``."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> AnswerHeaders: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LeanAnswer(Answer, Protocol):
+    def response(self) -> httpx.Response:
+        """The same answer as httpx's transport gives it (no body: a HEAD's)."""
+        ...
+
+
+@runtime_checkable
+class LeanHead(Protocol):
+    """A transport that can send a HEAD without httpx's request/response model."""
+
+    async def head(
+        self, url: str, headers: Mapping[str, str], http_timeout: float
+    ) -> LeanAnswer: ...
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
@@ -151,10 +200,51 @@ class _MappedAiohttp(httpx.AsyncBaseTransport):
     became ``timeout``) and lets malformed answers through as aiohttp errors; translate
     each aiohttp error to the httpx error httpcore raises for the same fault."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+    def __init__(self, inner: AiohttpTransport) -> None:
+        from aiohttp import ClientSession, ClientTimeout
+        from httpx_aiohttp.transport import map_aiohttp_exceptions
+
         self._inner = inner
+        self._session_type = ClientSession
+        self._client_timeout = ClientTimeout
+        self._map_exceptions = map_aiohttp_exceptions
+        self._timeouts: dict[float, ClientTimeout] = {}
+
+    async def head(self, url: str, headers: Mapping[str, str], http_timeout: float) -> LeanAnswer:
+        """``HEAD url`` on httpx-aiohttp's own session, as its ``handle_async_request``
+        sends it (no redirects, no decompression, its timeout mapping), failing with
+        the same httpx exceptions; ``headers`` are all of them, Host included."""
+        inner = self._inner
+        session = inner.client
+        if not isinstance(session, self._session_type):
+            session = inner.client = inner.get_client()
+        client_timeout = self._timeouts.get(http_timeout)
+        if client_timeout is None:
+            # httpx's Timeout(t) has connect = read = pool = t; httpx-aiohttp maps them so.
+            client_timeout = self._timeouts[http_timeout] = self._client_timeout(
+                sock_connect=http_timeout, sock_read=http_timeout, connect=http_timeout
+            )
+        try:
+            response = await session.request(
+                "HEAD",
+                url,
+                headers=headers,
+                allow_redirects=False,
+                auto_decompress=False,
+                compress=False,
+                timeout=client_timeout,
+            )
+        except Exception:
+            # The two mappings the httpx path applies, in its order (no context managers
+            # on the way when nothing fails).
+            with _map_aiohttp(), self._map_exceptions():
+                raise
+        return _LeanAiohttpAnswer(response, self._map_exceptions)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        answered = request.extensions.pop(ANSWERED, None)
+        if isinstance(answered, httpx.Response):
+            return answered
         # httpx builds a redirected request around the previous request's stream; given
         # an unread stream httpx-aiohttp sends it as a chunked body ("0\r\n\r\n" after a
         # HEAD), which desynchronises the keep-alive connection. Read it: b"" means none.
@@ -169,6 +259,40 @@ class _MappedAiohttp(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+class _LeanAiohttpAnswer:
+    __slots__ = ("_map_exceptions", "_response", "headers", "status_code")
+
+    def __init__(
+        self,
+        response: ClientResponse,
+        map_exceptions: Callable[[], contextlib.AbstractContextManager[None]],
+    ) -> None:
+        self._response = response
+        self._map_exceptions = map_exceptions
+        self.status_code = response.status
+        self.headers = response.headers
+
+    async def aclose(self) -> None:
+        try:  # what httpx-aiohttp's stream does to close: ClientResponse.__aexit__
+            self._response.release()
+            await self._response.wait_for_close()
+        except Exception:
+            with _map_aiohttp(), self._map_exceptions():
+                raise
+
+    def response(self) -> httpx.Response:
+        # As httpx-aiohttp builds it: the raw header pairs, nothing added.
+        extensions = {"http_version": b"HTTP/1.1"}
+        if self._response.reason:
+            extensions["reason_phrase"] = self._response.reason.encode()
+        return httpx.Response(
+            self.status_code,
+            headers=self._response.raw_headers,
+            stream=httpx.ByteStream(b""),
+            extensions=extensions,
+        )
 
 
 def _aiohttp_equivalent(exc: BaseException) -> type[httpx.TransportError] | None:
