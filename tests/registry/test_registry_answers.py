@@ -28,6 +28,7 @@ from support.faults import (
     resolve_names,
 )
 from support.service import RegmonProcess
+from support.transports import TRANSPORTS
 from support.wait import wait_for
 
 from monitor.checker import check_reference
@@ -35,13 +36,9 @@ from monitor.domain import CheckResult, Reason, Status
 from monitor.reference import parse_reference
 from monitor.registry.classify import media_type, parse_error_body
 from monitor.registry.client import RegistryClient, RegistrySettings
-from monitor.registry.transport import TransportFactory, default_transport_factory, httpx_transport
+from monitor.registry.transport import TransportFactory
 from monitor.text import clean
 
-TRANSPORTS: dict[str, TransportFactory] = {
-    "httpcore": httpx_transport,
-    "aiohttp": default_transport_factory,
-}
 both_transports = pytest.mark.parametrize("transport", list(TRANSPORTS), ids=list(TRANSPORTS))
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

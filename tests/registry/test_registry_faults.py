@@ -1,6 +1,7 @@
-"""One fault table, both transports: the same fault gives the same status, reason and
-cause through httpx's own pool (``regmon check`` with few references) and through
-httpx-aiohttp (many references, and ``regmon run``). SPEC §2."""
+"""One fault table, every transport: the same fault gives the same status, reason and
+cause through httpx's own pool (``regmon check`` with few references), through
+httpx-aiohttp (many references, and ``regmon run``) and on its lean HEAD (the steady
+state's one request, support/transports.py). SPEC §2."""
 
 from __future__ import annotations
 
@@ -24,17 +25,14 @@ from support.faults import (
     self_signed_tls,
 )
 from support.paths import TESTS
+from support.transports import TRANSPORTS, LeanCounter
 
 from monitor.checker import check_reference
 from monitor.domain import CheckResult, Reason, Status
 from monitor.reference import parse_reference
 from monitor.registry.client import RegistryClient, RegistrySettings
-from monitor.registry.transport import TransportFactory, default_transport_factory, httpx_transport
+from monitor.registry.transport import TransportFactory
 
-TRANSPORTS: dict[str, TransportFactory] = {
-    "httpcore": httpx_transport,
-    "aiohttp": default_transport_factory,
-}
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 PING = http_answer(200, {"Content-Type": "application/json"}, b"{}")
 NO_DIGEST_HEAD = http_answer(200, {"Content-Type": OCI_MANIFEST, "Content-Length": "2"})
@@ -190,14 +188,21 @@ def _host(row: Row, server: WireServer | None, names: dict[str, str]) -> str:
 def test_fault_table(fault: str, transport: str, names: dict[str, str]) -> None:
     row = TABLE[fault]
     server = row.server() if row.server else None
+    lean = LeanCounter()
+    factory = lean if transport == "lean" else TRANSPORTS[transport]
+    heads: list[WireRequest] = []
     if server is None:
         host = _host(row, None, names)
-        result = run(f"{host}/team/app:v1", TRANSPORTS[transport])
+        result = run(f"{host}/team/app:v1", factory)
     else:
         with server:
             host = _host(row, server, names)
-            result = run(f"{host}/team/app:v1", TRANSPORTS[transport])
+            result = run(f"{host}/team/app:v1", factory)
+            heads = [r for r in server.requests if r.method == "HEAD"]
     assert (result.status, result.reason) == (Status.ERROR, row.reason), result
+    if transport == "lean":  # every HEAD that reached the server went the lean way
+        assert "HEAD" not in lean.via_httpx, lean.via_httpx
+        assert bool(lean.heads) == bool(heads) == (row.server is not None and "tls" not in fault)
     assert result.detail is not None
     if row.cause is not None:
         cause = result.detail.removeprefix(host + ": ").removeprefix(host + " ")

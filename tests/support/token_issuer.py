@@ -142,6 +142,11 @@ class TokenIssuer(LoopbackHTTPServer):
         self._refresh_tokens: dict[str, str] = {}
         self._token_requests: list[TokenRequest] = []
 
+    def rotate_key(self) -> None:
+        """Sign with a new key from now on (a registry trusts it after its restart)."""
+        self._key, self._cert = _make_key_and_cert()
+        self._x5c = base64.b64encode(self._cert.public_bytes(serialization.Encoding.DER)).decode()
+
     # what a registry needs
     @property
     def realm(self) -> str:
