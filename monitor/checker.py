@@ -66,7 +66,9 @@ async def check_reference(
     except RegistryError as exc:
         failure: RegistryError | None = exc
     else:
-        _, failure = await _within(budget, client, ref, lambda: client.discover(ref.api_host))
+        failure = None
+        if not client.discovered(ref.api_host):  # a budget and its timer only when it asks
+            _, failure = await _within(budget, client, ref, lambda: client.discover(ref.api_host))
         if failure is None:
             answer, failure = await _within(
                 budget, client, ref, lambda: client.fetch_manifest(ref, platforms=platforms)

@@ -18,7 +18,7 @@ import httpx
 from monitor.domain import Reason, Status
 from monitor.errors import AccessDenied, NotFound, RegistryDecision, RegistryError
 from monitor.reference import ImageReference, is_valid_digest
-from monitor.registry.auth import Authorizer, RegistryAuth
+from monitor.registry.auth import UNKNOWN, Authorizer, RegistryAuth
 from monitor.registry.bodies import (
     MAX_CONFIG_BYTES,
     read_body,
@@ -147,6 +147,11 @@ class RegistryClient:
         Raises RegistryError for an unusable ``ca_file``.
         """
         self._session.http(self._session.host(registry).settings)
+
+    def discovered(self, registry: str) -> bool:
+        """Whether the registry's scheme and challenge are known (no ``GET /v2/`` to do)."""
+        host = self._session.known(registry)
+        return host is not None and host.challenge is not UNKNOWN
 
     async def discover(self, registry: str) -> None:
         """Learn the registry's scheme and challenge (one ``GET /v2/``, single-flight)."""

@@ -15,7 +15,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -126,20 +126,33 @@ class Gate:
                 self._in_use += 1
                 waiter.set_result(None)
 
-    @contextlib.asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
+    def hold(self) -> contextlib.AbstractAsyncContextManager[None]:
         """One slot for this context; a no-op where the context holds one already."""
+        return _Hold(self)
+
+
+class _Hold:
+    """``Gate.hold()``: a class, not a generator context manager, as it is entered
+    twice per check (the check's slot, then its request's)."""
+
+    __slots__ = ("_gate", "_token")
+
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
+        self._token: Token[frozenset[Gate]] | None = None
+
+    async def __aenter__(self) -> None:
         held = _HELD.get()
-        if self in held:
-            yield
+        if self._gate in held:
             return
-        await self.acquire()
-        token = _HELD.set(held | {self})
-        try:
-            yield
-        finally:
-            _HELD.reset(token)
-            self.release()
+        await self._gate.acquire()
+        self._token = _HELD.set(held | {self._gate})
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _HELD.reset(self._token)
+            self._token = None
+            self._gate.release()
 
 
 class RegistrySlots:
