@@ -52,7 +52,10 @@ __all__ = [
 
 TransportFactory = Callable[[ssl.SSLContext | bool], httpx.AsyncBaseTransport]
 
-_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=30)
+_MAX_CONNECTIONS = 200
+_LIMITS = httpx.Limits(
+    max_connections=_MAX_CONNECTIONS, max_keepalive_connections=100, keepalive_expiry=30
+)
 
 
 MAX_REDIRECTS = 5  # registries send manifests and blobs to storage once, not in chains
@@ -122,9 +125,24 @@ def _listdir(path: str) -> list[str]:
 
 
 def default_transport_factory(verify: ssl.SSLContext | bool) -> httpx.AsyncBaseTransport:
+    from aiohttp import ClientSession, DummyCookieJar, TCPConnector
     from httpx_aiohttp import AiohttpTransport
 
-    return _MappedAiohttp(AiohttpTransport(verify=verify, limits=_LIMITS))
+    transport = AiohttpTransport(verify=verify, limits=_LIMITS)
+
+    def session() -> ClientSession:
+        # httpx-aiohttp's own session (AiohttpTransport.get_client) without aiohttp's
+        # cookie jar, which kept every Set-Cookie of a named host and sent it back
+        # (httpx's jar is gone for the same reason: see _NoCookies).
+        connector = TCPConnector(
+            keepalive_timeout=_LIMITS.keepalive_expiry,
+            ssl=transport.ssl_context,
+            limit=_MAX_CONNECTIONS,
+        )
+        return ClientSession(connector=connector, cookie_jar=DummyCookieJar())
+
+    transport.client = session
+    return _MappedAiohttp(transport)
 
 
 def httpx_transport(verify: ssl.SSLContext | bool) -> httpx.AsyncBaseTransport:

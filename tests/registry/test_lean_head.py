@@ -10,12 +10,12 @@ import base64
 import gc
 import hashlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.faults import Fault, WireRequest, WireServer, bad_request, http_answer
+from support.faults import Fault, WireRequest, WireServer, bad_request, http_answer, resolve_names
 from support.images import ImagePusher
 from support.registry import RegistryServer
 from support.token_issuer import PASSWORD, USERNAME, TokenIssuer
@@ -38,6 +38,13 @@ BASIC = "Basic " + base64.b64encode(b"ci:s3cret").decode()
 MANIFEST = "/v2/team/app/manifests/v1"
 
 Row = tuple[str, str]  # (method, code) as the request metrics count them
+
+
+@pytest.fixture
+def names() -> Iterator[dict[str, str]]:
+    mapping: dict[str, str] = {}
+    with resolve_names(mapping):
+        yield mapping
 
 
 def factory(transport: str, lean: LeanCounter) -> TransportFactory:
@@ -267,3 +274,38 @@ def test_a_kept_alive_connection_the_server_closes_is_the_same_answer(transport:
     assert seen_on == [2, 2, 3, 3, 4]
     assert rows == [("GET", "200")] + [("HEAD", "200")] * 3
     assert len(lean.heads) == (3 if transport == "lean" else 0)
+
+
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
+def test_no_transport_sends_a_cookie_back(transport: str, names: dict[str, str]) -> None:
+    """Registries authenticate by header; aiohttp's cookie jar (under httpx-aiohttp)
+    kept the Set-Cookie of a named host and sent it on every later request."""
+
+    def respond(request: WireRequest) -> bytes | Fault:
+        if not request.valid:
+            return bad_request(request)
+        cookie = {"Set-Cookie": f"sid{len(sent)}=abc; Path=/"}
+        sent.append(request.headers.get("cookie"))
+        if request.path == "/v2/":
+            return http_answer(200, {"Content-Type": "application/json", **cookie}, b"{}")
+        head = {
+            "Content-Type": OCI_MANIFEST,
+            "Docker-Content-Digest": DIGEST,
+            "Content-Length": "2",
+        }
+        return http_answer(200, {**head, **cookie})
+
+    sent: list[str | None] = []
+    names["registry.test"] = "127.0.0.1"
+    with WireServer(respond) as server:
+
+        async def main() -> list[CheckResult]:
+            async with RegistryClient(
+                transport_factory=TRANSPORTS[transport],
+                settings_for=lambda host: RegistrySettings(insecure=True),  # plain HTTP
+            ) as client:
+                return await checks(client, f"registry.test:{server.port}/team/app:v1", 2)
+
+        results = asyncio.run(main())
+    assert [r.status for r in results] == [Status.PRESENT] * 2, results
+    assert sent == [None, None, None]  # /v2/ and two HEADs
