@@ -52,11 +52,15 @@ from monitor.registry.transport import (  # noqa: E402
 )
 from tests.support.images import ImagePusher  # noqa: E402
 from tests.support.registry import RegistryServer  # noqa: E402
+from tests.support.transports import httpx_over_aiohttp  # noqa: E402
 
 REPO = "bench/app"
 TAGS = [f"t{i:02d}" for i in range(20)]
+# lean: the default (the manifest HEAD on aiohttp's session directly); aiohttp: the same
+# transport through httpx only; raw requests are httpx's on every transport.
 TRANSPORTS: dict[str, TransportFactory] = {
-    "aiohttp": default_transport_factory,
+    "lean": default_transport_factory,
+    "aiohttp": httpx_over_aiohttp,
     "httpcore": httpx_transport,
 }
 
@@ -241,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,16,64", help="comma list (default 1,16,64)")
     parser.add_argument("--repeats", type=int, default=2, help="rounds over every config")
     parser.add_argument(
-        "--transports", default=",".join(TRANSPORTS), help="comma list of aiohttp,httpcore"
+        "--transports", default=",".join(TRANSPORTS), help="comma list of lean,aiohttp,httpcore"
     )
     parser.add_argument(
         "--time-limit", type=float, default=120.0, help="seconds per run before it is cut off"
