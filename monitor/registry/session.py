@@ -296,8 +296,9 @@ class Session:
         after a 401 too, passes the gate, the back-off and the request metrics.
         ``observe_failure=False`` keeps a probe whose failure is expected (HTTPS
         tried first on a plain-HTTP loopback registry) out of the request metrics.
-        ``answered``: the answer the lean HEAD got to the flow's first request
-        (counted there), a 401 for the flow or a redirect for httpx to follow.
+        ``answered``: what the lean HEAD got to the flow's first request, a 401
+        for the flow (counted there) or a redirect for httpx to follow (counted
+        as the answer it ends in, as httpx's redirects are).
         """
         http = self.http(host.settings)
         request = http.build_request(method, url, headers=headers, timeout=host.settings.timeout)
