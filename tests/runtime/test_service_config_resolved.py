@@ -1,6 +1,6 @@
 """The running service keeps its config without the ``watch:`` entries once they are resolved
 (issue 15: ~580 B of pydantic models per watch that nothing reads again); the watches,
-the store and a reload behave as before."""
+the store and a reload behave as before (on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -15,15 +15,13 @@ ONE = "127.0.0.1:9/resolved/one:v1"
 TWO = "127.0.0.1:9/resolved/two:v1"
 
 
-def write(path: Path, db: Path, *refs: str) -> None:
+def write(path: Path, db: str, *refs: str) -> None:
     watches = "".join(f"  - image: {ref}\n" for ref in refs)
-    path.write_text(
-        f"database: sqlite:///{db}\ndefaults: {{interval: 1h, jitter: 0%}}\nwatch:\n{watches}"
-    )
+    path.write_text(f"database: {db}\ndefaults: {{interval: 1h, jitter: 0%}}\nwatch:\n{watches}")
 
 
-def test_the_running_config_holds_no_watch_entries(tmp_path: Path) -> None:
-    config, db = tmp_path / "regmon.yaml", tmp_path / "regmon.db"
+def test_the_running_config_holds_no_watch_entries(tmp_path: Path, db_url: str) -> None:
+    config, db = tmp_path / "regmon.yaml", db_url
     write(config, db, ONE)
 
     async def main() -> None:
@@ -31,7 +29,7 @@ def test_the_running_config_holds_no_watch_entries(tmp_path: Path) -> None:
         await service.start(serve_http=False)
         try:
             assert service.config.watch == ()
-            assert service.config.database == f"sqlite:///{db}"
+            assert service.config.database == db
             assert [w.key for w in service.watches()] == [ONE]
             write(config, db, ONE, TWO)
             assert await service.reload() is True

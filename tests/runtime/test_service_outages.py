@@ -1,4 +1,7 @@
-"""The service wires registry outages: stored states at start, the watched registries on reload."""
+"""The service wires registry outages: stored states at start, the watched registries on reload.
+
+On SQLite and on PostgreSQL (``db_url``).
+"""
 
 from __future__ import annotations
 
@@ -25,20 +28,18 @@ FAILING = "regmon_registry_failing"
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
-def write(path: Path, db: Path, *refs: str) -> None:
+def write(path: Path, db: str, *refs: str) -> None:
     watches = "".join(f"  - image: {ref}\n" for ref in refs)
-    path.write_text(
-        f"database: sqlite:///{db}\ndefaults: {{interval: 1h, jitter: 0%}}\nwatch:\n{watches}"
-    )
+    path.write_text(f"database: {db}\ndefaults: {{interval: 1h, jitter: 0%}}\nwatch:\n{watches}")
 
 
 def test_a_stored_outage_is_in_force_at_start_and_a_reload_follows_the_watched_registries(
-    tmp_path: Path,
+    tmp_path: Path, db_url: str
 ) -> None:
-    config, db = tmp_path / "regmon.yaml", tmp_path / "regmon.db"
+    config, db = tmp_path / "regmon.yaml", db_url
     write(config, db, "127.0.0.1:9/a/one:v1", "127.0.0.1:9/a/two:v1", "127.0.0.2:9/b/one:v1")
     # What a service that stopped during an outage of 127.0.0.1:9 left in the store.
-    engine = make_engine(f"sqlite:///{db}")
+    engine = make_engine(db)
     upgrade(engine)
     with _write(engine) as conn:
         conn.execute(
@@ -104,7 +105,11 @@ def deliveries(engine: Engine, kind: str) -> list[tuple[dict[str, Any], list[str
 
 
 def test_tags_from_listings_count_in_their_registry_and_hear_of_its_outage(
-    registry: RegistryServer, pusher: ImagePusher, unique_repo: Callable[..., str], tmp_path: Path
+    registry: RegistryServer,
+    pusher: ImagePusher,
+    unique_repo: Callable[..., str],
+    tmp_path: Path,
+    db_url: str,
 ) -> None:
     listed, single, elsewhere = unique_repo("listed"), unique_repo("single"), unique_repo("other")
     for tag in ("1.0.0", "1.1.0"):
@@ -116,7 +121,7 @@ def test_tags_from_listings_count_in_their_registry_and_hear_of_its_outage(
         repository, static = f"{host}/{listed}", f"{host}/{single}:v1"
         config = tmp_path / "regmon.yaml"
         config.write_text(
-            f"database: sqlite:///{tmp_path / 'regmon.db'}\n"
+            f"database: {db_url}\n"
             f"docker_config: {tmp_path / 'none.json'}\n"
             "defaults: {interval: 1h, jitter: 0%, failing_after: 2}\n"
             f"registries: {{'{host}': {{timeout: 1s}}}}\n"

@@ -1,6 +1,9 @@
 """``sources:`` across starts and config reloads, in process: what a broken file does when
 there is a last good read to keep and when there is none, and what an entry taken out of
 the config leaves in the store. (Following file edits: tests/e2e/test_service_sources.py.)
+
+The tests that run the service do so on SQLite and on PostgreSQL (``db_url``); the refused
+start checks that no SQLite file was created, and the others touch no store.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ def pod(name: str, *images: str) -> str:
     return POD.format(name=name, containers=containers)
 
 
-def write_config(root: Path, sources: str) -> Path:
+def write_config(root: Path, sources: str, db: str | None = None) -> Path:
     path = root / "regmon.yaml"
     path.write_text(
-        f"database: sqlite:///{root}/regmon.db\n"
+        f"database: {db or f'sqlite:///{root}/regmon.db'}\n"
         "defaults: {interval: 1h, jitter: 0%}\n"
         f"watch:\n  - image: {CONFIG_ONLY}\n{sources}"
     )
@@ -60,9 +63,9 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_reloads_keep_a_broken_sources_last_good_read_and_refuse_a_new_broken_entry(
-    root: Path, caplog: pytest.LogCaptureFixture
+    root: Path, caplog: pytest.LogCaptureFixture, db_url: str
 ) -> None:
-    config = write_config(root, SOURCES)
+    config = write_config(root, SOURCES, db_url)
     source = "files:k8s/*.yaml"
 
     async def main() -> None:
@@ -86,7 +89,7 @@ def test_reloads_keep_a_broken_sources_last_good_read_and_refuse_a_new_broken_en
 
             # The file breaks and the entry's keys change: the last good images, new keys.
             (root / "k8s" / "a.yaml").write_text("kind: [\n")
-            write_config(root, SOURCES + "    interval: 10m\n")
+            write_config(root, SOURCES + "    interval: 10m\n", db_url)
             assert await service.reload() is True
             assert keys(service)[1:] == [
                 ("127.0.0.1:9/k8s/a:1", source, 600.0),
@@ -94,13 +97,13 @@ def test_reloads_keep_a_broken_sources_last_good_read_and_refuse_a_new_broken_en
             ]
 
             # The entry taken out: its watches are no longer stored as active.
-            write_config(root, "")
+            write_config(root, "", db_url)
             assert await service.reload() is True
             assert keys(service) == [(CONFIG_ONLY, "config", 3600.0)]
             assert await asyncio.to_thread(stored, service) == [(CONFIG_ONLY, "config")]
 
             # Put back while its file is broken: no good read to keep, the reload refused.
-            write_config(root, SOURCES)
+            write_config(root, SOURCES, db_url)
             assert await service.reload() is False
             assert keys(service) == [(CONFIG_ONLY, "config", 3600.0)]
             assert await asyncio.to_thread(stored, service) == [(CONFIG_ONLY, "config")]
@@ -138,8 +141,8 @@ def test_a_source_that_does_not_read_at_start_refuses_the_start_in_one_line(root
     assert not (root / "regmon.db").exists()  # refused before the database was touched
 
 
-def test_status_shows_a_broken_sources_watches_as_stored(root: Path) -> None:
-    config = write_config(root, SOURCES)
+def test_status_shows_a_broken_sources_watches_as_stored(root: Path, db_url: str) -> None:
+    config = write_config(root, SOURCES, db_url)
 
     async def once() -> None:
         service = Service(load_config(config), config_path=str(config))
