@@ -26,8 +26,9 @@ SECRET = "whsec_C2VjcmV0LWZvci1yZWdtb24tY2hhbm5lbHM="
 JSON_PASSWORD = "JsonPassw0rd-channels"
 
 
-def config(registry: RegistryServer, refs: list[str], hooks: list[str]) -> str:
+def config(registry: RegistryServer, refs: list[str], hooks: list[str], *, db: str) -> str:
     lines = [
+        f"database: {db}",
         "log: {level: info}",
         "defaults: {interval: 1s, jitter: 0%, missing_after: 1, failing_after: 2}",
         "registries:",
@@ -75,6 +76,7 @@ def test_an_outage_of_five_tags_is_one_batch_and_the_recovery_another(
     unique_repo: Callable[..., str],
     services: list[RegmonProcess],
     tmp_path: Path,
+    db_url: str,
 ) -> None:
     repo = unique_repo("batch")
     refs = [f"{own_registry.host}/{repo}:t{i}" for i in range(5)]
@@ -87,7 +89,7 @@ def test_an_outage_of_five_tags_is_one_batch_and_the_recovery_another(
             f"{{name: ops, url: '{rx.url}', secret: '{SECRET}', batch: 2s,"
             " events: [check.failing, check.recovered]}"
         )
-        svc = RegmonProcess(config(own_registry, refs, [hook]), tmp_path)
+        svc = RegmonProcess(config(own_registry, refs, [hook], db=db_url), tmp_path)
         services.append(svc)
         wait_for(lambda: all(svc.images()[r]["digest"] for r in refs), message="baselines")
 
@@ -123,13 +125,14 @@ def test_sigkill_mid_send_resends_the_same_batch_once(
     unique_repo: Callable[..., str],
     services: list[RegmonProcess],
     tmp_path: Path,
+    db_url: str,
 ) -> None:
     repo = unique_repo("batchkill")
     refs = [f"{own_registry.host}/{repo}:never-{i}" for i in range(3)]
     with WebhookReceiver(SECRET) as rx:
         rx.hang()
         hook = f"{{name: ops, url: '{rx.url}', secret: '{SECRET}', batch: 2s, timeout: 30s}}"
-        svc = RegmonProcess(config(own_registry, refs, [hook]), tmp_path)
+        svc = RegmonProcess(config(own_registry, refs, [hook], db=db_url), tmp_path)
         services.append(svc)
         wait_for(lambda: rx.hanging == 1, timeout=30, message="the batch is being sent")
         ids = [e["id"] for e in svc.events()]
@@ -160,6 +163,7 @@ def test_apprise_json_and_mailto_targets_get_events_and_a_receiver_down_then_up(
     services: list[RegmonProcess],
     smtp: Mailbox,
     tmp_path: Path,
+    db_url: str,
 ) -> None:
     repo = unique_repo("apprise")
     ref = f"{own_registry.host}/{repo}:never-pushed"
@@ -172,7 +176,7 @@ def test_apprise_json_and_mailto_targets_get_events_and_a_receiver_down_then_up(
             f"{{name: mail, apprise: '{mailto(smtp.port)}', events: [tag.missing]}}",
             f"{{name: later, apprise: '{later_url}'}}",
         ]
-        svc = RegmonProcess(config(own_registry, [ref], hooks), tmp_path)
+        svc = RegmonProcess(config(own_registry, [ref], hooks, db=db_url), tmp_path)
         services.append(svc)
         wait_for(lambda: len(rx.delivered()) == 1, timeout=30, message="the json:// post")
         wait_for(lambda: len(smtp.messages) == 1, timeout=30, message="the mail")

@@ -56,6 +56,7 @@ def test_outage_of_five_tags_is_one_notification_each_way_per_webhook(
     unique_repo: Callable[..., str],
     receivers: tuple[WebhookReceiver, WebhookReceiver],
     tmp_path: Path,
+    db_url: str,
 ) -> None:
     registry = registry_factory()
     repos = [unique_repo(f"outage{i}") for i in range(TAGS)]
@@ -67,6 +68,7 @@ def test_outage_of_five_tags_is_one_notification_each_way_per_webhook(
         refs = [f"{proxy.host}/{repo}:prod" for repo in repos]
         text = "\n".join(
             [
+                f"database: {db_url}",
                 "log: {level: info}",
                 "defaults: {interval: 1s, jitter: 0%, missing_after: 1, failing_after: 2}",
                 f"registries: {{'{proxy.host}': {{timeout: 1s}}}}",

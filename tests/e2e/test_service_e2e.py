@@ -1,16 +1,16 @@
 """`regmon run` end to end: the real service as a subprocess against real registries.
 
-Every scenario starts its own service (``RegmonProcess``) on a fresh SQLite
-database, watching its own repositories, with 1 s intervals and no jitter, and
-observes it only from outside: ``/api/v1``, ``/metrics`` (parsed with
-prometheus-client's parser), the status page, the log and the CLI. Waits are
-conditions on what the service reports, never fixed sleeps.
+Every scenario starts its own service (``RegmonProcess``) on a fresh database
+(``db_url``: each scenario runs on SQLite and on PostgreSQL), watching its own
+repositories, with 1 s intervals and no jitter, and observes it only from outside:
+``/api/v1``, ``/metrics`` (parsed with prometheus-client's parser), the status page,
+the log and the CLI. Waits are conditions on what the service reports, never fixed
+sleeps.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import inspect
 from support.faults import hung_server
 from support.images import ImagePusher
 from support.registry import RegistryServer
@@ -25,6 +26,7 @@ from support.service import RegmonProcess, metric_key, run_cli
 from support.wait import wait_for
 
 import monitor
+from monitor.store.engine import make_engine
 
 FAST = "defaults: {interval: 1s, jitter: 0%, missing_after: 2, failing_after: 2}\n"
 BROKEN_INTERVAL = "defaults: {interval: 5 minutes, jitter: 0%}\n"
@@ -192,6 +194,7 @@ def test_overwrite_delete_and_restore_a_tag(
 
 
 def test_registry_outage_is_failing_never_missing(
+    db_url: str,
     service: Service,
     registry_factory: Callable[..., RegistryServer],
 ) -> None:
@@ -199,7 +202,7 @@ def test_registry_outage_is_failing_never_missing(
     with ImagePusher(reg.url) as own:
         image = own.push_image("outage/app", "v1", seed="outage")
     ref = f"{reg.host}/outage/app:v1"
-    svc = service(watch_yaml(ref))
+    svc = service(f"database: {db_url}\n" + watch_yaml(ref))
     wait_image(svc, ref, present_with(image.digest), "present before the outage")
 
     reg.stop()
@@ -307,6 +310,7 @@ def test_restart_repeats_no_event_and_keeps_counters(
 
 
 def test_reload_on_sighup_refuses_a_broken_config_and_follows_file_changes(
+    db_url: str,
     service: Service,
     registry: RegistryServer,
     pusher: ImagePusher,
@@ -316,13 +320,14 @@ def test_reload_on_sighup_refuses_a_broken_config_and_follows_file_changes(
     one, two = f"{registry.host}/{repo}:one", f"{registry.host}/{repo}:two"
     one_image = pusher.push_image(repo, "one", seed="one")
     two_image = pusher.push_image(repo, "two", seed="two")
-    svc = service(watch_yaml(one))
+    db = f"database: {db_url}\n"
+    svc = service(db + watch_yaml(one))
     pid = svc.pid
     first_seen = wait_image(svc, one, present_with(one_image.digest), "present")["first_seen"]
     assert list(svc.images()) == [one]
 
     # SIGHUP alone (the file's mtime is kept, so the mtime poll cannot be what reloads).
-    svc.write_config(watch_yaml(one, two), keep_mtime=True)
+    svc.write_config(db + watch_yaml(one, two), keep_mtime=True)
     svc.send_hup()
     wait_image(svc, two, present_with(two_image.digest), "the added watch checked")
     assert svc.pid == pid
@@ -331,7 +336,7 @@ def test_reload_on_sighup_refuses_a_broken_config_and_follows_file_changes(
     assert "config reloaded: 2 watches (1 added, 0 removed" in svc.log_text()
 
     # A broken file is refused with one line naming the key; the old watches keep going.
-    svc.write_config(BROKEN_INTERVAL + "watch:\n" + f"  - image: {one}\n")
+    svc.write_config(db + BROKEN_INTERVAL + "watch:\n" + f"  - image: {one}\n")
     svc.send_hup()
     refused = wait_for(
         lambda: [line for line in svc.log_text().splitlines() if "reload refused" in line],
@@ -346,7 +351,7 @@ def test_reload_on_sighup_refuses_a_broken_config_and_follows_file_changes(
         wait_image(svc, ref, lambda i, r=ref: i["last_checked"] > checked[r], "checked again")
 
     # No signal: the service notices the file changed and drops the removed watch.
-    svc.write_config(watch_yaml(two))
+    svc.write_config(db + watch_yaml(two))
     wait_for(
         lambda: list(svc.images()) == [two],
         timeout=5,
@@ -361,6 +366,7 @@ def test_reload_on_sighup_refuses_a_broken_config_and_follows_file_changes(
 
 
 def test_metrics_status_page_probes_and_status_cli(
+    db_url: str,
     service: Service,
     registry: RegistryServer,
     pusher: ImagePusher,
@@ -369,7 +375,7 @@ def test_metrics_status_page_probes_and_status_cli(
     repo = unique_repo("metrics")
     here, absent = f"{registry.host}/{repo}:here", f"{registry.host}/{repo}:absent"
     image = pusher.push_image(repo, "here", seed="here")
-    svc = service(watch_yaml(here, absent))
+    svc = service(f"database: {db_url}\n" + watch_yaml(here, absent))
     wait_image(svc, here, present_with(image.digest), "present")
     wait_image(svc, absent, lambda i: i["status"] == "missing", "missing")
 
@@ -441,6 +447,7 @@ def test_metrics_status_page_probes_and_status_cli(
 
 
 def test_check_now_needs_the_bearer_token(
+    db_url: str,
     service: Service,
     registry: RegistryServer,
     pusher: ImagePusher,
@@ -450,7 +457,7 @@ def test_check_now_needs_the_bearer_token(
     ref = f"{registry.host}/{repo}:v1"
     image = pusher.push_image(repo, "v1", seed="token")
     # One scheduled check at start, the next in an hour: a later last_checked is ours.
-    head = "api_token: t0ken\ndefaults: {interval: 1h, jitter: 0%}\n"
+    head = f"database: {db_url}\napi_token: t0ken\ndefaults: {{interval: 1h, jitter: 0%}}\n"
     svc = service(watch_yaml(ref, head=head))
     before = wait_image(svc, ref, present_with(image.digest), "first check")["last_checked"]
     url = f"/api/v1/images/{ref}/check"
@@ -483,7 +490,9 @@ def test_check_now_needs_the_bearer_token(
 # --- 7. CLI around the service
 
 
-def test_config_validate_and_db_upgrade(tmp_path: Path, registry: RegistryServer) -> None:
+def test_config_validate_and_db_upgrade(
+    tmp_path: Path, registry: RegistryServer, db_url: str
+) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text(BROKEN_INTERVAL + f"watch:\n  - image: {registry.host}/x/y:v1\n")
     proc = run_cli("config", "validate", str(broken))
@@ -493,17 +502,19 @@ def test_config_validate_and_db_upgrade(tmp_path: Path, registry: RegistryServer
     assert "defaults.interval" in message and str(broken) in message, message
     assert "Traceback" not in proc.stderr
 
-    db_path = tmp_path / "empty.db"
     config = tmp_path / "regmon.yaml"
     ref = f"{registry.host}/x/y:v1"
-    config.write_text(f"database: sqlite:///{db_path}\n" + watch_yaml(ref))
+    config.write_text(f"database: {db_url}\n" + watch_yaml(ref))  # an empty one
     valid = run_cli("config", "validate", str(config))
     assert valid.returncode == 0, valid.stderr
 
     upgraded = run_cli("db", "upgrade", "--config", str(config))
     assert upgraded.returncode == 0, upgraded.stderr
-    with sqlite3.connect(db_path) as conn:
-        tables = {row[0] for row in conn.execute("select name from sqlite_master")}
+    engine = make_engine(db_url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
     assert {"watches", "tag_states", "history", "events", "deliveries"} <= tables, tables
     again = run_cli("db", "upgrade", "--config", str(config))
     assert again.returncode == 0, again.stderr
@@ -527,6 +538,7 @@ def test_config_validate_and_db_upgrade(tmp_path: Path, registry: RegistryServer
 
 
 def test_sigterm_drains_checks_in_flight(
+    db_url: str,
     service: Service,
     registry: RegistryServer,
     pusher: ImagePusher,
@@ -538,7 +550,8 @@ def test_sigterm_drains_checks_in_flight(
     with hung_server() as hung:
         stuck = f"{hung.host}/slow/app:v1"
         config = (
-            FAST
+            f"database: {db_url}\n"
+            + FAST
             + f"registries:\n  '{hung.host}': {{timeout: 3s}}\n"
             + f"watch:\n  - image: {ref}\n  - image: {stuck}\n"
         )

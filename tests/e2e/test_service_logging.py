@@ -51,11 +51,13 @@ def test_the_log_says_what_a_user_can_act_on(
     registry: RegistryServer,
     pusher: ImagePusher,
     unique_repo: Callable[..., str],
+    db_url: str,
 ) -> None:
     repo = unique_repo("logs")
     ref = f"{registry.host}/{repo}:v1"
     down = f"127.0.0.1:{free_port()}/team/api:v2"  # nothing listens: refused
     svc = service(
+        f"database: {db_url}\n"
         "log: {level: debug}\n"
         "defaults: {interval: 1s, jitter: 0%, missing_after: 1, failing_after: 2}\n"
         f"registries: {{'{down.split('/')[0]}': {{timeout: 1s}}}}\n"
@@ -109,10 +111,12 @@ def test_the_log_says_what_a_user_can_act_on(
 
 def test_history_of_a_watched_tag_whose_checks_all_failed_says_so(
     service: Callable[[str], RegmonProcess],
+    db_url: str,
 ) -> None:
     down = f"127.0.0.1:{free_port()}/team/api:v2"
     never = "127.0.0.1:9/team/never:checked"  # in no config: the old message
     svc = service(
+        f"database: {db_url}\n"
         "defaults: {interval: 1s, jitter: 0%, failing_after: 10}\n"
         f"registries: {{'{down.split('/')[0]}': {{timeout: 1s}}}}\n"
         f"watch:\n  - image: {down}\n"

@@ -3,7 +3,8 @@
 Tags come and go between listings: exactly one ``tag.created`` / ``tag.deleted``
 each, written with the tag's state; a listing that fails deletes nothing;
 ``max`` moving on unwatches without ``tag.deleted``; signature tags are never
-selected; a reload that keeps the repository and a restart keep its tags.
+selected; a reload that keeps the repository and a restart keep its tags. Every test
+runs on SQLite and on PostgreSQL (``db_url``).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from monitor.store.repository import active_watches, history_for, list_events
 SIG = "sha256-" + "ab" * 32 + ".sig"
 
 
-def write(path: Path, host: str, repo: str, extra: str = "") -> Path:
+def write(path: Path, host: str, repo: str, extra: str = "", *, db: str) -> Path:
     path.write_text(
-        f"database: sqlite:///{path.parent / 'regmon.db'}\n"
+        f"database: {db}\n"
         f"docker_config: {path.parent / 'no-docker-config.json'}\n"
         "defaults: {interval: 1h, jitter: 0%, missing_after: 1}\n"
         f"watch:\n  - repository: {host}/{repo}\n{extra}"
@@ -85,12 +86,16 @@ def run(config: Path, body: Callable[[Service], Awaitable[None]]) -> None:
 
 
 def test_tags_pushed_and_deleted_between_listings_are_one_created_and_one_deleted_each(
-    registry: RegistryServer, pusher: ImagePusher, unique_repo: Callable[..., str], tmp_path: Path
+    registry: RegistryServer,
+    pusher: ImagePusher,
+    unique_repo: Callable[..., str],
+    tmp_path: Path,
+    db_url: str,
 ) -> None:
     repo = unique_repo()
     key = f"{registry.host}/{repo}"
     pushed = {tag: pusher.push_image(repo, tag).digest for tag in ("1.0.0", "1.1.0", "latest", SIG)}
-    config = write(tmp_path / "regmon.yaml", registry.host, repo)
+    config = write(tmp_path / "regmon.yaml", registry.host, repo, db=db_url)
 
     async def body(service: Service) -> None:
         shown = await service.list_repository(key)
@@ -139,13 +144,17 @@ def test_tags_pushed_and_deleted_between_listings_are_one_created_and_one_delete
 
 
 def test_max_moving_on_unwatches_without_deleted_and_a_reload_keeps_the_tags(
-    registry: RegistryServer, pusher: ImagePusher, unique_repo: Callable[..., str], tmp_path: Path
+    registry: RegistryServer,
+    pusher: ImagePusher,
+    unique_repo: Callable[..., str],
+    tmp_path: Path,
+    db_url: str,
 ) -> None:
     repo = unique_repo()
     key = f"{registry.host}/{repo}"
     for tag in ("1.0.0", "1.1.0", "1.2.0"):
         pusher.push_image(repo, tag)
-    config = write(tmp_path / "regmon.yaml", registry.host, repo, "    tags: {max: 2}\n")
+    config = write(tmp_path / "regmon.yaml", registry.host, repo, "    tags: {max: 2}\n", db=db_url)
 
     async def body(service: Service) -> None:
         await service.list_repository(key)
@@ -158,7 +167,7 @@ def test_max_moving_on_unwatches_without_deleted_and_a_reload_keeps_the_tags(
         assert [(kind, tag) for kind, tag, _ in events(service)] == [("tag.created", "1.3.0")]
 
         # A reload that keeps the repository keeps its tags (and reschedules them).
-        write(config, registry.host, repo, "    tags: {max: 2}\n    interval: 2h\n")
+        write(config, registry.host, repo, "    tags: {max: 2}\n    interval: 2h\n", db=db_url)
         assert await service.reload() is True
         assert tagged(service, key) == ["1.2.0", "1.3.0"]
         assert [(w.key, w.interval) for w in service.watches()] == [
@@ -167,7 +176,7 @@ def test_max_moving_on_unwatches_without_deleted_and_a_reload_keeps_the_tags(
         ]
         # A new selection applies at the next listing: 1.1.0 was listed all along (not
         # created), 1.3.0 is excluded (not deleted).
-        write(config, registry.host, repo, "    tags: {max: 2, exclude: '^1\\.3'}\n")
+        write(config, registry.host, repo, "    tags: {max: 2, exclude: '^1\\.3'}\n", db=db_url)
         assert await service.reload() is True
         await service.list_repository(key)
         assert tagged(service, key) == ["1.1.0", "1.2.0"]
@@ -185,7 +194,11 @@ def test_max_moving_on_unwatches_without_deleted_and_a_reload_keeps_the_tags(
 
 
 def test_a_listing_that_fails_mid_pagination_deletes_nothing(
-    registry: RegistryServer, pusher: ImagePusher, unique_repo: Callable[..., str], tmp_path: Path
+    registry: RegistryServer,
+    pusher: ImagePusher,
+    unique_repo: Callable[..., str],
+    tmp_path: Path,
+    db_url: str,
 ) -> None:
     repo = unique_repo()
     tags = ["1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0"]
@@ -193,7 +206,7 @@ def test_a_listing_that_fails_mid_pagination_deletes_nothing(
         pusher.push_image(repo, tag)
     with PagingProxy(registry.host, page_size=2) as proxy:
         key = f"{proxy.host}/{repo}"
-        config = write(tmp_path / "regmon.yaml", proxy.host, repo)
+        config = write(tmp_path / "regmon.yaml", proxy.host, repo, db=db_url)
 
         async def body(service: Service) -> None:
             await first_listing(service, key)
@@ -231,13 +244,13 @@ def many_tags(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Regist
 
 @pytest.mark.parametrize("paged", [True, False], ids=["paged-100", "unpaged"])
 def test_a_repository_of_more_tags_than_a_page(
-    many_tags: tuple[RegistryServer, str], tmp_path: Path, paged: bool
+    many_tags: tuple[RegistryServer, str], tmp_path: Path, paged: bool, db_url: str
 ) -> None:
     server, repo = many_tags
     with PagingProxy(server.host, page_size=100 if paged else 10_000) as proxy:
         key = f"{proxy.host}/{repo}"
         selection = "    tags: {semver: '>=1.200.0 <2', exclude: '5', max: 40}\n"
-        config = write(tmp_path / "regmon.yaml", proxy.host, repo, selection)
+        config = write(tmp_path / "regmon.yaml", proxy.host, repo, selection, db=db_url)
 
         async def body(service: Service) -> None:
             await first_listing(service, key)
@@ -257,11 +270,12 @@ def test_token_auth_anonymous_lists_a_public_repository_and_is_denied_a_private_
     token_pusher: ImagePusher,
     unique_repo: Callable[..., str],
     tmp_path: Path,
+    db_url: str,
 ) -> None:
     public, private = unique_repo("public"), unique_repo("private")
     token_pusher.push_image(public, "v1.0.0")
     token_pusher.push_image(private, "v1.0.0")
-    config = write(tmp_path / "regmon.yaml", registry_token.host, public)
+    config = write(tmp_path / "regmon.yaml", registry_token.host, public, db=db_url)
     config.write_text(config.read_text() + f"  - repository: {registry_token.host}/{private}\n")
 
     async def body(service: Service) -> None:
@@ -281,7 +295,11 @@ def test_token_auth_anonymous_lists_a_public_repository_and_is_denied_a_private_
 
 
 def test_newer_semver_is_one_version_available_per_new_version(
-    registry: RegistryServer, pusher: ImagePusher, unique_repo: Callable[..., str], tmp_path: Path
+    registry: RegistryServer,
+    pusher: ImagePusher,
+    unique_repo: Callable[..., str],
+    tmp_path: Path,
+    db_url: str,
 ) -> None:
     repo = unique_repo()
     for tag in ("1.27.2", "1.27.3", "1.27.3-alpine", "1.28", "latest"):
@@ -289,7 +307,7 @@ def test_newer_semver_is_one_version_available_per_new_version(
     image = f"{registry.host}/{repo}:1.27.2"
     config = tmp_path / "regmon.yaml"
     config.write_text(
-        f"database: sqlite:///{tmp_path / 'regmon.db'}\n"
+        f"database: {db_url}\n"
         f"docker_config: {tmp_path / 'none.json'}\n"
         "defaults: {interval: 1h, jitter: 0%}\n"
         f"watch:\n  - image: {image}\n    newer: semver\n"
@@ -341,14 +359,18 @@ class Vanishing(CountingProxy):
 
 
 def test_a_repository_that_goes_missing_keeps_its_tags_and_they_go_missing(
-    registry: RegistryServer, pusher: ImagePusher, unique_repo: Callable[..., str], tmp_path: Path
+    registry: RegistryServer,
+    pusher: ImagePusher,
+    unique_repo: Callable[..., str],
+    tmp_path: Path,
+    db_url: str,
 ) -> None:
     repo = unique_repo()
     for tag in ("1.0.0", "1.1.0"):
         pusher.push_image(repo, tag)
     with Vanishing(registry.host) as proxy:
         key = f"{proxy.host}/{repo}"
-        config = write(tmp_path / "regmon.yaml", proxy.host, repo)
+        config = write(tmp_path / "regmon.yaml", proxy.host, repo, db=db_url)
 
         async def body(service: Service) -> None:
             await service.list_repository(key)

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import re
 import shutil
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from support.images import ImagePusher
 from support.paths import DATA
 from support.registry import RegistryServer
 from support.service import RegmonProcess, run_cli
 from support.wait import wait_for
+
+from monitor.store.engine import make_engine
 
 PRESENT = [
     "shop/api:2.1.0", "shop/web:1.4", "shop/worker:2.1.0", "library/postgres:16",
@@ -91,8 +93,8 @@ def deployment(
 
 
 @pytest.fixture
-def started(deployment: Deployment) -> Iterator[RegmonProcess]:
-    svc = RegmonProcess(deployment.real(CONFIG), deployment.root)
+def started(deployment: Deployment, db_url: str) -> Iterator[RegmonProcess]:
+    svc = RegmonProcess(f"database: {db_url}\n" + deployment.real(CONFIG), deployment.root)
     yield svc
     svc.close()
 
@@ -166,21 +168,23 @@ def test_the_deployment_is_watched_and_followed_as_its_files_change(
         message=f"the new image checked\n{svc.log_tail()}",
     )
     # The old one is no longer watched, its state and history kept.
-    with sqlite3.connect(svc.db_path) as conn:
-        old = deployment.real(OLD_MIGRATE)
-        assert conn.execute(
-            "select active, source from watches where image = ?", (old,)
-        ).fetchall() == [(0, SOURCE)]
-        assert conn.execute("select status from tag_states where image = ?", (old,)).fetchall() == [
-            ("missing",)
-        ]
-        # Named by both, stored under the one that wins: the file's edits never retire it.
-        assert conn.execute(
-            "select active, source from watches where image = ?", (deployment.real(REPORT),)
-        ).fetchall() == [(1, "config")]
-        assert (
-            conn.execute("select count(*) from history where image = ?", (old,)).fetchone()[0] == 1
-        )
+    engine = make_engine(svc.database)
+    try:
+        with engine.connect() as conn:
+
+            def rows(sql: str, image: str) -> list[tuple[Any, ...]]:
+                return [tuple(row) for row in conn.execute(sa.text(sql), {"image": image})]
+
+            old = deployment.real(OLD_MIGRATE)
+            watch = "select active, source from watches where image = :image"
+            assert rows(watch, old) == [(False, SOURCE)]
+            state = "select status from tag_states where image = :image"
+            assert rows(state, old) == [("missing",)]
+            # Named by both, stored under the one that wins: the file's edits never retire it.
+            assert rows(watch, deployment.real(REPORT)) == [(True, "config")]
+            assert rows("select count(*) from history where image = :image", old) == [(1,)]
+    finally:
+        engine.dispose()
 
     # A file that no longer parses: one line, once; the last good watches stay.
     jobs = deployment.root / "deploy" / "k8s" / "jobs.yaml"

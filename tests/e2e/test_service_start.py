@@ -1,4 +1,9 @@
-"""`regmon run` refuses bad start conditions with one line and exit code 2."""
+"""`regmon run` refuses bad start conditions with one line and exit code 2.
+
+SQLite only: each is refused before any store is opened (a taken port), or is about a
+SQLite path or an unknown dialect; a PostgreSQL server that does not answer is waited
+for instead (tests/e2e/test_database_outages.py).
+"""
 
 from __future__ import annotations
 

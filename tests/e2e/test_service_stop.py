@@ -29,11 +29,12 @@ def services() -> Iterator[list[RegmonProcess]]:
 
 
 def test_sigterm_with_10000_queued_checks_is_bounded_and_quiet(
-    tmp_path: Path, services: list[RegmonProcess]
+    tmp_path: Path, services: list[RegmonProcess], db_url: str
 ) -> None:
     with hung_server() as hung:
         watches = "".join(f"  - image: {hung.host}/load/app{i}:v1\n" for i in range(WATCHES))
         config = (
+            f"database: {db_url}\n"
             "defaults: {interval: 1h, jitter: 0%}\n"  # no first-run spread: all due at once
             f"registries:\n  '{hung.host}': {{timeout: 3s, max_concurrency: 8}}\n"
             f"watch:\n{watches}"
@@ -84,6 +85,7 @@ def test_sigterm_during_a_slow_send_waits_for_its_answer_and_never_resends_it(
     unique_repo: Callable[..., str],
     tmp_path: Path,
     services: list[RegmonProcess],
+    db_url: str,
 ) -> None:
     repo = unique_repo("grace")
     ref = f"{registry.host}/{repo}:v1"
@@ -92,6 +94,7 @@ def test_sigterm_during_a_slow_send_waits_for_its_answer_and_never_resends_it(
         # The webhook timeout (10 s default) is longer than the answer takes (6 s)
         # and than the dispatcher's own stop grace (5 s).
         config = (
+            f"database: {db_url}\n"
             "defaults: {interval: 1s, jitter: 0%}\n"
             f"webhooks:\n  - {{name: ops, url: '{rx.url}', secret: '{SECRET}'}}\n"
             f"watch:\n  - image: {ref}\n"

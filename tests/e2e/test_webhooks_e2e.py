@@ -35,9 +35,11 @@ def config(
     watches: dict[str, list[str] | None],
     hooks: dict[str, str],
     *,
+    db: str,
     hook_options: str = "",
 ) -> str:
     lines = [
+        f"database: {db}",
         "log: {level: info}",
         "defaults: {interval: 1s, jitter: 0%, missing_after: 1, failing_after: 2}",
         "registries:",
@@ -106,11 +108,14 @@ def test_tag_lifecycle_and_registry_outage_in_order_and_once(
     receiver: WebhookReceiver,
     services: list[RegmonProcess],
     tmp_path: Path,
+    db_url: str,
 ) -> None:
     repo = unique_repo("hook")
     ref = f"{own_registry.host}/{repo}:prod"
     first = pusher_for.push_image(repo, "prod", seed="v1")
-    svc = RegmonProcess(config(own_registry, {ref: None}, {"ops": hook_url(receiver)}), tmp_path)
+    svc = RegmonProcess(
+        config(own_registry, {ref: None}, {"ops": hook_url(receiver)}, db=db_url), tmp_path
+    )
     services.append(svc)
     wait_for(lambda: svc.images()[ref]["digest"] == first.digest, message="baseline")
 
@@ -170,12 +175,15 @@ def test_failing_receiver_and_sigkill_then_every_event_arrives_once_in_order(
     receiver: WebhookReceiver,
     services: list[RegmonProcess],
     tmp_path: Path,
+    db_url: str,
 ) -> None:
     repo = unique_repo("hook")
     ref = f"{own_registry.host}/{repo}:prod"
     digests = [pusher_for.push_image(repo, "prod", seed="v1").digest]
     receiver.answer(500)
-    svc = RegmonProcess(config(own_registry, {ref: None}, {"ops": hook_url(receiver)}), tmp_path)
+    svc = RegmonProcess(
+        config(own_registry, {ref: None}, {"ops": hook_url(receiver)}, db=db_url), tmp_path
+    )
     services.append(svc)
     wait_for(lambda: svc.images()[ref]["digest"] == digests[0], message="baseline")
 
@@ -216,6 +224,7 @@ def test_final_410_retry_after_429_and_a_hung_receiver_that_delays_nothing_else(
     unique_repo: Callable[..., str],
     services: list[RegmonProcess],
     tmp_path: Path,
+    db_url: str,
 ) -> None:
     repo = unique_repo("hook")
     missing = f"{own_registry.host}/{repo}:never-pushed"
@@ -232,7 +241,11 @@ def test_final_410_retry_after_429_and_a_hung_receiver_that_delays_nothing_else(
         hooks = {"gone": hook_url(gone), "limited": hook_url(limited), "stuck": hook_url(stuck)}
         # The missing tag's tag.missing goes to all three; the present tag has no webhook.
         text = config(
-            own_registry, {missing: None, present: []}, hooks, hook_options="timeout: 30s"
+            own_registry,
+            {missing: None, present: []},
+            hooks,
+            db=db_url,
+            hook_options="timeout: 30s",
         )
         svc = RegmonProcess(text, tmp_path)
         services.append(svc)

@@ -10,10 +10,10 @@
 
 The config is YAML text (or a path to a YAML file, read as text); the helper
 adds ``database: sqlite:///<tmp>/regmon.db`` and ``listen: 127.0.0.1:<free port>``
-unless the text sets them itself. ``write_config(text)`` rewrites the file the
-same way (for reload tests). stdout and stderr go to ``<tmp>/regmon.log``;
-every failure message includes that log. Call ``close()`` (a fixture
-finalizer does) to kill whatever is still running.
+unless the text sets them itself (``svc.database`` is the URL in force either way).
+``write_config(text)`` rewrites the file the same way (for reload tests). stdout
+and stderr go to ``<tmp>/regmon.log``; every failure message includes that log.
+Call ``close()`` (a fixture finalizer does) to kill whatever is still running.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ __all__ = ["MetricKey", "RegmonProcess", "cli_env", "metric_key", "run_cli"]
 MetricKey = tuple[str, frozenset[tuple[str, str]]]
 
 _TOP_KEY = re.compile(r"^(database|listen)\s*:", re.MULTILINE)
+_DATABASE = re.compile(r"^database\s*:\s*(\S+)\s*$", re.MULTILINE)
 
 
 def metric_key(name: str, **labels: str) -> MetricKey:
@@ -104,6 +105,8 @@ class RegmonProcess:
     def config_text(self, text: str) -> str:
         """``text`` with this instance's database and listen address added where absent."""
         present = {match.group(1) for match in _TOP_KEY.finditer(text)}
+        if given := _DATABASE.search(text):
+            self.database = given.group(1).strip("'\"")  # what the tests read the store with
         header = []
         if "database" not in present:
             header.append(f"database: sqlite:///{self.db_path}")
