@@ -258,6 +258,7 @@ class Service:
             outages=self._outages,
             metrics=self._metrics,
             deliveries=self._deliveries,
+            targets=targets,
         )
         if (lease := self._replica.lease) is not None:
             follow = self._replica.follow(lease.renew_every)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from monitor.runtime.lease import LeaseCoordinator
     from monitor.runtime.outages import Outages
     from monitor.runtime.recorder import Recorder
+    from monitor.runtime.targets import Targets
 
 __all__ = ["Replica"]
 
@@ -63,6 +64,7 @@ class Replica:
         self._outages: Outages | None = None
         self._metrics: Metrics | None = None
         self._deliveries: Deliveries | None = None
+        self._targets: Targets | None = None
 
     def lease_seconds(self) -> float | None:
         """The lease of replicas sharing a PostgreSQL database; None: this process is alone."""
@@ -128,8 +130,10 @@ class Replica:
         outages: Outages,
         metrics: Metrics,
         deliveries: Deliveries,
+        targets: Targets | None = None,
     ) -> None:
         """The parts a change of role reloads or wakes; until then start() loads."""
+        self._targets = targets
         self._cache = cache
         self._recorder = recorder
         self._outages = outages
@@ -150,11 +154,15 @@ class Replica:
         epoch = self._coordinator.epoch
         if fresh:
             try:
+                # The previous leader's listings first: ours go on from its selection.
+                tags = await asyncio.to_thread(_stored_tags, self._engine)
                 stored = await asyncio.to_thread(load_versioned_states, self._engine)
                 registries = await asyncio.to_thread(load_registry_states, self._engine)
             except Exception as exc:
                 log.warning("cannot load the states to lead: %s; trying again", reason(exc))
                 return  # not loaded: not leading; the next renewal brings us back here
+            if self._targets is not None:
+                await self._targets.follow(tags)
             watches = self._watches()
             self._cache.load(stored, watches)
             if self._outages is not None:  # the outage the previous leader was in, if any
@@ -167,8 +175,9 @@ class Replica:
                 self._deliveries.wakeup()
 
     async def follow(self, every: float) -> None:
-        """A follower's view of the store: states re-read every ``every`` seconds. Also a
-        leader whose first load failed tries it again here."""
+        """A follower's view of the store: the repository watches' tags (the leader's
+        listings) and the states re-read every ``every`` seconds. Also a leader whose
+        first load failed tries it again here."""
         from monitor.store.repository import load_versioned_states
 
         while True:
@@ -187,8 +196,21 @@ class Replica:
                 continue
             epoch = self._coordinator.epoch
             try:
+                tags = await asyncio.to_thread(_stored_tags, self._engine)
                 stored = await asyncio.to_thread(load_versioned_states, self._engine)
             except Exception:  # noqa: S112 - the API's reads say it (503), not each tick
                 continue
             if not self._coordinator.is_leader() and self._coordinator.epoch == epoch:
+                if self._targets is not None:
+                    await self._targets.follow(tags)
                 self._cache.load(stored, self._watches())
+
+
+def _stored_tags(engine: Engine) -> dict[str, list[str]]:
+    """The active watch keys by source: what the leader's listings (and files) selected."""
+    from monitor.store.repository import active_watches
+
+    by_source: dict[str, list[str]] = {}
+    for row in active_watches(engine):
+        by_source.setdefault(row.source, []).append(row.image)
+    return by_source

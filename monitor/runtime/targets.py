@@ -127,6 +127,30 @@ class Targets:
         self._on_change(self._watches)
         return self._watches
 
+    async def follow(self, stored: Mapping[str, Sequence[str]]) -> TargetChange:
+        """A follower's dynamic sources as the leader stored them: each one seeded again
+        from ``stored`` (its active watch keys, by source name), the scheduler and the
+        watch map following. Nothing is written: the leader's listings wrote these."""
+        async with self.lock:
+            sources = list(self._sources.values())
+            for source in sources:
+                if isinstance(source, DynamicSource):
+                    source.seed(stored.get(source.name, ()))
+            watches = targets_of(sources)
+            before = self._watches
+            if watches.keys() == before.keys():
+                return TargetChange()
+            plan = self._scheduler.plan(list(watches.values()))
+            self._watches = watches
+            # Not checked at once: the leader checks them; a follower's jobs only wait
+            # for the lead, when the store already holds their states.
+            self._scheduler.commit(plan, first_run_now=False)
+            self._on_change(watches)
+            return TargetChange(
+                added=tuple(key for key in watches if key not in before),
+                removed=tuple(key for key in before if key not in watches),
+            )
+
     async def update(
         self,
         source: WatchSource,
