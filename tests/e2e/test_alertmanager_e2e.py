@@ -26,6 +26,7 @@ from uuid import uuid4
 import pytest
 import yaml
 from support.alertmanager import AlertmanagerServer, AlertReceiver
+from support.faults import free_port, status_server
 from support.images import ImagePusher
 from support.paths import ROOT
 from support.prometheus import (
@@ -33,6 +34,7 @@ from support.prometheus import (
     require_prometheus_binaries,
     scale_duration,
     scale_durations,
+    shorten_for,
 )
 from support.registry import RegistryServer
 from support.service import RegmonProcess
@@ -57,11 +59,12 @@ def alertmanager_config(receiver_url: str) -> dict[str, Any]:
     return config
 
 
-def prometheus_config(regmon: str, alertmanager: str) -> dict[str, Any]:
+def prometheus_config(regmon: str | list[str], alertmanager: str) -> dict[str, Any]:
+    targets = [regmon] if isinstance(regmon, str) else regmon
     return {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
-        "scrape_configs": [{"job_name": "regmon", "static_configs": [{"targets": [regmon]}]}],
+        "scrape_configs": [{"job_name": "regmon", "static_configs": [{"targets": targets}]}],
     }
 
 
@@ -163,3 +166,65 @@ def test_a_registry_outage_is_one_notification_then_its_resolution(
         assert len(receiver.notifications()) == 2, [summary(n) for n in receiver.notifications()]
     # ~2.5 intervals without an answer, then for: 10 s, on the scaled clock.
     assert fired_after < 30, fired_after
+
+
+def test_one_replica_down_holds_nothing_back_and_no_replica_answering_holds_the_rest(
+    tmp_path: Path,
+) -> None:
+    """Two replicas scraped (SPEC §11): the shipped rules on a real Prometheus feed the
+    shipped routes and inhibitions on a real Alertmanager. One replica down is its own
+    alert and the other replica's alerts still reach the receiver; RegmonDown, which
+    holds every other regmon alert back, fires only when no replica answers.
+
+    The replicas are static /metrics pages (what a leader with one missing tag exports)
+    and a port nothing listens on; every ``for:`` is 2 s, the lookbacks stay the shipped
+    ones, so the missing tag's alert outlives the replica that exported it."""
+    require_prometheus_binaries()
+    image = {"image": "registry:5000/shop/api:1.0", "registry": "registry:5000"}
+    image |= {"repository": "shop/api", "tag": "1.0"}
+    series = ",".join(f'{key}="{value}"' for key, value in image.items())
+    page = f"regmon_leader 1\nregmon_image_available{{{series}}} 0\n".encode()
+    rules = shorten_for(ALERTS, tmp_path / "alerts-short.yml", "2s")
+    down = f"127.0.0.1:{free_port()}"  # the replica that is down: nothing listens
+    with (
+        status_server(200, {"Content-Type": "text/plain; version=0.0.4"}, page) as leader,
+        AlertReceiver() as receiver,
+        AlertmanagerServer(tmp_path / "am", alertmanager_config(receiver.url)) as am,
+        PrometheusServer(
+            tmp_path / "prometheus",
+            prometheus_config([leader.host, down], am.host),
+            rules,
+            extra_args=(f"--rules.alert.resend-delay={scale_duration('1m', SCALE)}",),
+        ) as prom,
+    ):
+
+        def held(expected: dict[str, str]) -> bool:
+            return {a["labels"]["alertname"]: a["status"]["state"] for a in am.alerts()} == (
+                expected
+            )
+
+        def notified() -> set[str]:
+            return {n["groupLabels"]["alertname"] for n in receiver.notifications()}
+
+        both = {"RegmonImageMissing": "active", "RegmonReplicaDown": "active"}
+        wait_for(lambda: held(both), timeout=30, interval=0.2, message=prom.read_log())
+        wait_for(lambda: notified() == set(both), timeout=15, interval=0.2, message=am.read_log())
+        firing = {(a["labels"]["alertname"], a["labels"].get("instance")) for a in prom.alerts()}
+        assert firing == {("RegmonImageMissing", None), ("RegmonReplicaDown", down)}
+
+        # The last replica goes too: nothing watches, RegmonDown holds the rest back.
+        answering = leader.host
+        leader.close()
+        held_back = {
+            "RegmonImageMissing": "suppressed",
+            "RegmonReplicaDown": "suppressed",
+            "RegmonDown": "active",
+        }
+        wait_for(lambda: held(held_back), timeout=30, interval=0.2, message=am.read_log())
+        wait_for(lambda: "RegmonDown" in notified(), timeout=15, interval=0.2)
+        [notice] = [
+            n for n in receiver.notifications() if n["groupLabels"]["alertname"] == "RegmonDown"
+        ]
+        assert sorted(a["labels"]["instance"] for a in notice["alerts"]) == sorted(
+            [answering, down]
+        )

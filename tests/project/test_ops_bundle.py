@@ -51,8 +51,11 @@ ALERT_NAMES = frozenset(
         "RegmonWebhookBacklog",
         "RegmonRateLimitLow",
         "RegmonDown",
+        "RegmonReplicaDown",
     }
 )
+# The alerts about regmon's own targets: they alone carry job (and instance).
+TARGET_ALERTS = frozenset({"RegmonDown", "RegmonReplicaDown"})
 
 METRIC_RE = re.compile(r"\bregmon_[a-z_]+")
 MATCHER_RE = re.compile(r"\b([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)\s*\"")
@@ -206,7 +209,7 @@ def test_every_rule_has_for_severity_summary_description(rule: dict[str, Any]) -
 def test_rules_use_only_exported_metrics_and_no_target_labels(rule: dict[str, Any]) -> None:
     expr = rule["expr"]
     assert metric_names(expr) <= EXPORTED_METRICS
-    allowed = {"job"} if rule["alert"] == "RegmonDown" else set()
+    allowed = {"job"} if rule["alert"] in TARGET_ALERTS else set()
     assert not (label_names(expr) & FORBIDDEN_LABELS) - allowed, expr
     assert not set(rule.get("labels", {})) & FORBIDDEN_LABELS
 
