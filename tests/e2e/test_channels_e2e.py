@@ -29,6 +29,8 @@ JSON_PASSWORD = "JsonPassw0rd-channels"
 def config(registry: RegistryServer, refs: list[str], hooks: list[str], *, db: str) -> str:
     lines = [
         f"database: {db}",
+        # PostgreSQL: a start after SIGKILL waits for the killed process's lease to expire.
+        "ha: {lease: 3s}",
         "log: {level: info}",
         "defaults: {interval: 1s, jitter: 0%, missing_after: 1, failing_after: 2}",
         "registries:",

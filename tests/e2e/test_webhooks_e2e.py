@@ -40,6 +40,8 @@ def config(
 ) -> str:
     lines = [
         f"database: {db}",
+        # PostgreSQL: a start after SIGKILL waits for the killed process's lease to expire.
+        "ha: {lease: 3s}",
         "log: {level: info}",
         "defaults: {interval: 1s, jitter: 0%, missing_after: 1, failing_after: 2}",
         "registries:",
