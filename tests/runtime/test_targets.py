@@ -155,3 +155,43 @@ def test_rows_for_retires_the_watches_of_a_source_no_longer_named() -> None:
         "config": ["r.io/team/a:1"],
         "repository:r.io/team/app": [],
     }
+
+
+def test_a_follower_follows_what_the_store_holds_and_writes_nothing() -> None:
+    listing = Listing()
+    seen: list[list[str]] = []
+    written: list[Mapping[str, Sequence[Watch]]] = []
+
+    async def main() -> list[TargetChange]:
+        scheduler = WatchScheduler(_noop)
+
+        async def sync(rows: Mapping[str, Sequence[Watch]]) -> None:  # pragma: no cover
+            written.append(rows)
+
+        targets = Targets(
+            [ConfigSource(CONFIG), listing],
+            scheduler=scheduler,
+            sync=sync,
+            on_change=lambda w: seen.append(list(w)),
+        )
+        scheduler.commit(scheduler.plan(list(targets.watches.values())), first_run_now=False)
+        name = listing.name
+        changes = [
+            await targets.follow({name: ["r.io/team/app:1.0", "r.io/team/app:1.1"]}),
+            await targets.follow({name: ["r.io/team/app:1.0", "r.io/team/app:1.1"]}),
+            await targets.follow({"config": ["r.io/team/a:1"], name: ["r.io/team/app:1.1"]}),
+        ]
+        assert scheduler.keys() == ["r.io/team/a:1", "r.io/team/app:1.1"]
+        return changes
+
+    changes = asyncio.run(main())
+    assert changes == [
+        TargetChange(added=("r.io/team/app:1.0", "r.io/team/app:1.1")),
+        TargetChange(),  # unchanged: the service is not told
+        TargetChange(removed=("r.io/team/app:1.0",)),
+    ]
+    assert seen == [
+        ["r.io/team/a:1", "r.io/team/app:1.0", "r.io/team/app:1.1"],
+        ["r.io/team/a:1", "r.io/team/app:1.1"],
+    ]
+    assert written == []  # the leader's listings wrote these
