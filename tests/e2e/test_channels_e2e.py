@@ -5,7 +5,8 @@ receivers are the real signature-verifying ``WebhookReceiver``, Apprise's
 ``json://`` posting to a receiver, and a real SMTP server (aiosmtpd) for
 ``mailto://``. Counts are exact: one outage of five tags is one batch
 delivery, a SIGKILL mid-send resends the same batch under the same
-``webhook-id``, and nothing arrives twice.
+``webhook-id``, and nothing arrives twice. The service runs on SQLite and on
+PostgreSQL (``db_url``); ``regmon webhook test`` touches no store and runs once.
 """
 
 from __future__ import annotations

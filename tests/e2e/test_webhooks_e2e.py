@@ -3,7 +3,8 @@
 Each test runs ``python -m monitor run`` (tests/support/service.py) against a
 registry of its own and one or more ``WebhookReceiver``s, changes tags with
 the pusher and asserts on what the receivers got: which events, in which
-order, how often, and how failures were retried.
+order, how often, and how failures were retried. The service runs on SQLite and on
+PostgreSQL (``db_url``); ``regmon webhook test`` touches no store and runs once.
 """
 
 from __future__ import annotations
