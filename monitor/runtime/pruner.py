@@ -37,6 +37,7 @@ class Pruner:
         self._interval = interval
 
     async def run(self) -> None:
+        from monitor.runtime.threads import in_thread
         from monitor.store.repository import prune
 
         while True:
@@ -45,7 +46,7 @@ class Pruner:
                 await asyncio.sleep(self._interval)
                 continue
             try:
-                deleted = await asyncio.to_thread(prune, self._engine, cutoff)
+                deleted = await in_thread(prune, self._engine, cutoff)
                 if deleted:
                     log.info("pruned %d rows older than %s", deleted, cutoff.date())
             except Exception as exc:

@@ -178,6 +178,7 @@ class Replica:
         """A follower's view of the store: the repository watches' tags (the leader's
         listings) and the states re-read every ``every`` seconds. Also a leader whose
         first load failed tries it again here."""
+        from monitor.runtime.threads import in_thread
         from monitor.store.repository import load_versioned_states
 
         while True:
@@ -196,8 +197,8 @@ class Replica:
                 continue
             epoch = self._coordinator.epoch
             try:
-                tags = await asyncio.to_thread(_stored_tags, self._engine)
-                stored = await asyncio.to_thread(load_versioned_states, self._engine)
+                tags = await in_thread(_stored_tags, self._engine)
+                stored = await in_thread(load_versioned_states, self._engine)
             except Exception:  # noqa: S112 - the API's reads say it (503), not each tick
                 continue
             if not self._coordinator.is_leader() and self._coordinator.epoch == epoch:
