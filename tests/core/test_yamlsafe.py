@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 
 from monitor.errors import ConfigError, InputError
-from monitor.yamlsafe import compose_documents, load_document, read_text, to_data
+from monitor.yamlsafe import (
+    MAX_DEPTH,
+    MAX_NODES,
+    _build,
+    _load_composed,
+    _Slow,
+    compose_documents,
+    load_document,
+    read_text,
+    to_data,
+)
 
 BILLION_LAUGHS = textwrap.dedent(
     """\
@@ -41,6 +51,7 @@ BILLION_LAUGHS = textwrap.dedent(
         ("a: [1, 2\n", "x.yaml: line 2, column 1: invalid YAML: while parsing a flow sequence"),
         ("a: 1\na: 2\n", "x.yaml: line 2, column 1: invalid YAML: duplicate key 'a'"),
         ("a: *nowhere\n", "x.yaml: line 1, column 4: invalid YAML: found undefined alias"),
+        ("a: &a [1, {b: *a}]\n", "x.yaml: line 1, column 15: an alias inside the collection it"),
         ("a: " + "9" * 5000, "x.yaml: invalid YAML: Exceeds the limit (4300 digits) for integer"),
     ],
 )
@@ -49,6 +60,56 @@ def test_hostile_documents_are_one_line_errors(text: str, message: str) -> None:
         load_document(text, "x.yaml")
     assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "# only a comment\n",
+        "watch:\n  - image: nginx:1.25\n  - {image: 'redis:7', interval: 5m, jitter: 0%}\n",
+        "a: [1, -2, 0x1f, 0o17, 1_000, 2.5, .inf, -.Inf, 1e3, 0b101, 012, 190:20:30]\n",
+        "a: yes\nb: No\nc: off\nd: ~\ne: null\nf: ''\ng:\nh: \"\\x24{X} \\u00e9\"\n",
+        "a: 2001-12-14\nb: 2001-12-14t21:59:43.10-05:00\nc: 2001-12-14 21:59:43.10\n",
+        "a: |\n  literal\n  text\nb: >\n  folded\n  text\n",
+        "a: &x [1, {b: c}]\nb: *x\nc: [*x, *x]\n",
+        "a: &k key\n*k : 1\n",
+        "1: a\n'1': b\n1.5: c\nfalse: d\n~: e\n",
+        "--- [a, b]\n...\n",
+        "- " * MAX_DEPTH + "x\n",
+    ],
+)
+def test_the_one_pass_builds_what_the_long_way_builds(text: str) -> None:
+    built = _build(text, MAX_DEPTH, MAX_NODES)
+    assert repr(built) == repr(_load_composed(text, "x", InputError, MAX_DEPTH, MAX_NODES))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: !!set {x}\n",
+        "a: !!str 1\n",
+        "a: ! 1\n",
+        "a: !!omap [b: 1]\n",
+        "base: &b {x: 1}\nd: {<<: *b, y: 2}\n",
+        "a: =\n",
+        "a: 1\na: 2\n",
+        "1: a\ntrue: b\n",
+        "? [1]\n: 2\n",
+        "a: &x 1\nb: &x 2\n",
+        "a: *nowhere\n",
+        "a: &a [*a]\n",
+        "- 1\n---\n- 2\n",
+        "a: " + "9" * 5000,
+        "a: [1, 2\n",
+        "- " * (MAX_DEPTH + 1) + "x\n",
+        BILLION_LAUGHS,
+    ],
+)
+def test_the_one_pass_leaves_tags_merges_and_every_error_to_the_long_way(text: str) -> None:
+    # The long way makes each of these messages (or a tag's or merge's value) as before.
+    with pytest.raises(_Slow):
+        _build(text, MAX_DEPTH, MAX_NODES)
 
 
 def test_the_error_class_is_the_callers() -> None:
