@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from monitor.runtime.reloader import Reloader
     from monitor.runtime.targets import Targets
     from monitor.scheduler import WatchScheduler
+    from monitor.sources.base import WatchSource
     from monitor.store.lockfile import ProcessLock
     from monitor.store.repository import Record, Recorded
 
@@ -79,7 +80,9 @@ class Service:
         self._lead = self._replica.lead
         self._writer: Engine | None = None  # the engine of the leader's (fenced) writes
         self.metrics_registry = metrics_registry or CollectorRegistry()
-        self._watches: dict[str, Watch] = targets_of(sources_for(config))
+        # Built once (the config's watches resolved once); ``start`` reads them.
+        self._sources: list[WatchSource] | None = sources_for(config)
+        self._watches: dict[str, Watch] = targets_of(self._sources)
         self._cache = StateCache()  # of the store's tag states: the store is the authority
         self._checks = CheckRunner(
             config=lambda: self._config,
@@ -196,7 +199,7 @@ class Service:
             )
             # Deployment files read before the database too: one that does not read
             # refuses the start, with nothing stored changed.
-            sources = sources_for(self._config)
+            sources, self._sources = self._sources or sources_for(self._config), None
             await asyncio.to_thread(read_sources, sources)
             self._watches = targets_of(sources)
             plan = scheduler.plan(self.watches())

@@ -167,12 +167,16 @@ def resolve_source_watch(
 def _resolve(config: Config, watch: WatchConfig, every_webhook: tuple[str, ...]) -> Watch:
     # A repository entry borrows a placeholder tag: only its settings are used.
     image = watch.image if watch.image is not None else _placeholder(watch.repository)
-    resolved = _with_defaults(config, watch, image, every_webhook)
-    return replace(resolved, newer=watch.newer == "semver")
+    return _with_defaults(config, watch, image, every_webhook, newer=watch.newer == "semver")
 
 
 def _with_defaults(
-    config: Config, watch: _WatchSettings, image: ImageReference, every_webhook: tuple[str, ...]
+    config: Config,
+    watch: _WatchSettings,
+    image: ImageReference,
+    every_webhook: tuple[str, ...],
+    *,
+    newer: bool = False,
 ) -> Watch:
     defaults = config.defaults
     if watch.cron is not None or watch.interval is not None:
@@ -192,6 +196,7 @@ def _with_defaults(
         webhooks=webhooks,
         missing_after=watch.missing_after or defaults.missing_after,
         failing_after=watch.failing_after or defaults.failing_after,
+        newer=newer,
     )
 
 
