@@ -221,18 +221,17 @@ class WatchScheduler:
             old = entry.schedule if entry is not None else None
             if old == schedule:
                 continue
-            try:
-                trigger = self._trigger(watch)
-                # One trial per distinct schedule (50,000 watches have a handful), and
-                # one trigger object for all watches that share it (triggers hold no state).
-                if schedule not in built:
-                    fires = trigger.first(now)
-                    if fires is None:
+            # One trigger built and tried per distinct schedule (50,000 watches have a
+            # handful), shared by every watch that has it (triggers hold no state).
+            trigger = built.get(schedule)
+            if trigger is None:
+                try:
+                    trigger = self._trigger(watch)
+                    if trigger.first(now) is None:
                         raise ConfigError(f"watch {key}: its schedule never fires")
-                    built[schedule] = trigger
-                trigger = built[schedule]
-            except (OverflowError, ValueError) as exc:
-                raise ConfigError(f"watch {key}: cannot be scheduled: {exc}") from None
+                except (OverflowError, ValueError) as exc:
+                    raise ConfigError(f"watch {key}: cannot be scheduled: {exc}") from None
+                built[schedule] = trigger
             changes.append((watch, trigger, old is None))
         gone = [key for key in self._entries if key not in wanted]
         return SchedulePlan(tuple(changes), tuple(gone))

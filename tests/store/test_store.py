@@ -50,6 +50,7 @@ from monitor.store.models import (
     TagStateModel,
 )
 from monitor.store.repository import Record, Recorded
+from monitor.store.watches import WatchRow
 
 T0 = datetime(2026, 11, 27, 5, 40, 20, 123456, tzinfo=UTC)
 IMAGE = "docker.io/library/nginx:1.27"
@@ -519,6 +520,36 @@ def test_sync_watches(engine: Engine) -> None:
 
     sync_watches(engine, [], later)
     assert active_watches(engine) == []
+
+
+def test_a_sync_writes_only_the_watches_that_changed(engine: Engine) -> None:
+    writes: list[tuple[str, int]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        if not statement.lstrip().upper().startswith(("SELECT", "BEGIN")):
+            writes.append((statement.split()[0].upper(), len(params) if many else 1))
+
+    watches = [Watch(f"r.io/team/app:{n}", tag=str(n)) for n in range(1000)]
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        sync_watches(engine, watches, T0)
+        assert writes == [("INSERT", 1000)]
+        writes.clear()
+        later = T0 + timedelta(hours=1)
+        sync_watches(engine, watches, later)  # a restart with the same config
+        assert writes == []
+        watches[7] = replace(watches[7], interval_seconds=60.0)
+        sync_watches(engine, watches[:-1], later)
+        assert writes == [("INSERT", 1), ("UPDATE", 1)]  # one changed, one gone
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    stored = {w.image: w for w in active_watches(engine)}
+    assert len(stored) == 999 and watches[-1].image not in stored
+    changed = stored["r.io/team/app:7"]
+    assert (changed.interval_seconds, changed.created_at, changed.source) == (60.0, T0, "config")
+    assert stored["r.io/team/app:8"] == WatchRow(
+        "r.io/team/app:8", "r.io", "team/app", "8", 300.0, None, T0, "config"
+    )
 
 
 def test_sync_watches_per_source(engine: Engine) -> None:
