@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from monitor.config import Config, Watch, load_config, resolve_repositories
@@ -343,7 +343,7 @@ class Service:
             self._db_lock.release()
         log.info("regmon stopped")
 
-    async def run_until_signalled(self) -> None:
+    async def run_until_signalled(self, *, on_started: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -353,6 +353,8 @@ class Service:
 
         if not await start_unless_stopped(self.start(), stop):
             return
+        if on_started is not None:
+            on_started()
         await stop.wait()
         await self.stop()
 
@@ -415,9 +417,11 @@ def _resolved(config: Config) -> Config:
 def run_service(config_path: str) -> None:
     """``regmon run``: load, start, serve until SIGTERM/SIGINT."""
     from monitor.logs import setup_logging
+    from monitor.runtime.startup import pause_collector, settle_collector
 
+    pause_collector()
     config = load_config(config_path)
     setup_logging(config.log.level, config.log.format)
     service = Service(config, config_path=config_path)
     del config  # the service keeps what it needs of it (``_resolved``)
-    asyncio.run(service.run_until_signalled())
+    asyncio.run(service.run_until_signalled(on_started=settle_collector))

@@ -55,6 +55,9 @@ def config_validate(file: str) -> None:
 @guard
 def run(config_path: str) -> None:
     """The service: scheduler, store, metrics and HTTP server."""
+    from monitor.runtime.startup import pause_collector
+
+    pause_collector()  # from before the imports: they are start-up too
     from monitor.service import run_service
 
     run_service(config_path)
