@@ -90,11 +90,19 @@ class Tally:
         )
 
 
+# Every value a tag's part can take, shared: a part is kept per watch (``Outages``).
+_TALLIES: Final = (
+    (Tally(), Tally()),
+    (Tally(1, 0, 0), Tally(1, 0, 1)),
+    (Tally(1, 1, 0), Tally(1, 1, 1)),
+)
+
+
 def tally_of(state: TagState | None) -> Tally:
     """One tag's part in its registry's tally."""
     if state is None or state.status is None:
-        return Tally()
-    return Tally(1, int(state.status is Status.ERROR), int(state.failing_alerted))
+        return _TALLIES[0][0]
+    return _TALLIES[1 + int(state.status is Status.ERROR)][int(state.failing_alerted)]
 
 
 def assess(

@@ -43,6 +43,16 @@ __all__ = ["CheckRunner"]
 log = logging.getLogger("regmon")
 
 
+class _KeyLock:
+    """One key's checks one at a time; ``users`` hold or wait for it."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
 class CheckRunner:
     """Runs the checks of the configured watches; ``start`` gives it where results go."""
 
@@ -59,7 +69,7 @@ class CheckRunner:
         self._coordinator = coordinator
         self._transport_factory = transport_factory
         self._slots = RegistrySlots()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, _KeyLock] = {}
         self._inflight: set[asyncio.Task[Any]] = set()  # scheduled checks holding a slot
         # Scheduled checks waiting for a slot, in the order they began to wait: drain()
         # cancels them in that order, so each leaves the semaphore's FIFO of waiters
@@ -149,26 +159,44 @@ class CheckRunner:
         watch = self._watches().get(key)
         if watch is None or self._client is None:
             return
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            settings = self._config().registry_settings(watch.image.host_key)
-            newer: list[str] | None = None
-            async with self._slots.get(watch.image, settings.max_concurrency):
-                if on_started is not None:
-                    on_started()
-                result = await check_reference(
-                    self._client, watch.image, platforms=watch.platforms, budget=settings.timeout
-                )
-                if watch.newer and result.status is Status.PRESENT:
-                    newer = await self._newer_versions(self._client, watch, settings.timeout)
-            registry = canonical_registry(watch.image.api_host)
-            if self._metrics is not None:
-                self._metrics.observe_check(result, registry)
-            previous = self._cache.get(key) if self._cache is not None else None
-            evaluation = self._evaluate(watch, result, created=created, newer=newer)
-            self._check_log.record(
-                key, previous, result, evaluation, failing_after=watch.failing_after
+        # A lock per key only while a check of it runs or waits (kept, one per watch
+        # was ~120 B each for the life of the process).
+        held = self._locks.get(key)
+        if held is None:
+            held = self._locks[key] = _KeyLock()
+        held.users += 1
+        try:
+            async with held.lock:
+                await self._check_locked(self._client, key, watch, created, on_started)
+        finally:
+            held.users -= 1
+            if not held.users:
+                del self._locks[key]
+
+    async def _check_locked(
+        self,
+        client: RegistryClient,
+        key: str,
+        watch: Watch,
+        created: bool,
+        on_started: Callable[[], None] | None,
+    ) -> None:
+        settings = self._config().registry_settings(watch.image.host_key)
+        newer: list[str] | None = None
+        async with self._slots.get(watch.image, settings.max_concurrency):
+            if on_started is not None:
+                on_started()
+            result = await check_reference(
+                client, watch.image, platforms=watch.platforms, budget=settings.timeout
             )
+            if watch.newer and result.status is Status.PRESENT:
+                newer = await self._newer_versions(client, watch, settings.timeout)
+        registry = canonical_registry(watch.image.api_host)
+        if self._metrics is not None:
+            self._metrics.observe_check(result, registry)
+        previous = self._cache.get(key) if self._cache is not None else None
+        evaluation = self._evaluate(watch, result, created=created, newer=newer)
+        self._check_log.record(key, previous, result, evaluation, failing_after=watch.failing_after)
 
     def _evaluate(
         self,

@@ -9,6 +9,7 @@ them (``Evaluation.registry``), in the same transaction as their events.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,8 @@ __all__ = ["Outages", "registry_of"]
 
 def registry_of(watch: Watch) -> str:
     """The registry a watch belongs to, named as in metrics labels and registry events."""
-    return canonical_registry(watch.image.api_host)
+    # Interned: kept per watch (``Outages``), one name for all the watches of a registry.
+    return sys.intern(canonical_registry(watch.image.api_host))
 
 
 class Outages:
