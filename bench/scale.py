@@ -3,7 +3,7 @@
     .venv/bin/python bench/scale.py [--watches 2000,10000,50000] [--repos 100]
         [--concurrency 8] [--soak SECONDS --soak-watches N --soak-interval 60s
          --scrape-every 15] [--callgrind 200,800] [--tree PATH[,PATH]] [--ready-only]
-        [--time-limit 1800]
+        [--time-limit 1800] [--migrated]
 
 Starts /usr/bin/docker-registry (no auth) on 127.0.0.1 in a temp dir and gives it
 max(N) tags spread over R repositories ``public/rNNN/app``: one image is pushed per
@@ -135,6 +135,18 @@ class Service:
             timeout=None,
         )
 
+    def migrate(self) -> None:
+        """``regmon db upgrade`` first, so that ``run`` finds the schema at head (a restart,
+        or any start after the install's migration) and never imports Alembic."""
+        subprocess.run(
+            [sys.executable, "-m", "monitor", "db", "upgrade", "--config", str(self.config)],
+            cwd=TREE,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=True,
+            env=monitor_env(),
+        )
+
     def start(self) -> float:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -202,6 +214,8 @@ def one_scale(
     n = len(pairs)
     svc = Service(tmp / f"scale-{n}-{TREE.name}", registry.host, pairs, args.concurrency)
     v: dict[str, Any] = {"watches": n}
+    if args.migrated:
+        svc.migrate()
     try:
         reg_cpu0 = cpu_seconds(registry_pid(registry))
         t0 = svc.start()
@@ -237,6 +251,8 @@ def soak(
     svc = Service(tmp / f"soak-{n}", registry.host, pairs, args.concurrency)
     samples: list[tuple[float, float, float]] = []  # (s since cycle 1, RSS MiB, HWM MiB)
     v: dict[str, Any] = {"watches": n, "interval": args.soak_interval}
+    if args.migrated:
+        svc.migrate()
     try:
         svc.start()
         svc.wait_ready(dl)
@@ -342,6 +358,11 @@ def main(argv: list[str] | None = None) -> int:
         "--ready-only", action="store_true", help="scale: stop at /readyz (start-up only)"
     )
     parser.add_argument("--time-limit", type=float, default=1800.0)
+    parser.add_argument(
+        "--migrated",
+        action="store_true",
+        help="run `regmon db upgrade` before each service (its schema at head at start)",
+    )
     args = parser.parse_args(argv)
     global TREE
     trees = [Path(t).resolve() for t in args.tree.split(",")]

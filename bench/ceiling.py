@@ -1,0 +1,131 @@
+"""``regmon check`` against the registry's ceiling, in the same run (issue 15, goal 5).
+
+    .venv/bin/python bench/ceiling.py [--refs 2000] [--repos 20] [--connections 8,16,32]
+        [--repeats 3]
+
+Starts /usr/bin/docker-registry (no auth) on 127.0.0.1 in a temp dir with --refs tags
+(seeded as bench/scale.py does), then per repeat:
+
+* ceiling: the cheapest client there is, raw asyncio streams on C keep-alive
+  connections each sending ``HEAD /v2/<repo>/manifests/<tag>`` with regmon's Accept
+  header and reading the answer's head (~0.06 M instructions per request): the rate the
+  registry itself allows on this machine, best over --connections;
+* ``regmon check`` of all --refs references (``python -m monitor check``, the registry's
+  default ``max_concurrency`` of 8), wall time from process start to exit, imports included;
+* the ratio checks/s ÷ ceiling req/s.
+
+Client and registry share the cores, as they do in a real run on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+for entry in (str(ROOT), str(ROOT / "bench")):
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
+
+from scale import layout, monitor_env, seed  # noqa: E402  (bench/scale.py)
+from service import environment  # noqa: E402  (bench/service.py)
+
+from monitor.registry.manifests import ACCEPT_HEADER  # noqa: E402
+from tests.support.registry import RegistryServer  # noqa: E402
+
+
+async def _raw_heads(host: str, port: int, paths: list[str], connections: int) -> float:
+    """HEAD every path over ``connections`` keep-alive connections; returns req/s."""
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for path in paths:
+        queue.put_nowait(path)
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while not queue.empty():
+                path = queue.get_nowait()
+                writer.write(
+                    f"HEAD {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: regmon\r\n"
+                    f"Accept: {ACCEPT_HEADER}\r\n\r\n".encode()
+                )
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"{path}: {head.splitlines()[0]!r}")
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return len(paths) / (time.perf_counter() - started)
+
+
+def regmon_check(refs: list[str]) -> tuple[float, int]:
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "monitor", "check", "--timeout", "10m", *refs],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=monitor_env(),
+    )
+    took = time.perf_counter() - started
+    present = sum(1 for line in proc.stdout.splitlines() if line.startswith("present"))
+    if proc.returncode != 0 or present != len(refs):
+        raise RuntimeError(f"regmon check: exit {proc.returncode}, {present} present\n"
+                           f"{proc.stderr[-2000:]}")  # fmt: skip
+    return took, present
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--refs", type=int, default=2000)
+    parser.add_argument("--repos", type=int, default=20)
+    parser.add_argument("--connections", default="8,16,32")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    print(f"environment: {environment()}", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="regmon-bench-ceiling-"))
+    registry = RegistryServer(tmp / "registry", "noauth").start()
+    rows: list[tuple[int, float, int, float]] = []
+    try:
+        pairs = layout(args.refs, args.repos)
+        took = seed(registry, pairs)
+        print(f"registry {registry.host}: {len(pairs)} tags seeded in {took:.1f} s", flush=True)
+        host, port = registry.host.rsplit(":", 1)
+        paths = [f"/v2/{repo}/manifests/{tag}" for repo, tag in pairs]
+        refs = [f"{registry.host}/{repo}:{tag}" for repo, tag in pairs]
+        conns = [int(c) for c in args.connections.split(",") if c]
+        asyncio.run(_raw_heads(host, int(port), paths[:200], 8))  # warm the registry
+        for run in range(1, args.repeats + 1):
+            rates = {c: asyncio.run(_raw_heads(host, int(port), paths, c)) for c in conns}
+            best = max(rates, key=lambda c: rates[c])
+            wall, present = regmon_check(refs)
+            rows.append((run, rates[best], best, len(refs) / wall))
+            print(
+                f"run {run}: ceiling "
+                + ", ".join(f"c={c} {r:.0f} req/s" for c, r in rates.items())
+                + f"; regmon check {present} refs in {wall:.2f} s = {len(refs) / wall:.0f}/s",
+                flush=True,
+            )
+    finally:
+        registry.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\nload after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("| run | ceiling req/s (best c) | `regmon check` checks/s | ratio |")
+    print("|---:|---:|---:|---:|")
+    for run, ceiling, best, rate in rows:
+        print(f"| {run} | {ceiling:.0f} (c={best}) | {rate:.0f} | {rate / ceiling:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
