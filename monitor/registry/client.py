@@ -70,6 +70,14 @@ TAGS_PAGE_SIZE = 1000  # what go-containerregistry asks for; Docker Hub answers 
 MAX_TAG_PAGES = 1000  # a registry whose listing never ends is answering nonsense
 
 
+class _PushedMeanwhile(Exception):
+    """HEAD said 404, the GET asking what it meant said 200: the GET's manifest."""
+
+    def __init__(self, answer: tuple[str, str | None, bytes, int]) -> None:
+        super().__init__("pushed between HEAD and GET")
+        self.answer = answer
+
+
 @dataclass(frozen=True, slots=True)
 class ManifestAnswer:
     """A decided answer: present, missing or denied. Errors are raised as RegistryError."""
@@ -243,6 +251,11 @@ class RegistryClient:
         """GET a manifest and return (digest over the exact bytes, media type, body, status)."""
         path = f"/v2/{ref.path}/manifests/{target}"
         response = await self._request(host, "GET", path, scopes, ACCEPT_HEADER)
+        return await self._manifest_from(host, ref, response)
+
+    async def _manifest_from(
+        self, host: Host, ref: ImageReference, response: httpx.Response
+    ) -> tuple[str, str | None, bytes, int]:
         try:
             if response.status_code != 200:
                 await self._classify_failure(host, response, ref, body_read=False)
@@ -277,15 +290,21 @@ class RegistryClient:
         else:
             path = f"/v2/{ref.path}/manifests/{ref.target}"
             response = await self._head(host, path, scopes, ACCEPT_HEADER)
+            pushed: tuple[str, str | None, bytes, int] | None = None
             try:
                 status = response.status_code
                 if status != 200:
-                    await self._classify_failure(host, response, ref, body_read=True)
+                    try:
+                        await self._classify_failure(host, response, ref, body_read=True)
+                    except _PushedMeanwhile as meanwhile:
+                        pushed = meanwhile.answer
                 media_type = manifest_media_type(response.headers.get("content-type"))
                 header = response.headers.get("docker-content-digest")
             finally:
                 await response.aclose()
-            if header is not None:
+            if pushed is not None:
+                digest, media_type, body, status = pushed
+            elif header is not None:
                 if not is_valid_digest(header.strip()):
                     raise RegistryError(
                         Reason.PROTOCOL,
@@ -445,9 +464,9 @@ class RegistryClient:
         response = await self._request(host, "GET", path, scopes, ACCEPT_HEADER)
         try:
             if response.status_code == 200:
-                raise RegistryError(
-                    Reason.PROTOCOL, f"{host.name}: HEAD said 404, GET said 200", http_status=200
-                )
+                # The tag was pushed between the HEAD and this GET: the later answer
+                # stands (it was a protocol error, seen when a push raced a check).
+                raise _PushedMeanwhile(await self._manifest_from(host, ref, response))
             return await self._read_body(response)
         finally:
             await response.aclose()

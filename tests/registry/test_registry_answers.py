@@ -303,6 +303,32 @@ def test_a_404_that_is_not_a_registry_error_is_protocol_whatever_its_label() -> 
         assert (result.status, result.reason) == (Status.ERROR, Reason.PROTOCOL), (body, result)
 
 
+class PushedBetweenServer(LoopbackHTTPServer):
+    """A tag pushed between a check's HEAD and its GET: the HEAD finds nothing (404, no
+    body, as a HEAD is), the GET that asks what the 404 meant finds the manifest."""
+
+    def respond(self, request: RecordedRequest) -> Reply:
+        if request.path == "/v2/":
+            return Reply(200, [("Content-Type", "application/json")], b"{}")
+        if request.method == "HEAD":
+            return Reply(404, [("Content-Type", "application/json")])
+        headers = [("Content-Type", OCI_MANIFEST), ("Docker-Content-Digest", sha256(AMD64))]
+        return Reply(200, headers, AMD64)
+
+
+@both_transports
+def test_a_tag_pushed_between_the_head_and_the_get_is_present(transport: str) -> None:
+    """Seen in the suite: a push racing a check made it ``protocol: HEAD said 404, GET
+    said 200`` and counted towards check.failing. The later answer stands, from the
+    GET's own body: no third request."""
+    with PushedBetweenServer() as server:
+        result = run(f"{server.host}/team/app:v1", transport=TRANSPORTS[transport])
+        asked = manifest_requests(server)
+    assert (result.status, result.digest) == (Status.PRESENT, sha256(AMD64)), result
+    path = "/v2/team/app/manifests/v1"
+    assert asked == [("HEAD", path), ("GET", path)]
+
+
 # --------------------------------------------------------------------------- hosts as written
 
 
