@@ -90,7 +90,12 @@ class RegmonProcess:
         self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) of the process, if set
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
-        self._client = httpx.Client(base_url=self.url, timeout=10.0)
+        # Idle connections dropped after 2 s, before uvicorn's 5 s keep-alive timeout can
+        # close one as the next request goes out on it (seen on CI: a test that polled
+        # only its receivers for 5 s got "connection reset by peer" from the service).
+        self._client = httpx.Client(
+            base_url=self.url, timeout=10.0, limits=httpx.Limits(keepalive_expiry=2.0)
+        )
         text = config.read_text(encoding="utf-8") if isinstance(config, Path) else config
         self.write_config(text)
         if start:
