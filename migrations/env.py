@@ -12,10 +12,10 @@ from alembic import context
 from sqlalchemy import Connection
 
 from monitor.store.engine import make_engine
-from monitor.store.models import Base
+from monitor.store.models import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 # Only the command line configures logging; the service owns its own.
 if config.config_file_name is not None and config.attributes.get("connection") is None:

@@ -49,7 +49,7 @@ from support.smtp import Mailbox, smtp_server  # noqa: E402
 from support.token_issuer import PASSWORD, USERNAME, TokenIssuer  # noqa: E402
 
 from monitor.store import make_engine, upgrade  # noqa: E402
-from monitor.store.models import Base  # noqa: E402
+from monitor.store.models import metadata  # noqa: E402
 
 CI_USER = (USERNAME, PASSWORD)
 
@@ -178,7 +178,7 @@ def engine(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
         url = request.getfixturevalue("head_postgres")
     eng = make_engine(url)
     if backend != "sqlite":
-        tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+        tables = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
         with eng.begin() as conn:
             conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     yield eng

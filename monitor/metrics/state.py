@@ -379,9 +379,8 @@ def _read_backlog(engine: Engine) -> dict[str, tuple[int, datetime | None]]:
     """``{webhook: (waiting deliveries, oldest created_at)}`` in one grouped query."""
     from sqlalchemy import func, select
 
-    from monitor.store.models import Base
+    from monitor.store.models import deliveries
 
-    deliveries = Base.metadata.tables["deliveries"]
     query = (
         select(deliveries.c.webhook, func.count(), func.min(deliveries.c.created_at))
         .where(deliveries.c.status.in_(_PENDING_STATUSES))

@@ -1,19 +1,22 @@
-"""SQLAlchemy models: the schema as the code sees it.
+"""The tables: the schema as the code sees it, as SQLAlchemy Core ``Table``s on one ``metadata``.
+
+Core, not the ORM: every query is Core, and ``sqlalchemy.orm`` costs the service some
+6 MiB of memory and ~40 modules at start-up for nothing it uses.
 
 ``migrations/`` is the only way the schema changes; ``tests/store/test_migrations.py``
-proves these models and the migrations describe the same tables.
+proves these tables and the migrations describe the same schema.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     DateTime,
     Dialect,
     Float,
@@ -21,28 +24,28 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     false,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from monitor.domain import DeliveryStatus
 
 __all__ = [
     "DELIVERY_STATUSES",
     "NAMING_CONVENTION",
-    "Base",
-    "DeliveryAttemptModel",
-    "DeliveryModel",
-    "EventModel",
-    "HistoryModel",
     "IdType",
-    "LeaseModel",
-    "RegistryStateModel",
-    "TagStateModel",
     "UTCDateTime",
-    "WatchModel",
+    "deliveries",
+    "delivery_attempts",
+    "events",
+    "history",
+    "leases",
+    "metadata",
+    "registry_states",
+    "tag_states",
+    "watches",
 ]
 
 # Deterministic constraint and index names, so migrations can name what they alter
@@ -90,164 +93,159 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {  # noqa: RUF012 - read by SQLAlchemy at class creation
-        datetime: UTCDateTime(),
-        dict[str, Any]: JSON(),
-    }
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class WatchModel(Base):
-    """One watched image as last configured; removed watches stay, inactive."""
+def _id() -> Column[int]:
+    return Column("id", IdType, primary_key=True, autoincrement=True)
 
-    __tablename__ = "watches"
 
-    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
-    image: Mapped[str] = mapped_column(String(512), unique=True)
-    # ``registry`` is reserved on declarative classes; the column keeps the plain name.
-    registry_name: Mapped[str] = mapped_column("registry", String(255))
-    repository: Mapped[str] = mapped_column(String(255))
-    tag: Mapped[str] = mapped_column(String(128))
-    interval_seconds: Mapped[float | None] = mapped_column(Float)
-    cron: Mapped[str | None] = mapped_column(String(128))
-    active: Mapped[bool] = mapped_column(Boolean)
-    created_at: Mapped[datetime]
-    removed_at: Mapped[datetime | None]
+# One watched image as last configured; removed watches stay, inactive.
+watches = Table(
+    "watches",
+    metadata,
+    _id(),
+    Column("image", String(512), nullable=False, unique=True),
+    Column("registry", String(255), nullable=False),
+    Column("repository", String(255), nullable=False),
+    Column("tag", String(128), nullable=False),
+    Column("interval_seconds", Float),
+    Column("cron", String(128)),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("removed_at", UTCDateTime()),
     # The watch source that produced it (``monitor.sources``); each source syncs its own.
-    source: Mapped[str] = mapped_column(String(64), server_default="config")
+    Column("source", String(64), nullable=False, server_default="config"),
+)
 
-
-class TagStateModel(Base):
-    """``monitor.domain.TagState``, one row per image."""
-
-    __tablename__ = "tag_states"
-
-    image: Mapped[str] = mapped_column(String(512), primary_key=True)
-    status: Mapped[str | None] = mapped_column(String(16))
-    decided_status: Mapped[str | None] = mapped_column(String(16))
-    digest: Mapped[str | None] = mapped_column(String(160))
-    media_type: Mapped[str | None] = mapped_column(String(255))
-    platforms: Mapped[dict[str, Any]]
-    reason: Mapped[str | None] = mapped_column(String(32))
-    detail: Mapped[str | None] = mapped_column(Text)
-    first_seen: Mapped[datetime | None]
-    last_checked: Mapped[datetime | None]
-    last_decided: Mapped[datetime | None]
-    last_changed: Mapped[datetime | None]
-    consecutive_misses: Mapped[int] = mapped_column(Integer)
-    consecutive_errors: Mapped[int] = mapped_column(Integer)
-    missing_alerted: Mapped[bool] = mapped_column(Boolean)
-    failing_alerted: Mapped[bool] = mapped_column(Boolean)
-    digest_changes: Mapped[int] = mapped_column(Integer)
-    newer_version: Mapped[str | None] = mapped_column(String(128))
+# ``monitor.domain.TagState``, one row per image.
+tag_states = Table(
+    "tag_states",
+    metadata,
+    Column("image", String(512), primary_key=True),
+    Column("status", String(16)),
+    Column("decided_status", String(16)),
+    Column("digest", String(160)),
+    Column("media_type", String(255)),
+    Column("platforms", JSON(), nullable=False),
+    Column("reason", String(32)),
+    Column("detail", Text),
+    Column("first_seen", UTCDateTime()),
+    Column("last_checked", UTCDateTime()),
+    Column("last_decided", UTCDateTime()),
+    Column("last_changed", UTCDateTime()),
+    Column("consecutive_misses", Integer, nullable=False),
+    Column("consecutive_errors", Integer, nullable=False),
+    Column("missing_alerted", Boolean, nullable=False),
+    Column("failing_alerted", Boolean, nullable=False),
+    Column("digest_changes", Integer, nullable=False),
+    Column("newer_version", String(128)),
     # Compare-and-set: a write names the version it read, and is refused when it is stale.
-    version: Mapped[int] = mapped_column(Integer, server_default="0")
+    Column("version", Integer, nullable=False, server_default="0"),
     # Its check.failing was covered by a registry.failing: so is its check.recovered.
-    failing_covered: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    Column("failing_covered", Boolean, nullable=False, server_default=false()),
+)
 
+# ``monitor.domain.RegistryState``, one row per registry that has had an outage.
+registry_states = Table(
+    "registry_states",
+    metadata,
+    Column("registry", String(255), primary_key=True),
+    Column("failing", Boolean, nullable=False),
+    Column("since", UTCDateTime()),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
 
-class RegistryStateModel(Base):
-    """``monitor.domain.RegistryState``, one row per registry that has had an outage."""
-
-    __tablename__ = "registry_states"
-
-    registry_name: Mapped[str] = mapped_column("registry", String(255), primary_key=True)
-    failing: Mapped[bool] = mapped_column(Boolean)
-    since: Mapped[datetime | None]
-    updated_at: Mapped[datetime]
-
-
-class HistoryModel(Base):
-    """One row per change of decided status, digest or platform digests."""
-
-    __tablename__ = "history"
-
-    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
-    image: Mapped[str] = mapped_column(String(512), index=True)
-    recorded_at: Mapped[datetime]
-    status: Mapped[str] = mapped_column(String(16))
-    digest: Mapped[str | None] = mapped_column(String(160))
-    platforms: Mapped[dict[str, Any]]
+# One row per change of decided status, digest or platform digests.
+history = Table(
+    "history",
+    metadata,
+    _id(),
+    Column("image", String(512), nullable=False, index=True),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("digest", String(160)),
+    Column("platforms", JSON(), nullable=False),
     # The event the change caused, if any; not a foreign key, since events are
     # pruned on their own schedule.
-    event_id: Mapped[str | None] = mapped_column(String(26))
+    Column("event_id", String(26)),
+)
 
-
-class EventModel(Base):
-    """One event; ``seq`` is the order, ``payload`` the SPEC §6 body."""
-
-    __tablename__ = "events"
+# One event; ``seq`` is the order, ``payload`` the SPEC §6 body.
+events = Table(
+    "events",
+    metadata,
+    Column("seq", IdType, primary_key=True, autoincrement=True),
+    Column("id", String(26), nullable=False, unique=True),
+    Column("type", String(32), nullable=False),
+    Column("image", String(512), nullable=False, index=True),
+    Column("occurred_at", UTCDateTime(), nullable=False, index=True),
+    Column("payload", JSON(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
     # AUTOINCREMENT so a seq is never reused on SQLite, even after pruning the newest rows:
     # clients page with ``since=<id>``.
-    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012
+    sqlite_autoincrement=True,
+)
 
-    seq: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
-    id: Mapped[str] = mapped_column(String(26), unique=True)
-    type: Mapped[str] = mapped_column(String(32))
-    image: Mapped[str] = mapped_column(String(512), index=True)
-    occurred_at: Mapped[datetime] = mapped_column(index=True)
-    payload: Mapped[dict[str, Any]]
-    created_at: Mapped[datetime]
-
-
-class DeliveryModel(Base):
-    """The webhook outbox: one row per (event, webhook)."""
-
-    __tablename__ = "deliveries"
-    __table_args__ = (
-        CheckConstraint(
-            "status IN ({})".format(", ".join(f"'{s}'" for s in DELIVERY_STATUSES)),
-            name="status",
-        ),
-    )
-
-    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
-    event_seq: Mapped[int] = mapped_column(
-        IdType, ForeignKey("events.seq", ondelete="CASCADE"), index=True
-    )
-    webhook: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16))
-    attempts: Mapped[int] = mapped_column(Integer)
-    next_attempt_at: Mapped[datetime] = mapped_column(index=True)
-    claimed_until: Mapped[datetime | None]
-    last_status_code: Mapped[int | None] = mapped_column(Integer)
-    last_error: Mapped[str | None] = mapped_column(String(500))
-    last_latency_ms: Mapped[float | None] = mapped_column(Float)
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
-    delivered_at: Mapped[datetime | None]
+# The webhook outbox: one row per (event, webhook).
+deliveries = Table(
+    "deliveries",
+    metadata,
+    _id(),
+    Column(
+        "event_seq",
+        IdType,
+        ForeignKey("events.seq", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("webhook", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=False, index=True),
+    Column("claimed_until", UTCDateTime()),
+    Column("last_status_code", Integer),
+    Column("last_error", String(500)),
+    Column("last_latency_ms", Float),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("delivered_at", UTCDateTime()),
     # Set when the webhook's ``batch:`` window closed: the members are sent as one
     # delivery under this id (its ``webhook-id``), claimed and finished together.
-    batch_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    Column("batch_id", String(64), index=True),
+    CheckConstraint(
+        "status IN ({})".format(", ".join(f"'{s}'" for s in DELIVERY_STATUSES)),
+        name="status",
+    ),
+)
 
+# One HTTP attempt of one delivery.
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    _id(),
+    Column(
+        "delivery_id",
+        IdType,
+        ForeignKey("deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("attempted_at", UTCDateTime(), nullable=False),
+    Column("status_code", Integer),
+    Column("error", String(500)),
+    Column("latency_ms", Float),
+)
 
-class DeliveryAttemptModel(Base):
-    """One HTTP attempt of one delivery."""
-
-    __tablename__ = "delivery_attempts"
-
-    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
-    delivery_id: Mapped[int] = mapped_column(
-        IdType, ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
-    )
-    attempted_at: Mapped[datetime]
-    status_code: Mapped[int | None] = mapped_column(Integer)
-    error: Mapped[str | None] = mapped_column(String(500))
-    latency_ms: Mapped[float | None] = mapped_column(Float)
-
-
-class LeaseModel(Base):
-    """A lease held by one replica (``monitor.store.lease``): the leader's is named ``leader``.
-
-    ``expires_at`` is always set from the database's clock, never a replica's.
-    """
-
-    __tablename__ = "leases"
-
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    holder: Mapped[str] = mapped_column(String(255))
+# A lease held by one replica (``monitor.store.lease``): the leader's is named ``leader``.
+# ``expires_at`` is always set from the database's clock, never a replica's.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(255), nullable=False),
     # The fencing token: grows by one with each acquisition.
-    epoch: Mapped[int] = mapped_column(BigInteger)
-    acquired_at: Mapped[datetime]
-    expires_at: Mapped[datetime]
+    Column("epoch", BigInteger, nullable=False),
+    Column("acquired_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+)

@@ -7,17 +7,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Engine, select
 
 from monitor.domain import Status
 from monitor.store.engine import StoreError
-from monitor.store.models import Base, EventModel
+from monitor.store.models import events as _EVENTS
+from monitor.store.models import history as _HISTORY
 from monitor.store.transactions import _translated
 from monitor.wire import parse_timestamp
 
 __all__ = ["HistoryRow", "UnknownEventError", "history_for", "list_events"]
-
-_HISTORY: Table = Base.metadata.tables["history"]
 
 
 class UnknownEventError(StoreError, LookupError):
@@ -79,22 +78,22 @@ def list_events(
     or RFC 3339 string (events that occurred after it). An id that is not stored
     raises ``UnknownEventError``.
     """
-    order = EventModel.seq.desc() if newest else EventModel.seq
-    query = select(EventModel.payload).order_by(order).limit(limit)
+    order = _EVENTS.c.seq.desc() if newest else _EVENTS.c.seq
+    query = select(_EVENTS.c.payload).order_by(order).limit(limit)
     if types:
-        query = query.where(EventModel.type.in_(list(types)))
+        query = query.where(_EVENTS.c.type.in_(list(types)))
     if image is not None:
-        query = query.where(EventModel.image == image)
+        query = query.where(_EVENTS.c.image == image)
     with engine.connect() as conn:
         if isinstance(since, str):
             since = _parse_time(since) or since
         if isinstance(since, datetime):
-            query = query.where(EventModel.occurred_at > since)
+            query = query.where(_EVENTS.c.occurred_at > since)
         elif since is not None:
-            seq = conn.scalar(select(EventModel.seq).where(EventModel.id == since))
+            seq = conn.scalar(select(_EVENTS.c.seq).where(_EVENTS.c.id == since))
             if seq is None:
                 raise UnknownEventError(since)
-            query = query.where(EventModel.seq > seq)
+            query = query.where(_EVENTS.c.seq > seq)
         payloads = [dict(payload) for payload in conn.scalars(query)]
     return payloads[::-1] if newest else payloads
 

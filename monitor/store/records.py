@@ -15,9 +15,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, insert, update
 
 from monitor.domain import Evaluation, RegistryState, Status, TagState
-from monitor.store.models import DeliveryModel, EventModel, HistoryModel
+from monitor.store.models import deliveries as _DELIVERIES
+from monitor.store.models import events as _EVENTS
+from monitor.store.models import history as _HISTORY
+from monitor.store.models import tag_states as _TAG_STATES
 from monitor.store.registry_rows import write_registry_states
-from monitor.store.state_rows import _STATE_COLUMNS, _TAG_STATES, _state_to_row, _value, _versioned
+from monitor.store.state_rows import _STATE_COLUMNS, _state_to_row, _value, _versioned
 from monitor.store.states import lock_states, refused, stored_versions
 from monitor.store.transactions import _translated, _upsert, _write
 
@@ -151,19 +154,19 @@ def _insert_records(conn: Connection, records: Sequence[Record], now: datetime) 
         conn.execute(_TOUCH, list(touches.values()))
     write_registry_states(conn, registries, now)
     if history:
-        conn.execute(insert(HistoryModel), history)
+        conn.execute(insert(_HISTORY), history)
     if events:
         # RETURNING through SQLAlchemy's "insertmanyvalues": multi-row INSERTs, as many
         # rows each as the driver's parameter limit allows (~5,000 here).
         result = conn.execute(
-            insert(EventModel).returning(EventModel.seq, EventModel.id),
+            insert(_EVENTS).returning(_EVENTS.c.seq, _EVENTS.c.id),
             events,
             execution_options={"insertmanyvalues_page_size": _EVENTS_PAGE_SIZE},
         )
         seq_by_id = {event_id: seq for seq, event_id in result}
     if webhooks:
         conn.execute(
-            insert(DeliveryModel),
+            insert(_DELIVERIES),
             [
                 {
                     "event_seq": seq_by_id[event_id],

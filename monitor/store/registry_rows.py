@@ -6,15 +6,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, select
+from sqlalchemy import Connection, Engine, select
 
 from monitor.domain import RegistryState
-from monitor.store.models import Base
+from monitor.store.models import registry_states as _REGISTRY_STATES
 from monitor.store.transactions import _translated, _upsert
 
 __all__ = ["load_registry_states", "write_registry_states"]
 
-_REGISTRY_STATES: Table = Base.metadata.tables["registry_states"]
 _COLUMNS = [c.name for c in _REGISTRY_STATES.columns if c.name != "registry"]
 
 

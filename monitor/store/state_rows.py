@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, Table, select
+from sqlalchemy import Connection, Engine, Row, select
 
 from monitor.domain import Reason, Status, TagState
-from monitor.store.models import Base
+from monitor.store.models import tag_states as _TAG_STATES
 from monitor.store.transactions import _translated
 
 __all__ = ["get_state", "load_states", "load_versioned_states"]
 
-_TAG_STATES: Table = Base.metadata.tables["tag_states"]
 
 _STATE_COLUMNS = [c.name for c in _TAG_STATES.columns if c.name != "image"]
 

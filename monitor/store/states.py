@@ -15,13 +15,12 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
-from sqlalchemy import Connection, Table, bindparam, select, text
+from sqlalchemy import Connection, bindparam, select, text
 
-from monitor.store.models import Base
+from monitor.store.models import tag_states as _TAG_STATES
 
 __all__ = ["Guarded", "lock_states", "refused", "stored_versions"]
 
-_TAG_STATES: Table = Base.metadata.tables["tag_states"]
 # Any constant: the one lock that serialises state writers on a PostgreSQL database.
 _STATE_LOCK = 0x7265676D  # "regm"
 _IN_CHUNK = 5000  # images per SELECT … IN: under every driver's parameter limit

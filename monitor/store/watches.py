@@ -7,14 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import Connection, Engine, Table, bindparam, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
-from monitor.store.models import Base
+from monitor.store.models import watches as _WATCHES
 from monitor.store.transactions import _translated, _upsert, _write
 
 __all__ = ["WatchLike", "WatchRow", "active_watches", "sync_sources", "sync_watches"]
-
-_WATCHES: Table = Base.metadata.tables["watches"]
 
 
 class WatchLike(Protocol):

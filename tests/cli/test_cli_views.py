@@ -22,7 +22,7 @@ from monitor.cli import main
 from monitor.domain import Evaluation, Event, EventType, Reason, Status, TagState
 from monitor.store import repository
 from monitor.store.engine import make_engine, upgrade
-from monitor.store.models import Base
+from monitor.store.models import metadata
 from monitor.wire import event_to_payload
 
 ALPINE = "docker.io/library/alpine:3.20"
@@ -148,7 +148,7 @@ def _fill(engine: Engine) -> None:
             events=(failing,),
         ),
     )
-    deliveries = Base.metadata.tables["deliveries"]
+    deliveries = metadata.tables["deliveries"]
     with engine.begin() as conn:
         conn.execute(
             update(deliveries).values(status="delivered", attempts=1, last_status_code=204)

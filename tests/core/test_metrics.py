@@ -32,7 +32,7 @@ from monitor.metrics import METRIC_NAMES, Metrics, exposition
 from monitor.reference import parse_reference
 from monitor.store import repository
 from monitor.store.engine import make_engine
-from monitor.store.models import Base
+from monitor.store.models import metadata
 from monitor.wire import event_to_payload
 
 ALPINE = "docker.io/library/alpine:3.20"
@@ -338,7 +338,7 @@ def test_webhook_backlog_is_read_from_the_outbox(
     now = datetime.now(UTC)
     record_events(engine, 2, webhooks=["ops"], now=now - timedelta(minutes=10))
     record_events(engine, 1, webhooks=["ops"], now=now - timedelta(minutes=1))
-    deliveries = Base.metadata.tables["deliveries"]
+    deliveries = metadata.tables["deliveries"]
     with engine.begin() as conn:  # the oldest one went out: it no longer counts
         first = conn.execute(deliveries.select().order_by(deliveries.c.id)).first()
         assert first is not None

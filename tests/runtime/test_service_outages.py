@@ -21,7 +21,7 @@ from monitor.config import load_config
 from monitor.domain import Status
 from monitor.service import Service
 from monitor.store import make_engine, upgrade
-from monitor.store.models import Base
+from monitor.store.models import metadata
 from monitor.store.transactions import _write
 
 FAILING = "regmon_registry_failing"
@@ -43,7 +43,7 @@ def test_a_stored_outage_is_in_force_at_start_and_a_reload_follows_the_watched_r
     upgrade(engine)
     with _write(engine) as conn:
         conn.execute(
-            Base.metadata.tables["registry_states"].insert(),
+            metadata.tables["registry_states"].insert(),
             [{"registry": "127.0.0.1:9", "failing": True, "since": T0, "updated_at": T0}],
         )
     engine.dispose()
@@ -89,7 +89,7 @@ async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
 
 def deliveries(engine: Engine, kind: str) -> list[tuple[dict[str, Any], list[str]]]:
     """Each stored event of type ``kind``: its body and the webhooks it is queued for."""
-    tables = Base.metadata.tables
+    tables = metadata.tables
     events, outbox = tables["events"], tables["deliveries"]
     with engine.connect() as conn:
         rows = conn.execute(

@@ -17,9 +17,9 @@ from support.wait import wait_for
 from monitor.domain import Evaluation, Event, EventType, Status, TagState
 from monitor.ids import new_event_id
 from monitor.runtime.lease import LeaseCoordinator
+from monitor.store import models
 from monitor.store.engine import make_engine, upgrade
 from monitor.store.lease import Fence, Fenced, Grant, acquire, fenced, release, renew
-from monitor.store.models import EventModel, TagStateModel
 from monitor.store.repository import Record, record_evaluations
 from monitor.store.transactions import _write
 
@@ -50,8 +50,8 @@ def one_change(now: datetime) -> list[Record]:
 
 def counts(engine: Engine) -> tuple[int, int]:
     with engine.connect() as conn:
-        events = conn.scalar(select(func.count()).select_from(EventModel))
-        states = conn.scalar(select(func.count()).select_from(TagStateModel))
+        events = conn.scalar(select(func.count()).select_from(models.events))
+        states = conn.scalar(select(func.count()).select_from(models.tag_states))
     return int(events or 0), int(states or 0)
 
 

@@ -16,7 +16,7 @@ from support.paths import ROOT as REPO
 
 from monitor.store import check_schema, make_engine, upgrade
 from monitor.store.engine import alembic_config, downgrade, migrations_dir
-from monitor.store.models import Base
+from monitor.store.models import metadata
 
 TABLES = {
     "watches",
@@ -70,7 +70,7 @@ def test_models_match_migrations(empty: Engine) -> None:
     upgrade(empty)
     with empty.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
-        diff = compare_metadata(context, Base.metadata)
+        diff = compare_metadata(context, metadata)
     assert diff == []
 
 

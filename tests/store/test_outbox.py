@@ -29,8 +29,7 @@ from monitor.config import Config, parse_config
 from monitor.domain import Evaluation, Event, EventType, Status, TagState
 from monitor.metrics import Metrics
 from monitor.notify import Dispatcher
-from monitor.store import record_evaluations
-from monitor.store.models import DeliveryAttemptModel, DeliveryModel
+from monitor.store import models, record_evaluations
 from monitor.store.outbox import (
     claim_due_deliveries,
     delivery_states,
@@ -82,12 +81,14 @@ def write_events(
 
 def rows(engine: Engine) -> dict[int, Any]:
     with engine.connect() as conn:
-        return {row.id: row for row in conn.execute(select(DeliveryModel))}
+        return {row.id: row for row in conn.execute(select(models.deliveries))}
 
 
 def attempts(engine: Engine) -> list[Any]:
     with engine.connect() as conn:
-        return list(conn.execute(select(DeliveryAttemptModel).order_by(DeliveryAttemptModel.id)))
+        return list(
+            conn.execute(select(models.delivery_attempts).order_by(models.delivery_attempts.c.id))
+        )
 
 
 # "Now" for each test (see fresh_now): deliveries are signed with the dispatcher's
@@ -341,7 +342,7 @@ def test_dispatcher_marks_dead_after_max_retry_age(
     # The last retry is due at the deadline at the latest; failing then is the end.
     clock.now = T0 + timedelta(seconds=60)
     with engine.begin() as conn:
-        conn.execute(update(DeliveryModel).values(next_attempt_at=clock.now))
+        conn.execute(update(models.deliveries).values(next_attempt_at=clock.now))
     run_dispatcher(engine, config, clock, metrics)
     (row,) = rows(engine).values()
     assert (row.status, row.attempts) == ("dead", 2)

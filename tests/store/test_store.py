@@ -36,18 +36,12 @@ from monitor.store import (
     load_states,
     load_versioned_states,
     make_engine,
+    models,
     prune,
     record_evaluations,
     sync_sources,
     sync_watches,
     upgrade,
-)
-from monitor.store.models import (
-    DeliveryAttemptModel,
-    DeliveryModel,
-    EventModel,
-    HistoryModel,
-    TagStateModel,
 )
 from monitor.store.repository import Record, Recorded
 from monitor.store.watches import WatchRow
@@ -240,9 +234,9 @@ def test_two_writers_on_one_version_the_second_is_refused(db_url: str) -> None:
         # The loser gets the store's state to evaluate again on.
         assert lost.current == {IMAGE: (a.state, 1)}
         assert load_versioned_states(second) == {IMAGE: (a.state, 1)}
-        assert count_rows(second, EventModel) == 1
-        assert count_rows(second, DeliveryModel) == 1
-        assert count_rows(second, HistoryModel) == 1
+        assert count_rows(second, models.events) == 1
+        assert count_rows(second, models.deliveries) == 1
+        assert count_rows(second, models.history) == 1
         # Again on the version it now read: written.
         again = record_evaluations(second, [guarded(b, 1, 2)])
         assert again.refused == () and len(again.seqs) == 1
@@ -266,7 +260,7 @@ def test_concurrent_writers_exactly_one_wins_each_version(db_url: str) -> None:
         with ThreadPoolExecutor(len(engines)) as pool:
             results = list(pool.map(write, range(len(engines))))
         assert sorted(len(r.refused) for r in results) == [0, 1, 1, 1]
-        assert count_rows(engines[0], EventModel) == 1
+        assert count_rows(engines[0], models.events) == 1
         [(state, version)] = load_versioned_states(engines[0]).values()
         assert version == 1
         [winner] = [n for n, r in enumerate(results) if not r.refused]
@@ -308,10 +302,10 @@ def test_ten_thousand_evaluations_in_a_handful_of_statements(
     ).seqs
     assert len(statements) < 10, statements  # BEGIN + 5 or 6 INSERTs on SQLite
     assert len(seqs) == 10_000 and seqs == sorted(seqs)
-    assert count_rows(engine, TagStateModel) == 10_000
-    assert count_rows(engine, HistoryModel) == 10_000
-    assert count_rows(engine, EventModel) == 10_000
-    assert count_rows(engine, DeliveryModel) == 20_000
+    assert count_rows(engine, models.tag_states) == 10_000
+    assert count_rows(engine, models.history) == 10_000
+    assert count_rows(engine, models.events) == 10_000
+    assert count_rows(engine, models.deliveries) == 20_000
 
 
 def test_history_grows_only_with_changes(engine: Engine) -> None:
@@ -359,12 +353,12 @@ def test_delivery_row_per_webhook(engine: Engine) -> None:
     with engine.connect() as conn:
         rows = conn.execute(
             select(
-                DeliveryModel.event_seq,
-                DeliveryModel.webhook,
-                DeliveryModel.status,
-                DeliveryModel.attempts,
-                DeliveryModel.next_attempt_at,
-            ).order_by(DeliveryModel.id)
+                models.deliveries.c.event_seq,
+                models.deliveries.c.webhook,
+                models.deliveries.c.status,
+                models.deliveries.c.attempts,
+                models.deliveries.c.next_attempt_at,
+            ).order_by(models.deliveries.c.id)
         ).all()
     assert [tuple(r) for r in rows] == [
         (seqs[0], "ops", "pending", 0, T0),
@@ -391,9 +385,9 @@ def test_failure_mid_batch_writes_nothing(engine: Engine) -> None:
     with pytest.raises((StoreError, TypeError)):
         record_evaluations(engine, records)
     assert load_states(engine) == before
-    assert count_rows(engine, EventModel) == 0
-    assert count_rows(engine, DeliveryModel) == 0
-    assert count_rows(engine, HistoryModel) == 1
+    assert count_rows(engine, models.events) == 0
+    assert count_rows(engine, models.deliveries) == 0
+    assert count_rows(engine, models.history) == 1
 
 
 def test_database_failure_mid_transaction_writes_nothing(engine: Engine) -> None:
@@ -406,7 +400,7 @@ def test_database_failure_mid_transaction_writes_nothing(engine: Engine) -> None
         record_evaluations(engine, prepared([Evaluation(changed, (ev,), changed=True)], payload))
     state = get_state(engine, IMAGE)
     assert state is not None and state.digest == "sha256:aaa"
-    assert count_rows(engine, HistoryModel) == 0
+    assert count_rows(engine, models.history) == 0
 
 
 def test_generic_upsert_path(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -616,9 +610,9 @@ def test_prune(engine: Engine) -> None:
                 prepared([Evaluation(state, (ev,), changed=True)], payload, lambda e: ("ops",)),
             )
     with engine.begin() as conn:
-        first_delivery = conn.scalar(select(func.min(DeliveryModel.id)))
+        first_delivery = conn.scalar(select(func.min(models.deliveries.c.id)))
         conn.execute(
-            insert(DeliveryAttemptModel).values(
+            insert(models.delivery_attempts).values(
                 delivery_id=first_delivery, attempted_at=old, status_code=500
             )
         )
@@ -628,8 +622,8 @@ def test_prune(engine: Engine) -> None:
     assert deleted == 4 + 4 + 1 + 3
     assert [r.digest for r in history_for(engine, IMAGE)] == ["sha256:2"]
     assert [r.digest for r in history_for(engine, "r.io/a:1")] == ["sha256:1"]
-    assert count_rows(engine, EventModel) == 1
-    assert count_rows(engine, DeliveryModel) == 1
+    assert count_rows(engine, models.events) == 1
+    assert count_rows(engine, models.deliveries) == 1
     assert len(load_states(engine)) == 2  # states are never pruned
     assert prune(engine, older_than=T0 - timedelta(days=90)) == 0
 

@@ -24,7 +24,7 @@ from monitor.ids import new_event_id
 from monitor.metrics import Metrics
 from monitor.store import repository
 from monitor.store.engine import make_engine
-from monitor.store.models import Base
+from monitor.store.models import metadata
 from monitor.web.app import create_app
 from monitor.wire import event_to_payload
 
@@ -317,7 +317,7 @@ def stored(engine: Engine) -> list[Event]:
         ),
         webhooks=["ops"],
     )
-    deliveries = Base.metadata.tables["deliveries"]
+    deliveries = metadata.tables["deliveries"]
     with engine.begin() as conn:
         conn.execute(
             update(deliveries)

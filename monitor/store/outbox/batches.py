@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 from typing import Unpack
 
 from sqlalchemy import Engine, and_, exists, func, or_, select, update
-from sqlalchemy.orm import aliased
 
 from monitor.domain import DeliveryStatus
-from monitor.store.models import DeliveryModel, EventModel
+from monitor.store.models import deliveries as _DELIVERIES
+from monitor.store.models import events as _EVENTS
 from monitor.store.outbox.claims import (
     WAITING,
     ClaimedDelivery,
@@ -67,14 +67,14 @@ def form_batch(
     one transaction, so a restart finds the same batch under the same id.
     """
     query = (
-        select(DeliveryModel.id, DeliveryModel.created_at, EventModel.id.label("event_id"))
-        .join(EventModel, EventModel.seq == DeliveryModel.event_seq)
+        select(_DELIVERIES.c.id, _DELIVERIES.c.created_at, _EVENTS.c.id.label("event_id"))
+        .join(_EVENTS, _EVENTS.c.seq == _DELIVERIES.c.event_seq)
         .where(
-            DeliveryModel.webhook == webhook,
-            DeliveryModel.status == DeliveryStatus.PENDING,
-            DeliveryModel.batch_id.is_(None),
+            _DELIVERIES.c.webhook == webhook,
+            _DELIVERIES.c.status == DeliveryStatus.PENDING,
+            _DELIVERIES.c.batch_id.is_(None),
         )
-        .order_by(DeliveryModel.event_seq, DeliveryModel.id)
+        .order_by(_DELIVERIES.c.event_seq, _DELIVERIES.c.id)
         .limit(limit)
     )
     with engine.connect() as conn:
@@ -91,11 +91,11 @@ def form_batch(
     try:
         with _write(engine) as conn:
             result = conn.execute(
-                update(DeliveryModel)
+                update(_DELIVERIES)
                 .where(
-                    DeliveryModel.id.in_([row.id for row in members]),
-                    DeliveryModel.status == DeliveryStatus.PENDING,
-                    DeliveryModel.batch_id.is_(None),
+                    _DELIVERIES.c.id.in_([row.id for row in members]),
+                    _DELIVERIES.c.status == DeliveryStatus.PENDING,
+                    _DELIVERIES.c.batch_id.is_(None),
                 )
                 .values(batch_id=key, next_attempt_at=now, updated_at=now)
             )
@@ -125,34 +125,34 @@ def claim_due_batches(
     """
     if not webhooks:
         return []
-    earlier = aliased(DeliveryModel)
+    earlier = _DELIVERIES.alias()
     held_back = exists(
         select(1)
         .select_from(earlier)
         .where(
-            earlier.webhook == DeliveryModel.webhook,
-            earlier.event_seq < DeliveryModel.event_seq,
-            earlier.status.in_(WAITING),
-            or_(earlier.batch_id.is_(None), earlier.batch_id != DeliveryModel.batch_id),
+            earlier.c.webhook == _DELIVERIES.c.webhook,
+            earlier.c.event_seq < _DELIVERIES.c.event_seq,
+            earlier.c.status.in_(WAITING),
+            or_(earlier.c.batch_id.is_(None), earlier.c.batch_id != _DELIVERIES.c.batch_id),
         )
     )
     candidates_query = (
-        select(DeliveryModel.webhook, DeliveryModel.batch_id, func.min(DeliveryModel.event_seq))
+        select(_DELIVERIES.c.webhook, _DELIVERIES.c.batch_id, func.min(_DELIVERIES.c.event_seq))
         .where(
-            DeliveryModel.webhook.in_(sorted(webhooks)),
-            DeliveryModel.batch_id.is_not(None),
-            DeliveryModel.status.in_(WAITING),
+            _DELIVERIES.c.webhook.in_(sorted(webhooks)),
+            _DELIVERIES.c.batch_id.is_not(None),
+            _DELIVERIES.c.status.in_(WAITING),
         )
-        .group_by(DeliveryModel.webhook, DeliveryModel.batch_id)
-        .order_by(func.min(DeliveryModel.event_seq))
+        .group_by(_DELIVERIES.c.webhook, _DELIVERIES.c.batch_id)
+        .order_by(func.min(_DELIVERIES.c.event_seq))
     )
     held_query = (
-        select(DeliveryModel.webhook, DeliveryModel.batch_id)
+        select(_DELIVERIES.c.webhook, _DELIVERIES.c.batch_id)
         .where(
-            DeliveryModel.webhook.in_(sorted(webhooks)),
-            DeliveryModel.batch_id.is_not(None),
-            DeliveryModel.status.in_(WAITING),
-            or_(DeliveryModel.next_attempt_at > now, ~_claimable(now), held_back),
+            _DELIVERIES.c.webhook.in_(sorted(webhooks)),
+            _DELIVERIES.c.batch_id.is_not(None),
+            _DELIVERIES.c.status.in_(WAITING),
+            or_(_DELIVERIES.c.next_attempt_at > now, ~_claimable(now), held_back),
         )
         .distinct()
     )
@@ -177,23 +177,23 @@ def claim_due_batches(
 def _claim_batch(
     engine: Engine, webhook: str, key: str, now: datetime, until: datetime
 ) -> ClaimedBatch | None:
-    of_batch = and_(DeliveryModel.webhook == webhook, DeliveryModel.batch_id == key)
+    of_batch = and_(_DELIVERIES.c.webhook == webhook, _DELIVERIES.c.batch_id == key)
     try:
         with _write(engine) as conn:
             waiting = conn.scalar(
-                select(func.count()).where(of_batch, DeliveryModel.status.in_(WAITING))
+                select(func.count()).where(of_batch, _DELIVERIES.c.status.in_(WAITING))
             )
             result = conn.execute(
-                update(DeliveryModel)
-                .where(of_batch, DeliveryModel.next_attempt_at <= now, _claimable(now))
+                update(_DELIVERIES)
+                .where(of_batch, _DELIVERIES.c.next_attempt_at <= now, _claimable(now))
                 .values(status=DeliveryStatus.SENDING, claimed_until=until, updated_at=now)
             )
             if not waiting or result.rowcount != waiting:
                 raise _Lost
             rows = conn.execute(
                 _claimed_rows()
-                .where(of_batch, DeliveryModel.status == DeliveryStatus.SENDING)
-                .order_by(DeliveryModel.event_seq, DeliveryModel.id)
+                .where(of_batch, _DELIVERIES.c.status == DeliveryStatus.SENDING)
+                .order_by(_DELIVERIES.c.event_seq, _DELIVERIES.c.id)
             ).all()
     except _Lost:
         return None

@@ -31,10 +31,11 @@ from datetime import datetime, timedelta
 from typing import Any, Required, TypedDict, Unpack
 
 from sqlalchemy import Engine, Select, and_, exists, func, insert, or_, select, update
-from sqlalchemy.orm import aliased
 
 from monitor.domain import DeliveryStatus
-from monitor.store.models import DeliveryAttemptModel, DeliveryModel, EventModel
+from monitor.store.models import deliveries as _DELIVERIES
+from monitor.store.models import delivery_attempts as _DELIVERY_ATTEMPTS
+from monitor.store.models import events as _EVENTS
 from monitor.store.transactions import _translated, _write
 from monitor.text import clean
 
@@ -85,8 +86,8 @@ class _Attempt(TypedDict, total=False):
 
 def _claimable(now: datetime) -> Any:
     return or_(
-        DeliveryModel.status == DeliveryStatus.PENDING,
-        and_(DeliveryModel.status == DeliveryStatus.SENDING, DeliveryModel.claimed_until < now),
+        _DELIVERIES.c.status == DeliveryStatus.PENDING,
+        and_(_DELIVERIES.c.status == DeliveryStatus.SENDING, _DELIVERIES.c.claimed_until < now),
     )
 
 
@@ -107,35 +108,35 @@ def claim_due_deliveries(
     the claim to those webhook names. At most one delivery per (webhook,
     image) is returned.
     """
-    earlier = aliased(DeliveryModel)
-    earlier_event = aliased(EventModel)
+    earlier = _DELIVERIES.alias()
+    earlier_event = _EVENTS.alias()
     held_back = exists(
         select(1)
         .select_from(earlier)
-        .join(earlier_event, earlier_event.seq == earlier.event_seq)
+        .join(earlier_event, earlier_event.c.seq == earlier.c.event_seq)
         .where(
-            earlier.webhook == DeliveryModel.webhook,
-            earlier_event.image == EventModel.image,
-            earlier.event_seq < DeliveryModel.event_seq,
-            earlier.status.in_(WAITING),
+            earlier.c.webhook == _DELIVERIES.c.webhook,
+            earlier_event.c.image == _EVENTS.c.image,
+            earlier.c.event_seq < _DELIVERIES.c.event_seq,
+            earlier.c.status.in_(WAITING),
         )
     )
     query = (
-        select(DeliveryModel.id)
-        .join(EventModel, EventModel.seq == DeliveryModel.event_seq)
+        select(_DELIVERIES.c.id)
+        .join(_EVENTS, _EVENTS.c.seq == _DELIVERIES.c.event_seq)
         .where(
-            DeliveryModel.next_attempt_at <= now,
-            DeliveryModel.batch_id.is_(None),
+            _DELIVERIES.c.next_attempt_at <= now,
+            _DELIVERIES.c.batch_id.is_(None),
             _claimable(now),
             ~held_back,
         )
-        .order_by(DeliveryModel.event_seq, DeliveryModel.id)
+        .order_by(_DELIVERIES.c.event_seq, _DELIVERIES.c.id)
         .limit(limit)
     )
     if webhooks is not None:
         if not webhooks:
             return []
-        query = query.where(DeliveryModel.webhook.in_(sorted(webhooks)))
+        query = query.where(_DELIVERIES.c.webhook.in_(sorted(webhooks)))
     # Candidates are read outside the write transaction: nothing can put an earlier delivery
     # back into a waiting status (seqs only grow; delivered/failed/dead are final), so a
     # candidate stays in order, and the conditional UPDATE settles who owns it.
@@ -148,11 +149,11 @@ def claim_due_deliveries(
     with _write(engine) as conn:
         for delivery_id in candidates:
             result = conn.execute(
-                update(DeliveryModel)
+                update(_DELIVERIES)
                 .where(
-                    DeliveryModel.id == delivery_id,
-                    DeliveryModel.next_attempt_at <= now,
-                    DeliveryModel.batch_id.is_(None),
+                    _DELIVERIES.c.id == delivery_id,
+                    _DELIVERIES.c.next_attempt_at <= now,
+                    _DELIVERIES.c.batch_id.is_(None),
                     _claimable(now),
                 )
                 .values(status=DeliveryStatus.SENDING, claimed_until=until, updated_at=now)
@@ -163,8 +164,8 @@ def claim_due_deliveries(
             return []
         rows = conn.execute(
             _claimed_rows()
-            .where(DeliveryModel.id.in_(claimed))
-            .order_by(DeliveryModel.event_seq, DeliveryModel.id)
+            .where(_DELIVERIES.c.id.in_(claimed))
+            .order_by(_DELIVERIES.c.event_seq, _DELIVERIES.c.id)
         ).all()
     return [_claimed(row, until) for row in rows]
 
@@ -189,7 +190,7 @@ def release_claims(engine: Engine, deliveries: Sequence[ClaimedDelivery], now: d
     with _write(engine) as conn:
         for delivery in deliveries:
             result = conn.execute(
-                update(DeliveryModel)
+                update(_DELIVERIES)
                 .where(_owned([delivery.id], delivery.claimed_until))
                 .values(status=DeliveryStatus.PENDING, claimed_until=None, updated_at=now)
             )
@@ -209,14 +210,14 @@ def reset_sending(
     every ``sending`` row but its own (``keep``, by id) is then a leftover of a
     process that died or lost the lead mid-send.
     """
-    condition = DeliveryModel.status == DeliveryStatus.SENDING
+    condition = _DELIVERIES.c.status == DeliveryStatus.SENDING
     if not all_leases:
-        condition = and_(condition, DeliveryModel.claimed_until < now)
+        condition = and_(condition, _DELIVERIES.c.claimed_until < now)
     if keep:
-        condition = and_(condition, DeliveryModel.id.not_in(sorted(keep)))
+        condition = and_(condition, _DELIVERIES.c.id.not_in(sorted(keep)))
     with _write(engine) as conn:
         result = conn.execute(
-            update(DeliveryModel)
+            update(_DELIVERIES)
             .where(condition)
             .values(status=DeliveryStatus.PENDING, claimed_until=None, updated_at=now)
         )
@@ -231,19 +232,19 @@ def kill_removed_webhooks(
 
     A ``sending`` row with a live lease is left to its owner.
     """
-    orphaned = and_(_claimable(now), DeliveryModel.webhook.not_in(sorted(configured)))
+    orphaned = and_(_claimable(now), _DELIVERIES.c.webhook.not_in(sorted(configured)))
     with _write(engine) as conn:
         counts = {
             str(name): int(count)
             for name, count in conn.execute(
-                select(DeliveryModel.webhook, func.count())
+                select(_DELIVERIES.c.webhook, func.count())
                 .where(orphaned)
-                .group_by(DeliveryModel.webhook)
+                .group_by(_DELIVERIES.c.webhook)
             )
         }
         if counts:
             conn.execute(
-                update(DeliveryModel)
+                update(_DELIVERIES)
                 .where(orphaned)
                 .values(
                     status=DeliveryStatus.DEAD,
@@ -262,9 +263,9 @@ class _Lost(Exception):
 def _owned(ids: Sequence[int], claimed_until: datetime) -> Any:
     """The rows ``ids`` while still claimed under ``claimed_until`` (the fencing token)."""
     return and_(
-        DeliveryModel.id.in_(ids),
-        DeliveryModel.status == DeliveryStatus.SENDING,
-        DeliveryModel.claimed_until == claimed_until,
+        _DELIVERIES.c.id.in_(ids),
+        _DELIVERIES.c.status == DeliveryStatus.SENDING,
+        _DELIVERIES.c.claimed_until == claimed_until,
     )
 
 
@@ -292,13 +293,13 @@ def _finish(
     try:
         with _write(engine) as conn:
             result = conn.execute(
-                update(DeliveryModel).where(_owned(ids, claimed_until)).values(values)
+                update(_DELIVERIES).where(_owned(ids, claimed_until)).values(values)
             )
             if result.rowcount != len(ids):
                 raise _Lost
             if attempted:
                 conn.execute(
-                    insert(DeliveryAttemptModel),
+                    insert(_DELIVERY_ATTEMPTS),
                     [
                         {
                             "delivery_id": delivery_id,
@@ -332,7 +333,7 @@ def _finished(
         raise ValueError("a retry needs next_attempt_at")
     values: dict[str, Any] = {
         "status": status,
-        "attempts": DeliveryModel.attempts + (1 if attempted else 0),
+        "attempts": _DELIVERIES.c.attempts + (1 if attempted else 0),
         "claimed_until": None,
         "last_status_code": status_code,
         # One printable line whatever a receiver or channel said (PostgreSQL refuses NUL).
@@ -350,16 +351,16 @@ def _finished(
 def _claimed_rows() -> Select[Any]:
     """What a dispatcher needs of each claimed delivery: the row and its event."""
     return select(
-        DeliveryModel.id,
-        DeliveryModel.event_seq,
-        DeliveryModel.webhook,
-        DeliveryModel.attempts,
-        DeliveryModel.created_at,
-        EventModel.id.label("event_id"),
-        EventModel.type,
-        EventModel.image,
-        EventModel.payload,
-    ).join(EventModel, EventModel.seq == DeliveryModel.event_seq)
+        _DELIVERIES.c.id,
+        _DELIVERIES.c.event_seq,
+        _DELIVERIES.c.webhook,
+        _DELIVERIES.c.attempts,
+        _DELIVERIES.c.created_at,
+        _EVENTS.c.id.label("event_id"),
+        _EVENTS.c.type,
+        _EVENTS.c.image,
+        _EVENTS.c.payload,
+    ).join(_EVENTS, _EVENTS.c.seq == _DELIVERIES.c.event_seq)
 
 
 def _claimed(row: Any, until: datetime) -> ClaimedDelivery:

@@ -9,7 +9,8 @@ from datetime import datetime
 from sqlalchemy import Engine, select
 
 from monitor.domain import DeliveryStatus
-from monitor.store.models import DeliveryModel, EventModel
+from monitor.store.models import deliveries as _DELIVERIES
+from monitor.store.models import events as _EVENTS
 from monitor.store.transactions import _translated
 
 __all__ = ["DeliveryState", "delivery_states"]
@@ -35,18 +36,18 @@ def delivery_states(engine: Engine, event_ids: Collection[str]) -> dict[str, lis
         return {}
     query = (
         select(
-            EventModel.id.label("event_id"),
-            DeliveryModel.webhook,
-            DeliveryModel.status,
-            DeliveryModel.attempts,
-            DeliveryModel.last_status_code,
-            DeliveryModel.last_error,
-            DeliveryModel.next_attempt_at,
-            DeliveryModel.delivered_at,
+            _EVENTS.c.id.label("event_id"),
+            _DELIVERIES.c.webhook,
+            _DELIVERIES.c.status,
+            _DELIVERIES.c.attempts,
+            _DELIVERIES.c.last_status_code,
+            _DELIVERIES.c.last_error,
+            _DELIVERIES.c.next_attempt_at,
+            _DELIVERIES.c.delivered_at,
         )
-        .join(EventModel, EventModel.seq == DeliveryModel.event_seq)
-        .where(EventModel.id.in_(sorted(event_ids)))
-        .order_by(DeliveryModel.event_seq, DeliveryModel.webhook)
+        .join(_EVENTS, _EVENTS.c.seq == _DELIVERIES.c.event_seq)
+        .where(_EVENTS.c.id.in_(sorted(event_ids)))
+        .order_by(_DELIVERIES.c.event_seq, _DELIVERIES.c.webhook)
     )
     out: dict[str, list[DeliveryState]] = {}
     with engine.connect() as conn:
