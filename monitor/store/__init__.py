@@ -1,6 +1,6 @@
 """Persistence: engine setup, migrations and the repository functions.
 
-Everything the rest of regmon needs is re-exported here; the models stay an
+Everything the rest of regmon needs is re-exported here; the tables (``models``) stay an
 implementation detail of the store (and of ``migrations/``).
 """
 
