@@ -28,7 +28,7 @@ from monitor.sources.base import WatchSource, targets_of
 
 if TYPE_CHECKING:
     from monitor.config import Config, Watch
-    from monitor.scheduler import WatchScheduler
+    from monitor.scheduler import SchedulePlan, WatchScheduler
 
 __all__ = ["DynamicSource", "TargetChange", "Targets", "by_source"]
 
@@ -137,19 +137,12 @@ class Targets:
                 if isinstance(source, DynamicSource):
                     source.seed(stored.get(source.name, ()))
             watches = targets_of(sources)
-            before = self._watches
-            if watches.keys() == before.keys():
+            if watches.keys() == self._watches.keys():
                 return TargetChange()
             plan = self._scheduler.plan(list(watches.values()))
-            self._watches = watches
             # Not checked at once: the leader checks them; a follower's jobs only wait
             # for the lead, when the store already holds their states.
-            self._scheduler.commit(plan, first_run_now=False)
-            self._on_change(watches)
-            return TargetChange(
-                added=tuple(key for key in watches if key not in before),
-                removed=tuple(key for key in before if key not in watches),
-            )
+            return self._put(watches, plan, first_run_now=False)
 
     async def update(
         self,
@@ -174,11 +167,18 @@ class Targets:
             plan = self._scheduler.plan(list(watches.values()))
             await self._sync(by_source(list(sources.values()), watches, {source.name}))
             self._sources = sources
-            before = self._watches
-            self._watches = watches
-            self._scheduler.commit(plan, first_run_now=first_run_now)
-            self._on_change(watches)
-            return TargetChange(
-                added=tuple(key for key in watches if key not in before),
-                removed=tuple(key for key in before if key not in watches),
-            )
+            return self._put(watches, plan, first_run_now=first_run_now)
+
+    def _put(
+        self, watches: dict[str, Watch], plan: SchedulePlan, *, first_run_now: bool
+    ) -> TargetChange:
+        """Put ``watches`` in force, the scheduler (``plan``, made for them) and
+        ``on_change`` following; what changed against the watches in force before."""
+        before = self._watches
+        self._watches = watches
+        self._scheduler.commit(plan, first_run_now=first_run_now)
+        self._on_change(watches)
+        return TargetChange(
+            added=tuple(key for key in watches if key not in before),
+            removed=tuple(key for key in before if key not in watches),
+        )
