@@ -1,7 +1,7 @@
 """Suite-wide fixtures: real registries on loopback, a token issuer, image pushers.
 
 Layout: test files follow the package. tests/core (the modules at monitor/'s top:
-reference, events, ids, tags, headers, logs, yamlsafe, metrics, scheduler),
+reference, events, ids, tags, headers, logs, yamlsafe, metrics, scheduler, threads),
 tests/registry, tests/store, tests/notify, tests/web, tests/config, tests/sources,
 tests/runtime (the in-process Service and monitor/runtime/), tests/cli (the command
 line as a subprocess), tests/e2e (``regmon run`` as a real process), tests/project

@@ -38,6 +38,10 @@ Retries: exponential backoff with full jitter, ``uniform(0, min(cap, base *
 a minimum. Once ``created_at + max_retry_age`` has passed, a failed attempt
 makes the delivery ``dead``; the last retry is scheduled at that deadline so
 the receiver always gets a try at the end of the window.
+
+Store work runs in a thread through ``in_thread``: ``stop()`` cancels the loop and
+the late senders wherever they are, and returns only once their threads have given
+their connections back (the service disposes the engine next).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from monitor.notify.channels import Channels, target_secrets
 from monitor.notify.masking import mask
 from monitor.notify.notifier import Delivery, Outcome, Verdict
 from monitor.notify.units import _label, _members, _what, delivery_id
+from monitor.threads import in_thread
 
 if TYPE_CHECKING:
     import httpx
@@ -165,7 +170,7 @@ class Dispatcher:
             left = list(self._inflight.values())
             self._inflight.clear()
             try:
-                await asyncio.to_thread(release_claims, self._engine, left, self._clock())
+                await in_thread(release_claims, self._engine, left, self._clock())
             except Exception:
                 log.warning("could not release %d webhook deliveries on stop", len(left))
         await self._channels.aclose()
@@ -193,7 +198,7 @@ class Dispatcher:
                 if self._may_send is not None and not self._may_send():
                     recovered = False  # taking the lead again recovers again
                 elif not recovered:
-                    count = await asyncio.to_thread(
+                    count = await in_thread(
                         reset_sending,
                         self._engine,
                         self._clock(),
@@ -260,7 +265,7 @@ class Dispatcher:
 
         # A batch from before a config change (batch: removed) is still sent as one.
         batch_lease = timedelta(seconds=max(LEASE, hook.timeout + 30.0))
-        batches = await asyncio.to_thread(
+        batches = await in_thread(
             claim_due_batches, self._engine, now, batch_lease, webhooks=[hook.name]
         )
         if batches or hook.batch is None:
@@ -268,10 +273,10 @@ class Dispatcher:
                 return batches
             # The lease must outlast the whole batch, each send bounded by the timeout.
             lease = timedelta(seconds=max(LEASE, self._batch * hook.timeout + 30.0))
-            return await asyncio.to_thread(
+            return await in_thread(
                 claim_due_deliveries, self._engine, now, self._batch, lease, webhooks=[hook.name]
             )
-        formed = await asyncio.to_thread(
+        formed = await in_thread(
             form_batch,
             self._engine,
             hook.name,
@@ -282,7 +287,7 @@ class Dispatcher:
         )
         if formed is None:
             return []
-        return await asyncio.to_thread(
+        return await in_thread(
             claim_due_batches, self._engine, now, batch_lease, webhooks=[hook.name]
         )
 
@@ -293,7 +298,7 @@ class Dispatcher:
         due = self._last_sweep is None or (now - self._last_sweep).total_seconds() >= SWEEP_INTERVAL
         if names == self._known_webhooks and not due:
             return
-        removed = await asyncio.to_thread(kill_removed_webhooks, self._engine, names, now)
+        removed = await in_thread(kill_removed_webhooks, self._engine, names, now)
         self._known_webhooks, self._last_sweep = names, now
         for name, count in sorted(removed.items()):
             log.warning(
@@ -335,8 +340,8 @@ class Dispatcher:
         from monitor.store.outbox import ClaimedBatch, finish_batch, finish_delivery
 
         if isinstance(unit, ClaimedBatch):
-            return await asyncio.to_thread(finish_batch, self._engine, unit, **values)
-        return await asyncio.to_thread(finish_delivery, self._engine, unit, **values)
+            return await in_thread(finish_batch, self._engine, unit, **values)
+        return await in_thread(finish_delivery, self._engine, unit, **values)
 
     async def _deliver(self, unit: _Unit) -> None:
         hook = self._hook(unit.webhook)

@@ -37,8 +37,8 @@ class Pruner:
         self._interval = interval
 
     async def run(self) -> None:
-        from monitor.runtime.threads import in_thread
         from monitor.store.repository import prune
+        from monitor.threads import in_thread
 
         while True:
             cutoff = datetime.now(UTC) - timedelta(seconds=self._retention())

@@ -178,8 +178,8 @@ class Replica:
         """A follower's view of the store: the repository watches' tags (the leader's
         listings) and the states re-read every ``every`` seconds. Also a leader whose
         first load failed tries it again here."""
-        from monitor.runtime.threads import in_thread
         from monitor.store.repository import load_versioned_states
+        from monitor.threads import in_thread
 
         while True:
             await asyncio.sleep(every)

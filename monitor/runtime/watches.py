@@ -49,8 +49,8 @@ async def sync_watches(
     """Each source's watches to the store, on its own: one source never retires another's
     (a source named with no watches has its watches retired; ``exclusive``: these are
     all the sources, the watches of any other retire too)."""
-    from monitor.runtime.threads import in_thread
     from monitor.store.repository import sync_sources
+    from monitor.threads import in_thread
 
     rows = {name: _watch_rows(watches) for name, watches in by_source.items()}
     # A reload the file watcher started may be cancelled by stop() in the middle.

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, event, select, update
 from support.receiver import WebhookReceiver
 from support.records import prepared
 
@@ -401,6 +401,38 @@ def test_one_hung_receiver_does_not_hold_up_another_webhook(engine: Engine) -> N
         assert len(fast.delivered()) == 2
         assert fast_done < 3.0 < all_done
         slow.answer(200)
+
+
+def test_stop_returns_once_the_store_work_it_interrupts_has_given_its_connection_back(
+    engine: Engine,
+) -> None:
+    """The service disposes the engine right after: a connection handed back to a disposed
+    pool stays open until the garbage collector finds it (psycopg's ResourceWarning)."""
+    started, release = threading.Event(), threading.Event()
+
+    def hold(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("UPDATE deliveries"):  # the loop's first step: reset_sending
+            started.set()
+            release.wait(10)
+
+    event.listen(engine, "before_cursor_execute", hold)
+    config = config_for(ops="http://127.0.0.1:9/")
+
+    async def go() -> tuple[bool, int]:
+        async with httpx.AsyncClient() as http:
+            dispatcher = Dispatcher(engine, lambda: config, http, clock=Clock(T0))
+            dispatcher.start()
+            assert await asyncio.to_thread(started.wait, 10)
+            stopping = asyncio.create_task(dispatcher.stop())
+            done, _ = await asyncio.wait({stopping}, timeout=0.5)
+            checked_out = engine.pool.checkedout()  # type: ignore[attr-defined]
+            release.set()
+            await stopping
+            return bool(done), checked_out
+
+    # Stop waits for the thread (its connection still out), not the other way round.
+    assert asyncio.run(go()) == (False, 1)
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- credentials masked

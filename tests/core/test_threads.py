@@ -1,4 +1,4 @@
-"""monitor.runtime.threads.in_thread: a cancelled caller lets its thread's store work end first."""
+"""monitor.threads.in_thread: a cancelled caller lets its thread's store work end first."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from monitor.runtime.threads import in_thread
+from monitor.threads import in_thread
 
 
 def test_a_cancelled_caller_ends_only_after_its_thread() -> None:
