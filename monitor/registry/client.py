@@ -70,14 +70,6 @@ TAGS_PAGE_SIZE = 1000  # what go-containerregistry asks for; Docker Hub answers 
 MAX_TAG_PAGES = 1000  # a registry whose listing never ends is answering nonsense
 
 
-class _PushedMeanwhile(Exception):
-    """HEAD said 404, the GET asking what it meant said 200: the GET's manifest."""
-
-    def __init__(self, answer: tuple[str, str | None, bytes, int]) -> None:
-        super().__init__("pushed between HEAD and GET")
-        self.answer = answer
-
-
 @dataclass(frozen=True, slots=True)
 class ManifestAnswer:
     """A decided answer: present, missing or denied. Errors are raised as RegistryError."""
@@ -293,11 +285,11 @@ class RegistryClient:
             pushed: tuple[str, str | None, bytes, int] | None = None
             try:
                 status = response.status_code
-                if status != 200:
-                    try:
-                        await self._classify_failure(host, response, ref, body_read=True)
-                    except _PushedMeanwhile as meanwhile:
-                        pushed = meanwhile.answer
+                if status == 404:
+                    await response.aclose()
+                    pushed = await self._get_after_404(host, ref)
+                elif status != 200:
+                    await self._classify_failure(host, response, ref, body_read=True)
                 media_type = manifest_media_type(response.headers.get("content-type"))
                 header = response.headers.get("docker-content-digest")
             finally:
@@ -430,13 +422,8 @@ class RegistryClient:
         # Only a HEAD's answer is not an httpx.Response (the lean path's).
         readable = None if body_read or not isinstance(response, httpx.Response) else response
         if status == 404:
-            if readable is None:
-                # HEAD answers carry no body: ask once with GET what the 404 means.
-                await response.aclose()
-                body = await self._get_error_body(host, ref)
-            else:
-                body = await self._read_body(readable)
-            not_found(host.name, body)
+            # A HEAD's 404 (no body) is asked about first: ``_get_after_404``.
+            not_found(host.name, b"" if readable is None else await self._read_body(readable))
         if status == 403:
             raise AccessDenied("denied", http_status=403)
         if status >= 500:
@@ -458,15 +445,19 @@ class RegistryClient:
         except RegistryError:
             return b""
 
-    async def _get_error_body(self, host: Host, ref: ImageReference) -> bytes:
+    async def _get_after_404(
+        self, host: Host, ref: ImageReference
+    ) -> tuple[str, str | None, bytes, int]:
+        """HEAD answers carry no body: ask once with GET what a HEAD's 404 means (raised,
+        decided by its body). A 200 is the tag, pushed between the HEAD and this GET: the
+        later answer stands (it was a protocol error, seen when a push raced a check)."""
         path = f"/v2/{ref.path}/manifests/{ref.target}"
         scopes = (f"repository:{ref.path}:pull",)
         response = await self._request(host, "GET", path, scopes, ACCEPT_HEADER)
+        if response.status_code == 200:
+            return await self._manifest_from(host, ref, response)
         try:
-            if response.status_code == 200:
-                # The tag was pushed between the HEAD and this GET: the later answer
-                # stands (it was a protocol error, seen when a push raced a check).
-                raise _PushedMeanwhile(await self._manifest_from(host, ref, response))
-            return await self._read_body(response)
+            body = await self._read_body(response)
         finally:
             await response.aclose()
+        not_found(host.name, body)

@@ -7,17 +7,14 @@ import hashlib
 import itertools
 import json
 import ssl
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
 import pytest
 from support.faults import LoopbackHTTPServer, RecordedRequest, Reply, free_port
-from support.loopback import LoopbackServer
 
 from monitor.checker import check_reference, client_from_config
 from monitor.config import parse_config
@@ -421,70 +418,23 @@ class CountingTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-@dataclass
-class RawRequest:
-    method: str
-    path: str
-    headers: dict[str, str]
-
-
-class RawServer(LoopbackServer):
-    """A ThreadingHTTPServer on any loopback address whose ``handle(h)`` writes the answer.
-
-    For what LoopbackHTTPServer cannot do: bind 127.0.0.2, stream a body of unknown length.
-    """
+class RawServer(LoopbackHTTPServer):
+    """A LoopbackHTTPServer whose ``handle(h)`` writes the answer's bytes itself: a body of
+    unknown length, a malformed answer. ``bytes_sent`` counts what ``sent()`` is told."""
 
     def __init__(
         self, handle: Callable[[BaseHTTPRequestHandler], None], address: str = "127.0.0.1"
     ) -> None:
         super().__init__(address=address)
         self.handle = handle
-        self.requests: list[RawRequest] = []
         self.bytes_sent = 0
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
-    def _bind(self) -> int:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def _any(self) -> None:
-                with owner._lock:
-                    owner.requests.append(
-                        RawRequest(
-                            self.command,
-                            self.path.partition("?")[0],
-                            {k.lower(): v for k, v in self.headers.items()},
-                        )
-                    )
-                try:
-                    owner.handle(self)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client hung up, as it should when it stops reading
-                self.close_connection = True
-
-            do_GET = do_HEAD = _any
-
-        server = ThreadingHTTPServer((self.address, self._bind_port), Handler)
-        server.daemon_threads = True
-        self._server = server
-        port: int = server.server_address[1]
-        return port
-
-    def _serve(self) -> None:
-        assert self._server is not None
-        self._server.serve_forever(poll_interval=0.05)
-
-    def _unbind(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+    def _answer(self, h: BaseHTTPRequestHandler, request: RecordedRequest) -> None:
+        try:
+            self.handle(h)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client hung up, as it should when it stops reading
+        h.close_connection = True
 
     def sent(self, n: int) -> None:
         with self._lock:

@@ -145,21 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         owner = self.server.owner
         owner._record(request)
-        try:
-            reply = owner.respond(request)
-        except Exception as exc:  # a broken test server should say why, not hang up
-            reply = Reply(500, [("Content-Type", "text/plain")], repr(exc).encode())
-        self.send_response(reply.status)
-        names = set()
-        for name, value in reply.headers:
-            names.add(name.lower())
-            self.send_header(name, value)
-        if "content-length" not in names:
-            self.send_header("Content-Length", str(len(reply.body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD" and reply.body:
-            self.wfile.write(reply.body)
+        owner._answer(self, request)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _handle
 
@@ -170,16 +156,34 @@ class _OwnedHTTPServer(ThreadingHTTPServer):
 
 
 class LoopbackHTTPServer(LoopbackServer):
-    """A threaded HTTP server on 127.0.0.1:<free port>; subclasses implement ``respond``."""
+    """A threaded HTTP server on 127.0.0.1:<free port>; subclasses implement ``respond``
+    (or ``_answer``, to write the answer's bytes themselves)."""
 
-    def __init__(self, *, port: int = 0) -> None:
-        super().__init__(port=port)
+    def __init__(self, *, port: int = 0, address: str = "127.0.0.1") -> None:
+        super().__init__(port=port, address=address)
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._server: _OwnedHTTPServer | None = None
 
     def respond(self, request: RecordedRequest) -> Reply:
         raise NotImplementedError
+
+    def _answer(self, h: BaseHTTPRequestHandler, request: RecordedRequest) -> None:
+        try:
+            reply = self.respond(request)
+        except Exception as exc:  # a broken test server should say why, not hang up
+            reply = Reply(500, [("Content-Type", "text/plain")], repr(exc).encode())
+        h.send_response(reply.status)
+        names = set()
+        for name, value in reply.headers:
+            names.add(name.lower())
+            h.send_header(name, value)
+        if "content-length" not in names:
+            h.send_header("Content-Length", str(len(reply.body)))
+        h.send_header("Connection", "close")
+        h.end_headers()
+        if h.command != "HEAD" and reply.body:
+            h.wfile.write(reply.body)
 
     def _bind(self) -> int:
         server = _OwnedHTTPServer((self.address, self._bind_port), _Handler)
