@@ -18,12 +18,15 @@ Session-scoped, started once and shared (never stop them in a test; use
     postgres         PostgresServer (a throwaway cluster, or REGMON_TEST_POSTGRES_URL's server)
 Function-scoped:
     db_url           an empty database, once per backend: "sqlite" and "postgresql"
+    postgres_url     an empty database on the session cluster (``postgres``), dropped after
     engine           an empty store at head, once per backend (a copy of ``head_sqlite``;
                      ``head_postgres`` emptied): not ``db_url``'s database
     backend          "sqlite" or "postgresql": what db_url and engine are parametrized by
     pusher, basic_pusher, token_pusher   ImagePusher for each (as ci / s3cret when auth)
     unique_repo(prefix="test") -> "prefix/t0123456789"
     registry_factory(mode="noauth", *, issuer=None, start=True) -> RegistryServer
+    regmon_factory(config, name="svc", *, start=True, **options) -> RegmonProcess
+                     ``regmon run`` in tmp_path / name; every one killed afterwards
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ if _TESTS_DIR not in sys.path:
 from support.images import ImagePusher  # noqa: E402
 from support.postgres import PostgresServer  # noqa: E402
 from support.registry import Mode, RegistryServer  # noqa: E402
+from support.service import RegmonFactory  # noqa: E402
 from support.smtp import Mailbox, smtp_server  # noqa: E402
 from support.token_issuer import PASSWORD, USERNAME, TokenIssuer  # noqa: E402
 
@@ -135,10 +139,15 @@ def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
         # The parent directory does not exist yet: make_engine creates it.
         yield f"sqlite:///{tmp_path / 'data' / 'regmon.db'}"
         return
-    server: PostgresServer = request.getfixturevalue("postgres")
-    url = server.create_database()
+    yield request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> Iterator[str]:
+    """An empty database on the session cluster; dropped afterwards."""
+    url = postgres.create_database()
     yield url
-    server.drop_database(url)
+    postgres.drop_database(url)
 
 
 @pytest.fixture(scope="session")
@@ -233,6 +242,14 @@ def registry_factory(
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def regmon_factory(tmp_path: Path) -> Iterator[RegmonFactory]:
+    """``regmon run`` processes owned by one test (tests/support/service.py); all killed after."""
+    make = RegmonFactory(tmp_path)
+    yield make
+    make.close()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from support.faults import free_port
 from support.images import ImagePusher
 from support.postgres import PostgresServer
 from support.registry import RegistryServer
-from support.service import RegmonProcess, cli_env, metric_key, run_cli
+from support.service import RegmonFactory, cli_env, metric_key, run_cli
 from support.wait import wait_for
 
 SECRET = "outage-secret-0123456789abcdef"
@@ -49,20 +49,6 @@ def own_postgres() -> Iterator[PostgresServer]:
         yield server
 
 
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Callable[..., RegmonProcess]]:
-    started: list[RegmonProcess] = []
-
-    def make(text: str, name: str = "svc", **kwargs: object) -> RegmonProcess:
-        proc = RegmonProcess(text, tmp_path / name, **kwargs)  # type: ignore[arg-type]
-        started.append(proc)
-        return proc
-
-    yield make
-    for proc in started:
-        proc.close()
-
-
 def spawn_run(config_path: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "monitor", "run", "--config", str(config_path)],
@@ -78,7 +64,7 @@ def spawn_run(config_path: Path) -> subprocess.Popen[str]:
 
 
 def test_a_second_run_on_one_sqlite_file_is_refused_naming_the_file_and_pid(
-    services: Callable[..., RegmonProcess],
+    regmon_factory: RegmonFactory,
     registry: RegistryServer,
     pusher: ImagePusher,
     unique_repo: Callable[..., str],
@@ -88,10 +74,10 @@ def test_a_second_run_on_one_sqlite_file_is_refused_naming_the_file_and_pid(
     ref = f"{registry.host}/{repo}:v1"
     pusher.push_image(repo, "v1", seed="one")
     db = tmp_path / "shared" / "regmon.db"
-    first = services(service_config(f"sqlite:///{db}", ref, registry), "first")
+    first = regmon_factory(service_config(f"sqlite:///{db}", ref, registry), "first")
     wait_for(lambda: first.images()[ref]["status"] == "present", message="first checks")
 
-    second = services(service_config(f"sqlite:///{db}", ref, registry), "second", start=False)
+    second = regmon_factory(service_config(f"sqlite:///{db}", ref, registry), "second", start=False)
     proc = spawn_run(second.config_path)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0, out
@@ -154,7 +140,7 @@ def waiting_lines(text: str) -> list[str]:
 
 def test_start_waits_for_a_database_that_is_down_then_serves(
     own_postgres: PostgresServer,
-    services: Callable[..., RegmonProcess],
+    regmon_factory: RegmonFactory,
     registry: RegistryServer,
     pusher: ImagePusher,
     unique_repo: Callable[..., str],
@@ -164,7 +150,7 @@ def test_start_waits_for_a_database_that_is_down_then_serves(
     pusher.push_image(repo, "v1", seed="one")
     url = own_postgres.create_database()
     own_postgres.stop()
-    svc = services(service_config(url, ref, registry), start=False)
+    svc = regmon_factory(service_config(url, ref, registry), start=False)
     proc = spawn_run(svc.config_path)
     try:
         seen: list[str] = []
@@ -207,10 +193,12 @@ def test_start_waits_for_a_database_that_is_down_then_serves(
 
 
 def test_sigterm_while_waiting_for_the_database_exits_0_at_once(
-    services: Callable[..., RegmonProcess], registry: RegistryServer
+    regmon_factory: RegmonFactory, registry: RegistryServer
 ) -> None:
     url = "postgresql://regmon:hunter2@127.0.0.1:1/regmon"  # nothing listens on port 1
-    svc = services(service_config(url, f"{registry.host}/any/thing:v1", registry), start=False)
+    svc = regmon_factory(
+        service_config(url, f"{registry.host}/any/thing:v1", registry), start=False
+    )
     proc = spawn_run(svc.config_path)
     lines: list[str] = []
     while not waiting_lines("".join(lines)):
@@ -237,7 +225,7 @@ def test_sigterm_while_waiting_for_the_database_exits_0_at_once(
 
 def test_postgres_stopped_under_a_running_service_is_503_not_ready_down_then_recovers(
     own_postgres: PostgresServer,
-    services: Callable[..., RegmonProcess],
+    regmon_factory: RegmonFactory,
     registry: RegistryServer,
     pusher: ImagePusher,
     unique_repo: Callable[..., str],
@@ -246,7 +234,7 @@ def test_postgres_stopped_under_a_running_service_is_503_not_ready_down_then_rec
     ref = f"{registry.host}/{repo}:v1"
     pusher.push_image(repo, "v1", seed="one")
     url = own_postgres.create_database()
-    svc = services(service_config(url, ref, registry, hook=True))
+    svc = regmon_factory(service_config(url, ref, registry, hook=True))
     wait_for(lambda: svc.images()[ref]["status"] == "present", message="baseline")
     pusher.push_image(repo, "v1", seed="two")  # a tag.changed whose delivery stays pending
     wait_for(
@@ -383,7 +371,7 @@ def test_database_up_is_0_while_the_writer_or_the_reader_fails() -> None:
 
 def test_sigterm_during_a_postgres_outage_says_exactly_what_could_not_be_written(
     own_postgres: PostgresServer,
-    services: Callable[..., RegmonProcess],
+    regmon_factory: RegmonFactory,
     registry: RegistryServer,
     pusher: ImagePusher,
     unique_repo: Callable[..., str],
@@ -394,7 +382,7 @@ def test_sigterm_during_a_postgres_outage_says_exactly_what_could_not_be_written
     ref = f"{registry.host}/{repo}:v1"
     pusher.push_image(repo, "v1", seed="one")
     url = own_postgres.create_database()
-    svc = services(service_config(url, ref, registry, hook=True))
+    svc = regmon_factory(service_config(url, ref, registry, hook=True))
     assert svc.get("/readyz").json() == {"status": "ready", "role": "leader"}
     wait_for(lambda: svc.images()[ref]["status"] == "present", message="baseline")
     own_postgres.stop()
@@ -415,7 +403,7 @@ def test_sigterm_during_a_postgres_outage_says_exactly_what_could_not_be_written
 
 def test_a_leader_that_lost_its_lease_in_an_outage_leads_again_and_writes_what_it_kept(
     own_postgres: PostgresServer,
-    services: Callable[..., RegmonProcess],
+    regmon_factory: RegmonFactory,
     registry: RegistryServer,
     pusher: ImagePusher,
     unique_repo: Callable[..., str],
@@ -428,7 +416,7 @@ def test_a_leader_that_lost_its_lease_in_an_outage_leads_again_and_writes_what_i
     ref = f"{registry.host}/{repo}:v1"
     pusher.push_image(repo, "v1", seed="one")
     url = own_postgres.create_database()
-    svc = services(f"ha: {{lease: {lease}s}}\n" + service_config(url, ref, registry))
+    svc = regmon_factory(f"ha: {{lease: {lease}s}}\n" + service_config(url, ref, registry))
     wait_for(lambda: svc.images()[ref]["status"] == "present", message="baseline")
     own_postgres.stop()
     changed = pusher.push_image(repo, "v1", seed="two")

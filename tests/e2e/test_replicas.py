@@ -22,11 +22,10 @@ import pytest
 from sqlalchemy import text
 from support.images import ImagePusher
 from support.paths import ROOT
-from support.postgres import PostgresServer
 from support.prometheus import PrometheusServer, require_prometheus_binaries, shorten_for
 from support.receiver import HUNG, WebhookReceiver
 from support.registry import RegistryServer
-from support.service import RegmonProcess, metric_key
+from support.service import RegmonFactory, RegmonProcess, metric_key
 from support.wait import wait_for
 
 from monitor.store.engine import make_engine
@@ -41,29 +40,6 @@ ALERTS = ROOT / "config" / "prometheus" / "alerts.yml"
 def receiver() -> Iterator[WebhookReceiver]:
     with WebhookReceiver(SECRET) as rx:
         yield rx
-
-
-@pytest.fixture
-def database(postgres: PostgresServer) -> Iterator[str]:
-    url = postgres.create_database()
-    yield url
-    postgres.drop_database(url)
-
-
-@pytest.fixture
-def replicas(tmp_path: Path) -> Iterator[Callable[[str, str], RegmonProcess]]:
-    started: list[RegmonProcess] = []
-
-    def make(name: str, config: str) -> RegmonProcess:
-        proc = RegmonProcess(config, tmp_path / name)
-        started.append(proc)
-        return proc
-
-    yield make
-    for proc in started:
-        if proc.running:
-            os.kill(proc.pid, signal.SIGCONT)  # a frozen one must be able to die
-        proc.close()
 
 
 def config(
@@ -94,12 +70,10 @@ def events(svc: RegmonProcess, kind: str) -> list[dict[str, Any]]:
     return [event for event in svc.events() if event["type"] == kind]
 
 
-def start_pair(
-    make: Callable[[str, str], RegmonProcess], text_: str
-) -> tuple[RegmonProcess, RegmonProcess]:
-    first = make("a", text_)
+def start_pair(make: RegmonFactory, text_: str) -> tuple[RegmonProcess, RegmonProcess]:
+    first = make(text_, "a")
     wait_for(lambda: role(first) == "leader", message=first.log_tail())
-    second = make("b", text_)
+    second = make(text_, "b")
     assert role(second) == "follower", second.log_tail()
     return first, second
 
@@ -120,18 +94,19 @@ def lease_row(database: str) -> tuple[str, int]:
 
 
 def test_one_leader_records_and_delivers_each_event_once_and_a_killed_one_is_replaced(
-    database: str,
+    postgres_url: str,
     registry: RegistryServer,
     pusher: ImagePusher,
     unique_repo: Callable[..., str],
     receiver: WebhookReceiver,
-    replicas: Callable[[str, str], RegmonProcess],
+    regmon_factory: RegmonFactory,
 ) -> None:
     repo = unique_repo("replicas")
     one, two = f"{registry.host}/{repo}:one", f"{registry.host}/{repo}:two"
     pusher.push_image(repo, "one", seed="one-a")
     pusher.push_image(repo, "two", seed="two-a")
-    leader, follower = start_pair(replicas, config(database, registry, receiver, one, two))
+    text_ = config(postgres_url, registry, receiver, one, two)
+    leader, follower = start_pair(regmon_factory, text_)
     wait_for(lambda: leader.images()[two]["status"] == "present", message=leader.log_tail())
 
     changed = pusher.push_image(repo, "one", seed="one-b")
@@ -150,11 +125,11 @@ def test_one_leader_records_and_delivers_each_event_once_and_a_killed_one_is_rep
     assert not [key for key in following if key[0] == "regmon_checks_total"], following
 
     # SIGKILL the leader mid-cycle (it checks every second): the follower takes over.
-    holder, epoch = lease_row(database)
+    holder, epoch = lease_row(postgres_url)
     leader.kill()
     took = take_over_seconds(follower, time.monotonic())
     assert took <= 2 * LEASE + 1.0, f"took over after {took:.2f}s\n{follower.log_tail()}"
-    assert lease_row(database)[0] != holder and lease_row(database)[1] == epoch + 1
+    assert lease_row(postgres_url)[0] != holder and lease_row(postgres_url)[1] == epoch + 1
     pusher.delete_tag(repo, "two")
     wait_for(lambda: len(receiver.delivered()) == 2, message=follower.log_tail())
     again = pusher.push_image(repo, "one", seed="one-c")
@@ -172,17 +147,17 @@ def test_one_leader_records_and_delivers_each_event_once_and_a_killed_one_is_rep
 
 
 def test_a_delivery_in_flight_when_its_leader_dies_is_sent_again_with_the_same_id(
-    database: str,
+    postgres_url: str,
     registry: RegistryServer,
     pusher: ImagePusher,
     unique_repo: Callable[..., str],
     receiver: WebhookReceiver,
-    replicas: Callable[[str, str], RegmonProcess],
+    regmon_factory: RegmonFactory,
 ) -> None:
     repo = unique_repo("inflight")
     ref = f"{registry.host}/{repo}:v1"
     pusher.push_image(repo, "v1", seed="a")
-    leader, follower = start_pair(replicas, config(database, registry, receiver, ref))
+    leader, follower = start_pair(regmon_factory, config(postgres_url, registry, receiver, ref))
     wait_for(lambda: leader.images()[ref]["status"] == "present", message=leader.log_tail())
     receiver.hang()
     pusher.push_image(repo, "v1", seed="b")
@@ -201,17 +176,17 @@ def test_a_delivery_in_flight_when_its_leader_dies_is_sent_again_with_the_same_i
 
 
 def test_a_leader_frozen_past_its_lease_writes_and_delivers_nothing_when_it_runs_again(
-    database: str,
+    postgres_url: str,
     registry: RegistryServer,
     pusher: ImagePusher,
     unique_repo: Callable[..., str],
     receiver: WebhookReceiver,
-    replicas: Callable[[str, str], RegmonProcess],
+    regmon_factory: RegmonFactory,
 ) -> None:
     repo = unique_repo("frozen")
     ref = f"{registry.host}/{repo}:v1"
     pusher.push_image(repo, "v1", seed="a")
-    leader, follower = start_pair(replicas, config(database, registry, receiver, ref))
+    leader, follower = start_pair(regmon_factory, config(postgres_url, registry, receiver, ref))
     wait_for(lambda: leader.images()[ref]["status"] == "present", message=leader.log_tail())
 
     changed = pusher.push_image(repo, "v1", seed="b")
@@ -255,20 +230,20 @@ def listed(svc: RegmonProcess) -> list[tuple[str, str | None]]:
 
 
 def test_a_follower_serves_the_leaders_listings_and_goes_on_from_them_when_it_leads(
-    database: str,
+    postgres_url: str,
     registry: RegistryServer,
     pusher: ImagePusher,
     unique_repo: Callable[..., str],
     receiver: WebhookReceiver,
-    replicas: Callable[[str, str], RegmonProcess],
+    regmon_factory: RegmonFactory,
 ) -> None:
     repo = unique_repo("listed")
     for tag in ("1.0.0", "1.1.0"):
         pusher.push_image(repo, tag, seed=tag)
-    text_ = config(database, registry, receiver).replace(
+    text_ = config(postgres_url, registry, receiver).replace(
         "watch:\n", f"watch:\n  - repository: '{registry.host}/{repo}'\n"
     )
-    leader, follower = start_pair(replicas, text_)
+    leader, follower = start_pair(regmon_factory, text_)
     baseline = [("1.0.0", "present"), ("1.1.0", "present")]
     wait_for(lambda: listed(leader) == baseline, message=leader.log_tail())
     # Within a follow period (lease / 3 = 0.5 s), with a second's slack for a loaded machine.
@@ -322,12 +297,12 @@ def test_a_follower_serves_the_leaders_listings_and_goes_on_from_them_when_it_le
 
 @pytest.mark.slow
 def test_prometheus_scraping_both_replicas_sees_each_series_and_each_alert_once(
-    database: str,
+    postgres_url: str,
     registry: RegistryServer,
     pusher: ImagePusher,
     unique_repo: Callable[..., str],
     receiver: WebhookReceiver,
-    replicas: Callable[[str, str], RegmonProcess],
+    regmon_factory: RegmonFactory,
     tmp_path: Path,
 ) -> None:
     """The shipped rules (``for:`` shortened) over a real Prometheus scraping leader and
@@ -344,9 +319,9 @@ def test_prometheus_scraping_both_replicas_sees_each_series_and_each_alert_once(
     # rule evaluation (every 1 s) sees no per-image series at all, which the alert survives.
     # Checks every 2 s: the failover gap stays under the 4 intervals of RegmonChecksStale.
     text_ = config(
-        database, registry, receiver, present, missing, lease=SCRAPED_LEASE, interval="2s"
+        postgres_url, registry, receiver, present, missing, lease=SCRAPED_LEASE, interval="2s"
     )
-    leader, follower = start_pair(replicas, text_)
+    leader, follower = start_pair(regmon_factory, text_)
     targets = [svc.url.removeprefix("http://") for svc in (leader, follower)]
     scrape = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},

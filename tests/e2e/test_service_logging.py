@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from support.faults import free_port
 from support.images import ImagePusher
 from support.registry import RegistryServer
-from support.service import RegmonProcess, run_cli
+from support.service import RegmonFactory, RegmonProcess, run_cli
 from support.wait import wait_for
 
 LINE = re.compile(r"^\d\d:\d\d:\d\d (?P<level>[A-Z]+) +(?P<logger>[\w.]+): (?P<message>.*)$")
@@ -32,22 +30,8 @@ def events_of(svc: RegmonProcess, ref: str) -> list[dict[str, Any]]:
     return svc.events(image=ref)
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Callable[[str], RegmonProcess]]:
-    started: list[RegmonProcess] = []
-
-    def make(config: str) -> RegmonProcess:
-        svc = RegmonProcess(config, tmp_path / "svc")
-        started.append(svc)
-        return svc
-
-    yield make
-    for svc in started:
-        svc.close()
-
-
 def test_the_log_says_what_a_user_can_act_on(
-    service: Callable[[str], RegmonProcess],
+    regmon_factory: RegmonFactory,
     registry: RegistryServer,
     pusher: ImagePusher,
     unique_repo: Callable[..., str],
@@ -56,7 +40,7 @@ def test_the_log_says_what_a_user_can_act_on(
     repo = unique_repo("logs")
     ref = f"{registry.host}/{repo}:v1"
     down = f"127.0.0.1:{free_port()}/team/api:v2"  # nothing listens: refused
-    svc = service(
+    svc = regmon_factory(
         f"database: {db_url}\n"
         "log: {level: debug}\n"
         "defaults: {interval: 1s, jitter: 0%, missing_after: 1, failing_after: 2}\n"
@@ -110,12 +94,12 @@ def test_the_log_says_what_a_user_can_act_on(
 
 
 def test_history_of_a_watched_tag_whose_checks_all_failed_says_so(
-    service: Callable[[str], RegmonProcess],
+    regmon_factory: RegmonFactory,
     db_url: str,
 ) -> None:
     down = f"127.0.0.1:{free_port()}/team/api:v2"
     never = "127.0.0.1:9/team/never:checked"  # in no config: the old message
-    svc = service(
+    svc = regmon_factory(
         f"database: {db_url}\n"
         "defaults: {interval: 1s, jitter: 0%, failing_after: 10}\n"
         f"registries: {{'{down.split('/')[0]}': {{timeout: 1s}}}}\n"

@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.checks import checks, run_checks
 from support.faults import Fault, WireRequest, WireServer, bad_request, http_answer, resolve_names
 from support.images import ImagePusher
 from support.registry import RegistryServer
 from support.token_issuer import PASSWORD, USERNAME, TokenIssuer
 from support.transports import TRANSPORTS, LeanCounter
 
-from monitor.checker import check_reference
 from monitor.domain import CheckResult, Reason, Status
-from monitor.reference import parse_reference
 from monitor.registry.client import RegistryClient, RegistrySettings
 from monitor.registry.credentials import Credential, CredentialStore
 from monitor.registry.transport import TransportFactory
@@ -55,14 +54,6 @@ def credentials(credential: Credential | None = None) -> CredentialStore:
     return CredentialStore(lambda host: credential, docker_config=Path("/nonexistent-regmon"))
 
 
-async def checks(
-    client: RegistryClient, ref: str, count: int, *, budget: float = 5.0
-) -> list[CheckResult]:
-    return [
-        await check_reference(client, parse_reference(ref), budget=budget) for _ in range(count)
-    ]
-
-
 # --------------------------------------------------------------------------- the request
 
 
@@ -87,13 +78,12 @@ def test_the_lean_head_sends_the_bytes_the_httpx_path_sends(auth: str) -> None:
         for transport in ("aiohttp", "lean"):
             before = len(server.requests)
 
-            async def main(transport: str = transport) -> list[CheckResult]:
-                async with RegistryClient(
-                    transport_factory=factory(transport, lean), credentials=credentials(credential)
-                ) as client:
-                    return await checks(client, ref, 2)
-
-            results = asyncio.run(main())
+            results = run_checks(
+                ref,
+                2,
+                transport_factory=factory(transport, lean),
+                credentials=credentials(credential),
+            )
             assert [(r.status, r.digest) for r in results] == [(Status.PRESENT, DIGEST)] * 2
             heads = [r for r in server.requests[before:] if r.method == "HEAD"]
             sent[transport] = [[(k, v) for k, v in r.headers.raw] for r in heads]
@@ -171,15 +161,12 @@ def test_a_redirect_on_the_lean_head_is_followed_by_httpx_from_the_answer_got(
     lean = LeanCounter()
     rows: list[Row] = []
     with WireServer(_redirecting) as server:
-
-        async def main() -> list[CheckResult]:
-            async with RegistryClient(
-                transport_factory=factory(transport, lean),
-                observer=lambda registry, method, code: rows.append((method, code)),
-            ) as client:
-                return await checks(client, f"{server.host}/team/app:v1", 3)
-
-        results = asyncio.run(main())
+        results = run_checks(
+            f"{server.host}/team/app:v1",
+            3,
+            transport_factory=factory(transport, lean),
+            observer=lambda registry, method, code: rows.append((method, code)),
+        )
         requests = [(r.method, r.path) for r in server.requests if r.valid]
     assert [(r.status, r.digest) for r in results] == [(Status.PRESENT, DIGEST)] * 3
     assert len(lean.heads) == (3 if transport == "lean" else 0)
@@ -260,15 +247,12 @@ def test_a_kept_alive_connection_the_server_closes_is_the_same_answer(transport:
         return _basic_or_anonymous("anonymous")(request)
 
     with WireServer(respond) as server:
-
-        async def main() -> list[CheckResult]:
-            async with RegistryClient(
-                transport_factory=factory(transport, lean),
-                observer=lambda registry, method, code: rows.append((method, code)),
-            ) as client:
-                return await checks(client, f"{server.host}/team/app:v1", 3)
-
-        results = asyncio.run(main())
+        results = run_checks(
+            f"{server.host}/team/app:v1",
+            3,
+            transport_factory=factory(transport, lean),
+            observer=lambda registry, method, code: rows.append((method, code)),
+        )
     assert [(r.status, r.reason) for r in results] == [(Status.PRESENT, None)] * 3
     # Connection 1 was the HTTPS probe; /v2/ and the first HEAD share connection 2.
     assert seen_on == [2, 2, 3, 3, 4]
@@ -298,14 +282,11 @@ def test_no_transport_sends_a_cookie_back(transport: str, names: dict[str, str])
     sent: list[str | None] = []
     names["registry.test"] = "127.0.0.1"
     with WireServer(respond) as server:
-
-        async def main() -> list[CheckResult]:
-            async with RegistryClient(
-                transport_factory=TRANSPORTS[transport],
-                settings_for=lambda host: RegistrySettings(insecure=True),  # plain HTTP
-            ) as client:
-                return await checks(client, f"registry.test:{server.port}/team/app:v1", 2)
-
-        results = asyncio.run(main())
+        results = run_checks(
+            f"registry.test:{server.port}/team/app:v1",
+            2,
+            transport_factory=TRANSPORTS[transport],
+            settings_for=lambda host: RegistrySettings(insecure=True),  # plain HTTP
+        )
     assert [r.status for r in results] == [Status.PRESENT] * 2, results
     assert sent == [None, None, None]  # /v2/ and two HEADs

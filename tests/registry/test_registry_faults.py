@@ -5,7 +5,6 @@ state's one request, support/transports.py). SPEC §2."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import ssl
 import subprocess
@@ -14,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from support.checks import run_checks
 from support.faults import (
     Fault,
     WireRequest,
@@ -27,10 +27,8 @@ from support.faults import (
 from support.paths import TESTS
 from support.transports import TRANSPORTS, LeanCounter
 
-from monitor.checker import check_reference
 from monitor.domain import CheckResult, Reason, Status
-from monitor.reference import parse_reference
-from monitor.registry.client import RegistryClient, RegistrySettings
+from monitor.registry.client import RegistrySettings
 from monitor.registry.transport import TransportFactory
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -39,14 +37,13 @@ NO_DIGEST_HEAD = http_answer(200, {"Content-Type": OCI_MANIFEST, "Content-Length
 
 
 def run(ref: str, transport: TransportFactory, *, timeout: float = 0.5) -> CheckResult:
-    async def main() -> CheckResult:
-        async with RegistryClient(
-            transport_factory=transport,
-            settings_for=lambda host: RegistrySettings(timeout=timeout),
-        ) as client:
-            return await check_reference(client, parse_reference(ref), budget=8.0)
-
-    return asyncio.run(main())
+    [result] = run_checks(
+        ref,
+        budget=8.0,
+        transport_factory=transport,
+        settings_for=lambda host: RegistrySettings(timeout=timeout),
+    )
+    return result
 
 
 def on_manifest(answer: bytes | Fault) -> Callable[[WireRequest], bytes | Fault]:

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Engine, func, select, text
-from support.postgres import PostgresServer
 from support.records import prepared
 from support.wait import wait_for
 
@@ -27,11 +26,9 @@ IMAGE = "docker.io/library/alpine:3.20"
 
 
 @pytest.fixture
-def url(postgres: PostgresServer) -> Iterator[str]:
-    url = postgres.create_database()
-    upgrade(url)
-    yield url
-    postgres.drop_database(url)
+def url(postgres_url: str) -> str:
+    upgrade(postgres_url)
+    return postgres_url
 
 
 @pytest.fixture

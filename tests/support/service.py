@@ -14,6 +14,10 @@ unless the text sets them itself (``svc.database`` is the URL in force either wa
 ``write_config(text)`` rewrites the file the same way (for reload tests). stdout
 and stderr go to ``<tmp>/regmon.log``; every failure message includes that log.
 Call ``close()`` (a fixture finalizer does) to kill whatever is still running.
+
+    make = RegmonFactory(tmp_path)                 # the ``regmon_factory`` fixture
+    leader = make(config_text, "a")                # started in tmp_path / "a"
+    make.close()                                   # every one killed (a SIGSTOPped one too)
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from .faults import free_port
 from .wait import wait_for
 
-__all__ = ["MetricKey", "RegmonProcess", "cli_env", "metric_key", "run_cli"]
+__all__ = ["MetricKey", "RegmonFactory", "RegmonProcess", "cli_env", "metric_key", "run_cli"]
 
 MetricKey = tuple[str, frozenset[tuple[str, str]]]
 
@@ -286,3 +290,29 @@ class RegmonProcess:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<RegmonProcess {self.url} {state}>"
+
+
+class RegmonFactory:
+    """``regmon run`` processes owned by one test, each in a folder of its own under ``root``.
+
+    ``make(config, name="svc", **options)`` is ``RegmonProcess(config, root / name, **options)``,
+    started unless ``start=False``; ``close()`` kills every one still running, a frozen
+    (SIGSTOPped) one continued first so that it can die, and one whose start failed too.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.started: list[RegmonProcess] = []
+
+    def __call__(
+        self, config: str | Path, name: str = "svc", *, start: bool = True, **options: Any
+    ) -> RegmonProcess:
+        proc = RegmonProcess(config, self.root / name, start=False, **options)
+        self.started.append(proc)
+        return proc.start() if start else proc
+
+    def close(self) -> None:
+        for proc in self.started:
+            if proc.running:
+                os.kill(proc.pid, signal.SIGCONT)
+            proc.close()
