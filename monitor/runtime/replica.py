@@ -114,10 +114,11 @@ class Replica:
         """The stored tag and registry states; loaded after the lease is ours, so every
         write of the previous leader is in, and the lead counts from then on."""
         from monitor.store.repository import load_registry_states, load_versioned_states
+        from monitor.threads import in_thread
 
         epoch = self._coordinator.epoch if self._coordinator.is_leader() else None
-        stored = await asyncio.to_thread(load_versioned_states, engine)
-        registries = await asyncio.to_thread(load_registry_states, engine)
+        stored = await in_thread(load_versioned_states, engine)
+        registries = await in_thread(load_registry_states, engine)
         if self._coordinator.is_leader() and self._coordinator.epoch == epoch:
             self.lead.loaded(epoch)
         return stored, registries
@@ -144,6 +145,7 @@ class Replica:
         """The lease coordinator's news: take the lead (loading the store first when another
         replica led meanwhile), or lose it (the checks and sends stop on their own)."""
         from monitor.store.repository import load_registry_states, load_versioned_states
+        from monitor.threads import in_thread
 
         if not leading:
             if self._metrics is not None:
@@ -155,9 +157,10 @@ class Replica:
         if fresh:
             try:
                 # The previous leader's listings first: ours go on from its selection.
-                tags = await asyncio.to_thread(_stored_tags, self._engine)
-                stored = await asyncio.to_thread(load_versioned_states, self._engine)
-                registries = await asyncio.to_thread(load_registry_states, self._engine)
+                # In threads that a cancel waits for (stop() cancels the lease's consumer).
+                tags = await in_thread(_stored_tags, self._engine)
+                stored = await in_thread(load_versioned_states, self._engine)
+                registries = await in_thread(load_registry_states, self._engine)
             except Exception as exc:
                 log.warning("cannot load the states to lead: %s; trying again", reason(exc))
                 return  # not loaded: not leading; the next renewal brings us back here
