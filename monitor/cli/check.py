@@ -3,6 +3,7 @@ APScheduler, Starlette or pydantic unless ``--config`` is given."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -66,6 +67,18 @@ def _print_results(results: Sequence[CheckResult], as_json: bool) -> None:
             click.echo(f"regmon: {result.reference}: {result.detail}", err=True)
 
 
+def _settle_collector() -> None:
+    """Collect cyclic garbage again if the process entry paused the collector
+    (``monitor.__main__``), for what runs long: many references, ``wait``'s polls.
+
+    What set-up built is frozen first: it lives as long as the process anyway, and is
+    never rescanned by a full collection.
+    """
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 # Up to this many references, `check` uses httpx's own connection pool: it imports
 # ~90 ms faster than aiohttp, which only pays off over many requests (bench/README.md).
 SMALL_CHECK = 8
@@ -96,6 +109,8 @@ async def _check_all(
             return await check_reference(client, ref, platforms=platforms, budget=budget)
 
     async with client_from_config(config, transport_factory=_transport_for(len(refs))) as client:
+        if len(refs) > SMALL_CHECK:
+            _settle_collector()
         return list(await asyncio.gather(*(one(ref) for ref in refs)))
 
 
@@ -265,6 +280,7 @@ async def _wait(
             per_check = registry_settings(config, ref.host_key).timeout
             budget = max(min(per_check, remaining), 0.1)
             result = await check_reference(client, ref, platforms=platforms, budget=budget)
+            _settle_collector()  # the first check has imported what the next ones use
             remaining = deadline - time.monotonic()
             if result.status is Status.PRESENT or remaining <= 0:
                 return result
