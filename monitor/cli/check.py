@@ -79,17 +79,17 @@ def _settle_collector() -> None:
         gc.enable()
 
 
-# Up to this many references, `check` uses httpx's own connection pool: it imports
-# ~90 ms faster than aiohttp, which only pays off over many requests (bench/README.md).
+# Up to this many references, `check` uses httpx on asyncio's streams: it imports
+# ~0.1 s faster than aiohttp, which only pays off over many requests (bench/README.md).
 SMALL_CHECK = 8
 
 
 def _transport_for(count: int) -> Any:
     if count > SMALL_CHECK:
         return None  # the default: httpx-aiohttp
-    from monitor.registry.transport import httpx_transport
+    from monitor.registry.streams import stream_transport
 
-    return httpx_transport
+    return stream_transport
 
 
 async def _check_all(

@@ -1,6 +1,7 @@
 """The three ways a registry request can go, for tests that compare them.
 
-* ``httpcore``: httpx's own pool (``regmon check`` with few references).
+* ``httpcore``: httpx's own pool.
+* ``streams``: httpx on asyncio's streams and h11 (``regmon check`` with few references).
 * ``aiohttp``: httpx over httpx-aiohttp, every request through httpx's model.
 * ``lean``: the default transport as the service uses it: the same, but a steady-state
   manifest HEAD goes to aiohttp's session directly (``LeanHead``).
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 
 import httpx
 
+from monitor.registry.streams import stream_transport
 from monitor.registry.transport import (
     LeanAnswer,
     LeanHead,
@@ -76,6 +78,7 @@ class LeanCounter:
 
 TRANSPORTS: dict[str, TransportFactory] = {
     "httpcore": httpx_transport,
+    "streams": stream_transport,
     "aiohttp": httpx_over_aiohttp,
     "lean": default_transport_factory,
 }
