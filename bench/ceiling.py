@@ -1,7 +1,7 @@
 """``regmon check`` against the registry's ceiling, in the same run (issue 15, goal 5).
 
     .venv/bin/python bench/ceiling.py [--refs 2000] [--repos 20] [--connections 8,16,32]
-        [--repeats 3]
+        [--repeats 3] [--slots 32,64]
 
 Starts /usr/bin/docker-registry (no auth) on 127.0.0.1 in a temp dir with --refs tags
 (seeded as bench/scale.py does), then per repeat:
@@ -12,6 +12,9 @@ Starts /usr/bin/docker-registry (no auth) on 127.0.0.1 in a temp dir with --refs
   registry itself allows on this machine, best over --connections;
 * ``regmon check`` of all --refs references (``python -m monitor check``, the registry's
   default ``max_concurrency`` of 8), wall time from process start to exit, imports included;
+* with --slots N: ``regmon check --config`` of a config that gives the registry
+  ``max_concurrency: N`` (pydantic's import included, ~0.2 s), beside the ceiling at
+  c=N, so that the comparison is like for like;
 * the ratio checks/s ÷ ceiling req/s.
 
 Client and registry share the cores, as they do in a real run on one machine.
@@ -67,10 +70,11 @@ async def _raw_heads(host: str, port: int, paths: list[str], connections: int) -
     return len(paths) / (time.perf_counter() - started)
 
 
-def regmon_check(refs: list[str]) -> tuple[float, int]:
+def regmon_check(refs: list[str], config: Path | None = None) -> tuple[float, int]:
+    extra = ["--config", str(config)] if config is not None else []
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "monitor", "check", "--timeout", "10m", *refs],
+        [sys.executable, "-m", "monitor", "check", "--timeout", "10m", *extra, *refs],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -91,11 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repos", type=int, default=20)
     parser.add_argument("--connections", default="8,16,32")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--slots", default="", help="max_concurrency values to run with")
     args = parser.parse_args(argv)
     print(f"environment: {environment()}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="regmon-bench-ceiling-"))
     registry = RegistryServer(tmp / "registry", "noauth").start()
-    rows: list[tuple[int, float, int, float]] = []
+    rows: list[tuple[int, float, int, float, float]] = []
+    # (run, slots, ceiling at c=slots, regmon check checks/s)
+    slot_rows: list[tuple[int, int, float, float]] = []
     try:
         pairs = layout(args.refs, args.repos)
         took = seed(registry, pairs)
@@ -104,26 +111,51 @@ def main(argv: list[str] | None = None) -> int:
         paths = [f"/v2/{repo}/manifests/{tag}" for repo, tag in pairs]
         refs = [f"{registry.host}/{repo}:{tag}" for repo, tag in pairs]
         conns = [int(c) for c in args.connections.split(",") if c]
+        slots = [int(n) for n in args.slots.split(",") if n]
+        configs = {}
+        for n in slots:
+            configs[n] = tmp / f"slots-{n}.yaml"
+            configs[n].write_text(
+                f"registries:\n  '{registry.host}': {{max_concurrency: {n}}}\nwatch: []\n"
+            )
         asyncio.run(_raw_heads(host, int(port), paths[:200], 8))  # warm the registry
         for run in range(1, args.repeats + 1):
-            rates = {c: asyncio.run(_raw_heads(host, int(port), paths, c)) for c in conns}
-            best = max(rates, key=lambda c: rates[c])
+            rates = {
+                c: asyncio.run(_raw_heads(host, int(port), paths, c))
+                for c in sorted({8, *conns, *slots})
+            }
+            best = max(conns, key=lambda c: rates[c])
             wall, present = regmon_check(refs)
-            rows.append((run, rates[best], best, len(refs) / wall))
+            rows.append((run, rates[best], best, rates[8], len(refs) / wall))
             print(
                 f"run {run}: ceiling "
                 + ", ".join(f"c={c} {r:.0f} req/s" for c, r in rates.items())
                 + f"; regmon check {present} refs in {wall:.2f} s = {len(refs) / wall:.0f}/s",
                 flush=True,
             )
+            for n in slots:
+                wall, present = regmon_check(refs, configs[n])
+                slot_rows.append((run, n, rates[n], len(refs) / wall))
+                print(
+                    f"run {run}: regmon check --config (max_concurrency {n}) {present} refs"
+                    f" in {wall:.2f} s = {len(refs) / wall:.0f}/s",
+                    flush=True,
+                )
     finally:
         registry.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nload after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print("| run | ceiling req/s (best c) | `regmon check` checks/s | ratio |")
-    print("|---:|---:|---:|---:|")
-    for run, ceiling, best, rate in rows:
-        print(f"| {run} | {ceiling:.0f} (c={best}) | {rate:.0f} | {rate / ceiling:.2f} |")
+    print("| run | ceiling req/s (best c) | ceiling at c=8 | `regmon check` checks/s "
+          "| ratio to best | ratio to c=8 |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|")
+    for run, ceiling, best, at8, rate in rows:
+        print(f"| {run} | {ceiling:.0f} (c={best}) | {at8:.0f} | {rate:.0f} "
+              f"| {rate / ceiling:.2f} | {rate / at8:.2f} |")  # fmt: skip
+    if slot_rows:
+        print("\n| run | max_concurrency | ceiling at c=max_concurrency | checks/s | ratio |")
+        print("|---:|---:|---:|---:|---:|")
+        for run, n, ceiling, rate in slot_rows:
+            print(f"| {run} | {n} | {ceiling:.0f} | {rate:.0f} | {rate / ceiling:.2f} |")
     return 0
 
 
