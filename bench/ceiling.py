@@ -1,7 +1,7 @@
 """``regmon check`` against the registry's ceiling, in the same run (issue 15, goal 5).
 
     .venv/bin/python bench/ceiling.py [--refs 2000] [--repos 20] [--connections 8,16,32]
-        [--repeats 3] [--slots 32,64]
+        [--repeats 3] [--slots 32,64] [--one 15 [--regmon /tmp/venv/bin/regmon]]
 
 Starts /usr/bin/docker-registry (no auth) on 127.0.0.1 in a temp dir with --refs tags
 (seeded as bench/scale.py does), then per repeat:
@@ -17,6 +17,12 @@ Starts /usr/bin/docker-registry (no auth) on 127.0.0.1 in a temp dir with --refs
   c=N, so that the comparison is like for like;
 * the ratio checks/s ÷ ceiling req/s.
 
+``--one N`` measures goal 6 instead: ``regmon check`` of one reference, N runs, wall
+time min and median beside ``python -c pass`` (interleaved, the load average
+printed). ``--regmon`` names the command to time, e.g. the console script of a wheel
+installed in a fresh venv (as a user runs it: bytecode compiled, no editable finder);
+the default is ``python -m monitor`` of this checkout.
+
 Client and registry share the cores, as they do in a real run on one machine.
 """
 
@@ -25,7 +31,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,6 +97,43 @@ def regmon_check(refs: list[str], config: Path | None = None) -> tuple[float, in
     return took, present
 
 
+def one_check(registry: RegistryServer, runs: int, command: str | None) -> None:
+    """Goal 6: wall time of ``regmon check`` of one reference, ``runs`` times."""
+    from tests.support.images import ImagePusher
+
+    with ImagePusher(f"http://{registry.host}") as pusher:
+        pusher.push_image("public/one", "v1")
+    ref = f"{registry.host}/public/one:v1"
+    regmon = shlex.split(command) if command else [sys.executable, "-m", "monitor"]
+    python = regmon[0] if regmon[0].endswith(("python", "python3")) else sys.executable
+    if command and len(regmon) == 1:  # a console script: its venv's interpreter
+        python = str(Path(regmon[0]).with_name("python"))
+    env = monitor_env() if command is None else {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))},
+        "DOCKER_CONFIG": "/nonexistent-regmon-bench",
+    }  # fmt: skip
+    commands = {"python -c pass": [python, "-c", "pass"], "regmon check": [*regmon, "check", ref]}
+    times: dict[str, list[float]] = {label: [] for label in commands}
+    for cmd in commands.values():  # a warm-up run each (page cache)
+        subprocess.run(cmd, capture_output=True, env=env, cwd=tempfile.gettempdir(), check=True)
+    for _ in range(runs):
+        for label, cmd in commands.items():
+            started = time.perf_counter()
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir()
+            )
+            times[label].append(time.perf_counter() - started)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{label}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
+    print(f"load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for label, took in times.items():
+        took.sort()
+        print(
+            f"{label}: min {took[0]:.3f} s, median {statistics.median(took):.3f} s "
+            f"({runs} runs: {' '.join(f'{t:.3f}' for t in took)})"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--refs", type=int, default=2000)
@@ -96,10 +141,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", default="8,16,32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--slots", default="", help="max_concurrency values to run with")
+    parser.add_argument("--one", type=int, default=0, help="goal 6: runs of one check")
+    parser.add_argument("--regmon", help="with --one: the command to time")
     args = parser.parse_args(argv)
     print(f"environment: {environment()}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="regmon-bench-ceiling-"))
     registry = RegistryServer(tmp / "registry", "noauth").start()
+    if args.one:
+        try:
+            one_check(registry, args.one, args.regmon)
+        finally:
+            registry.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     rows: list[tuple[int, float, int, float, float]] = []
     # (run, slots, ceiling at c=slots, regmon check checks/s)
     slot_rows: list[tuple[int, int, float, float]] = []
