@@ -125,6 +125,8 @@ class _Connection:
         try:
             await self._send(request, timeouts.get("write"))
             response = await self._event(timeouts.get("read"))
+            while isinstance(response, h11.InformationalResponse):  # 1xx: as httpcore, next
+                response = await self._event(timeouts.get("read"))
         except BaseException:
             self.close()
             raise
