@@ -20,6 +20,8 @@ import contextlib
 import os
 import socket
 import ssl
+import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -124,7 +126,33 @@ def _listdir(path: str) -> list[str]:
         return []
 
 
+def _import_aiohttp() -> None:
+    """Import aiohttp without loading the system's CA bundle twice.
+
+    aiohttp builds two default SSL contexts at import (``aiohttp/connector.py``), each
+    parsing the whole bundle: ~470 M instructions, ~0.2 s of every ``regmon run`` and
+    ``regmon check`` of many references. regmon never uses them: every request carries
+    a context of its own (``tls_context``, or httpx's unverified one for ``insecure``;
+    httpx-aiohttp passes it as ``ssl=``). Imported while OpenSSL's default bundle is
+    the empty file, they are built empty; the variable is back as it was at once.
+    Only while no other thread runs, which could build a context of its own meanwhile.
+    """
+    if "aiohttp" in sys.modules or threading.active_count() > 1:
+        return
+    name = ssl.get_default_verify_paths().openssl_cafile_env
+    before = os.environ.get(name)
+    os.environ[name] = os.devnull
+    try:
+        import aiohttp  # noqa: F401
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+
+
 def default_transport_factory(verify: ssl.SSLContext | bool) -> httpx.AsyncBaseTransport:
+    _import_aiohttp()
     from aiohttp import ClientSession, DummyCookieJar, TCPConnector
     from httpx_aiohttp import AiohttpTransport
 

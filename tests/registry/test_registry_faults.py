@@ -264,3 +264,52 @@ def test_regmon_check_dns_failure_is_unreachable_with_any_number_of_references(
         f"regmon: {ref}: registry.invalid: cannot resolve the host (name or service not known)"
         for ref in refs
     ]
+
+
+# `regmon check` of many references (httpx-aiohttp) as a process, with `tls.test` resolved
+# to loopback in it; at exit, what aiohttp's own default context holds and whether
+# OpenSSL's bundle variable is as the process got it.
+_TLS_CLI = """
+import atexit, os, sys
+from support.faults import resolve_names
+def report():
+    import aiohttp.connector
+    cas = aiohttp.connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"]
+    print(f"SSL_CERT_FILE={os.environ.get('SSL_CERT_FILE')} aiohttp-default-cas={cas}",
+          file=sys.stderr)
+atexit.register(report)
+sys.argv = ["regmon", *sys.argv[1:]]
+with resolve_names({"tls.test": "127.0.0.1"}):
+    from monitor.__main__ import run
+    run()
+"""
+
+
+def test_regmon_check_of_many_references_verifies_tls_without_aiohttps_bundle() -> None:
+    """aiohttp's two default contexts (never used: each request carries regmon's own)
+    are built without parsing the CA bundle (~0.2 s); verification is as before."""
+    bundle = ssl.get_default_verify_paths().openssl_cafile
+    env = {
+        **os.environ,
+        "DOCKER_CONFIG": "/nonexistent-regmon-test",
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "SSL_CERT_FILE": bundle,
+    }
+    with WireServer(on_manifest(PING), tls=self_signed_tls("tls.test")) as server:
+        host = f"tls.test:{server.port}"
+        refs = [f"{host}/team/app:v{n}" for n in range(9)]
+        proc = subprocess.run(
+            [sys.executable, "-c", _TLS_CLI, "check", *refs],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines() == [f"error    {ref}  tls" for ref in refs]
+    *errors, last = proc.stderr.splitlines()
+    assert errors == [
+        f"regmon: {ref}: {host}: TLS handshake failed (self-signed certificate)" for ref in refs
+    ]
+    assert last == f"SSL_CERT_FILE={bundle} aiohttp-default-cas=0"
