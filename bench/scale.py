@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/scale.py [--watches 2000,10000,50000] [--repos 100]
         [--concurrency 8] [--soak SECONDS --soak-watches N --soak-interval 60s
-         --scrape-every 15] [--callgrind 200,800] [--tree PATH[,PATH]] [--ready-only]
+         --scrape-every 15 --soak-reloads K] [--callgrind 200,800] [--tree PATH[,PATH]]
+        [--ready-only]
         [--time-limit 1800] [--migrated]
 
 Starts /usr/bin/docker-registry (no auth) on 127.0.0.1 in a temp dir and gives it
@@ -20,10 +21,12 @@ check after /readyz, registry CPU per check, RSS at ready and after the first cy
 peak RSS (VmHWM), and how many check tasks existed at most (the service's task count is
 not visible from outside: the figure is VmRSS growth instead).
 
-``--soak SECONDS``: one more service with --soak-watches N, whose config is rewritten
-after its first cycle to --soak-interval; RSS is sampled every 30 s and /metrics is
-scraped every --scrape-every seconds (as Prometheus would) for SECONDS. Prints RSS
-over time, its growth from the first to the last third, and the checks done.
+``--soak SECONDS``: one more service with --soak-watches N checked every --soak-interval
+from its start; after its first cycle RSS is sampled every 30 s and /metrics is scraped
+every --scrape-every seconds (as Prometheus would) for SECONDS. ``--soak-reloads K``
+rewrites the config K times, evenly spaced, each time toggling the interval by one second
+(every watch changes: a whole new config, the worst reload). Prints RSS over time, the
+mean of each span between reloads (its first and last third with none), the checks done.
 
 ``--callgrind A,B``: ``regmon check`` of A and of B references under
 ``valgrind --tool=callgrind``; prints the instructions (Ir) of each and the marginal
@@ -38,6 +41,7 @@ of main, for a before/after; several: each N back to back per tree) instead of t
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import shutil
@@ -251,13 +255,16 @@ def soak(
     svc = Service(tmp / f"soak-{n}", registry.host, pairs, args.concurrency)
     samples: list[tuple[float, float, float]] = []  # (s since cycle 1, RSS MiB, HWM MiB)
     v: dict[str, Any] = {"watches": n, "interval": args.soak_interval}
+    svc.write(args.soak_interval)
     if args.migrated:
         svc.migrate()
+    reload_every = args.soak / (args.soak_reloads + 1)
+    intervals = [args.soak_interval, _plus_one_second(args.soak_interval)]
+    reloads: list[float] = []
     try:
         svc.start()
         svc.wait_ready(dl)
         svc.probe.wait_cycle(n, None, svc.alive, dl, "the soak's first cycle")
-        svc.write(args.soak_interval)
         t0 = time.monotonic()
         samples.append((0.0, svc.rss_kb() / 1024, svc.hwm_kb() / 1024))
         print(f"soak: {n} watches, interval {args.soak_interval}, {args.soak:.0f} s", flush=True)
@@ -273,6 +280,10 @@ def soak(
                 svc.http.get("/metrics").raise_for_status()
                 scrapes += 1
                 next_scrape += args.scrape_every
+            if len(reloads) < args.soak_reloads and now - t0 >= reload_every * (len(reloads) + 1):
+                svc.write(intervals[(len(reloads) + 1) % 2])
+                reloads.append(now - t0)
+                print(f"  {now - t0:7.0f} s  config rewritten (reload {len(reloads)})", flush=True)
             if now >= next_sample:
                 sample = (now - t0, svc.rss_kb() / 1024, svc.hwm_kb() / 1024)
                 samples.append(sample)
@@ -287,6 +298,14 @@ def soak(
         )
         v["scrapes"] = scrapes + 1
         v["samples"] = samples
+        v["reloads"] = reloads
+        if reloads:
+            edges = [0.0, *reloads, float("inf")]
+            v["rss_spans"] = [
+                (lo, statistics.mean(x[1] for x in samples if lo <= x[0] < hi))
+                for lo, hi in itertools.pairwise(edges)
+                if any(lo <= x[0] < hi for x in samples)
+            ]
         third = max(1, len(samples) // 3)
         v["rss_first_third"] = statistics.mean(s[1] for s in samples[:third])
         v["rss_last_third"] = statistics.mean(s[1] for s in samples[-third:])
@@ -294,6 +313,14 @@ def soak(
         v["stop_s"] = svc.stop()
         v["warnings"] = len(svc.warnings())
     return v
+
+
+def _plus_one_second(interval: str) -> str:
+    """``60s`` -> ``61s``: another schedule for every watch, the same load."""
+    match = re.fullmatch(r"(\d+)s", interval)
+    if match is None:
+        raise SystemExit(f"--soak-interval {interval!r}: write it in seconds, e.g. 60s")
+    return f"{int(match.group(1)) + 1}s"
 
 
 def callgrind(
@@ -350,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak-watches", type=int, default=10_000)
     parser.add_argument("--soak-interval", default="60s")
     parser.add_argument("--scrape-every", type=float, default=15.0)
+    parser.add_argument("--soak-reloads", type=int, default=0, help="config rewrites in the soak")
     parser.add_argument("--callgrind", default="", help="A,B: regmon check of A and B refs")
     parser.add_argument(
         "--tree", default=str(ROOT), help="checkout(s) to run regmon from, comma-separated"
@@ -426,6 +454,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{soaked['rss_last_third']:.1f} MiB; samples (s, RSS, HWM): "
             + ", ".join(f"{t:.0f}:{r:.0f}/{h:.0f}" for t, r, h in soaked["samples"])
         )
+        if soaked["reloads"]:
+            print(
+                "soak: reloads at "
+                + ", ".join(f"{t:.0f} s" for t in soaked["reloads"])
+                + "; RSS mean per span (from s: MiB): "
+                + ", ".join(f"{lo:.0f}: {mean:.1f}" for lo, mean in soaked["rss_spans"])
+            )
     if len(ir) >= 2:
         a, b = sorted(ir)[0], sorted(ir)[-1]
         print(

@@ -17,6 +17,7 @@ from monitor.errors import Reason
 
 if TYPE_CHECKING:
     from monitor.records import (
+        NO_PLATFORMS,
         DeliveryStatus,
         Evaluation,
         Event,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from monitor.reference import ImageReference
 
 __all__ = [
+    "NO_PLATFORMS",
     "CheckResult",
     "DeliveryStatus",
     "Evaluation",
@@ -94,6 +96,7 @@ class CheckResult:
 
 _RECORDS = frozenset(
     {
+        "NO_PLATFORMS",
         "DeliveryStatus",
         "Evaluation",
         "Event",

@@ -42,12 +42,16 @@ def evaluate(
     created: bool = False,
     newer: Sequence[str] | None = None,
     new_id: Callable[[], str] = new_event_id,
+    image: str | None = None,
 ) -> Evaluation:
     """Fold ``result`` into ``previous`` (``None`` for a new watch).
 
     ``created``: the tag has just appeared in its repository's listing (SPEC
     §9), so a ``present`` result is its ``tag.created``, whatever came before
     (a baseline, or the state it had before it was deleted).
+
+    ``image``: the key of a new watch's first state (the watch's own string, so a
+    tag's key is held once); ``str(result.reference)`` when not given.
 
     ``newer`` (``newer: semver``; None when not listed, or the listing failed):
     the tags that are higher versions of this one, lowest first
@@ -97,7 +101,10 @@ def evaluate(
     what the tag was before: present with its last digest (or ``None`` for a
     tag never seen present), not the ``missing`` of a streak still counting.
     """
-    image = previous.image if previous is not None else str(result.reference)
+    if previous is not None:
+        image = previous.image
+    elif image is None:
+        image = str(result.reference)
     prev = previous if previous is not None else TagState(image=image)
     events: list[Event] = []
     checked_at = result.checked_at
@@ -166,11 +173,13 @@ def evaluate(
         # A present result always has a digest (SPEC §2); None is treated as "unknown".
         digest = result.digest if result.digest is not None else prev.digest
         digest_changed = prev.digest is not None and digest != prev.digest
-        platforms = result.platforms if result.platforms else prev.platforms
         platform_changes = diff_platforms(prev.platforms, result.platforms)
         platforms_changed = bool(result.platforms) and dict(result.platforms) != dict(
             prev.platforms
         )
+        # A copy of its own only when they changed: a check without platforms, or with
+        # the same ones, keeps the previous mapping (one per tag, not one per check).
+        platforms = dict(result.platforms) if platforms_changed else prev.platforms
         missing_alerted = prev.missing_alerted
         if created or (not first_decided and prev.digest is None):
             # Never seen present before (an upcoming release tag): a first
@@ -202,7 +211,7 @@ def evaluate(
             decided_status=result.status,
             digest=digest,
             media_type=result.media_type if result.media_type is not None else prev.media_type,
-            platforms=dict(platforms),
+            platforms=platforms,
             reason=result.reason,
             detail=result.detail,
             first_seen=prev.first_seen if prev.first_seen is not None else checked_at,

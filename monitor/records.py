@@ -10,13 +10,15 @@ check of one reference (bench/README.md, "One check").
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
 from monitor.domain import Reason, Status
 
 __all__ = [
+    "NO_PLATFORMS",
     "DeliveryStatus",
     "Evaluation",
     "Event",
@@ -74,6 +76,35 @@ class PlatformChange:
     current: str | None
 
 
+class _NoPlatforms(Mapping[str, str]):
+    """The platforms of a state that has none (most): one shared, read-only, empty
+    mapping rather than an empty dict per watched tag. Copies and pickles are itself."""
+
+    def __getitem__(self, key: str) -> str:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "{}"
+
+    def __copy__(self) -> _NoPlatforms:
+        return self
+
+    def __deepcopy__(self, memo: object) -> _NoPlatforms:
+        return self
+
+    def __reduce__(self) -> str:
+        return "NO_PLATFORMS"
+
+
+NO_PLATFORMS: Final[Mapping[str, str]] = _NoPlatforms()
+
+
 @dataclass(frozen=True, slots=True)
 class TagState:
     """What the service remembers about one watched tag.
@@ -93,7 +124,7 @@ class TagState:
     decided_status: Status | None = None
     digest: str | None = None
     media_type: str | None = None
-    platforms: Mapping[str, str] = field(default_factory=dict)
+    platforms: Mapping[str, str] = field(default_factory=lambda: NO_PLATFORMS)
     reason: Reason | None = None
     detail: str | None = None
     first_seen: datetime | None = None

@@ -55,9 +55,10 @@ def config_validate(file: str) -> None:
 @guard
 def run(config_path: str) -> None:
     """The service: scheduler, store, metrics and HTTP server."""
-    from monitor.runtime.startup import pause_collector
+    from monitor.runtime.startup import pause_collector, return_large_blocks
 
     pause_collector()  # from before the imports: they are start-up too
+    return_large_blocks()
     from monitor.service import run_service
 
     run_service(config_path)

@@ -81,6 +81,7 @@ class StateCache:
             failing_after=watch.failing_after,
             created=created,
             newer=newer,
+            image=key,  # the watch's own key string, not another one per tag
         )
         if self._outages is not None:
             evaluation = self._outages.assess(watch, previous, evaluation, result)

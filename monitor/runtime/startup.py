@@ -1,13 +1,16 @@
 """Start-up steps of the service: opening the store (``open_store``), a start-up that a
-stop request can end (SIGTERM while ``start()`` waits for the database), and the cyclic
-garbage collector paused while the process builds what it keeps (``pause_collector``)."""
+stop request can end (SIGTERM while ``start()`` waits for the database), the cyclic
+garbage collector paused while the process builds what it keeps (``pause_collector``),
+and the C allocator told to give large freed blocks back (``return_large_blocks``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
+import os
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,6 +27,7 @@ __all__ = [
     "OpenStore",
     "open_store",
     "pause_collector",
+    "return_large_blocks",
     "settle_collector",
     "start_unless_stopped",
 ]
@@ -41,6 +45,37 @@ def pause_collector() -> None:
     ~0.8 MB of cycles (SQLAlchemy's schema events, closures), whatever the watch count.
     """
     gc.disable()
+
+
+# glibc's mallopt(3) parameters.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_LARGE_BLOCK = 128 * 1024  # glibc's own starting value for both
+
+
+def return_large_blocks() -> None:
+    """Keep glibc's thresholds for giving memory back at their starting values, for the
+    life of ``regmon run`` (not for a service in someone else's process).
+
+    By default glibc raises its mmap threshold to the size of each mmap'd block freed
+    (up to 32 MiB): after the first ``/metrics`` scrape has freed its buffers (8 MB at
+    10,000 watches), blocks of that size come from the heap instead and stay with the
+    process when freed. Measured at 10,000 watches, four scrapes: RSS +32 MiB by default,
+    +8 MiB (the label text kept between scrapes) with the thresholds fixed. Setting a
+    threshold also turns that adjustment off. ``MALLOC_MMAP_THRESHOLD_`` or
+    ``MALLOC_TRIM_THRESHOLD_`` in the environment is the operator's choice and is left as
+    it is; a C library without ``mallopt`` (not glibc) is left alone too.
+    """
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    mallopt(_M_MMAP_THRESHOLD, _LARGE_BLOCK)
+    mallopt(_M_TRIM_THRESHOLD, _LARGE_BLOCK)
 
 
 def settle_collector() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, select
 
-from monitor.domain import Reason, Status, TagState
+from monitor.domain import NO_PLATFORMS, Reason, Status, TagState
 from monitor.store.models import tag_states as _TAG_STATES
 from monitor.store.transactions import _translated
 
@@ -49,7 +49,7 @@ def _row_to_state(row: Row[Any]) -> TagState:
         decided_status=Status(row.decided_status) if row.decided_status is not None else None,
         digest=row.digest,
         media_type=row.media_type,
-        platforms=dict(row.platforms),
+        platforms=dict(row.platforms) if row.platforms else NO_PLATFORMS,
         reason=Reason(row.reason) if row.reason is not None else None,
         detail=row.detail,
         first_seen=row.first_seen,
