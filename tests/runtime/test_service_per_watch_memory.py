@@ -1,5 +1,6 @@
 """What the service keeps per watch once its checks are done (issue 15: RSS at 10,000
-watches): no lock per key, one registry name and one tally per kind of state, shared."""
+watches): no lock per key, one registry name and one tally per kind of state, shared;
+a state holds its watch's own key string and, without platforms, the one empty map."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 from monitor.config import load_config
+from monitor.domain import NO_PLATFORMS
 from monitor.runtime.outages import registry_of
 from monitor.service import Service
 
@@ -31,6 +33,10 @@ def test_checks_done_leave_no_lock_and_share_names_and_tallies(tmp_path: Path) -
             ] * 3
             assert service._checks._locks == {}
             watches = service.watches()
+            by_key = {watch.key: watch for watch in watches}
+            for state in states:
+                assert state.image is by_key[state.image].key
+                assert state.platforms is NO_PLATFORMS
             names = {id(registry_of(watch)) for watch in watches}
             assert len(names) == 1
             parts = service._outages._parts  # type: ignore[union-attr]

@@ -67,7 +67,7 @@ def test_upgrade_by_url(tmp_path: Path) -> None:
 
 
 def test_models_match_migrations(empty: Engine) -> None:
-    upgrade(empty)
+    upgrade(empty, HEAD)  # a revision, not "head": through Alembic, never create_all
     with empty.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = compare_metadata(context, metadata)
@@ -112,6 +112,65 @@ def test_0004_stored_states_start_uncovered_and_no_registry_is_failing(empty: En
     with empty.connect() as conn:
         assert conn.execute(text("SELECT failing_covered FROM tag_states")).all() == [(False,)]
         assert conn.execute(text("SELECT count(*) FROM registry_states")).scalar() == 0
+
+
+def _schema(engine: Engine) -> dict[str, dict[str, object]]:
+    """Every table as the database describes it (columns by name: their order is not
+    part of the schema), ``alembic_version`` included."""
+    seen = inspect(engine)
+    return {
+        table: {
+            "columns": sorted(
+                (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+                for c in seen.get_columns(table)
+            ),
+            "primary key": seen.get_pk_constraint(table),
+            "foreign keys": sorted(
+                (
+                    fk["name"] or "",
+                    tuple(fk["constrained_columns"]),
+                    fk["referred_table"],
+                    tuple(fk["referred_columns"]),
+                    sorted((fk.get("options") or {}).items()),
+                )
+                for fk in seen.get_foreign_keys(table)
+            ),
+            "indexes": sorted(
+                (ix["name"] or "", tuple(ix["column_names"]), ix["unique"])
+                for ix in seen.get_indexes(table)
+            ),
+            "unique": sorted(
+                (uq["name"] or "", tuple(uq["column_names"]))
+                for uq in seen.get_unique_constraints(table)
+            ),
+            "checks": sorted(
+                (ck["name"] or "", ck["sqltext"]) for ck in seen.get_check_constraints(table)
+            ),
+        }
+        for table in sorted(seen.get_table_names())
+    }
+
+
+def test_an_empty_database_is_created_at_head_as_the_migrations_build_it(empty: Engine) -> None:
+    upgrade(empty)  # empty: the models' tables, stamped at head
+    created = _schema(empty)
+    with empty.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_heads() == (HEAD,)
+    # Alembic takes it down as it would a migrated one (the constraint names match) ...
+    downgrade(empty, "base")
+    assert set(inspect(empty).get_table_names()) == {"alembic_version"}
+    # ... and its migrations build the same tables again.
+    upgrade(empty, HEAD)
+    assert _schema(empty) == created
+    assert TABLES | {"alembic_version"} == set(created)
+
+
+def test_a_database_with_tables_is_left_to_alembic(empty: Engine) -> None:
+    upgrade(empty, "0004")
+    upgrade(empty)  # not empty: migrated from 0004, not created
+    check_schema(empty)
+    with empty.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_heads() == (HEAD,)
 
 
 def test_downgrade_and_upgrade_again(empty: Engine) -> None:

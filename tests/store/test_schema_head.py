@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from sqlalchemy import Engine, text
 
@@ -21,6 +22,15 @@ upgrade(engine)
 check_schema(engine)
 print(sorted(m for m in sys.modules if m == "alembic" or m.startswith("alembic.")))
 """
+
+
+def test_a_first_start_on_an_empty_database_does_not_import_alembic(tmp_path: Path) -> None:
+    # Created from the models and stamped (Alembic and Mako would stay loaded, ~10 MiB).
+    url = f"sqlite:///{tmp_path / 'first.db'}"
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, url], capture_output=True, text=True, check=True
+    )
+    assert out.stdout == "[]\n", out.stderr
 
 
 def test_heads_from_the_files_are_alembics() -> None:
