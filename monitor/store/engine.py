@@ -242,7 +242,7 @@ def _created_at_head(engine: Engine) -> bool:
     """
     from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table
 
-    from monitor.store.models import Base
+    from monitor.store.models import metadata
 
     try:
         with engine.begin() as conn:
@@ -250,7 +250,7 @@ def _created_at_head(engine: Engine) -> bool:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             if inspect(conn).get_table_names():
                 return False
-            Base.metadata.create_all(conn)
+            metadata.create_all(conn)
             version = Table(  # as Alembic creates it
                 "alembic_version",
                 MetaData(),
