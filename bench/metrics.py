@@ -139,6 +139,12 @@ class BenchView:
     def is_ready(self) -> bool:
         return True
 
+    def is_leader(self) -> bool:
+        return True  # one replica: the per-image series are exported
+
+    def repositories(self) -> Sequence[Any]:
+        return []
+
     async def check_now(self, key: str) -> Any:
         raise KeyError(key)
 
