@@ -105,8 +105,9 @@ class Targets:
         return self._sources.get(name)
 
     def for_config(self, config: Config) -> list[WatchSource]:
-        """The sources of ``config``; dynamic ones carry the current ones' targets over."""
-        fresh = sources_for(config)
+        """The sources of ``config``; dynamic ones carry the current ones' targets over,
+        and the config's watches that did not change are the ones in force."""
+        fresh = sources_for(config, self._watches)
         for source in fresh:
             old = self._sources.get(source.name)
             if old is not None and isinstance(source, DynamicSource):

@@ -12,7 +12,7 @@ knows them all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -42,17 +42,36 @@ class ConfigSource:
 
     name: Final = CONFIG_SOURCE
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, known: Mapping[str, Watch] | None = None) -> None:
         from monitor.config.resolve import resolve_watches
 
         # Resolved once: the service then drops the config's watch entries (memory).
-        self._targets = tuple(
+        resolved = (
             watch if watch.source == self.name else replace(watch, source=self.name)
             for watch in resolve_watches(config)
         )
+        self._targets = tuple(resolved if not known else (_kept(w, known) for w in resolved))
 
     def targets(self) -> Sequence[Watch]:
         return list(self._targets)
+
+
+def _kept(watch: Watch, known: Mapping[str, Watch]) -> Watch:
+    """``watch``, or what already stands for it: the watch in force when equal, else
+    ``watch`` on the reference in force when that is equal.
+
+    A reload builds every watch again while the old ones still stand; what it keeps of
+    the new ones lands among the load's short-lived objects (YAML, pydantic models) and
+    holds their memory once they are gone. Kept objects leave nothing new behind.
+    """
+    old = known.get(watch.key)
+    if old is None:
+        return watch
+    if old == watch:
+        return old
+    if old.image == watch.image and old.image is not watch.image:
+        return replace(watch, image=old.image, key=old.key)
+    return watch
 
 
 def targets_of(sources: Sequence[WatchSource]) -> dict[str, Watch]:

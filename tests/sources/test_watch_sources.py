@@ -51,6 +51,23 @@ def test_targets_of_sources_in_order_the_first_to_name_a_key_wins() -> None:
     ]
 
 
+def test_a_reload_keeps_the_watches_and_references_that_did_not_change() -> None:
+    # What stands is kept: a reload then leaves nothing new among its short-lived objects.
+    before = targets_of([ConfigSource(CONFIG)])
+    reloaded = parse_config(
+        "database: sqlite:///unused.db\nwatch:\n"
+        "  - image: r.io/team/a:1\n  - image: r.io/team/b:1\n    interval: 1m\n"
+        "  - image: r.io/team/c:1\n"
+    )
+    a, b, c = ConfigSource(reloaded, before).targets()
+    assert a is before["r.io/team/a:1"]  # unchanged: the watch in force
+    assert b != before["r.io/team/b:1"] and b.interval == 60.0  # changed: the new settings
+    assert b.image is before["r.io/team/b:1"].image  # on the reference in force
+    assert b.key is before["r.io/team/b:1"].key
+    assert c.key == "r.io/team/c:1" and c.source == "config"  # new
+    assert [w.key for w in ConfigSource(reloaded).targets()] == [a.key, b.key, c.key]
+
+
 class Follower:
     epoch = 3
 
