@@ -31,7 +31,8 @@ import httpx  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from monitor.config import Config, Watch, parse_config  # noqa: E402
-from monitor.domain import Reason, Status, TagState  # noqa: E402
+from monitor.domain import Reason, Status  # noqa: E402
+from monitor.records import TagState  # noqa: E402
 from monitor.reference import parse_reference  # noqa: E402
 
 try:

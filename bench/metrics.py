@@ -91,7 +91,8 @@ def fake_watches(count: int) -> list[Any]:
 
 
 def fake_state(watch: Any, i: int, rng: random.Random, now: datetime) -> Any:
-    from monitor.domain import Reason, Status, TagState
+    from monitor.domain import Reason, Status
+    from monitor.records import TagState
 
     roll = i % 100
     checked = now - timedelta(seconds=rng.uniform(0, 300))
@@ -232,7 +233,7 @@ def run_service(count: int, scrapes: int) -> dict[str, Any]:
     """The real service over a database that already holds ``count`` states."""
     import httpx
 
-    from monitor.domain import Evaluation
+    from monitor.records import Evaluation
     from monitor.store.engine import make_engine, upgrade
     from monitor.store.repository import record_evaluations, sync_watches
     from tests.support.faults import free_port

@@ -1,8 +1,7 @@
-"""Pure value objects shared by every layer: check results, tag state, events.
+"""Pure value objects of a check, shared by every layer: its status and result.
 
-The service's records (tag state, events, ...) are defined in ``monitor.records`` and
-named here too, loaded on first use (PEP 562 ``__getattr__``): ``regmon check`` uses
-only ``Status``, ``CheckResult`` and ``Reason``.
+The service's records (tag state, events, ...) are in ``monitor.records``, which
+``regmon check`` never imports.
 """
 
 from __future__ import annotations
@@ -11,39 +10,17 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from monitor.errors import Reason
 
 if TYPE_CHECKING:
-    from monitor.records import (
-        NO_PLATFORMS,
-        DeliveryStatus,
-        Evaluation,
-        Event,
-        EventType,
-        PlatformChange,
-        RegistryState,
-        RegistrySummary,
-        RepositoryState,
-        TagState,
-    )
     from monitor.reference import ImageReference
 
 __all__ = [
-    "NO_PLATFORMS",
     "CheckResult",
-    "DeliveryStatus",
-    "Evaluation",
-    "Event",
-    "EventType",
-    "PlatformChange",
     "Reason",
-    "RegistryState",
-    "RegistrySummary",
-    "RepositoryState",
     "Status",
-    "TagState",
 ]
 
 
@@ -92,29 +69,3 @@ class CheckResult:
         if self.status is Status.ERROR:
             return str(self.reason or Reason.PROTOCOL)
         return self.detail or str(self.status)
-
-
-_RECORDS = frozenset(
-    {
-        "NO_PLATFORMS",
-        "DeliveryStatus",
-        "Evaluation",
-        "Event",
-        "EventType",
-        "PlatformChange",
-        "RegistryState",
-        "RegistrySummary",
-        "RepositoryState",
-        "TagState",
-    }
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _RECORDS:
-        from monitor import records
-
-        value = getattr(records, name)
-        globals()[name] = value  # found directly from now on
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,16 +16,9 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Final
 
-from monitor.domain import (
-    CheckResult,
-    Evaluation,
-    Event,
-    EventType,
-    PlatformChange,
-    Status,
-    TagState,
-)
+from monitor.domain import CheckResult, Status
 from monitor.ids import new_event_id
+from monitor.records import Evaluation, Event, EventType, PlatformChange, TagState
 from monitor.tags import announced_versions
 
 __all__ = ["DELETED", "deleted", "diff_platforms", "evaluate"]

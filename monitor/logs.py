@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Final
 
-from monitor.domain import CheckResult, Evaluation, Event, EventType, Reason, Status, TagState
+from monitor.domain import CheckResult, Reason, Status
+from monitor.records import Evaluation, Event, EventType, TagState
 
 __all__ = ["EVENT_LEVELS", "CheckLog", "setup_logging"]
 

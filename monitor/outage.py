@@ -41,17 +41,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final
 
-from monitor.domain import (
-    CheckResult,
-    Evaluation,
-    Event,
-    EventType,
-    RegistryState,
-    RegistrySummary,
-    Status,
-    TagState,
-)
+from monitor.domain import CheckResult, Status
 from monitor.ids import new_event_id
+from monitor.records import Evaluation, Event, EventType, RegistryState, RegistrySummary, TagState
 
 __all__ = ["COVERED_BY", "ERROR_SHARE", "MIN_TAGS", "Tally", "assess", "tally_of"]
 

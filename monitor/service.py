@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from monitor.config import Config, Watch, load_config, resolve_repositories
-from monitor.domain import RepositoryState, TagState
+from monitor.records import RepositoryState, TagState
 from monitor.runtime.cache import StateCache
 from monitor.runtime.checks import CheckRunner
 from monitor.runtime.failure import reason

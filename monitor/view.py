@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from monitor.config import Config, Watch
-    from monitor.domain import RepositoryState, TagState
+    from monitor.records import RepositoryState, TagState
 
 __all__ = ["ServiceView"]
 

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from monitor.domain import Event, EventType, PlatformChange, RegistrySummary, Status
+from monitor.domain import Status
+from monitor.records import Event, EventType, PlatformChange, RegistrySummary
 
 if TYPE_CHECKING:
     from monitor.reference import ImageReference

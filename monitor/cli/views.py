@@ -25,7 +25,7 @@ def status(as_json: bool, config_path: str) -> None:
     """Current state of every watched tag (a repository's: those it selected), from the
     database."""
     from monitor.config.resolve import resolve_repositories, resolve_watches
-    from monitor.domain import RepositoryState
+    from monitor.records import RepositoryState
     from monitor.sources.repository import RepositorySource
     from monitor.store.repository import active_watches, load_states
     from monitor.web.views import image_summary, repository_object

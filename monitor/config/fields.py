@@ -26,8 +26,8 @@ from pydantic import (
 from monitor.config.messages import one_line, shown
 from monitor.config.paths import resolve_path
 from monitor.config.secrets import check_ca_file, check_secret_file
-from monitor.domain import EventType
 from monitor.durations import DURATION_HINT, format_duration, parse_duration
+from monitor.records import EventType
 from monitor.reference import ImageReference, RepositoryName, parse_reference, parse_repository
 from monitor.registry.manifests import Platform as _Platform
 from monitor.tags import VersionRange, parse_range

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, Final
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from monitor.domain import DeliveryStatus, Status, TagState
+from monitor.domain import Status
 from monitor.metrics.exposition import _escape, _FamilySpec, _RenderedFamily
+from monitor.records import DeliveryStatus, TagState
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine

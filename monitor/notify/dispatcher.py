@@ -54,12 +54,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-from monitor.domain import DeliveryStatus
 from monitor.notify.backoff import BACKOFF_BASE, BACKOFF_CAP, backoff_delay
 from monitor.notify.channels import Channels, target_secrets
 from monitor.notify.masking import mask
 from monitor.notify.notifier import Delivery, Outcome, Verdict
 from monitor.notify.units import _label, _members, _what, delivery_id
+from monitor.records import DeliveryStatus
 from monitor.threads import in_thread
 
 if TYPE_CHECKING:

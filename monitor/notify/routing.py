@@ -18,14 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
-from monitor.domain import EventType
 from monitor.outage import COVERED_BY
+from monitor.records import EventType
 from monitor.store.repository import Record
 from monitor.wire import event_to_payload
 
 if TYPE_CHECKING:
     from monitor.config import Config, Watch
-    from monitor.domain import Evaluation, Event
+    from monitor.records import Evaluation, Event
 
 __all__ = ["Router", "channels_for", "payload_for"]
 

@@ -30,8 +30,8 @@ def _utcnow() -> datetime:
 def test_payload(config: Config, webhook: str, now: datetime) -> dict[str, Any]:
     """A ``test`` event body with a fresh id, about a watch of ``webhook`` if there is one."""
     from monitor.config.resolve import resolve_watches
-    from monitor.domain import Event, EventType
     from monitor.ids import new_event_id
+    from monitor.records import Event, EventType
     from monitor.reference import parse_reference
     from monitor.wire import event_to_payload
 

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from monitor.config import Watch
-    from monitor.domain import CheckResult, Evaluation, TagState
+    from monitor.domain import CheckResult
+    from monitor.records import Evaluation, TagState
     from monitor.runtime.outages import Outages
 
 __all__ = ["StateCache"]

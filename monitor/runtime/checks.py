@@ -30,8 +30,9 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from monitor.config import Config, RepositoryWatch, Watch
-    from monitor.domain import CheckResult, Evaluation, TagState
+    from monitor.domain import CheckResult
     from monitor.metrics import Metrics
+    from monitor.records import Evaluation, TagState
     from monitor.registry.client import RegistryClient, TagListing
     from monitor.registry.transport import TransportFactory
     from monitor.runtime.cache import StateCache

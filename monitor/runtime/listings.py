@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from monitor.domain import Reason, RepositoryState, Status
+from monitor.domain import Reason, Status
 from monitor.errors import RegistryError
+from monitor.records import RepositoryState
 from monitor.sources.repository import RepositorySource, source_name
 
 if TYPE_CHECKING:

@@ -13,14 +13,15 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from monitor.domain import RegistryState
 from monitor.outage import Tally, assess, tally_of
+from monitor.records import RegistryState
 from monitor.reference import canonical_registry
 
 if TYPE_CHECKING:
     from monitor.config import Watch
-    from monitor.domain import CheckResult, Evaluation, TagState
+    from monitor.domain import CheckResult
     from monitor.metrics import Metrics
+    from monitor.records import Evaluation, TagState
 
 __all__ = ["Outages", "registry_of"]
 

@@ -43,8 +43,9 @@ from monitor.store.lease import Fenced
 
 if TYPE_CHECKING:
     from monitor.config import Watch
-    from monitor.domain import CheckResult, Evaluation, TagState
+    from monitor.domain import CheckResult
     from monitor.metrics import Metrics
+    from monitor.records import Evaluation, TagState
     from monitor.runtime.leader import Coordinator
     from monitor.store.repository import Record, Recorded
 

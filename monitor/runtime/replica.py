@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from monitor.config import Config, Watch
-    from monitor.domain import RegistryState, TagState
     from monitor.metrics import Metrics
+    from monitor.records import RegistryState, TagState
     from monitor.runtime.cache import StateCache
     from monitor.runtime.deliveries import Deliveries
     from monitor.runtime.leader import Coordinator

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from monitor.config import Config
-    from monitor.domain import RegistryState, TagState
+    from monitor.records import RegistryState, TagState
     from monitor.runtime.replica import Replica
     from monitor.store.lockfile import ProcessLock
 

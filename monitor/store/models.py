@@ -30,7 +30,7 @@ from sqlalchemy import (
     false,
 )
 
-from monitor.domain import DeliveryStatus
+from monitor.records import DeliveryStatus
 
 __all__ = [
     "DELIVERY_STATUSES",

@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, insert, update
 
-from monitor.domain import Evaluation, RegistryState, Status, TagState
+from monitor.domain import Status
+from monitor.records import Evaluation, RegistryState, TagState
 from monitor.store.models import deliveries as _DELIVERIES
 from monitor.store.models import events as _EVENTS
 from monitor.store.models import history as _HISTORY

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from monitor.domain import RegistryState
+from monitor.records import RegistryState
 from monitor.store.models import registry_states as _REGISTRY_STATES
 from monitor.store.transactions import _translated, _upsert
 

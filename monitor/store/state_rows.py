@@ -7,7 +7,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, select
 
-from monitor.domain import NO_PLATFORMS, Reason, Status, TagState
+from monitor.domain import Reason, Status
+from monitor.records import NO_PLATFORMS, TagState
 from monitor.store.models import tag_states as _TAG_STATES
 from monitor.store.transactions import _translated
 

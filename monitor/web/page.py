@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlencode
 
-from monitor.domain import Status, TagState
+from monitor.domain import Status
+from monitor.records import TagState
 from monitor.web.views import UNKNOWN, ImagePage, status_name
 from monitor.wire import format_timestamp, parse_timestamp
 

@@ -12,9 +12,9 @@ from datetime import datetime
 from typing import Final, Protocol
 from urllib.parse import urlencode
 
-from monitor.domain import EventType
 from monitor.errors import InvalidReference
 from monitor.ids import is_event_id
+from monitor.records import EventType
 from monitor.reference import parse_reference
 from monitor.web.views import STATUS_NAMES
 from monitor.wire import parse_timestamp

@@ -16,7 +16,8 @@ from enum import Enum
 from itertools import compress, islice, repeat
 from typing import TYPE_CHECKING, Any, Final
 
-from monitor.domain import RepositoryState, Status, TagState
+from monitor.domain import Status
+from monitor.records import RepositoryState, TagState
 from monitor.wire import format_timestamp
 
 if TYPE_CHECKING:

@@ -19,7 +19,8 @@ from sqlalchemy.engine import Engine
 from support.records import prepared
 
 from monitor.cli import main
-from monitor.domain import Evaluation, Event, EventType, Reason, Status, TagState
+from monitor.domain import Reason, Status
+from monitor.records import Evaluation, Event, EventType, TagState
 from monitor.store import repository
 from monitor.store.engine import make_engine, upgrade
 from monitor.store.models import metadata

@@ -17,8 +17,9 @@ from support.records import prepared
 from support.registry import RegistryServer
 
 from monitor.config import load_config, parse_config
-from monitor.domain import Evaluation, Status, TagState
+from monitor.domain import Status
 from monitor.errors import ConfigError
+from monitor.records import Evaluation, TagState
 from monitor.store.engine import make_engine
 from monitor.store.repository import record_evaluations
 

@@ -9,18 +9,10 @@ from typing import Any
 
 import pytest
 
-from monitor.domain import (
-    CheckResult,
-    Evaluation,
-    Event,
-    EventType,
-    PlatformChange,
-    Reason,
-    Status,
-    TagState,
-)
+from monitor.domain import CheckResult, Reason, Status
 from monitor.events import deleted, diff_platforms, evaluate
 from monitor.ids import is_event_id
+from monitor.records import Evaluation, Event, EventType, PlatformChange, TagState
 from monitor.reference import parse_reference
 from monitor.wire import event_to_payload, format_timestamp, parse_timestamp, payload_to_event
 

@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monitor.domain import CheckResult, Reason, Status, TagState
+from monitor.domain import CheckResult, Reason, Status
 from monitor.events import evaluate
 from monitor.logs import CheckLog, setup_logging
+from monitor.records import TagState
 from monitor.reference import parse_reference
 
 REF = parse_reference("registry.example.com/team/api:v2")

@@ -26,9 +26,10 @@ from support.records import prepared
 
 from monitor import __version__
 from monitor.config import parse_config
-from monitor.domain import CheckResult, Evaluation, Event, EventType, Reason, Status, TagState
+from monitor.domain import CheckResult, Reason, Status
 from monitor.ids import new_event_id
 from monitor.metrics import METRIC_NAMES, Metrics, exposition
+from monitor.records import Evaluation, Event, EventType, TagState
 from monitor.reference import parse_reference
 from monitor.store import repository
 from monitor.store.engine import make_engine

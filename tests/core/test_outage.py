@@ -17,10 +17,11 @@ from itertools import count
 import pytest
 
 from monitor.config import Config, Watch, parse_config, resolve_watches
-from monitor.domain import CheckResult, Reason, RegistryState, Status
+from monitor.domain import CheckResult, Reason, Status
 from monitor.logs import CheckLog
 from monitor.notify.routing import Router
 from monitor.outage import MIN_TAGS, Tally
+from monitor.records import RegistryState
 from monitor.runtime.cache import StateCache
 from monitor.runtime.outages import Outages
 from monitor.store.repository import Record

@@ -47,7 +47,6 @@ def send(notifier: AppriseNotifier, events: list[dict[str, Any]]) -> Outcome:
 # The SMTP server (aiosmtpd) and the `smtp` fixture: tests/support/smtp.py, tests/conftest.py.
 
 
-
 def test_mailto_sends_one_event_as_a_mail(smtp: Mailbox) -> None:
     outcome = send(AppriseNotifier(mailto(smtp.port), timeout=5), mixed_batch()[2:3])
     assert outcome.verdict is Verdict.DELIVERED and outcome.error is None
@@ -171,8 +170,7 @@ def test_http_answers_map_to_retry_or_final(status: int, verdict: Verdict, words
         assert server.count("POST") == 1
     assert outcome.verdict is verdict and outcome.status_code == status
     assert outcome.error == (
-        f"HTTP {status} from json://***@{host}/***: "
-        f"Failed to send JSON POST notification: {words}"
+        f"HTTP {status} from json://***@{host}/***: Failed to send JSON POST notification: {words}"
     )
     assert outcome.retry_after is None  # Apprise does not pass Retry-After on
 
@@ -227,34 +225,59 @@ def _result(*messages: str, status: AppriseResultStatus = AppriseResultStatus.FA
     [
         (
             ["Failed to send ntfy notification to topicSecret: error=429."],
-            Outcome(Verdict.RETRY, "HTTP 429 from ntfy://ntfy.example.com/***: Failed to send "
-                    "ntfy notification to ***: error=429.", status_code=429, latency_ms=250.0),
+            Outcome(
+                Verdict.RETRY,
+                "HTTP 429 from ntfy://ntfy.example.com/***: Failed to send "
+                "ntfy notification to ***: error=429.",
+                status_code=429,
+                latency_ms=250.0,
+            ),
         ),
         (
             ["Failed to send ntfy notification: Forbidden., error=403."],
-            Outcome(Verdict.FAILED, "HTTP 403 from ntfy://ntfy.example.com/***: Failed to send "
-                    "ntfy notification: Forbidden., error=403.", status_code=403, latency_ms=250.0),
+            Outcome(
+                Verdict.FAILED,
+                "HTTP 403 from ntfy://ntfy.example.com/***: Failed to send "
+                "ntfy notification: Forbidden., error=403.",
+                status_code=403,
+                latency_ms=250.0,
+            ),
         ),
         (
             ["A Connection error occurred sending ntfy:https://ntfy.example.com/topicSecret"],
-            Outcome(Verdict.RETRY, "unreachable: ntfy://ntfy.example.com/***: A Connection error "
-                    "occurred sending ntfy:https://***", latency_ms=250.0),
+            Outcome(
+                Verdict.RETRY,
+                "unreachable: ntfy://ntfy.example.com/***: A Connection error "
+                "occurred sending ntfy:https://***",
+                latency_ms=250.0,
+            ),
         ),
         (
             ["The ntfy topic topicSecret was refused by policy"],
-            Outcome(Verdict.RETRY, "unreachable: ntfy://ntfy.example.com/***: The ntfy topic *** "
-                    "was refused by policy", latency_ms=250.0),
+            Outcome(
+                Verdict.RETRY,
+                "unreachable: ntfy://ntfy.example.com/***: The ntfy topic *** "
+                "was refused by policy",
+                latency_ms=250.0,
+            ),
         ),
         (
             ["Something went sideways"],
-            Outcome(Verdict.RETRY, "ntfy://ntfy.example.com/***: Apprise reported a failure "
-                    "without a cause (retrying, as it may be passing): Something went sideways",
-                    latency_ms=250.0),
+            Outcome(
+                Verdict.RETRY,
+                "ntfy://ntfy.example.com/***: Apprise reported a failure "
+                "without a cause (retrying, as it may be passing): Something went sideways",
+                latency_ms=250.0,
+            ),
         ),
         (
             [],
-            Outcome(Verdict.RETRY, "ntfy://ntfy.example.com/***: Apprise reported a failure "
-                    "without a cause (retrying, as it may be passing)", latency_ms=250.0),
+            Outcome(
+                Verdict.RETRY,
+                "ntfy://ntfy.example.com/***: Apprise reported a failure "
+                "without a cause (retrying, as it may be passing)",
+                latency_ms=250.0,
+            ),
         ),
     ],
 )
@@ -266,8 +289,9 @@ def test_apprise_results_map_to_outcomes(messages: list[str], expected: Outcome)
 
 def test_an_apprise_timeout_is_a_retry() -> None:
     result = _result("Service 'ntfy' did not finish", status=AppriseResultStatus.TIMEOUT)
-    outcome = classify_result(result, url="ntfy://h.example/t", target="ntfy://h.example/***",
-                              timeout=7)
+    outcome = classify_result(
+        result, url="ntfy://h.example/t", target="ntfy://h.example/***", timeout=7
+    )
     assert outcome == Outcome(
         Verdict.RETRY, "timeout: ntfy://h.example/*** did not finish within 7s", latency_ms=250.0
     )
@@ -286,10 +310,14 @@ def test_an_apprise_timeout_is_a_retry() -> None:
         ("discord://1234567890/WebhookTokenSecret", "discord://***/***"),
         ("pover://UserKeySecret@AppTokenSecret", "pover://***@***"),
         ("gotify://gotify.example.com:8080/AppTokenSecret", "gotify://gotify.example.com:8080/***"),
-        (f"mailto://{SMTP_USER}:{SMTP_PASSWORD}@smtp.example.com?to=ops@example.com",
-         "mailto://***@smtp.example.com/***"),
-        (f"json://hook:{URL_PASSWORD}@127.0.0.1:9000/hook/{PATH_SECRET}?+X-Key={HEADER_SECRET}",
-         "json://***@127.0.0.1:9000/***"),
+        (
+            f"mailto://{SMTP_USER}:{SMTP_PASSWORD}@smtp.example.com?to=ops@example.com",
+            "mailto://***@smtp.example.com/***",
+        ),
+        (
+            f"json://hook:{URL_PASSWORD}@127.0.0.1:9000/hook/{PATH_SECRET}?+X-Key={HEADER_SECRET}",
+            "json://***@127.0.0.1:9000/***",
+        ),
         ("json://[::1]:9000/hook", "json://[::1]:9000/***"),
         ("JSON://LocalHost", "json://LocalHost"),
         # a dotted token: Apprise's privacy form hides it, so it is not taken for a host
@@ -330,8 +358,9 @@ def test_redact_apprise_url_keeps_scheme_and_host_only(url: str, shown: str) -> 
 def test_no_secret_of_any_url_form_reaches_the_error_text(template: str, status: int) -> None:
     echo = f"{PATH_SECRET} {HEADER_SECRET} {URL_PASSWORD}".encode()
     with status_server(status, {}, echo) as server:
-        url = template.format(password=URL_PASSWORD, host=server.host, path=PATH_SECRET,
-                              header=HEADER_SECRET)
+        url = template.format(
+            password=URL_PASSWORD, host=server.host, path=PATH_SECRET, header=HEADER_SECRET
+        )
         notifier = AppriseNotifier(url, timeout=5)
         outcome = send(notifier, mixed_batch())
         assert server.count() == 1
@@ -358,19 +387,33 @@ def test_validate_url_accepts_what_apprise_can_use(url: str) -> None:
 @pytest.mark.parametrize(
     ("url", "error"),
     [
-        ("bogus://x", "bogus:// is not a service Apprise {version} supports "
-         "(see https://github.com/caronc/apprise/wiki)"),
+        (
+            "bogus://x",
+            "bogus:// is not a service Apprise {version} supports "
+            "(see https://github.com/caronc/apprise/wiki)",
+        ),
         ("no scheme at all", "not an Apprise URL (expected scheme://…): ***"),
-        ("slack://TokenA0001/TokenBSecret", "Apprise cannot use this slack:// URL "
-         "slack://***/***: An invalid Slack (third) Token (None) was specified."),
+        (
+            "slack://TokenA0001/TokenBSecret",
+            "Apprise cannot use this slack:// URL "
+            "slack://***/***: An invalid Slack (third) Token (None) was specified.",
+        ),
         ("tgram://AAHsecretBotToken", "Apprise cannot parse this tgram:// URL tgram://***"),
-        ("mailto://", "Apprise cannot use this mailto:// URL mailto://: Invalid ~From~ email "
-         "specified:"),
+        (
+            "mailto://",
+            "Apprise cannot use this mailto:// URL mailto://: Invalid ~From~ email specified:",
+        ),
         # Apprise's own message quotes the bot token
-        ("tgram://123456789:AAH!BotSecret/987654321", "Apprise cannot use this tgram:// URL "
-         "tgram://***/***: The Telegram Bot Token specified (***) is invalid."),
-        ("mailto://user:Passw0rdSecret@127.0.0.1?mode=bogus", "Apprise cannot use this mailto:// "
-         "URL mailto://***@127.0.0.1/***: The secure mode specified (***) is invalid."),
+        (
+            "tgram://123456789:AAH!BotSecret/987654321",
+            "Apprise cannot use this tgram:// URL "
+            "tgram://***/***: The Telegram Bot Token specified (***) is invalid.",
+        ),
+        (
+            "mailto://user:Passw0rdSecret@127.0.0.1?mode=bogus",
+            "Apprise cannot use this mailto:// "
+            "URL mailto://***@127.0.0.1/***: The secure mode specified (***) is invalid.",
+        ),
     ],
 )
 def test_validate_url_says_why_without_the_secrets(url: str, error: str) -> None:

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
-from monitor.domain import Event, EventType, PlatformChange, Status
+from monitor.domain import Status
 from monitor.notify.formats import FORMATTERS, formatter_for
 from monitor.notify.formats.text import TEXT_LINES, text_message
 from monitor.notify.notifier import Delivery, batch_id
 from monitor.notify.payload import build_delivery_request, build_request, render_batch_body
+from monitor.records import Event, EventType, PlatformChange
 from monitor.wire import event_to_payload
 
 SECRET = "whsec_QmF0Y2gtc2VjcmV0LWZvci1yZWdtb24tdGVzdHM="
@@ -30,41 +31,98 @@ BATCH_ID = "batch_01JD9Z6K3M2Y8T0QX4V5R7N1A0_0123456789abcdef"
 def event(n: int, kind: EventType, ref: str, **fields: Any) -> dict[str, Any]:
     at = T0 + timedelta(seconds=n)
     return event_to_payload(
-        Event(id=f"01JD9Z6K3M2Y8T0QX4V5R7N1A{n}", type=kind, occurred_at=at, image=ref,
-              checked_at=at, **fields)
+        Event(
+            id=f"01JD9Z6K3M2Y8T0QX4V5R7N1A{n}",
+            type=kind,
+            occurred_at=at,
+            image=ref,
+            checked_at=at,
+            **fields,
+        )
     )
 
 
 def mixed_batch() -> list[dict[str, Any]]:
     """Oldest first: two failing checks, a recovery, an overwrite, a disappearance, a new tag."""
     return [
-        event(1, EventType.CHECK_FAILING, "ghcr.io/acme/api:v2", previous_status=Status.PRESENT,
-              previous_digest=A, current_status=Status.ERROR, reason="timeout"),
-        event(2, EventType.CHECK_FAILING, "ghcr.io/acme/web:v2", previous_status=Status.PRESENT,
-              previous_digest=A, current_status=Status.ERROR, reason="unreachable"),
-        event(3, EventType.TAG_CHANGED, "docker.io/library/nginx:1.27",
-              previous_status=Status.PRESENT, previous_digest=A, current_status=Status.PRESENT,
-              current_digest=B, platforms={"linux/arm64": PlatformChange(A, B)}),
-        event(4, EventType.CHECK_RECOVERED, "ghcr.io/acme/api:v2", previous_status=Status.ERROR,
-              current_status=Status.PRESENT, current_digest=A),
-        event(5, EventType.TAG_MISSING, "registry.example.com:5000/team/app:prod",
-              previous_status=Status.PRESENT, previous_digest=A, current_status=Status.DENIED,
-              reason="insufficient_scope"),
-        event(6, EventType.TAG_CREATED, "ghcr.io/acme/api:v3", previous_status=Status.MISSING,
-              current_status=Status.PRESENT, current_digest=B),
+        event(
+            1,
+            EventType.CHECK_FAILING,
+            "ghcr.io/acme/api:v2",
+            previous_status=Status.PRESENT,
+            previous_digest=A,
+            current_status=Status.ERROR,
+            reason="timeout",
+        ),
+        event(
+            2,
+            EventType.CHECK_FAILING,
+            "ghcr.io/acme/web:v2",
+            previous_status=Status.PRESENT,
+            previous_digest=A,
+            current_status=Status.ERROR,
+            reason="unreachable",
+        ),
+        event(
+            3,
+            EventType.TAG_CHANGED,
+            "docker.io/library/nginx:1.27",
+            previous_status=Status.PRESENT,
+            previous_digest=A,
+            current_status=Status.PRESENT,
+            current_digest=B,
+            platforms={"linux/arm64": PlatformChange(A, B)},
+        ),
+        event(
+            4,
+            EventType.CHECK_RECOVERED,
+            "ghcr.io/acme/api:v2",
+            previous_status=Status.ERROR,
+            current_status=Status.PRESENT,
+            current_digest=A,
+        ),
+        event(
+            5,
+            EventType.TAG_MISSING,
+            "registry.example.com:5000/team/app:prod",
+            previous_status=Status.PRESENT,
+            previous_digest=A,
+            current_status=Status.DENIED,
+            reason="insufficient_scope",
+        ),
+        event(
+            6,
+            EventType.TAG_CREATED,
+            "ghcr.io/acme/api:v3",
+            previous_status=Status.MISSING,
+            current_status=Status.PRESENT,
+            current_digest=B,
+        ),
     ]
 
 
 MIXED_LINES = [
-    ("Checks failing", "`ghcr.io/acme/api:v2`",
-     "(sha256:a1a1a1a1a1a1 → none, status present → error, reason timeout)"),
-    ("Checks failing", "`ghcr.io/acme/web:v2`",
-     "(sha256:a1a1a1a1a1a1 → none, status present → error, reason unreachable)"),
-    ("Tag overwritten", "`docker.io/library/nginx:1.27`",
-     "(sha256:a1a1a1a1a1a1 → sha256:b2b2b2b2b2b2, status present)"),
+    (
+        "Checks failing",
+        "`ghcr.io/acme/api:v2`",
+        "(sha256:a1a1a1a1a1a1 → none, status present → error, reason timeout)",
+    ),
+    (
+        "Checks failing",
+        "`ghcr.io/acme/web:v2`",
+        "(sha256:a1a1a1a1a1a1 → none, status present → error, reason unreachable)",
+    ),
+    (
+        "Tag overwritten",
+        "`docker.io/library/nginx:1.27`",
+        "(sha256:a1a1a1a1a1a1 → sha256:b2b2b2b2b2b2, status present)",
+    ),
     ("Checks recovered", "`ghcr.io/acme/api:v2`", "(sha256:a1a1a1a1a1a1, status error → present)"),
-    ("Tag missing", "`registry.example.com:5000/team/app:prod`",
-     "(sha256:a1a1a1a1a1a1 → none, status present → denied, reason insufficient_scope)"),
+    (
+        "Tag missing",
+        "`registry.example.com:5000/team/app:prod`",
+        "(sha256:a1a1a1a1a1a1 → none, status present → denied, reason insufficient_scope)",
+    ),
     ("Tag created", "`ghcr.io/acme/api:v3`", "(sha256:b2b2b2b2b2b2, status missing → present)"),
 ]
 EMOJI = {
@@ -75,8 +133,7 @@ EMOJI = {
     "Tag created": ":new:",
 }
 COUNTS = (
-    "Tag overwritten: 1 · Tag missing: 1 · Tag created: 1 · Checks failing: 2 · "
-    "Checks recovered: 1"
+    "Tag overwritten: 1 · Tag missing: 1 · Tag created: 1 · Checks failing: 2 · Checks recovered: 1"
 )
 
 
@@ -111,8 +168,13 @@ def test_slack_batch_golden() -> None:
 
 def test_discord_batch_golden() -> None:
     description = "\n".join(f"**{t}**: {ref} {rest}" for t, ref, rest in MIXED_LINES)
-    counts = [("Tag overwritten", 1), ("Tag missing", 1), ("Tag created", 1),
-              ("Checks failing", 2), ("Checks recovered", 1)]
+    counts = [
+        ("Tag overwritten", 1),
+        ("Tag missing", 1),
+        ("Tag created", 1),
+        ("Checks failing", 2),
+        ("Checks recovered", 1),
+    ]
     assert formatter_for("discord").render_batch(BATCH_ID, mixed_batch()) == {
         "content": f"**6 events**: {COUNTS}",
         "embeds": [
@@ -173,9 +235,15 @@ def _many(count: int) -> list[dict[str, Any]]:
     long_repo = "team/" + "very-long-repository-name-" * 8  # a 213-character reference
     kinds = [EventType.CHECK_FAILING, EventType.CHECK_RECOVERED]
     return [
-        event(n % 10, kinds[n % 2], f"registry.example.com:5000/{long_repo}{n}:v1",
-              previous_status=Status.PRESENT, previous_digest=A, current_status=Status.ERROR,
-              reason="unreachable")
+        event(
+            n % 10,
+            kinds[n % 2],
+            f"registry.example.com:5000/{long_repo}{n}:v1",
+            previous_status=Status.PRESENT,
+            previous_digest=A,
+            current_status=Status.ERROR,
+            reason="unreachable",
+        )
         for n in range(count)
     ]
 
@@ -202,8 +270,11 @@ def test_discord_batch_keeps_discords_embed_limits_and_says_how_many_more() -> N
     assert lines[-1] == "and 180 more" and len(lines) == 21
     assert len(embed["description"]) <= 4096
     assert len(embed["title"]) <= 256 and len(embed["fields"]) <= 25
-    total = len(embed["title"]) + len(embed["description"]) + len(embed["footer"]["text"]) + sum(
-        len(f["name"]) + len(f["value"]) for f in embed["fields"]
+    total = (
+        len(embed["title"])
+        + len(embed["description"])
+        + len(embed["footer"]["text"])
+        + sum(len(f["name"]) + len(f["value"]) for f in embed["fields"])
     )
     assert total <= 6000
     assert len(document["content"]) <= 2000
@@ -307,6 +378,8 @@ def test_the_webhook_notifier_reports_what_the_sender_decided(
         host = server.host
         outcome = _webhook_send(f"http://{host}/hook", f"http://{host}/***", mixed_batch()[:1])
     assert (outcome.verdict, outcome.retry_after, outcome.status_code) == (
-        verdict, retry_after, status
+        verdict,
+        retry_after,
+        status,
     )
     assert outcome.error == f"HTTP {status} from http://{host}/***"

@@ -20,8 +20,9 @@ if __name__ == "__main__":  # regenerating: make `support` importable as pytest 
 
 from support.paths import DATA
 
-from monitor.domain import Event, EventType, PlatformChange, RegistrySummary, Status
+from monitor.domain import Status
 from monitor.notify import FORMATTERS, render_body
+from monitor.records import Event, EventType, PlatformChange, RegistrySummary
 from monitor.reference import parse_reference
 from monitor.wire import event_to_payload
 

@@ -17,13 +17,14 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 from support.faults import free_port, hung_server, status_server
 
-from monitor.domain import Event, EventType, Status
+from monitor.domain import Status
 from monitor.notify import FORMATTERS, DeliveryError, SigningError, build_request, render_body
 from monitor.notify.dispatcher import backoff_delay
 from monitor.notify.formats import formatter_for
 from monitor.notify.formats.base import PRESENTATION
 from monitor.notify.payload import USER_AGENT
 from monitor.notify.sender import parse_retry_after, send
+from monitor.records import Event, EventType
 from monitor.registry.transport import default_transport_factory
 from monitor.wire import event_to_payload
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from monitor.domain import Event, EventType, Status
+from monitor.domain import Status
 from monitor.notify.formats import formatter_for
 from monitor.notify.formats.text import TextMessage, text_message
+from monitor.records import Event, EventType
 from monitor.wire import event_to_payload, payload_to_event
 
 AT = datetime(2026, 11, 27, 5, 40, 20, tzinfo=UTC)

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 import pytest
 
 from monitor.config import EVENT_TYPES, parse_config
-from monitor.domain import Event, EventType, RegistrySummary, Status
+from monitor.domain import Status
 from monitor.errors import ConfigError
 from monitor.notify.formats import formatter_for
 from monitor.notify.formats.text import text_message
+from monitor.records import Event, EventType, RegistrySummary
 from monitor.wire import event_to_payload, payload_to_event
 
 T0 = datetime(2026, 11, 27, 5, 40, 20, tzinfo=UTC)

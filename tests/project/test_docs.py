@@ -17,8 +17,8 @@ from support.paths import ROOT
 
 from monitor.cli import main
 from monitor.config import Config, Listen
-from monitor.domain import EventType
 from monitor.metrics import METRIC_NAMES
+from monitor.records import EventType
 
 DOCS = ROOT / "docs"
 USER_FILES = sorted(

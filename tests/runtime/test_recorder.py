@@ -19,8 +19,9 @@ import sqlalchemy.exc
 from prometheus_client import CollectorRegistry
 
 from monitor.config import parse_config, resolve_watches
-from monitor.domain import Evaluation, Event, EventType, Status, TagState
+from monitor.domain import Status
 from monitor.metrics import Metrics
+from monitor.records import Evaluation, Event, EventType, TagState
 from monitor.runtime.recorder import Recorder
 from monitor.store.engine import DatabaseUnavailable, StoreError
 from monitor.store.repository import Record, Recorded

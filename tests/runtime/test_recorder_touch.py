@@ -9,7 +9,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from monitor.config import parse_config, resolve_watches
-from monitor.domain import Evaluation, Reason, Status, TagState
+from monitor.domain import Reason, Status
+from monitor.records import Evaluation, TagState
 from monitor.runtime.recorder import Recorder
 from monitor.store.repository import Record, Recorded
 

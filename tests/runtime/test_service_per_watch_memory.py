@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 
 from monitor.config import load_config
-from monitor.domain import NO_PLATFORMS
+from monitor.records import NO_PLATFORMS
 from monitor.runtime.outages import registry_of
 from monitor.service import Service
 

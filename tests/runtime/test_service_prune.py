@@ -10,8 +10,9 @@ from support.records import prepared
 from support.wait import wait_for
 
 from monitor.config import parse_config
-from monitor.domain import Evaluation, Event, EventType, Status, TagState
+from monitor.domain import Status
 from monitor.ids import new_event_id
+from monitor.records import Evaluation, Event, EventType, TagState
 from monitor.service import Service
 from monitor.store.repository import list_events, record_evaluations
 from monitor.wire import event_to_payload
@@ -34,9 +35,7 @@ def _evaluation(at: datetime) -> Evaluation:
 
 
 def test_old_events_are_pruned_and_recent_ones_kept(tmp_path: Path, db_url: str) -> None:
-    config = parse_config(
-        f"database: {db_url}\nretention: 1h\nwatch: []\n"
-    )
+    config = parse_config(f"database: {db_url}\nretention: 1h\nwatch: []\n")
 
     async def main() -> tuple[list[str], str]:
         service = Service(config)

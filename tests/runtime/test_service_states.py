@@ -16,7 +16,8 @@ import pytest
 from support.faults import free_port
 
 from monitor.config import parse_config, resolve_watches
-from monitor.domain import Evaluation, Status, TagState
+from monitor.domain import Status
+from monitor.records import Evaluation, TagState
 from monitor.service import Service
 from monitor.store import Record, load_versioned_states, make_engine, record_evaluations
 

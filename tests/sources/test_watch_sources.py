@@ -6,7 +6,8 @@ import asyncio
 from dataclasses import replace
 
 from monitor.config import parse_config, resolve_watches
-from monitor.domain import Evaluation, Status, TagState
+from monitor.domain import Status
+from monitor.records import Evaluation, TagState
 from monitor.runtime.leader import Coordinator, SingleProcess
 from monitor.runtime.recorder import Recorder
 from monitor.sources.all import sources_for
@@ -14,8 +15,7 @@ from monitor.sources.base import ConfigSource, WatchSource, targets_of
 from monitor.store.repository import Record, Recorded
 
 CONFIG = parse_config(
-    "database: sqlite:///unused.db\nwatch:\n"
-    "  - image: r.io/team/a:1\n  - image: r.io/team/b:1\n"
+    "database: sqlite:///unused.db\nwatch:\n  - image: r.io/team/a:1\n  - image: r.io/team/b:1\n"
 )
 
 

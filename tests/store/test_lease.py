@@ -13,8 +13,9 @@ from sqlalchemy import Engine, func, select, text
 from support.records import prepared
 from support.wait import wait_for
 
-from monitor.domain import Evaluation, Event, EventType, Status, TagState
+from monitor.domain import Status
 from monitor.ids import new_event_id
+from monitor.records import Evaluation, Event, EventType, TagState
 from monitor.runtime.lease import LeaseCoordinator
 from monitor.store import models
 from monitor.store.engine import make_engine, upgrade

@@ -17,7 +17,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import monitor.service
-from monitor.domain import Evaluation, Event, EventType, Status, TagState
+from monitor.domain import Status
+from monitor.records import Evaluation, Event, EventType, TagState
 from monitor.store.engine import check_schema, make_engine, upgrade
 from monitor.store.outbox import claim_due_deliveries, delivery_states, finish_delivery
 from monitor.store.repository import (

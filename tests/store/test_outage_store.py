@@ -10,15 +10,8 @@ import pytest
 from sqlalchemy import Engine
 from support.records import prepared
 
-from monitor.domain import (
-    Evaluation,
-    Event,
-    EventType,
-    RegistryState,
-    RegistrySummary,
-    Status,
-    TagState,
-)
+from monitor.domain import Status
+from monitor.records import Evaluation, Event, EventType, RegistryState, RegistrySummary, TagState
 from monitor.store import StoreError, list_events, load_versioned_states, make_engine, upgrade
 from monitor.store.repository import load_registry_states, record_evaluations
 from monitor.wire import event_to_payload

@@ -26,9 +26,10 @@ from support.receiver import WebhookReceiver
 from support.records import prepared
 
 from monitor.config import Config, parse_config
-from monitor.domain import Evaluation, Event, EventType, Status, TagState
+from monitor.domain import Status
 from monitor.metrics import Metrics
 from monitor.notify import Dispatcher
+from monitor.records import Evaluation, Event, EventType, TagState
 from monitor.store import models, record_evaluations
 from monitor.store.outbox import (
     claim_due_deliveries,

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event
 
-from monitor.domain import Evaluation, Reason, Status, TagState
+from monitor.domain import Reason, Status
+from monitor.records import Evaluation, TagState
 from monitor.store import load_versioned_states, record_evaluations
 from monitor.store.repository import Record
 

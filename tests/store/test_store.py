@@ -15,16 +15,9 @@ import pytest
 from sqlalchemy import Engine, event, func, insert, select, text
 from support.records import prepared
 
-from monitor.domain import (
-    Evaluation,
-    Event,
-    EventType,
-    PlatformChange,
-    Reason,
-    Status,
-    TagState,
-)
+from monitor.domain import Reason, Status
 from monitor.errors import ConfigError
+from monitor.records import Evaluation, Event, EventType, PlatformChange, TagState
 from monitor.store import (
     StoreError,
     UnknownEventError,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 
 from monitor.config import Config, Watch, resolve_watches
-from monitor.domain import RepositoryState, TagState
+from monitor.records import RepositoryState, TagState
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from monitor.domain import Evaluation, Event
+from monitor.records import Evaluation, Event
 from monitor.store.repository import Record
 
 

@@ -19,9 +19,10 @@ from support.fakes import FakeView
 from support.records import prepared
 
 from monitor.config import parse_config
-from monitor.domain import Evaluation, Event, EventType, Reason, Status, TagState
+from monitor.domain import Reason, Status
 from monitor.ids import new_event_id
 from monitor.metrics import Metrics
+from monitor.records import Evaluation, Event, EventType, TagState
 from monitor.store import repository
 from monitor.store.engine import make_engine
 from monitor.store.models import metadata

@@ -13,8 +13,9 @@ from prometheus_client import CollectorRegistry
 from support.fakes import FakeView
 
 from monitor.config import parse_config
-from monitor.domain import Reason, RepositoryState, Status, TagState
+from monitor.domain import Reason, Status
 from monitor.metrics import Metrics
+from monitor.records import RepositoryState, TagState
 from monitor.store.engine import make_engine, upgrade
 from monitor.web.app import create_app
 

@@ -15,7 +15,8 @@ from starlette.applications import Starlette
 from support.fakes import FakeView
 
 from monitor.config import parse_config, resolve_watches
-from monitor.domain import Reason, Status, TagState
+from monitor.domain import Reason, Status
+from monitor.records import TagState
 from monitor.reference import parse_reference
 from monitor.web.app import create_app
 from monitor.web.views import ImageIndex

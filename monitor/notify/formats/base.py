@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
-from monitor.domain import EventType
+from monitor.records import EventType
 
 __all__ = [
     "BATCH_LINES",

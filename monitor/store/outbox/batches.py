@@ -9,7 +9,7 @@ from typing import Unpack
 
 from sqlalchemy import Engine, and_, exists, func, or_, select, update
 
-from monitor.domain import DeliveryStatus
+from monitor.records import DeliveryStatus
 from monitor.store.models import deliveries as _DELIVERIES
 from monitor.store.models import events as _EVENTS
 from monitor.store.outbox.claims import (

@@ -32,7 +32,7 @@ from typing import Any, Required, TypedDict, Unpack
 
 from sqlalchemy import Engine, Select, and_, exists, func, insert, or_, select, update
 
-from monitor.domain import DeliveryStatus
+from monitor.records import DeliveryStatus
 from monitor.store.models import deliveries as _DELIVERIES
 from monitor.store.models import delivery_attempts as _DELIVERY_ATTEMPTS
 from monitor.store.models import events as _EVENTS

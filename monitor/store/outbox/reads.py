@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, select
 
-from monitor.domain import DeliveryStatus
+from monitor.records import DeliveryStatus
 from monitor.store.models import deliveries as _DELIVERIES
 from monitor.store.models import events as _EVENTS
 from monitor.store.transactions import _translated
