@@ -3,7 +3,6 @@ APScheduler, Starlette or pydantic unless ``--config`` is given."""
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import sys
@@ -69,14 +68,10 @@ def _print_results(results: Sequence[CheckResult], as_json: bool) -> None:
 
 def _settle_collector() -> None:
     """Collect cyclic garbage again if the process entry paused the collector
-    (``monitor.__main__``), for what runs long: many references, ``wait``'s polls.
+    (``monitor.__main__``), for what runs long: many references, ``wait``'s polls."""
+    from monitor.runtime.startup import settle_collector
 
-    What set-up built is frozen first: it lives as long as the process anyway, and is
-    never rescanned by a full collection.
-    """
-    if not gc.isenabled():
-        gc.freeze()
-        gc.enable()
+    settle_collector()
 
 
 # Up to this many references, `check` uses httpx on asyncio's streams: it imports

@@ -142,8 +142,7 @@ class _Connection:
 
     async def _send(self, request: httpx.Request, limit: float | None) -> None:
         target = request.url.raw_path
-        headers = [(k, v) for k, v in request.headers.raw]
-        self._write(h11.Request(method=request.method, target=target, headers=headers))
+        self._write(h11.Request(method=request.method, target=target, headers=request.headers.raw))
         if not isinstance(request.stream, httpx.AsyncByteStream):  # pragma: no cover
             raise httpx.LocalProtocolError("a synchronous request body")
         async for chunk in request.stream:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import gc
 import logging
 import os
@@ -68,6 +67,8 @@ def return_large_blocks() -> None:
     """
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
         return
+    import ctypes
+
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
@@ -81,7 +82,13 @@ def return_large_blocks() -> None:
 def settle_collector() -> None:
     """Collect again, with what start-up built out of every later collection (frozen:
     freed by reference counting as before, never rescanned; its ~0.8 MB of cycles stay,
-    where a collection now would stall the loop ~0.3 s at 50,000 watches)."""
+    where a collection now would stall the loop ~0.3 s at 50,000 watches).
+
+    Only where the collector was paused (``pause_collector``, or the process entry in
+    ``monitor.__main__``): a collector someone else runs is left as it is.
+    """
+    if gc.isenabled():
+        return
     gc.freeze()
     gc.enable()
 

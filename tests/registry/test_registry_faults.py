@@ -228,8 +228,26 @@ def test_tls_verification_is_on_by_default_for_both(names: dict[str, str]) -> No
     assert isinstance(context, ssl.SSLContext)
 
 
+def _regmon_check(script: str, refs: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """``regmon check REFS`` as a process running ``script`` (which calls the CLI), with
+    tests/ on its path for ``support`` and no Docker credentials."""
+    return subprocess.run(
+        [sys.executable, "-c", script, "check", *refs],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "DOCKER_CONFIG": "/nonexistent-regmon-test",
+            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+            **env,
+        },
+        timeout=60,
+        check=False,
+    )
+
+
 # `regmon check` itself, with the resolver override installed in the child process (no
-# DNS server is asked): up to 8 references use httpcore, more use httpx-aiohttp.
+# DNS server is asked): up to 8 references use the streams transport, more httpx-aiohttp.
 _RESOLVING_CLI = """
 import runpy, sys
 from support.faults import resolve_names
@@ -239,25 +257,12 @@ with resolve_names({}):
 """
 
 
-@pytest.mark.parametrize("count", [1, 9], ids=["httpcore", "aiohttp"])
+@pytest.mark.parametrize("count", [1, 9], ids=["streams", "aiohttp"])
 def test_regmon_check_dns_failure_is_unreachable_with_any_number_of_references(
     count: int,
 ) -> None:
-    tests_dir = str(TESTS)
-    env = {
-        **os.environ,
-        "DOCKER_CONFIG": "/nonexistent-regmon-test",
-        "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")]),
-    }
     refs = [f"registry.invalid/team/app:v{n}" for n in range(count)]
-    proc = subprocess.run(
-        [sys.executable, "-c", _RESOLVING_CLI, "check", *refs],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    proc = _regmon_check(_RESOLVING_CLI, refs)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert proc.stdout.splitlines() == [f"error    {ref}  unreachable" for ref in refs]
     assert proc.stderr.splitlines() == [
@@ -289,23 +294,10 @@ def test_regmon_check_of_many_references_verifies_tls_without_aiohttps_bundle() 
     """aiohttp's two default contexts (never used: each request carries regmon's own)
     are built without parsing the CA bundle (~0.2 s); verification is as before."""
     bundle = ssl.get_default_verify_paths().openssl_cafile
-    env = {
-        **os.environ,
-        "DOCKER_CONFIG": "/nonexistent-regmon-test",
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-        "SSL_CERT_FILE": bundle,
-    }
     with WireServer(on_manifest(PING), tls=self_signed_tls("tls.test")) as server:
         host = f"tls.test:{server.port}"
         refs = [f"{host}/team/app:v{n}" for n in range(9)]
-        proc = subprocess.run(
-            [sys.executable, "-c", _TLS_CLI, "check", *refs],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )
+        proc = _regmon_check(_TLS_CLI, refs, SSL_CERT_FILE=bundle)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert proc.stdout.splitlines() == [f"error    {ref}  tls" for ref in refs]
     *errors, last = proc.stderr.splitlines()

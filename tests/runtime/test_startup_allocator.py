@@ -10,6 +10,7 @@ the heap by default (it stays resident), mmap'd again with the thresholds kept (
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def test_the_operators_malloc_settings_are_left_as_they_are(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     opened: list[object] = []
-    monkeypatch.setattr(startup.ctypes, "CDLL", lambda name: opened.append(name))
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: opened.append(name))
     for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
         monkeypatch.setenv(name, "65536")
         startup.return_large_blocks()
