@@ -134,7 +134,10 @@ class LeaseCoordinator:
 
     async def step(self) -> tuple[bool, bool] | None:
         """One attempt now (acquire or renew); ``(leading, fresh)`` when the role changed."""
-        return await asyncio.to_thread(self._step)
+        from monitor.threads import in_thread
+
+        # Bounded by the lease engine's connect and statement timeouts.
+        return await in_thread(self._step)
 
     def start(self, on_change: Callable[[bool, bool], Awaitable[None]]) -> None:
         """Keep the lease (or wait for it) in a thread until ``close()``; each change of
@@ -170,10 +173,11 @@ class LeaseCoordinator:
         epoch, self._epoch = self._epoch, None
         if epoch is not None:
             from monitor.store.lease import release
+            from monitor.threads import in_thread
 
             try:
                 async with asyncio.timeout(RELEASE_WAIT):
-                    await asyncio.to_thread(release, self._engine, self.holder, epoch)
+                    await in_thread(release, self._engine, self.holder, epoch)
                 log.info("lease released: another replica may lead at once")
             except Exception as exc:
                 log.warning("could not release the lease (it expires on its own): %s", _reason(exc))

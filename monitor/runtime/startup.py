@@ -144,7 +144,10 @@ async def open_store(
     engine = make_engine(config.database, **replica.engine_options(lease))
     on_failure.callback(engine.dispose)
     await wait_for_database(engine)
-    await asyncio.to_thread(upgrade, engine)
+    from monitor.threads import in_thread
+
+    # A SIGTERM meanwhile lets the migration's transaction end before the engine closes.
+    await in_thread(upgrade, engine)
     writer = await replica.open(engine, lease, on_failure)
     stored, registries = await replica.load(engine)
     return OpenStore(engine, writer, lock, stored, registries)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,6 +64,8 @@ async def seed_sources(engine: Engine, sources: Sequence[WatchSource]) -> None:
     dynamic = [source for source in sources if isinstance(source, DynamicSource)]
     if not dynamic:
         return
-    rows = await asyncio.to_thread(active_watches, engine)
+    from monitor.threads import in_thread
+
+    rows = await in_thread(active_watches, engine)
     for source in dynamic:
         source.seed([row.image for row in rows if row.source == source.name])
