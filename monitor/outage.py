@@ -76,6 +76,10 @@ class Tally:
             self.checked + other.checked, self.errors + other.errors, self.alerted + other.alerted
         )
 
+    def times(self, count: int) -> Tally:
+        """The tally of ``count`` tags with this part each."""
+        return Tally(self.checked * count, self.errors * count, self.alerted * count)
+
     def __sub__(self, other: Tally) -> Tally:
         return Tally(
             self.checked - other.checked, self.errors - other.errors, self.alerted - other.alerted

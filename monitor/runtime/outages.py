@@ -46,12 +46,24 @@ class Outages:
 
     def watch(self, watches: Mapping[str, Watch], states: Mapping[str, TagState]) -> None:
         """Count the watches in force (at start and after each reload) from their states."""
-        self._parts, self._tallies = {}, {}
+        parts: dict[str, tuple[str, Tally]] = {}
+        # (registry, part) -> watches: parts are a few shared values, so each registry's
+        # tally is a handful of sums, not one new Tally per watch (50,000 at a start).
+        counts: dict[tuple[str, Tally], int] = {}
         webhooks: dict[str, dict[str, None]] = {}
+        by_domain: dict[str, str] = {}  # image domain -> registry name (one per domain)
         for key, watch in watches.items():
-            name = registry_of(watch)
-            self._add(key, name, tally_of(states.get(key)))
+            domain = watch.image.domain
+            name = by_domain.get(domain)
+            if name is None:
+                name = by_domain[domain] = registry_of(watch)
+            pair = parts[key] = (name, tally_of(states.get(key)))
+            counts[pair] = counts.get(pair, 0) + 1
             webhooks.setdefault(name, {}).update(dict.fromkeys(watch.webhooks))
+        tallies: dict[str, Tally] = {}
+        for (name, part), count in counts.items():
+            tallies[name] = tallies.get(name, Tally()) + part.times(count)
+        self._parts, self._tallies = parts, tallies
         self._webhooks = {name: tuple(names) for name, names in webhooks.items()}
         if self._metrics is not None:
             self._metrics.observe_registries(

@@ -6,7 +6,7 @@ import asyncio
 from collections import Counter
 
 from monitor.config import parse_config, resolve_watches
-from monitor.scheduler import LANE_DEPTH, WatchScheduler
+from monitor.scheduler import LANE_DEPTH, TICK_BATCH, WatchScheduler
 
 FAST = "127.0.0.1:9"
 SLOW = "127.0.0.1:10"
@@ -123,6 +123,35 @@ def test_removed_and_rescheduled_watches() -> None:
         scheduler.start()
         await until(lambda: checks.done[faster[0].key] >= 2 and checks.done[faster[1].key] >= 2)
         assert checks.done[first[2].key] == 0
+        scheduler.shutdown()
+
+    asyncio.run(main())
+
+
+def test_watches_due_at_once_reach_their_lanes_in_batches_between_turns_of_the_loop() -> None:
+    """5,000 watches due at once (a start with no jitter): one timer callback queues at
+    most TICK_BATCH of them, so the event loop (and the HTTP server on it) gets a turn
+    between batches instead of waiting for all of them."""
+
+    async def main() -> None:
+        checks = Checks()
+        scheduler = WatchScheduler(checks, concurrency=lambda host: 4)
+        scheduler.commit(scheduler.plan(watches(5000, FAST)))
+        scheduler.start()
+        seen: list[int] = []
+        async with asyncio.timeout(10):
+            while not seen or seen[-1] < 5000 - 4 * LANE_DEPTH:
+                await asyncio.sleep(0)
+                seen.append(scheduler.queued())
+        running = 4 * LANE_DEPTH
+        assert [n for n in dict.fromkeys(seen) if n] == [
+            TICK_BATCH - running,
+            2 * TICK_BATCH - running,
+            5000 - running,
+        ]
+        checks.release.set()
+        await until(lambda: sum(checks.done.values()) == 5000)
+        assert set(checks.done.values()) == {1}
         scheduler.shutdown()
 
     asyncio.run(main())
