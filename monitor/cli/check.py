@@ -273,7 +273,10 @@ async def _wait(
         while True:
             remaining = deadline - time.monotonic()
             per_check = registry_settings(config, ref.host_key).timeout
-            budget = max(min(per_check, remaining), 0.1)
+            # Never less than one pause: the check the last pause ends at the deadline
+            # would get nothing and report a false `error (timeout)` (exit 3, not 1) from
+            # any registry that takes more than a moment to answer.
+            budget = max(min(per_check, remaining), min(per_check, every, total), 0.1)
             result = await check_reference(client, ref, platforms=platforms, budget=budget)
             _settle_collector()  # the first check has imported what the next ones use
             remaining = deadline - time.monotonic()

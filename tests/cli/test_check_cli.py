@@ -405,7 +405,7 @@ def test_wait_until_present(registry: RegistryServer, unique_repo) -> None:
 
 def test_wait_times_out_with_last_status(registry: RegistryServer, unique_repo) -> None:
     missing = regmon("wait", f"{registry.host}/{unique_repo('wait')}:v1", "--timeout", "1s",
-                     "--interval", "0.3s")  # fmt: skip
+                     "--interval", "1s")  # fmt: skip
     assert missing.returncode == 1
     assert missing.stdout.split()[0] == "missing"
     # Not a terminal: no progress lines, only how it ended.
@@ -459,6 +459,26 @@ def test_wait_shows_progress_on_a_terminal(registry: RegistryServer, unique_repo
             f"waiting for {ref}: missing (manifest unknown), next try in 1s",
         )
     assert last == "timed out after 5s: last status missing (manifest unknown)"
+
+
+def test_wait_gives_the_check_at_its_deadline_time_to_answer() -> None:
+    """A registry answering in 0.3 s, --timeout 2s --interval 1s: the last pause ends at
+    the deadline, and the check made there gets one interval, not the 0.1 s that was
+    left (which made every such wait end `error (timeout)`, exit 3; CI saw it on the
+    2 s pty test above whenever a loaded machine took 0.1 s for one local check)."""
+    import time as clock
+
+    from support.slow import SlowRegistry
+
+    with SlowRegistry(0.3, missing=True) as server:
+        ref = f"{server.host}/team/app:v1"
+        began = clock.monotonic()
+        proc = regmon("wait", ref, "--timeout", "2s", "--interval", "1s")
+        took = clock.monotonic() - began
+    no_traceback(proc)
+    assert (proc.returncode, lines(proc)) == (1, [["missing", ref, "manifest", "unknown"]])
+    assert proc.stderr == "timed out after 2s: last status missing (manifest unknown)\n"
+    assert took < 2 + 1 + 5, took  # the deadline, the last check's interval, process setup
 
 
 # --- the check path stays light -----------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -11,11 +12,15 @@ DIGEST = "sha256:" + "a" * 64
 
 
 class SlowRegistry(LoopbackHTTPServer):
-    """Answers manifests slowly and records how many were in flight at once."""
+    """Answers manifests slowly and records how many were in flight at once; with
+    ``missing=True`` every manifest is 404 ``MANIFEST_UNKNOWN`` (as slowly)."""
 
-    def __init__(self, delay: float, headers: list[tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self, delay: float, headers: list[tuple[str, str]] | None = None, *, missing: bool = False
+    ) -> None:
         super().__init__()
         self.delay = delay
+        self.missing = missing
         self.extra = headers or []
         self.inflight = 0
         self.peak = 0
@@ -32,6 +37,10 @@ class SlowRegistry(LoopbackHTTPServer):
         finally:
             with self._gauge:
                 self.inflight -= 1
+        if self.missing:
+            error = {"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}
+            body = json.dumps({"errors": [error]}).encode()
+            return Reply(404, [("Content-Type", "application/json")], body)
         return Reply(
             200,
             [
