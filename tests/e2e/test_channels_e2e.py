@@ -184,15 +184,17 @@ def test_apprise_json_and_mailto_targets_get_events_and_a_receiver_down_then_up(
         wait_for(lambda: len(rx.delivered()) == 1, timeout=30, message="the json:// post")
         wait_for(lambda: len(smtp.messages) == 1, timeout=30, message="the mail")
 
-        def later_attempts() -> int:
+        def later_waits() -> bool:
+            # A retry comes within 0.5 s of the failure: while it is in flight the row is
+            # "sending", so wait for a moment between two attempts.
             (event,) = svc.events()
-            return next(d["attempts"] for d in event["deliveries"] if d["webhook"] == "later")
+            later = next(d for d in event["deliveries"] if d["webhook"] == "later")
+            return bool(later["attempts"] >= 1 and later["status"] == "pending")
 
-        wait_for(lambda: later_attempts() >= 1, timeout=30, message="a failed attempt")
-        (event,) = svc.events()
-        later = next(d for d in event["deliveries"] if d["webhook"] == "later")
-        assert later["status"] == "pending"
-        assert f"failed: unreachable: json://***@127.0.0.1:{down_port}/***" in svc.log_text()
+        wait_for(later_waits, timeout=30, message="a failed attempt, pending")
+        # The attempt is recorded first, logged next: the API can show it before the log.
+        failed = f"failed: unreachable: json://***@127.0.0.1:{down_port}/***"
+        wait_for(lambda: failed in svc.log_text(), message=f"{failed}\n{svc.log_tail()}")
         with WebhookReceiver(None, port=down_port) as back:
             wait_for(lambda: len(back.delivered()) == 1, timeout=60, message="sent when back")
             settle(svc, ref)
