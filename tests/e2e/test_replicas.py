@@ -78,6 +78,13 @@ def start_pair(make: RegmonFactory, text_: str) -> tuple[RegmonProcess, RegmonPr
     return first, second
 
 
+def finished_in_store(svc: RegmonProcess) -> bool:
+    """Every delivery of every event recorded as delivered: a receiver's 200 comes before
+    the leader records it, and a leader killed in between sends it again (at-least-once)."""
+    deliveries = [d for e in svc.events() for d in e.get("deliveries", [])]
+    return all(d["status"] == "delivered" for d in deliveries)
+
+
 def take_over_seconds(follower: RegmonProcess, since: float) -> float:
     wait_for(lambda: role(follower) == "leader", timeout=15, message=follower.log_tail())
     return time.monotonic() - since
@@ -125,6 +132,7 @@ def test_one_leader_records_and_delivers_each_event_once_and_a_killed_one_is_rep
     assert not [key for key in following if key[0] == "regmon_checks_total"], following
 
     # SIGKILL the leader mid-cycle (it checks every second): the follower takes over.
+    wait_for(lambda: finished_in_store(follower), message=leader.log_tail())
     holder, epoch = lease_row(postgres_url)
     leader.kill()
     took = take_over_seconds(follower, time.monotonic())
@@ -263,14 +271,16 @@ def test_a_follower_serves_the_leaders_listings_and_goes_on_from_them_when_it_le
     assert sorted(follower.images()) == [f"{registry.host}/{repo}:{t}" for t in ("1.1.0", "1.2.0")]
 
     # The new leader lists on from the selection it followed: nothing created or deleted again.
-    # Killed once its deliveries are done: a send in flight at the kill is resent (the
-    # documented at-least-once retry; the SIGKILL tests above cover it), not this test's
-    # subject. Seen on CI: the kill landed mid-send and the receiver got one twice.
+    # Killed once its deliveries are done, received and recorded: a send in flight at the
+    # kill is resent (the documented at-least-once retry; the SIGKILL tests above cover
+    # it), not this test's subject. Seen on CI: the kill landed mid-send and the receiver
+    # got one twice.
     # Events for one tag are delivered in order (SPEC §6); across tags, in any order.
     so_far = sorted(e["id"] for e in follower.events())
     wait_for(
         lambda: sorted(receiver.delivered_ids()) == so_far, timeout=10, message=leader.log_tail()
     )
+    wait_for(lambda: finished_in_store(follower), message=leader.log_tail())
     leader.kill()
     take_over_seconds(follower, time.monotonic())
     pusher.push_image(repo, "1.3.0", seed="1.3.0")
