@@ -361,6 +361,29 @@ def test_garbage_server_serves_undigested_non_json() -> None:
         json.loads(get.content)
 
 
+def test_a_service_whose_port_was_taken_before_it_bound_it_starts_on_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """free_port() hands out a port that is free now; another process on the machine may
+    bind it before ``regmon run`` does (a second later): the harness takes a new one."""
+    import socket
+
+    from support import service as service_module
+    from support.service import RegmonProcess
+
+    with socket.socket() as taker:
+        taker.bind(("127.0.0.1", 0))
+        taker.listen()
+        taken = taker.getsockname()[1]
+        ports = iter([taken])
+        monkeypatch.setattr(service_module, "free_port", lambda: next(ports, None) or free_port())
+        with RegmonProcess("watch: []\n", tmp_path) as svc:
+            assert svc.port != taken
+            assert svc.get("/healthz").json() == {"status": "ok"}
+            assert f"listen 127.0.0.1:{taken}: Address already in use" in svc.log_text()
+            svc.stop()
+
+
 def test_free_port_refuses_connections() -> None:
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{free_port()}/v2/", timeout=2)

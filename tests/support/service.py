@@ -43,6 +43,7 @@ __all__ = ["MetricKey", "RegmonFactory", "RegmonProcess", "cli_env", "metric_key
 MetricKey = tuple[str, frozenset[tuple[str, str]]]
 
 _TOP_KEY = re.compile(r"^(database|listen)\s*:", re.MULTILINE)
+_TOP_KEY_LISTEN = re.compile(r"^listen\s*:", re.MULTILINE)
 _DATABASE = re.compile(r"^database\s*:\s*(\S+)\s*$", re.MULTILINE)
 
 
@@ -101,6 +102,7 @@ class RegmonProcess:
             base_url=self.url, timeout=10.0, limits=httpx.Limits(keepalive_expiry=2.0)
         )
         text = config.read_text(encoding="utf-8") if isinstance(config, Path) else config
+        self._text = text
         self.write_config(text)
         if start:
             self.start()
@@ -126,6 +128,7 @@ class RegmonProcess:
     def write_config(self, text: str, *, keep_mtime: bool = False) -> None:
         """(Re)write the config; ``keep_mtime`` restores the old mtime (for SIGHUP-only reloads)."""
         old = self.config_path.stat() if keep_mtime and self.config_path.exists() else None
+        self._text = text
         self.config_path.write_text(self.config_text(text), encoding="utf-8")
         if old is not None:
             os.utime(self.config_path, ns=(old.st_atime_ns, old.st_mtime_ns))
@@ -142,7 +145,34 @@ class RegmonProcess:
         return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> Self:
-        """Start the service and wait until ``/readyz`` answers 200."""
+        """Start the service and wait until ``/readyz`` answers 200.
+
+        A port of ours that was taken between ``free_port()`` and the service's bind (by
+        any process on the machine binding one too) is swapped for a new one, twice at most.
+        """
+        for _ in range(2):
+            began = self.log_path.stat().st_size if self.log_path.exists() else 0
+            try:
+                return self._start()
+            except AssertionError:
+                if not self._lost_port(began):
+                    raise
+            self._close_log()
+            self.port = free_port()
+            self._client.base_url = httpx.URL(self.url)
+            self.write_config(self._text)
+        return self._start()
+
+    def _lost_port(self, since: int) -> bool:
+        """Whether the start that logged from byte ``since`` on failed on our port alone."""
+        if _TOP_KEY_LISTEN.search(self._text) or self.running:
+            return False  # the test's own listen address: its failure is the test's to see
+        with self.log_path.open("rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace")
+        return f"listen 127.0.0.1:{self.port}: Address already in use" in text
+
+    def _start(self) -> Self:
         assert not self.running, "already running"
         self._log = self.log_path.open("ab")
         self._log.write(f"--- regmon run --config {self.config_path}\n".encode())
