@@ -10,6 +10,7 @@ The fixture tree (tests/data/deploy) is copied with ``localhost:5000`` (no auth)
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -72,7 +73,14 @@ class Deployment:
         path = self.root / "deploy" / name
         text = path.read_text()
         assert self.real(old) in text, name
-        path.write_text(text.replace(self.real(old), self.real(new)))
+        self.write(path, text.replace(self.real(old), self.real(new)))
+
+    def write(self, path: Path, text: str) -> None:
+        """Replace ``path`` in one step: the service's watcher, looking once a second, may
+        look between write_text's truncation and its write, and read an empty file."""
+        staged = self.root / f".{path.name}.staged"  # outside deploy/: never a source file
+        staged.write_text(text)
+        os.replace(staged, path)
 
 
 @pytest.fixture
@@ -159,9 +167,15 @@ def test_the_deployment_is_watched_and_followed_as_its_files_change(
         timeout=10,
         message=f"the edit followed\n{svc.log_tail()}",
     )
-    assert messages(svc, deployment, "source files:deploy reloaded") == [
-        "INFO    regmon: source files:deploy reloaded: 17 watches (1 added, 1 removed)"
-    ]
+    # The watches are stored before the line is logged: the API can show them first.
+    reloaded = "source files:deploy reloaded"
+    wait_for(
+        lambda: (
+            messages(svc, deployment, reloaded)
+            == ["INFO    regmon: source files:deploy reloaded: 17 watches (1 added, 1 removed)"]
+        ),
+        message=f"one reload logged\n{svc.log_tail()}",
+    )
     wait_for(
         lambda: status_of(svc, deployment).get(NEW_MIGRATE) == "present",
         timeout=10,
@@ -189,7 +203,7 @@ def test_the_deployment_is_watched_and_followed_as_its_files_change(
     # A file that no longer parses: one line, once; the last good watches stay.
     jobs = deployment.root / "deploy" / "k8s" / "jobs.yaml"
     good = jobs.read_text()
-    jobs.write_text(good.replace("  jobTemplate:\n", "  jobTemplate: [\n", 1))
+    deployment.write(jobs, good.replace("  jobTemplate:\n", "  jobTemplate: [\n", 1))
     broken = wait_for(
         lambda: messages(svc, deployment, "keeping its last good watches"),
         timeout=10,
@@ -216,7 +230,7 @@ def test_the_deployment_is_watched_and_followed_as_its_files_change(
     assert listing(svc, deployment) == after
 
     # Mended, with an image added: followed again.
-    jobs.write_text(good.replace("tools/wait-for:1.2\n", "tools/wait-for:1.3\n", 1))
+    deployment.write(jobs, good.replace("tools/wait-for:1.2\n", "tools/wait-for:1.3\n", 1))
     wait_for(
         lambda: deployment.real("localhost:5000/tools/wait-for:1.3") in svc.images(),
         timeout=10,
@@ -224,9 +238,13 @@ def test_the_deployment_is_watched_and_followed_as_its_files_change(
     )
     places = svc.image(deployment.real("localhost:5000/tools/wait-for:1.2"))["places"]
     assert places == ["deploy/k8s/jobs.yaml:36"]
-    assert messages(svc, deployment, "source files:deploy reloaded")[1:] == [
-        "INFO    regmon: source files:deploy reloaded: 18 watches (1 added, 0 removed)"
-    ]
+    wait_for(
+        lambda: (
+            messages(svc, deployment, reloaded)[1:]
+            == ["INFO    regmon: source files:deploy reloaded: 18 watches (1 added, 0 removed)"]
+        ),
+        message=f"the second reload logged\n{svc.log_tail()}",
+    )
 
     # regmon status names the source and the places too.
     proc = run_cli("status", "--config", str(svc.config_path))
