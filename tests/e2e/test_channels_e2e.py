@@ -11,11 +11,11 @@ PostgreSQL (``db_url``); ``regmon webhook test`` touches no store and runs once.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support.faults import free_port
 from support.images import ImagePusher
 from support.receiver import HUNG, WebhookReceiver
 from support.registry import RegistryServer
@@ -170,8 +170,12 @@ def test_apprise_json_and_mailto_targets_get_events_and_a_receiver_down_then_up(
 ) -> None:
     repo = unique_repo("apprise")
     ref = f"{own_registry.host}/{repo}:never-pushed"
-    down_port = free_port()  # nothing listens here until the receiver comes up
-    with WebhookReceiver(None) as rx:
+    # Bound, not listening: refused, and no other process can take the port (as it could
+    # one from free_port()) before the receiver comes up on it.
+    placeholder = socket.socket()
+    placeholder.bind(("127.0.0.1", 0))
+    down_port = placeholder.getsockname()[1]
+    with placeholder, WebhookReceiver(None) as rx:
         json_url = f"json://hook:{JSON_PASSWORD}@{rx.host}/hook"
         later_url = f"json://hook:{JSON_PASSWORD}@127.0.0.1:{down_port}/hook"
         hooks = [
@@ -195,6 +199,7 @@ def test_apprise_json_and_mailto_targets_get_events_and_a_receiver_down_then_up(
         # The attempt is recorded first, logged next: the API can show it before the log.
         failed = f"failed: unreachable: json://***@127.0.0.1:{down_port}/***"
         wait_for(lambda: failed in svc.log_text(), message=f"{failed}\n{svc.log_tail()}")
+        placeholder.close()
         with WebhookReceiver(None, port=down_port) as back:
             wait_for(lambda: len(back.delivered()) == 1, timeout=60, message="sent when back")
             settle(svc, ref)
