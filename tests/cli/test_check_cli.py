@@ -462,10 +462,11 @@ def test_wait_shows_progress_on_a_terminal(registry: RegistryServer, unique_repo
 
 
 def test_wait_gives_the_check_at_its_deadline_time_to_answer() -> None:
-    """A registry answering in 0.3 s, --timeout 2s --interval 1s: the last pause ends at
-    the deadline, and the check made there gets one interval, not the 0.1 s that was
-    left (which made every such wait end `error (timeout)`, exit 3; CI saw it on the
-    2 s pty test above whenever a loaded machine took 0.1 s for one local check)."""
+    """A registry answering in 0.3 s, --timeout 3s --interval 2s: the last pause ends at
+    the deadline, and the check made there gets one interval, not the ~0.4 s that was
+    left (the old budget: what was left, at least 0.1 s; every such wait ended `error
+    (timeout)`, exit 3; CI saw it on the pty test above whenever a loaded machine took
+    0.1 s for one local check)."""
     import time as clock
 
     from support.slow import SlowRegistry
@@ -473,12 +474,12 @@ def test_wait_gives_the_check_at_its_deadline_time_to_answer() -> None:
     with SlowRegistry(0.3, missing=True) as server:
         ref = f"{server.host}/team/app:v1"
         began = clock.monotonic()
-        proc = regmon("wait", ref, "--timeout", "2s", "--interval", "1s")
+        proc = regmon("wait", ref, "--timeout", "3s", "--interval", "2s")
         took = clock.monotonic() - began
     no_traceback(proc)
     assert (proc.returncode, lines(proc)) == (1, [["missing", ref, "manifest", "unknown"]])
-    assert proc.stderr == "timed out after 2s: last status missing (manifest unknown)\n"
-    assert took < 2 + 1 + 5, took  # the deadline, the last check's interval, process setup
+    assert proc.stderr == "timed out after 3s: last status missing (manifest unknown)\n"
+    assert took < 3 + 2 + 5, took  # the deadline, the last check's interval, process setup
 
 
 # --- the check path stays light -----------------------------------------------------------
