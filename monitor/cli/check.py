@@ -34,7 +34,9 @@ def _load_config(path: str | None) -> Config | None:
 
 
 def _parse_platforms(platforms: Sequence[str]) -> list[str]:
-    from monitor.registry.manifests import Platform
+    if not platforms:
+        return []  # platform selection stays unimported
+    from monitor.registry.platforms import Platform
 
     for text in platforms:
         try:

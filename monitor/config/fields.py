@@ -29,7 +29,7 @@ from monitor.config.secrets import check_ca_file, check_secret_file
 from monitor.durations import DURATION_HINT, format_duration, parse_duration
 from monitor.records import EventType
 from monitor.reference import ImageReference, RepositoryName, parse_reference, parse_repository
-from monitor.registry.manifests import Platform as _Platform
+from monitor.registry.platforms import Platform as _Platform
 from monitor.tags import VersionRange, parse_range
 
 __all__ = [

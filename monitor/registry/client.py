@@ -8,9 +8,11 @@ tokens are fetched once per repository scope and shared until they expire.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import httpx
@@ -33,11 +35,9 @@ from monitor.registry.classify import (
     tag_page,
 )
 from monitor.registry.credentials import CredentialStore
-from monitor.registry.evidence import PlatformEvidence
 from monitor.registry.manifests import (
     ACCEPT_HEADER,
     MAX_MANIFEST_BYTES,
-    ConfigRef,
     ManifestFormatError,
     compute_digest,
     parse_manifest,
@@ -52,6 +52,10 @@ from monitor.registry.session import (
 )
 from monitor.registry.transport import Answer, TransportFactory
 from monitor.text import clean
+
+if TYPE_CHECKING:
+    from monitor.registry.evidence import PlatformEvidence
+    from monitor.registry.platforms import ConfigRef
 
 __all__ = [
     "ManifestAnswer",
@@ -116,7 +120,14 @@ class RegistryClient:
             lambda name: self._session.http(self._session.host(name).settings),
         )
         self.tokens = self._auth.tokens
-        self.evidence = PlatformEvidence()
+
+    @functools.cached_property
+    def evidence(self) -> PlatformEvidence:
+        """What each digest serves, built on the first check with platforms: platform
+        selection is not imported by a check without them."""
+        from monitor.registry.evidence import PlatformEvidence
+
+        return PlatformEvidence()
 
     async def aclose(self) -> None:
         await self._session.aclose()

@@ -14,7 +14,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from monitor.registry.manifests import (
+from monitor.registry.manifests import parse_manifest
+from monitor.registry.platforms import (
     IMAGE_MANIFEST_MEDIA_TYPES,
     ConfigRef,
     IndexEntry,
@@ -24,7 +25,6 @@ from monitor.registry.manifests import (
     index_entries,
     is_index,
     match_platforms,
-    parse_manifest,
     schema1_platform,
 )
 

@@ -25,7 +25,7 @@ from monitor.checker import check_reference
 from monitor.domain import CheckResult, Status
 from monitor.reference import parse_reference
 from monitor.registry.client import RegistryClient
-from monitor.registry.manifests import Platform
+from monitor.registry.platforms import Platform
 
 
 def skopeo_config(ref: str) -> dict[str, object]:

@@ -14,15 +14,17 @@ from monitor.registry.manifests import (
     DOCKER_MANIFEST,
     OCI_MANIFEST,
     SCHEMA1_SIGNED,
+    ManifestFormatError,
+    compute_digest,
+    parse_manifest,
+)
+from monitor.registry.platforms import (
     ConfigRef,
     IndexEntry,
-    ManifestFormatError,
     Platform,
-    compute_digest,
     config_platform,
     image_config,
     index_entries,
-    parse_manifest,
     schema1_platform,
     select_platforms,
 )
