@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from monitor.config import Config
     from monitor.domain import CheckResult
     from monitor.reference import ImageReference
+    from monitor.sources import FoundImage
 
 __all__ = ["check", "exit_code", "wait"]
 
@@ -159,7 +160,6 @@ def check(
     from monitor.errors import UsageError
     from monitor.report import exit_code as check_exit_code
     from monitor.report import gather, render
-    from monitor.sources import FoundImage
 
     if as_json and output_format not in (None, "json"):
         raise click.BadParameter("--json is --format json", param_hint="--format")

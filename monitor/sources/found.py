@@ -4,7 +4,7 @@ and the references those finds name, each once with every place (:func:`gather`)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from monitor.errors import InputError, InvalidReference
 from monitor.reference import ImageReference, parse_reference
@@ -12,8 +12,9 @@ from monitor.reference import ImageReference, parse_reference
 __all__ = ["Checked", "FoundImage", "gather"]
 
 
-@dataclass(frozen=True, slots=True)
-class FoundImage:
+# NamedTuples, not frozen dataclasses: as immutable, ~3 M instructions cheaper each to
+# create at import (every `regmon check` imports this module).
+class FoundImage(NamedTuple):
     """One image use in a deployment file.
 
     ``image`` is the text after interpolation (not yet parsed as a reference);
@@ -55,8 +56,7 @@ class FoundImage:
         return self.object
 
 
-@dataclass(frozen=True, slots=True)
-class Checked:
+class Checked(NamedTuple):
     """One reference to check, and every place a deployment file uses it."""
 
     reference: ImageReference
