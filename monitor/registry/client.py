@@ -12,7 +12,7 @@ import functools
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote
 
 import httpx
@@ -86,8 +86,7 @@ class ManifestAnswer:
     http_status: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class TagListing:
+class TagListing(NamedTuple):  # not a frozen dataclass: ~3 M instructions cheaper to create
     """A decided listing: present (with every tag, sorted), missing or denied."""
 
     status: Status

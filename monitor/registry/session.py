@@ -16,8 +16,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 import httpx
 
@@ -58,8 +57,7 @@ DEFAULT_RETRY_AFTER = 1.0  # a 429 without a usable Retry-After
 _A = TypeVar("_A", bound=Answer)
 
 
-@dataclass(frozen=True, slots=True)
-class RegistrySettings:
+class RegistrySettings(NamedTuple):  # not a frozen dataclass: ~3 M instructions cheaper to create
     """Per-registry knobs (SPEC §4 ``registries:``); the defaults here are the config's too."""
 
     insecure: bool = False
