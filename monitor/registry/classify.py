@@ -38,7 +38,8 @@ __all__ = [
     "tag_page",
 ]
 
-_TAG = re.compile(r"[\w][\w.-]{0,127}\Z", re.ASCII)
+# Text, compiled (and cached) by ``re`` on the first tags/list page: a check never lists.
+_TAG = r"[\w][\w.-]{0,127}\Z"
 
 # RFC 6838 restricted-name, twice; parameters are cut off before matching.
 _MEDIA_TYPE = re.compile(
@@ -130,7 +131,7 @@ def tag_page(host: str, body: bytes) -> list[str]:
     if not isinstance(tags, list):
         raise RegistryError(Reason.PROTOCOL, f"{host}: tags/list answer has no tag list")
     # A name that is not a valid tag cannot be referenced, so it cannot be watched.
-    return [tag for tag in tags if isinstance(tag, str) and _TAG.match(tag)]
+    return [tag for tag in tags if isinstance(tag, str) and re.match(_TAG, tag, re.ASCII)]
 
 
 def next_page_path(host: str, base_url: str, link: str) -> str:
