@@ -16,6 +16,8 @@ import pytest
 from support import registry as registry_module
 from support.faults import (
     CountingProxy,
+    WireServer,
+    bad_request,
     free_port,
     garbage_server,
     hung_server,
@@ -416,3 +418,18 @@ def test_counting_proxy_answers_502_when_upstream_is_down() -> None:
     with CountingProxy(f"127.0.0.1:{free_port()}") as proxy:
         assert httpx.get(f"{proxy.url}/v2/").status_code == 502
         assert wait_for(lambda: proxy.count() == 1, message="request counted")
+
+
+def test_the_wire_server_takes_tls_bytes_with_a_line_break_and_a_colon_as_a_bad_request() -> None:
+    """A ClientHello (the HTTPS probe) is random bytes: a "\r\n" and a ":" among them
+    once read as a non-ASCII header name, and the server's thread died on it."""
+    import socket
+
+    hello = b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4\x03\x03\r\n\x97(o\xe6:\x1a\x0bK" + bytes(40)
+    with WireServer(bad_request) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+            conn.sendall(hello)
+            answer = conn.recv(65536)
+        [request] = server.requests
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert not request.valid and request.method == "" and not request.headers

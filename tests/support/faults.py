@@ -472,12 +472,17 @@ class WireServer(LoopbackTCPServer):
         line, _, rest = text.partition("\r\n")
         parts = line.split(" ")
         valid = len(parts) == 3 and parts[1].startswith("/") and parts[2].startswith("HTTP/1.")
+        # Only a request line's headers are read: the bytes of a TLS ClientHello (the
+        # HTTPS probe) are random, and a "\r\n" and ":" among them made a non-ASCII
+        # header name that httpx.Headers refuses (the server thread died; seen in CI).
         headers = httpx.Headers(
             [
                 (name.strip(), value.strip())
                 for name, sep, value in (h.partition(":") for h in rest.split("\r\n") if h)
                 if sep
             ]
+            if valid
+            else []
         )
         method, path = (parts[0], parts[1].partition("?")[0]) if valid else ("", "")
         return WireRequest(number, line, method, path, headers, valid)
