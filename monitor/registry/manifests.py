@@ -94,14 +94,20 @@ def _schema1_payload(body: bytes) -> bytes:
     return body[:length] + tail
 
 
-def parse_manifest(body: bytes) -> dict[str, Any]:
-    """Parse a manifest body; raise ManifestFormatError if it is not one."""
+def json_object(body: bytes, what: str) -> dict[str, Any]:
+    """``body`` as a JSON object; ManifestFormatError naming ``what`` if it is not one."""
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ManifestFormatError("manifest body is not JSON") from exc
+        raise ManifestFormatError(f"{what} is not JSON") from exc
     if not isinstance(doc, dict):
-        raise ManifestFormatError("manifest body is not a JSON object")
+        raise ManifestFormatError(f"{what} is not a JSON object")
+    return doc
+
+
+def parse_manifest(body: bytes) -> dict[str, Any]:
+    """Parse a manifest body; raise ManifestFormatError if it is not one."""
+    doc = json_object(body, "manifest body")
     version = doc.get("schemaVersion")
     if version not in (1, 2) or isinstance(version, bool):
         raise ManifestFormatError("manifest body has no schemaVersion 1 or 2")

@@ -16,6 +16,7 @@ from monitor.registry.manifests import (
     INDEX_MEDIA_TYPES,
     OCI_MANIFEST,
     ManifestFormatError,
+    json_object,
 )
 
 __all__ = [
@@ -186,13 +187,7 @@ def image_config(doc: Mapping[str, Any]) -> ConfigRef | None:
 
 def config_platform(body: bytes) -> Platform | None:
     """The platform an image config blob states; None if it states none."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ManifestFormatError("image config is not JSON") from exc
-    if not isinstance(doc, dict):
-        raise ManifestFormatError("image config is not a JSON object")
-    return _platform_of(doc)
+    return _platform_of(json_object(body, "image config"))
 
 
 def schema1_platform(doc: Mapping[str, Any]) -> Platform | None:
